@@ -1,0 +1,165 @@
+"""Validation of a resolved config before anything is trained or written.
+
+Each failure is a :class:`ConfigError` whose message is one line naming the key and the allowed
+values or range, so the command line can print it and exit non-zero with no run directory left.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+
+from experiments.errors import ConfigError
+from experiments.optim import BASE_OPTIMIZERS, LR_SCALINGS, LR_SCHEDULES
+from flatness import metrics as flatness_metrics
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def number(
+    cfg: Mapping,
+    key: str,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+    integer: bool = False,
+    prefix: str = "",
+) -> None:
+    """Check that ``cfg[key]`` is a number (an integer if asked) within the given bounds."""
+    value = cfg.get(key)
+    kind = "an integer" if integer else "a number"
+    lo = "" if low is None else f"{'>' if low_open else '>='} {low}"
+    hi = "" if high is None else f"{'<' if high_open else '<='} {high}"
+    rng = " and ".join(x for x in (lo, hi) if x)
+    expected = f"{kind}{' ' + rng if rng else ''}"
+    if not (_is_int(value) if integer else _is_number(value)):
+        raise ConfigError(f"{prefix}{key}: expected {expected} (got {value!r})")
+    if low is not None and (value <= low if low_open else value < low):
+        raise ConfigError(f"{prefix}{key}: expected {expected} (got {value!r})")
+    if high is not None and (value >= high if high_open else value > high):
+        raise ConfigError(f"{prefix}{key}: expected {expected} (got {value!r})")
+
+
+def choice(cfg: Mapping, key: str, allowed: tuple[str, ...], prefix: str = "") -> None:
+    if cfg.get(key) not in allowed:
+        raise ConfigError(f"{prefix}{key}: must be one of {list(allowed)} (got {cfg.get(key)!r})")
+
+
+def boolean(cfg: Mapping, key: str) -> None:
+    if not isinstance(cfg.get(key), bool):
+        raise ConfigError(f"{key}: expected true or false (got {cfg.get(key)!r})")
+
+
+def check_config(cfg: Mapping[str, Any]) -> None:
+    """Check every top-level knob and the optimizer and metric settings of a resolved config."""
+    number(cfg, "batch_size", low=1, integer=True)
+    number(cfg, "lr", low=0, low_open=True)
+    number(cfg, "epochs", low=0, integer=True)
+    number(cfg, "weight_decay", low=0)
+    choice(cfg, "lr_schedule", LR_SCHEDULES)
+    number(cfg, "lr_step_gamma", low=0, high=1, low_open=True)
+    milestones = cfg.get("lr_step_milestones")
+    if not isinstance(milestones, list) or not all(_is_number(m) and 0 < m < 1 for m in milestones):
+        raise ConfigError(
+            f"lr_step_milestones: expected a list of fractions in (0, 1) (got {milestones!r})"
+        )
+    choice(cfg, "lr_scaling", LR_SCALINGS)
+    number(cfg, "base_batch_size", low=1, integer=True)
+    if cfg.get("train_until_loss") is not None:
+        number(cfg, "train_until_loss", low=0, low_open=True)
+    number(cfg, "seed", low=0, integer=True)
+    number(cfg, "eval_batch_size", low=1, integer=True)
+    number(cfg, "checkpoint_every", low=1, integer=True)
+    save_epochs = cfg.get("save_epochs")
+    if not isinstance(save_epochs, list) or not all(_is_int(e) and e >= 1 for e in save_epochs):
+        raise ConfigError(f"save_epochs: expected a list of epochs >= 1 (got {save_epochs!r})")
+    for key in ("progress", "force", "drop_last"):
+        boolean(cfg, key)
+    check_device(cfg.get("device"))
+    check_optimizer(cfg["optimizer"])
+    check_metrics(cfg.get("metrics") or {})
+
+
+def check_device(device: Any) -> None:
+    """``auto``, ``cpu``, ``cuda`` or ``cuda:N``; a CUDA device must exist."""
+    if not isinstance(device, str) or not (
+        device in ("auto", "cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit())
+    ):
+        raise ConfigError(
+            f"device: must be one of ['auto', 'cpu', 'cuda', 'cuda:N'] (got {device!r})"
+        )
+    if device.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"device: {device!r} was asked for but CUDA is not available; use device=auto or cpu"
+            )
+        index = int(device[5:]) if ":" in device else 0
+        if index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"device: {device!r} does not exist ({torch.cuda.device_count()} CUDA devices)"
+            )
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` → CUDA when present, else CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def check_optimizer(opt: Mapping[str, Any]) -> None:
+    p = "optimizer."
+    name = opt.get("name")
+    base = opt.get("base", name)
+    if name in ("sam", "asam"):
+        choice(opt, "base", BASE_OPTIMIZERS, prefix=p)
+        number(opt, "rho", low=0, low_open=True, prefix=p)
+        if name == "asam":
+            number(opt, "eta", low=0, prefix=p)
+    if base == "momentum":
+        number(opt, "momentum", low=0, high=1, high_open=True, prefix=p)
+        if not isinstance(opt.get("nesterov"), bool):
+            raise ConfigError(
+                f"optimizer.nesterov: expected true or false (got {opt.get('nesterov')!r})"
+            )
+        if opt.get("nesterov") and opt.get("momentum") == 0:
+            raise ConfigError("optimizer.nesterov: needs optimizer.momentum > 0")
+    if base in ("adam", "adamw"):
+        betas = opt.get("betas")
+        if not (
+            isinstance(betas, list)
+            and len(betas) == 2
+            and all(_is_number(b) and 0 <= b < 1 for b in betas)
+        ):
+            raise ConfigError(f"optimizer.betas: expected two numbers in [0, 1) (got {betas!r})")
+        number(opt, "eps", low=0, low_open=True, prefix=p)
+
+
+def check_metrics(metrics: Mapping[str, Any]) -> None:
+    """Every metric name must be registered and every setting known to it."""
+    for name, settings in metrics.items():
+        if settings is not None and not isinstance(settings, Mapping):
+            raise ConfigError(f"metrics.{name}: expected a mapping of settings (got {settings!r})")
+        try:
+            flatness_metrics.resolve_settings(name, settings)
+        except KeyError as exc:
+            raise ConfigError(f"metrics.{name}: {exc.args[0]}") from None
+
+
+def check_against_data(cfg: Mapping[str, Any], num_train: int) -> None:
+    """Checks that need the dataset's size."""
+    if cfg["batch_size"] > num_train:
+        raise ConfigError(
+            f"batch_size: expected an integer in [1, {num_train}] (the training set size); got {cfg['batch_size']}"
+        )

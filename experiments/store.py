@@ -1,0 +1,143 @@
+"""Run directories: the run id, atomic writes, checkpoints and ``result.json``.
+
+A run is identified by a hash of what determines its result — data, model, optimizer,
+hyperparameters, seed, transform, metric settings — and never by paths, device, launcher or progress
+settings (DESIGN.md, "Runs are identified by what determines them"). Every file is written to a
+temporary file in the same directory and renamed, so a kill never leaves half a file behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+log = logging.getLogger(__name__)
+
+# Top-level keys that change where or how fast a run happens, not what it computes.
+NON_DETERMINING_KEYS = frozenset(
+    {
+        "name",
+        "device",
+        "progress",
+        "data_dir",
+        "runs_dir",
+        "force",
+        "eval_batch_size",
+        "save_epochs",
+        "checkpoint_every",
+        "hydra",
+    }
+)
+# Keys inside config groups that only say where files come from.
+NON_DETERMINING_GROUP_KEYS = {"dataset": frozenset({"download"})}
+
+
+def determining_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """The part of a resolved config that determines the result."""
+    out = {}
+    for key, value in cfg.items():
+        if key in NON_DETERMINING_KEYS:
+            continue
+        drop = NON_DETERMINING_GROUP_KEYS.get(key, frozenset())
+        if isinstance(value, Mapping) and drop:
+            value = {k: v for k, v in value.items() if k not in drop}
+        out[key] = value
+    return out
+
+
+def run_id(cfg: Mapping[str, Any]) -> str:
+    """A short, stable hash of the result-determining config."""
+    text = json.dumps(determining_config(cfg), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def flatten_config(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"optimizer": {"lr": 0.1}}`` → ``{"optimizer.lr": 0.1}`` (lists are kept as values)."""
+    flat: dict[str, Any] = {}
+    for key, value in cfg.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(flatten_config(value, prefix=f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+# --- atomic writes -------------------------------------------------------------------------------
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same directory and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=_json_default) + "\n")
+
+
+def atomic_torch_save(path: str | os.PathLike, obj: Any) -> None:
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    atomic_write_bytes(path, buffer.getvalue())
+
+
+def _json_default(obj: Any) -> Any:
+    if isinstance(obj, torch.Tensor) and obj.numel() == 1:
+        return obj.item()
+    if hasattr(obj, "item"):  # numpy scalars
+        return obj.item()
+    return str(obj)
+
+
+# --- reading back --------------------------------------------------------------------------------
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict[str, Any] | None:
+    """A checkpoint saved by :func:`atomic_torch_save`, or None (with a warning) if it is unreadable.
+
+    ``weights_only=True``: loading never executes pickled code.
+    """
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        log.warning("checkpoint %s is unreadable (%s); ignoring it", path, exc)
+        return None
+
+
+def load_result(path: str | os.PathLike) -> dict[str, Any] | None:
+    """``result.json`` as a dict, or None (with a warning) if missing or unreadable."""
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        log.warning("result file %s is unreadable (%s); ignoring it", path, exc)
+        return None
