@@ -1,0 +1,37 @@
+"""Shared fixtures: configs composed through Hydra's compose API, and a shared dataset cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "conf"
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory) -> Path:
+    """One dataset cache for the whole session (MNIST-1D is generated once)."""
+    return tmp_path_factory.mktemp("data")
+
+
+@pytest.fixture
+def make_cfg(tmp_path, data_dir):
+    """``make_cfg(*overrides)`` → a composed config writing runs under this test's tmp_path."""
+
+    def make(*overrides: str, runs_dir: Path | None = None):
+        base = [
+            f"runs_dir={runs_dir or tmp_path / 'runs'}",
+            f"data_dir={data_dir}",
+            "progress=false",
+        ]
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            return compose(config_name="config", overrides=base + list(overrides))
+
+    return make
+
+
+# A tiny, fast configuration for tests of the machinery (not of the science).
+TINY = ["dataset=synthetic", "epochs=5", "batch_size=32", "model.width=16"]
