@@ -87,6 +87,7 @@ def check_config(cfg: Mapping[str, Any]) -> None:
     for key in ("progress", "force", "drop_last"):
         boolean(cfg, key)
     check_device(cfg.get("device"))
+    check_dataset(cfg["dataset"])
     check_optimizer(cfg["optimizer"])
     check_metrics(cfg.get("metrics") or {})
 
@@ -116,6 +117,32 @@ def resolve_device(device: str) -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
+
+
+def check_dataset(ds: Mapping[str, Any]) -> None:
+    """Numbers in the dataset group (unknown dataset names are reported by the builder)."""
+    p = "dataset."
+    name = ds.get("name")
+    if name == "mnist1d":
+        number(ds, "num_samples", low=10, integer=True, prefix=p)
+        number(ds, "train_split", low=0, high=1, low_open=True, high_open=True, prefix=p)
+        number(ds, "seed", low=0, integer=True, prefix=p)
+    elif name == "synthetic":
+        number(ds, "seed", low=0, integer=True, prefix=p)
+        number(ds, "num_classes", low=2, integer=True, prefix=p)
+        number(ds, "separation", low=0, prefix=p)
+        number(ds, "num_samples_train", low=1, integer=True, prefix=p)
+        number(ds, "num_samples_test", low=1, integer=True, prefix=p)
+        shape = ds.get("input_shape")
+        if not (isinstance(shape, list) and shape and all(_is_int(d) and d >= 1 for d in shape)):
+            raise ConfigError(
+                f"dataset.input_shape: expected a list of positive integers (got {shape!r})"
+            )
+    elif "download" in ds and not isinstance(ds["download"], bool):
+        raise ConfigError(f"dataset.download: expected true or false (got {ds['download']!r})")
+    for key in ("num_train", "num_test"):
+        if ds.get(key) is not None:
+            number(ds, key, low=1, integer=True, prefix=p)
 
 
 def check_optimizer(opt: Mapping[str, Any]) -> None:

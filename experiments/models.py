@@ -116,8 +116,8 @@ def vgg9(
 ) -> nn.Sequential:
     """VGG-9 (Li et al. 2018), with a width multiplier for CPU-sized runs."""
     _image_shape("vgg9", input_shape)
-    if not width > 0:
-        raise ConfigError(f"model.width: must be > 0 (got {width!r})")
+    if isinstance(width, bool) or not isinstance(width, int | float) or not width > 0:
+        raise ConfigError(f"model.width: must be a number > 0 (got {width!r})")
     layers: list[nn.Module] = []
     c_in = input_shape[0]
     for spec in _VGG9:

@@ -3,7 +3,7 @@
 Batches are slices of a permutation drawn from a generator seeded by (seed, epoch), and the
 learning rate is a pure function of the epoch, so a run resumed from its last checkpoint replays
 exactly what an uninterrupted run would have done. The last partial batch of an epoch is kept
-(every sample is seen once per epoch) unless ``drop_last`` is set.
+(every sample is seen once per epoch) unless ``drop_last`` is set or it would hold one sample.
 """
 
 from __future__ import annotations
@@ -69,6 +69,13 @@ class TrainOutcome:
     seconds: float = 0.0
 
 
+def steps_per_epoch(n: int, batch_size: int, drop_last: bool) -> int:
+    """Mini-batches per epoch. A last partial batch is kept (every sample seen once per epoch) unless
+    ``drop_last``, or unless it would hold a single sample, which batch norm cannot train on."""
+    full, rest = divmod(n, batch_size)
+    return full + (1 if rest >= 2 and not drop_last else 0)
+
+
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     """The generator that orders epoch ``epoch``'s samples; independent of anything run before it."""
     return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
@@ -104,8 +111,7 @@ def train(
         if s.train_until_loss is not None and history[-1]["train_loss"] <= s.train_until_loss:
             stop_reason = "train_until_loss"
 
-    n = data.num_train
-    steps = n // s.batch_size if s.drop_last else math.ceil(n / s.batch_size)
+    steps = steps_per_epoch(data.num_train, s.batch_size, s.drop_last)
     t0 = time.perf_counter()
     bar = tqdm(
         total=s.epochs,

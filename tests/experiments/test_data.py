@@ -19,7 +19,9 @@ def ds_cfg(**kw):
 
 
 def test_mnist1d_has_the_published_shapes_and_is_cached(tmp_path, monkeypatch):
-    cfg = ds_cfg(name="mnist1d", num_samples=5000, train_split=0.8, seed=42, num_train=None, num_test=None)
+    cfg = ds_cfg(
+        name="mnist1d", num_samples=5000, train_split=0.8, seed=42, num_train=None, num_test=None
+    )
     data = build_dataset(cfg, tmp_path)
     assert data.x_train.shape == (4000, 40) and data.x_test.shape == (1000, 40)
     assert data.num_classes == 10 and set(data.y_train.tolist()) == set(range(10))
@@ -36,7 +38,9 @@ def test_mnist1d_has_the_published_shapes_and_is_cached(tmp_path, monkeypatch):
 
 
 def test_a_corrupted_mnist1d_cache_is_regenerated(tmp_path):
-    cfg = ds_cfg(name="mnist1d", num_samples=500, train_split=0.8, seed=1, num_train=None, num_test=None)
+    cfg = ds_cfg(
+        name="mnist1d", num_samples=500, train_split=0.8, seed=1, num_train=None, num_test=None
+    )
     data = build_dataset(cfg, tmp_path)
     (cache,) = (tmp_path / "mnist1d").glob("*.npz")
     cache.write_bytes(cache.read_bytes()[:100])  # truncated
@@ -45,10 +49,23 @@ def test_a_corrupted_mnist1d_cache_is_regenerated(tmp_path):
 
 
 def test_synthetic_is_seeded_and_subsets_work(tmp_path):
-    cfg = ds_cfg(name="synthetic", seed=3, input_shape=[5], num_classes=3, separation=2.0,
-                 num_samples_train=64, num_samples_test=32, num_train=10, num_test=None)
+    cfg = ds_cfg(
+        name="synthetic",
+        seed=3,
+        input_shape=[5],
+        num_classes=3,
+        separation=2.0,
+        num_samples_train=64,
+        num_samples_test=32,
+        num_train=10,
+        num_test=None,
+    )
     a, b = build_dataset(cfg, tmp_path), build_dataset(cfg, tmp_path)
-    assert torch.equal(a.x_train, b.x_train) and a.x_train.shape == (10, 5) and a.x_test.shape == (32, 5)
+    assert (
+        torch.equal(a.x_train, b.x_train)
+        and a.x_train.shape == (10, 5)
+        and a.x_test.shape == (32, 5)
+    )
     with pytest.raises(ConfigError, match=r"dataset.num_train"):
         build_dataset(ds_cfg(**{**cfg, "num_train": 1000}), tmp_path)
 
@@ -59,7 +76,9 @@ def test_synthetic_is_seeded_and_subsets_work(tmp_path):
 def write_idx(path, array):
     """IDX file as torchvision reads it: magic (0, 0, type 0x08 = uint8, ndim), big-endian dims."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
+    header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(
+        f">{array.ndim}I", *array.shape
+    )
     path.write_bytes(header + array.astype(np.uint8).tobytes())
 
 
@@ -103,13 +122,29 @@ def fabricate_cifar(folder, train_files, test_file, label_key, classes, seed=0):
 @pytest.mark.parametrize(
     "name, folder, train_files, test_file, meta, label_key, classes",
     [
-        ("cifar10", "cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], "test_batch",
-         ("batches.meta", "label_names"), "labels", 10),
-        ("cifar100", "cifar-100-python", ["train"], "test", ("meta", "fine_label_names"), "fine_labels", 100),
+        (
+            "cifar10",
+            "cifar-10-batches-py",
+            [f"data_batch_{i}" for i in range(1, 6)],
+            "test_batch",
+            ("batches.meta", "label_names"),
+            "labels",
+            10,
+        ),
+        (
+            "cifar100",
+            "cifar-100-python",
+            ["train"],
+            "test",
+            ("meta", "fine_label_names"),
+            "fine_labels",
+            100,
+        ),
     ],
 )
-def test_torchvision_cifar_formats_load_in_nchw(tmp_path, monkeypatch, name, folder, train_files, test_file,
-                                               meta, label_key, classes):
+def test_torchvision_cifar_formats_load_in_nchw(
+    tmp_path, monkeypatch, name, folder, train_files, test_file, meta, label_key, classes
+):
     import torchvision.datasets.cifar as tv_cifar
 
     # Fabricated files cannot match torchvision's MD5 sums of the real archives; check presence only.
@@ -123,7 +158,10 @@ def test_torchvision_cifar_formats_load_in_nchw(tmp_path, monkeypatch, name, fol
     first, labels = batches[train_files[0]]
     raw = torch.as_tensor(first[0].reshape(3, 32, 32), dtype=torch.float32) / 255
     x = data.x_train[0]  # undo the per-channel standardisation to compare with the raw pixels
-    all_raw = torch.as_tensor(np.vstack([batches[f][0] for f in train_files]).reshape(-1, 3, 32, 32)) / 255
+    all_raw = (
+        torch.as_tensor(np.vstack([batches[f][0] for f in train_files]).reshape(-1, 3, 32, 32))
+        / 255
+    )
     mean, std = all_raw.mean(dim=(0, 2, 3)), all_raw.std(dim=(0, 2, 3))
     assert torch.allclose(x * std[:, None, None] + mean[:, None, None], raw, atol=1e-5)
     assert data.y_train[: len(labels)].tolist() == labels

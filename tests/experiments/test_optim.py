@@ -51,7 +51,9 @@ def test_sam_step_equals_the_formula(adaptive):
     w2, b2 = (w0 + ew).requires_grad_(), (b0 + eb).requires_grad_()
     gw2, gb2 = torch.autograd.grad(loss_at(w2, b2), (w2, b2))
 
-    opt = SAM(model, torch.optim.SGD(model.parameters(), lr=lr), rho=rho, adaptive=adaptive, eta=eta)
+    opt = SAM(
+        model, torch.optim.SGD(model.parameters(), lr=lr), rho=rho, adaptive=adaptive, eta=eta
+    )
 
     def closure():
         opt.zero_grad()
@@ -90,10 +92,35 @@ def test_build_optimizer_uses_the_config():
     cfg = OmegaConf.create({"name": "momentum", "momentum": 0.9, "nesterov": True})
     opt = build_optimizer(cfg, model, lr=0.3, weight_decay=1e-4)
     group = opt.param_groups[0]
-    assert (group["lr"], group["momentum"], group["nesterov"], group["weight_decay"]) == (0.3, 0.9, True, 1e-4)
+    assert (group["lr"], group["momentum"], group["nesterov"], group["weight_decay"]) == (
+        0.3,
+        0.9,
+        True,
+        1e-4,
+    )
     sam = build_optimizer(
-        OmegaConf.create({"name": "asam", "base": "adamw", "rho": 0.5, "eta": 0.01, "betas": [0.9, 0.99], "eps": 1e-8}),
-        model, lr=1e-3, weight_decay=0.01,
+        OmegaConf.create(
+            {
+                "name": "asam",
+                "base": "adamw",
+                "rho": 0.5,
+                "eta": 0.01,
+                "betas": [0.9, 0.99],
+                "eps": 1e-8,
+            }
+        ),
+        model,
+        lr=1e-3,
+        weight_decay=0.01,
     )
     assert isinstance(sam, SAM) and sam.adaptive and isinstance(sam.base, torch.optim.AdamW)
     assert math.isclose(sam.param_groups[0]["weight_decay"], 0.01)
+
+
+def test_steps_per_epoch_keeps_partial_batches_but_not_single_samples():
+    from experiments.train import steps_per_epoch
+
+    assert steps_per_epoch(100, 32, drop_last=False) == 4  # 32+32+32+4
+    assert steps_per_epoch(100, 32, drop_last=True) == 3
+    assert steps_per_epoch(97, 32, drop_last=False) == 3  # a remainder of 1 is dropped
+    assert steps_per_epoch(64, 64, drop_last=False) == 1

@@ -114,10 +114,21 @@ def test_train_until_loss_stops_at_the_matched_loss(make_cfg):
 
 @pytest.mark.parametrize(
     "optimizer, model",
-    [("sam", "model=cnn"), ("asam", "model=cnn"), ("adamw", "model=mlp"), ("momentum", "model=mlp")],
+    [
+        ("sam", "model=cnn"),
+        ("asam", "model=cnn"),
+        ("adamw", "model=mlp"),
+        ("momentum", "model=mlp"),
+    ],
 )
 def test_every_optimizer_trains(make_cfg, optimizer, model):
-    overrides = ["dataset=synthetic", "dataset.input_shape=[1,8,8]", "epochs=3", "batch_size=32", model]
+    overrides = [
+        "dataset=synthetic",
+        "dataset.input_shape=[1,8,8]",
+        "epochs=3",
+        "batch_size=32",
+        model,
+    ]
     if model == "model=cnn":
         overrides += ["model.channels=4", "model.batch_norm=true"]
     result = main(make_cfg(*overrides, f"optimizer={optimizer}"))
@@ -141,6 +152,11 @@ BAD_INPUTS = [
     ("lr_schedule=linear", "lr_schedule"),
     ("+metrics.no_such_metric={}", "metrics.no_such_metric"),
     ("dataset=cifar10", "dataset.download=true"),
+    ("dataset=mnist1d dataset.num_samples=abc", "dataset.num_samples"),
+    ("dataset.input_shape=[0]", "dataset.input_shape"),
+    ("model.width=abc", "model.width"),
+    ("optimizer=sam optimizer.rho=0", "optimizer.rho"),
+    ("optimizer=adam optimizer.betas=[0.9,1.0]", "optimizer.betas"),
 ]
 if not torch.cuda.is_available():
     BAD_INPUTS.append(("device=cuda", "device"))
@@ -159,13 +175,19 @@ def cli(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProc
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.run(
         [sys.executable, "-m", "experiments.run", *args],
-        cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout,
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 
 def test_command_line_trains_and_writes_a_result(tmp_path, data_dir):
     start = time.perf_counter()
-    proc = cli("optimizer=adam", "batch_size=1024", f"data_dir={data_dir}", "progress=false", cwd=tmp_path)
+    proc = cli(
+        "optimizer=adam", "batch_size=1024", f"data_dir={data_dir}", "progress=false", cwd=tmp_path
+    )
     elapsed = time.perf_counter() - start
     assert proc.returncode == 0, proc.stderr
     (result_file,) = (tmp_path / "runs" / "default").glob("*/result.json")
@@ -192,19 +214,32 @@ def test_command_line_bad_input_is_one_line_and_nonzero(tmp_path, args, key):
 
 
 def test_command_line_divergence_exits_zero(tmp_path):
-    proc = cli(*TINY, "lr=1e6", "dataset.separation=100", "progress=false", cwd=tmp_path, timeout=120)
+    proc = cli(
+        *TINY, "lr=1e6", "dataset.separation=100", "progress=false", cwd=tmp_path, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     assert "diverged at epoch" in proc.stdout
 
 
 def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
-    args = ["dataset=synthetic", "dataset.num_samples_train=2000", "epochs=40", "batch_size=8",
-            "model.width=32", "progress=false"]
+    args = [
+        "dataset=synthetic",
+        "dataset.num_samples_train=2000",
+        "epochs=40",
+        "batch_size=8",
+        "model.width=32",
+        "progress=false",
+    ]
     killed_dir = tmp_path / "killed"
     killed_dir.mkdir()
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.Popen([sys.executable, "-m", "experiments.run", *args], cwd=killed_dir, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "experiments.run", *args],
+        cwd=killed_dir,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 120
     history = None
     while time.time() < deadline:

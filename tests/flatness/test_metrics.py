@@ -22,8 +22,17 @@ def test_measure_returns_a_flat_row_with_values_and_settings(problem):
         for p in model.parameters():
             p.add_(0.5)
     row = flatness.measure(
-        model, train=train, test=test,
-        metrics=["train_error", "test_error", "gap", "param_norm", "distance_from_init", "param_count"],
+        model,
+        train=train,
+        test=test,
+        metrics=[
+            "train_error",
+            "test_error",
+            "gap",
+            "param_norm",
+            "distance_from_init",
+            "param_count",
+        ],
         init=init,
     )
     with torch.no_grad():
