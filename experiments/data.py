@@ -8,7 +8,6 @@ both faster for these sizes (DESIGN.md, performance notes) and exactly reproduci
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import os
@@ -20,7 +19,7 @@ import numpy as np
 import torch
 
 from experiments.errors import ConfigError
-from experiments.store import atomic_write_bytes
+from flatness._io import atomic_write_bytes, npz_bytes
 
 log = logging.getLogger(__name__)
 
@@ -107,9 +106,7 @@ def _mnist1d(cfg: Any, data_dir: Path) -> Dataset:
             "x_test": raw["x_test"].astype(np.float32),
             "y_test": raw["y_test"].astype(np.int64),
         }
-        buffer = io.BytesIO()
-        np.savez(buffer, **arrays)
-        atomic_write_bytes(path, buffer.getvalue())
+        atomic_write_bytes(path, npz_bytes(arrays))
     return Dataset(
         "mnist1d",
         torch.from_numpy(arrays["x"]),
