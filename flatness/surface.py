@@ -1,0 +1,415 @@
+"""Loss surfaces: 1D lines and 2D planes through a model's weights, and interpolation between models.
+
+Follows Li et al. 2018 ("Visualizing the Loss Landscape of Neural Nets"): the loss and accuracy at
+θ + α·δ (+ β·η) over a grid, with δ, η random filter-normalised directions by default (see
+:mod:`flatness.directions`), and the 1D linear interpolation (1−t)·θ_a + t·θ_b of Goodfellow et al.
+2015 and Keskar et al. 2017.
+
+Two engines evaluate the grid. ``loop`` evaluates one point at a time through
+:func:`flatness.evaluate.evaluate`; ``vmap`` evaluates chunks of grid points in one batched forward
+(``torch.func.vmap`` over stacked parameters), halving the chunk on out-of-memory. ``auto`` picks
+``vmap`` on CUDA for networks without convolutions and ``loop`` elsewhere: measured on 2 CPU cores,
+per-point evaluation of a small MLP is already at the arithmetic ceiling and vmap was slower, and for
+conv nets on a GPU batching grid points gains little (DESIGN.md, performance notes).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, vmap
+from tqdm.auto import tqdm
+
+from flatness import params as P
+from flatness._io import atomic_write_bytes, npz_bytes
+from flatness.directions import random_direction
+from flatness.evaluate import LossFn, batches, evaluate
+
+Data = tuple[torch.Tensor, torch.Tensor]
+ENGINES = ("auto", "loop", "vmap")
+BN_POLICIES = ("frozen", "recompute")
+QUANTITIES = ("loss", "acc")
+
+
+@dataclass
+class Surface:
+    """Values of loss and accuracy over a 1D or 2D grid, with the settings that produced them.
+
+    ``coords`` holds one array per axis. For a 2D surface ``values[name][i, j]`` is the value at
+    ``(coords[0][i], coords[1][j])`` ("ij" indexing: first axis = x), whatever the grid's shape.
+    """
+
+    coords: list[np.ndarray]
+    values: dict[str, np.ndarray]
+    settings: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.coords)
+
+    def save(self, path: str | Path) -> tuple[Path, Path]:
+        """Write ``<path>.npz`` (grid and values) and ``<path>.json`` (settings); return both paths."""
+        path = Path(path)
+        npz, meta = path.with_suffix(".npz"), path.with_suffix(".json")
+        arrays = {f"coord_{i}": c for i, c in enumerate(self.coords)}
+        arrays.update({f"value_{k}": v for k, v in self.values.items()})
+        atomic_write_bytes(npz, npz_bytes(arrays))
+        atomic_write_bytes(
+            meta, (json.dumps(self.settings, indent=2, sort_keys=True, default=str) + "\n").encode()
+        )
+        return npz, meta
+
+    @classmethod
+    def load(cls, path: str | Path) -> Surface:
+        path = Path(path)
+        with np.load(path.with_suffix(".npz")) as f:
+            coords = [f[f"coord_{i}"] for i in range(sum(k.startswith("coord_") for k in f.files))]
+            values = {k[len("value_") :]: f[k] for k in f.files if k.startswith("value_")}
+        settings = json.loads(path.with_suffix(".json").read_text())
+        return cls(coords, values, settings)
+
+
+def grid_axis(lo: float, hi: float, points: int, name: str = "range") -> np.ndarray:
+    """``points`` evenly spaced values from ``lo`` to ``hi`` inclusive."""
+    if not (isinstance(points, int) and points >= 2):
+        raise ValueError(f"resolution must be an integer >= 2 (got {points!r})")
+    if not lo < hi:
+        raise ValueError(f"{name} must have min < max (got [{lo}, {hi}])")
+    return np.linspace(lo, hi, points)
+
+
+def surface_1d(
+    model: nn.Module,
+    train: Data,
+    test: Data | None = None,
+    *,
+    direction: Mapping[str, torch.Tensor] | None = None,
+    seed: int = 0,
+    normalization: str = "filter",
+    ignore: str = "biasbn",
+    span: tuple[float, float] = (-1.0, 1.0),
+    points: int = 51,
+    **options: Any,
+) -> Surface:
+    """Loss and accuracy along θ + α·d for α on a grid over ``span`` (a random direction by default)."""
+    xs = grid_axis(*span, points)
+    given = direction is not None
+    if direction is None:
+        direction = random_direction(model, seed=seed, normalization=normalization, ignore=ignore)
+    settings = {
+        "kind": "1d",
+        "seed": seed,
+        "normalization": normalization,
+        "ignore": ignore,
+        "direction": "given" if given else "random",
+    }
+    coords = xs[:, None]
+    values = evaluate_grid(model, [direction], coords, train, test, **options)
+    settings.update(values.pop("_settings"))
+    return Surface([xs], values, settings)
+
+
+def surface_2d(
+    model: nn.Module,
+    train: Data,
+    test: Data | None = None,
+    *,
+    directions: Sequence[Mapping[str, torch.Tensor]] | None = None,
+    seed: int = 0,
+    normalization: str = "filter",
+    ignore: str = "biasbn",
+    x_span: tuple[float, float] = (-1.0, 1.0),
+    y_span: tuple[float, float] = (-1.0, 1.0),
+    x_points: int = 51,
+    y_points: int = 51,
+    **options: Any,
+) -> Surface:
+    """Loss and accuracy over the plane θ + α·δ + β·η (two random directions by default)."""
+    xs, ys = grid_axis(*x_span, x_points, "x range"), grid_axis(*y_span, y_points, "y range")
+    given = directions is not None
+    if directions is None:
+        g = torch.Generator().manual_seed(seed)
+        directions = [
+            random_direction(model, generator=g, normalization=normalization, ignore=ignore)
+            for _ in range(2)
+        ]
+    if len(directions) != 2:
+        raise ValueError(f"surface_2d needs two directions (got {len(directions)})")
+    gx, gy = np.meshgrid(xs, ys, indexing="ij")
+    coords = np.stack([gx.ravel(), gy.ravel()], axis=1)
+    values = evaluate_grid(model, list(directions), coords, train, test, **options)
+    settings = {
+        "kind": "2d",
+        "seed": seed,
+        "normalization": normalization,
+        "ignore": ignore,
+        "direction": "given" if given else "random",
+        **values.pop("_settings"),
+    }
+    return Surface([xs, ys], {k: v.reshape(len(xs), len(ys)) for k, v in values.items()}, settings)
+
+
+def evaluate_grid(
+    model: nn.Module,
+    directions: Sequence[Mapping[str, torch.Tensor]],
+    coords: np.ndarray,
+    train: Data,
+    test: Data | None = None,
+    *,
+    loss_fn: LossFn = F.cross_entropy,
+    batch_size: int = 4096,
+    subset: int | None = None,
+    bn_policy: str = "frozen",
+    bn_samples: int = 1024,
+    engine: str = "auto",
+    chunk_size: int | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Evaluate θ + Σ_k coords[n, k]·directions[k] for every row n of ``coords``.
+
+    Returns ``{"train_loss": (N,), "train_acc": (N,), ["test_loss", "test_acc"], "_settings": {...}}``.
+    ``subset`` keeps the first samples of each split; ``bn_policy="recompute"`` re-estimates batch-norm
+    running statistics at every point from ``bn_samples`` training samples (Li et al. 2018 keep them
+    frozen, our default). The model is left bit-identical.
+    """
+    if engine not in ENGINES:
+        raise ValueError(f"engine must be one of {list(ENGINES)} (got {engine!r})")
+    if bn_policy not in BN_POLICIES:
+        raise ValueError(f"bn_policy must be one of {list(BN_POLICIES)} (got {bn_policy!r})")
+    if subset is not None and not (isinstance(subset, int) and subset >= 1):
+        raise ValueError(f"subset must be a positive integer or None (got {subset!r})")
+    coords = np.asarray(coords, dtype=np.float64)
+    if coords.ndim != 2 or coords.shape[1] != len(directions):
+        raise ValueError(f"coords must have shape (N, {len(directions)}) (got {coords.shape})")
+    splits = {"train": train} if test is None else {"train": train, "test": test}
+    splits = {k: (x[:subset], y[:subset]) for k, (x, y) in splits.items()}
+    theta = P.named_params(model)
+    chosen = _choose_engine(engine, model, theta, bn_policy)
+    bn_data = train[0][:bn_samples]
+    with P.restored(model):
+        if chosen == "loop":
+            values = _loop(
+                model,
+                theta,
+                directions,
+                coords,
+                splits,
+                loss_fn,
+                batch_size,
+                bn_policy,
+                bn_data,
+                progress,
+            )
+        else:
+            values, chunk_size = _vmapped(
+                model, theta, directions, coords, splits, loss_fn, batch_size, chunk_size, progress
+            )
+    values["_settings"] = {
+        "engine": chosen,
+        "chunk_size": chunk_size if chosen == "vmap" else 1,
+        "bn_policy": bn_policy,
+        "bn_samples": min(bn_samples, len(train[0])) if bn_policy == "recompute" else None,
+        "subset": subset,
+        **{f"n_{k}": len(x) for k, (x, _) in splits.items()},
+        "mode": "eval",
+    }
+    return values
+
+
+def _choose_engine(engine: str, model: nn.Module, theta: P.Params, bn_policy: str) -> str:
+    if engine != "auto":
+        if engine == "vmap" and bn_policy == "recompute":
+            raise ValueError("engine='vmap' supports bn_policy='frozen' only; use engine='loop'")
+        return engine
+    on_cuda = next(iter(theta.values())).is_cuda
+    has_conv = any(isinstance(m, nn.modules.conv._ConvNd) for m in model.modules())
+    return "vmap" if on_cuda and not has_conv and bn_policy == "frozen" else "loop"
+
+
+def _point(theta: P.Params, directions, c: np.ndarray) -> P.Params:
+    out = dict(theta)
+    for coef, d in zip(c, directions, strict=True):
+        out = {k: out[k] + float(coef) * d[k] for k in out}
+    return out
+
+
+def _loop(
+    model, theta, directions, coords, splits, loss_fn, batch_size, bn_policy, bn_data, progress
+):
+    values = {f"{s}_{q}": np.empty(len(coords)) for s in splits for q in QUANTITIES}
+    for n, c in enumerate(
+        tqdm(coords, desc="surface", unit="pt", disable=not progress, leave=False)
+    ):
+        params = _point(theta, directions, c)
+        if bn_policy == "recompute":
+            _load_params(model, params)
+            recompute_bn_statistics(model, bn_data, batch_size)
+            params = None  # the model now holds the point's weights and statistics
+        for s, (x, y) in splits.items():
+            e = evaluate(model, x, y, loss_fn, batch_size=batch_size, params=params)
+            values[f"{s}_loss"][n], values[f"{s}_acc"][n] = (
+                e.loss,
+                math.nan if e.accuracy is None else e.accuracy,
+            )
+    return values
+
+
+def _load_params(model: nn.Module, params: Mapping[str, torch.Tensor]) -> None:
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name in params:
+                p.copy_(params[name])
+
+
+@torch.no_grad()
+def recompute_bn_statistics(model: nn.Module, x: torch.Tensor, batch_size: int = 4096) -> None:
+    """Re-estimate every batch-norm layer's running statistics as the exact average over ``x``."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return
+    saved_momentum = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average: the mean over all batches seen
+    was_training = model.training
+    model.train()
+    try:
+        for xb, _ in batches(x, x, batch_size):
+            model(xb)
+    finally:
+        model.train(was_training)
+        for m, mom in zip(bns, saved_momentum, strict=True):
+            m.momentum = mom
+
+
+def _vmapped(model, theta, directions, coords, splits, loss_fn, batch_size, chunk_size, progress):
+    model.eval()
+    names = list(theta)
+    d_stack = [torch.stack([d[k] for d in directions]) for k in names]  # (K, *shape) per parameter
+
+    def point_stats(flat_params, xb, yb):
+        out = functional_call(model, dict(zip(names, flat_params, strict=True)), (xb,))
+        return loss_fn(out, yb), (out.argmax(dim=-1) == yb).sum()
+
+    batched = vmap(point_stats, in_dims=(0, None, None))
+    chunk = chunk_size or _default_chunk(theta, splits, batch_size)
+    values = {f"{s}_{q}": np.empty(len(coords)) for s in splits for q in QUANTITIES}
+    device = next(iter(theta.values())).device
+    bar = tqdm(total=len(coords), desc="surface", unit="pt", disable=not progress, leave=False)
+    start = 0
+    while start < len(coords):
+        c = torch.as_tensor(
+            coords[start : start + chunk], dtype=next(iter(theta.values())).dtype, device=device
+        )
+        try:
+            stacked = [
+                theta[k][None] + torch.tensordot(c, d_stack[i], dims=([1], [0]))
+                for i, k in enumerate(names)
+            ]
+            with torch.no_grad():
+                for s, (x, y) in splits.items():
+                    loss = torch.zeros(len(c), dtype=torch.float64, device=device)
+                    correct = torch.zeros(len(c), dtype=torch.int64, device=device)
+                    for xb, yb in batches(x, y, batch_size):
+                        lb, cb = batched(stacked, xb, yb)
+                        loss += lb.double() * len(xb)
+                        correct += cb
+                    values[f"{s}_loss"][start : start + len(c)] = (loss / len(x)).cpu().numpy()
+                    values[f"{s}_acc"][start : start + len(c)] = (
+                        (correct.double() / len(x)).cpu().numpy()
+                    )
+        except torch.OutOfMemoryError:
+            if chunk == 1:
+                raise
+            chunk = max(1, chunk // 2)  # halve and retry the same points
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            continue
+        start += len(c)
+        bar.update(len(c))
+    bar.close()
+    return values, chunk
+
+
+def _default_chunk(theta: P.Params, splits, batch_size: int) -> int:
+    """Grid points per batched forward: what fits in half the free accelerator memory, at most 1024."""
+    device = next(iter(theta.values())).device
+    if device.type != "cuda":
+        return 64
+    free, _ = torch.cuda.mem_get_info(device)
+    param_bytes = sum(t.numel() * t.element_size() for t in theta.values())
+    x = next(iter(splits.values()))[0]
+    # Per point: its weights, plus a generous guess at activations (10 floats per input feature).
+    act_bytes = min(batch_size, len(x)) * x[0].numel() * 4 * 10
+    return int(max(1, min(1024, 0.5 * free // (param_bytes + act_bytes))))
+
+
+def interpolate(
+    model_a: nn.Module,
+    model_b: nn.Module,
+    train: Data,
+    test: Data | None = None,
+    *,
+    ts: Sequence[float] | None = None,
+    loss_fn: LossFn = F.cross_entropy,
+    batch_size: int = 4096,
+    subset: int | None = None,
+    bn_policy: str = "frozen",
+    bn_samples: int = 1024,
+    progress: bool = False,
+) -> Surface:
+    """Loss and accuracy of (1−t)·θ_a + t·θ_b (Goodfellow et al. 2015; Keskar et al. 2017, Fig. 3).
+
+    The whole state is interpolated, batch-norm running statistics included (``frozen``), or the
+    statistics are re-estimated at each point (``recompute``). The default ``ts`` runs from −0.5 to
+    1.5 in steps of 0.05, both models included.
+    """
+    if bn_policy not in BN_POLICIES:
+        raise ValueError(f"bn_policy must be one of {list(BN_POLICIES)} (got {bn_policy!r})")
+    ts = (
+        np.round(np.linspace(-0.5, 1.5, 41), 10) if ts is None else np.asarray(ts, dtype=np.float64)
+    )
+    sa, sb = model_a.state_dict(), model_b.state_dict()
+    if sa.keys() != sb.keys() or any(sa[k].shape != sb[k].shape for k in sa):
+        raise ValueError("interpolate needs two models of the same architecture")
+    work = copy.deepcopy(model_a)  # the inputs are never touched
+    splits = {"train": train} if test is None else {"train": train, "test": test}
+    splits = {k: (x[:subset], y[:subset]) for k, (x, y) in splits.items()}
+    values = {f"{s}_{q}": np.empty(len(ts)) for s in splits for q in QUANTITIES}
+    for n, t in enumerate(
+        tqdm(ts, desc="interpolate", unit="pt", disable=not progress, leave=False)
+    ):
+        state = {k: _mix(sa[k], sb[k], float(t)) for k in sa}
+        work.load_state_dict(state)
+        if bn_policy == "recompute":
+            recompute_bn_statistics(work, train[0][:bn_samples], batch_size)
+        for s, (x, y) in splits.items():
+            e = evaluate(work, x, y, loss_fn, batch_size=batch_size)
+            values[f"{s}_loss"][n], values[f"{s}_acc"][n] = (
+                e.loss,
+                math.nan if e.accuracy is None else e.accuracy,
+            )
+    settings = {
+        "kind": "interpolation",
+        "bn_policy": bn_policy,
+        "subset": subset,
+        "mode": "eval",
+        **{f"n_{k}": len(x) for k, (x, _) in splits.items()},
+    }
+    return Surface([ts], values, settings)
+
+
+def _mix(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:
+    if not a.is_floating_point():  # e.g. num_batches_tracked: not a coordinate of the model
+        return a.clone()
+    return (1.0 - t) * a + t * b
