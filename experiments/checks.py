@@ -90,6 +90,7 @@ def check_config(cfg: Mapping[str, Any]) -> None:
     check_dataset(cfg["dataset"])
     check_optimizer(cfg["optimizer"])
     check_metrics(cfg.get("metrics") or {})
+    check_surface(cfg.get("surface") or {"kind": "none"})
 
 
 def check_device(device: Any) -> None:
@@ -182,6 +183,60 @@ def check_metrics(metrics: Mapping[str, Any]) -> None:
             flatness_metrics.resolve_settings(name, settings)
         except KeyError as exc:
             raise ConfigError(f"metrics.{name}: {exc.args[0]}") from None
+
+
+def _span(cfg: Mapping, key: str, prefix: str) -> None:
+    span = cfg.get(key)
+    if not (
+        isinstance(span, list)
+        and len(span) == 2
+        and all(_is_number(v) for v in span)
+        and span[0] < span[1]
+    ):
+        raise ConfigError(f"{prefix}{key}: expected [min, max] with min < max (got {span!r})")
+
+
+def check_surface(surface: Mapping[str, Any]) -> None:
+    """Resolution, ranges, normalisation, BN policy, engine and plot names of the surface group."""
+    from experiments.landscape import SURFACE_KINDS
+    from flatness.directions import IGNORE, NORMALIZATIONS
+    from flatness.plot import KINDS_2D
+    from flatness.surface import BN_POLICIES, ENGINES
+
+    p = "surface."
+    choice(surface, "kind", SURFACE_KINDS, prefix=p)
+    kind = surface["kind"]
+    if kind == "none":
+        return
+    number(surface, "points", low=2, integer=True, prefix=p)
+    for key in ("x_points", "y_points"):
+        if surface.get(key) is not None:
+            number(surface, key, low=2, integer=True, prefix=p)
+    if kind == "1d":
+        _span(surface, "span", p)
+    elif kind == "2d":
+        _span(surface, "x_span", p)
+        _span(surface, "y_span", p)
+    else:
+        number(surface, "every", low=1, integer=True, prefix=p)
+        number(surface, "margin", low=0, low_open=True, prefix=p)
+    if kind != "pca":
+        choice(surface, "normalization", NORMALIZATIONS, prefix=p)
+        number(surface, "seed", low=0, integer=True, prefix=p)
+    choice(surface, "ignore", IGNORE, prefix=p)
+    choice(surface, "bn_policy", BN_POLICIES, prefix=p)
+    choice(surface, "engine", ENGINES, prefix=p)
+    number(surface, "bn_samples", low=1, integer=True, prefix=p)
+    if surface.get("subset") is not None:
+        number(surface, "subset", low=1, integer=True, prefix=p)
+    allowed = ("line",) if kind == "1d" else KINDS_2D
+    plots = surface.get("plots")
+    if not isinstance(plots, list) or not all(name in allowed for name in plots):
+        raise ConfigError(f"{p}plots: expected a list of {list(allowed)} (got {plots!r})")
+    if surface.get("engine") == "vmap" and surface.get("bn_policy") == "recompute":
+        raise ConfigError(
+            f"{p}engine: 'vmap' supports bn_policy=frozen only; use engine=loop or auto"
+        )
 
 
 def check_against_data(cfg: Mapping[str, Any], num_train: int) -> None:

@@ -25,6 +25,7 @@ import flatness
 from experiments import checks, store
 from experiments.data import build_dataset
 from experiments.errors import ConfigError
+from experiments.landscape import compute_surface, trajectory_epochs
 from experiments.models import build_model
 from experiments.optim import build_optimizer, scaled_lr
 from experiments.train import TrainSettings, train
@@ -95,7 +96,9 @@ def main(cfg: DictConfig) -> dict[str, Any]:
         drop_last=c["drop_last"],
         eval_batch_size=c["eval_batch_size"],
         checkpoint_every=c["checkpoint_every"],
-        save_epochs=c["save_epochs"],
+        save_epochs=sorted(
+            set(c["save_epochs"]) | set(trajectory_epochs(c["surface"], c["epochs"]))
+        ),
         progress=c["progress"],
     )
     outcome = train(model, optimizer, data, settings, run_dir)
@@ -137,6 +140,15 @@ def main(cfg: DictConfig) -> dict[str, Any]:
         )
         result.update({k: flatness_metrics.compute(k, ctx).value for k in CORE})
         result["metrics"], result["metric_failures"] = _measure(ctx, c.get("metrics") or {})
+        if c["surface"]["kind"] != "none":
+            result["surface"] = compute_surface(
+                c["surface"],
+                model,
+                data,
+                run_dir,
+                batch_size=c["eval_batch_size"],
+                progress=c["progress"],
+            )
     result["timings"] = {
         "data_s": data_seconds,
         "train_s": outcome.seconds,

@@ -30,6 +30,8 @@ def describe(surface: Surface) -> str:
     parts = []
     if s.get("kind") == "interpolation":
         parts.append("linear interpolation")
+    elif s.get("direction") == "PCA":
+        parts.append("PCA directions of the training trajectory")
     else:
         parts.append(
             f"{s.get('normalization', '?')}-normalised {s.get('direction', '')} directions".replace(
