@@ -236,39 +236,30 @@ def _choose_engine(engine: str, model: nn.Module, theta: P.Params, bn_policy: st
     return "vmap" if on_cuda and not has_conv and bn_policy == "frozen" else "loop"
 
 
-def _point(theta: P.Params, directions, c: np.ndarray) -> P.Params:
-    out = dict(theta)
-    for coef, d in zip(c, directions, strict=True):
-        out = {k: out[k] + float(coef) * d[k] for k in out}
-    return out
-
-
 def _loop(
     model, theta, directions, coords, splits, loss_fn, batch_size, bn_policy, bn_data, progress
 ):
+    # Each point's weights are written into the model in place (it is restored afterwards by the
+    # caller): on the CPU this is measurably faster than functional_call with a fresh dict per point.
     values = {f"{s}_{q}": np.empty(len(coords)) for s in splits for q in QUANTITIES}
+    targets = {k: p for k, p in model.named_parameters() if k in theta}
     for n, c in enumerate(
         tqdm(coords, desc="surface", unit="pt", disable=not progress, leave=False)
     ):
-        params = _point(theta, directions, c)
+        with torch.no_grad():
+            for k, p in targets.items():
+                p.copy_(theta[k])
+                for coef, d in zip(c, directions, strict=True):
+                    p.add_(d[k], alpha=float(coef))
         if bn_policy == "recompute":
-            _load_params(model, params)
             recompute_bn_statistics(model, bn_data, batch_size)
-            params = None  # the model now holds the point's weights and statistics
         for s, (x, y) in splits.items():
-            e = evaluate(model, x, y, loss_fn, batch_size=batch_size, params=params)
+            e = evaluate(model, x, y, loss_fn, batch_size=batch_size)
             values[f"{s}_loss"][n], values[f"{s}_acc"][n] = (
                 e.loss,
                 math.nan if e.accuracy is None else e.accuracy,
             )
     return values
-
-
-def _load_params(model: nn.Module, params: Mapping[str, torch.Tensor]) -> None:
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name in params:
-                p.copy_(params[name])
 
 
 @torch.no_grad()

@@ -1,0 +1,150 @@
+"""Loss-surface speed, side by side in one run: points/s for a plain per-point loop, for
+``flatness.surface`` (auto, loop and vmap engines) and, when installed, for the ``loss-landscapes``
+package's ``random_plane`` on the same model, data and grid.
+
+    .venv/bin/python benchmarks/surface.py [--points 51] [--device auto] [--resnet]
+
+The MLP is the 40-100-100-10 network on 4000 MNIST-1D-sized inputs (training loss only, which is what
+``random_plane`` computes). ``--resnet`` adds ResNet-20 on 10,000 CIFAR-shaped inputs (meant for a GPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from experiments.models import resnet20
+from flatness import params as P
+from flatness.directions import random_direction
+from flatness.surface import surface_2d
+
+
+def per_point_loop(model, x, y, dirs, xs, ys, batch_size):
+    """The baseline: copy θ + αδ + βη into a model and run it, one grid point at a time."""
+    work = copy.deepcopy(model).eval()
+    theta = P.named_params(model)
+    params = dict(work.named_parameters())
+    with torch.no_grad():
+        for a in xs:
+            for b in ys:
+                for k, p in params.items():
+                    p.copy_(theta[k] + a * dirs[0][k] + b * dirs[1][k])
+                total = 0.0
+                for i in range(0, len(x), batch_size):
+                    total += F.cross_entropy(
+                        work(x[i : i + batch_size]), y[i : i + batch_size], reduction="sum"
+                    ).item()
+
+
+def time_it(fn, sync):
+    sync()
+    t0 = time.perf_counter()
+    fn()
+    sync()
+    return time.perf_counter() - t0
+
+
+def bench(label, model, x, y, points, batch_size, device, repeats):
+    """Each method on the same grid, round-robin ``repeats`` times; the best time of each is kept,
+    so that a burst of load on a shared machine does not decide a ratio."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    g = torch.Generator().manual_seed(0)
+    dirs = [random_direction(model, generator=g) for _ in range(2)]
+    xs = torch.linspace(-1, 1, points).tolist()
+    n = points * points
+    methods = {
+        "per-point loop (reference)": lambda: per_point_loop(model, x, y, dirs, xs, xs, batch_size)
+    }
+    chosen = {}
+    for engine in ("auto", "loop", "vmap"):
+        if (
+            engine == "vmap"
+            and device.type == "cpu"
+            and any(isinstance(m, nn.Conv2d) for m in model.modules())
+        ):
+            continue  # conv under vmap on the CPU: far slower, not a candidate
+
+        def run(engine=engine):
+            s = surface_2d(
+                model,
+                (x, y),
+                directions=dirs,
+                x_points=points,
+                y_points=points,
+                engine=engine,
+                batch_size=batch_size,
+            )
+            chosen[engine] = s.settings["engine"]
+
+        methods[f"flatness engine={engine}"] = run
+    try:
+        import loss_landscapes
+        import loss_landscapes.metrics
+    except ImportError:
+        loss_landscapes = None
+    else:
+        metric = loss_landscapes.metrics.Loss(F.cross_entropy, x, y)
+        work = copy.deepcopy(model).eval()
+        methods["loss-landscapes random_plane"] = lambda: loss_landscapes.random_plane(
+            work, metric, distance=1, steps=points, normalization="filter", deepcopy_model=True
+        )
+    best = dict.fromkeys(methods, float("inf"))
+    for _ in range(repeats):
+        for name, fn in methods.items():
+            best[name] = min(best[name], time_it(fn, sync))
+    ref = n / best["per-point loop (reference)"]
+    print(
+        f"\n{label}: {points}x{points} grid, {len(x)} samples, device {device}, best of {repeats}"
+    )
+    print(f"| {'method':<44} | {'points/s':>9} | {'vs loop':>7} |")
+    print(f"|{'-' * 46}|{'-' * 11}|{'-' * 9}|")
+    for name, seconds in best.items():
+        rate = n / seconds
+        shown = (
+            f"{name} (ran {chosen[name.split('=')[1]]})" if name.startswith("flatness") else name
+        )
+        print(f"| {shown:<44} | {rate:9.1f} | {rate / ref:6.2f}x |")
+    if loss_landscapes is None:
+        print(f"| {'loss-landscapes random_plane':<44} | {'not installed':>9} | {'':>7} |")
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--points", type=int, default=51)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--resnet", action="store_true")
+    ap.add_argument("--repeats", type=int, default=3)
+    args = ap.parse_args()
+    device = torch.device(
+        "cuda"
+        if args.device == "auto" and torch.cuda.is_available()
+        else ("cpu" if args.device == "auto" else args.device)
+    )
+    name = (
+        torch.cuda.get_device_name(device)
+        if device.type == "cuda"
+        else f"CPU, {torch.get_num_threads()} threads"
+    )
+    print(f"torch {torch.__version__}, {name}")
+    torch.manual_seed(0)
+    mlp = nn.Sequential(
+        nn.Linear(40, 100), nn.ReLU(), nn.Linear(100, 100), nn.ReLU(), nn.Linear(100, 10)
+    ).to(device)
+    x, y = torch.randn(4000, 40, device=device), torch.randint(0, 10, (4000,), device=device)
+    bench("MLP 40-100-100-10", mlp, x, y, args.points, 4096, device, args.repeats)
+    if args.resnet:
+        net = resnet20((3, 32, 32), 10).to(device).eval()
+        xr, yr = (
+            torch.randn(10_000, 3, 32, 32, device=device),
+            torch.randint(0, 10, (10_000,), device=device),
+        )
+        bench("ResNet-20", net, xr, yr, min(args.points, 5), 1000, device, args.repeats)
+
+
+if __name__ == "__main__":
+    main()
