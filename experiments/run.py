@@ -141,14 +141,21 @@ def main(cfg: DictConfig) -> dict[str, Any]:
         result.update({k: flatness_metrics.compute(k, ctx).value for k in CORE})
         result["metrics"], result["metric_failures"] = _measure(ctx, c.get("metrics") or {})
         if c["surface"]["kind"] != "none":
-            result["surface"] = compute_surface(
-                c["surface"],
-                model,
-                data,
-                run_dir,
-                batch_size=c["eval_batch_size"],
-                progress=c["progress"],
-            )
+            try:
+                result["surface"] = compute_surface(
+                    c["surface"],
+                    model,
+                    data,
+                    run_dir,
+                    batch_size=c["eval_batch_size"],
+                    progress=c["progress"],
+                )
+            except Exception as exc:  # like a failed metric: keep the trained run and say why
+                log.warning("surface failed: %s", exc)
+                result["surface"] = {
+                    "kind": c["surface"]["kind"],
+                    "failed": f"{type(exc).__name__}: {exc}",
+                }
     result["timings"] = {
         "data_s": data_seconds,
         "train_s": outcome.seconds,

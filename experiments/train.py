@@ -100,7 +100,7 @@ def train(
         start_epoch, history = checkpoint["epoch"], checkpoint["history"]
         stop_reason = checkpoint.get("stop_reason")
         log.info("resuming from epoch %d (%s)", start_epoch, run_dir / "checkpoint.pt")
-    elif s.epochs >= 0:
+    else:
         history.append(
             _evaluate_row(
                 model, data, loss_fn, s, epoch=0, lr=s.lr, batch_loss=math.nan, seconds=0.0

@@ -88,3 +88,18 @@ def test_evaluate_reference_for_surface_centre(make_cfg):
     assert surf.values["test_loss"][1] == pytest.approx(
         evaluate(model, data.x_test, data.y_test).loss, rel=1e-6
     )
+
+
+def test_a_failing_surface_is_recorded_and_the_run_kept(make_cfg, monkeypatch):
+    import experiments.run as run
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("injected failure")
+
+    monkeypatch.setattr(run, "compute_surface", broken)
+    result = main(make_cfg(*TINY, "surface=1d", "surface.points=3"))
+    on_disk = json.loads((Path(result["run_dir"]) / "result.json").read_text())
+    assert (
+        on_disk["status"] == "finished"
+        and on_disk["surface"]["failed"] == "RuntimeError: injected failure"
+    )
