@@ -33,7 +33,7 @@ from tqdm.auto import tqdm
 from flatness import params as P
 from flatness._io import atomic_write_bytes, npz_bytes
 from flatness.directions import random_direction
-from flatness.evaluate import LossFn, batches, evaluate
+from flatness.evaluate import LossFn, batches, cross_entropy_sum, evaluate, evaluate_as_is
 
 Data = tuple[torch.Tensor, torch.Tensor]
 ENGINES = ("auto", "loop", "vmap")
@@ -242,6 +242,7 @@ def _loop(
     # Each point's weights are written into the model in place (it is restored afterwards by the
     # caller): on the CPU this is measurably faster than functional_call with a fresh dict per point.
     values = {f"{s}_{q}": np.empty(len(coords)) for s in splits for q in QUANTITIES}
+    model.eval()  # once for the whole grid; the caller restores the mode
     targets = {k: p for k, p in model.named_parameters() if k in theta}
     for n, c in enumerate(
         tqdm(coords, desc="surface", unit="pt", disable=not progress, leave=False)
@@ -252,9 +253,9 @@ def _loop(
                 for coef, d in zip(c, directions, strict=True):
                     p.add_(d[k], alpha=float(coef))
         if bn_policy == "recompute":
-            recompute_bn_statistics(model, bn_data, batch_size)
+            recompute_bn_statistics(model, bn_data, batch_size)  # leaves the model in eval mode
         for s, (x, y) in splits.items():
-            e = evaluate(model, x, y, loss_fn, batch_size=batch_size)
+            e = evaluate_as_is(model, x, y, loss_fn, batch_size=batch_size)
             values[f"{s}_loss"][n], values[f"{s}_acc"][n] = (
                 e.loss,
                 math.nan if e.accuracy is None else e.accuracy,
@@ -264,7 +265,10 @@ def _loop(
 
 @torch.no_grad()
 def recompute_bn_statistics(model: nn.Module, x: torch.Tensor, batch_size: int = 4096) -> None:
-    """Re-estimate every batch-norm layer's running statistics as the exact average over ``x``."""
+    """Re-estimate every batch-norm layer's running statistics as the exact average over ``x``.
+
+    Leaves the model in eval mode, ready to be evaluated with the new statistics.
+    """
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not bns:
         return
@@ -272,13 +276,12 @@ def recompute_bn_statistics(model: nn.Module, x: torch.Tensor, batch_size: int =
     for m in bns:
         m.reset_running_stats()
         m.momentum = None  # cumulative moving average: the mean over all batches seen
-    was_training = model.training
     model.train()
     try:
         for xb, _ in batches(x, x, batch_size):
             model(xb)
     finally:
-        model.train(was_training)
+        model.eval()
         for m, mom in zip(bns, saved_momentum, strict=True):
             m.momentum = mom
 
@@ -290,7 +293,10 @@ def _vmapped(model, theta, directions, coords, splits, loss_fn, batch_size, chun
 
     def point_stats(flat_params, xb, yb):
         out = functional_call(model, dict(zip(names, flat_params, strict=True)), (xb,))
-        return loss_fn(out, yb), (out.argmax(dim=-1) == yb).sum()
+        loss = (
+            cross_entropy_sum(out, yb) / len(xb) if loss_fn is F.cross_entropy else loss_fn(out, yb)
+        )
+        return loss, (out.argmax(dim=-1) == yb).sum()
 
     batched = vmap(point_stats, in_dims=(0, None, None))
     chunk = chunk_size or _default_chunk(theta, splits, batch_size)

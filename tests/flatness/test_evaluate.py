@@ -45,3 +45,16 @@ def test_empty_data_and_mismatched_lengths_are_errors():
         evaluate(model, torch.zeros(0, 2), torch.zeros(0, dtype=torch.long))
     with pytest.raises(ValueError, match="samples"):
         evaluate(model, torch.zeros(3, 2), torch.zeros(2, dtype=torch.long))
+
+
+def test_fast_cross_entropy_equals_torch_including_extreme_logits():
+    from flatness.evaluate import cross_entropy_sum
+
+    torch.manual_seed(2)
+    logits = torch.randn(500, 10) * torch.tensor(
+        [1.0, 50.0, 1e3, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]
+    )
+    y = torch.randint(0, 10, (500,))
+    ref = F.cross_entropy(logits.double(), y, reduction="sum").item()
+    assert cross_entropy_sum(logits, y).item() == pytest.approx(ref, rel=1e-6)
+    assert torch.isfinite(cross_entropy_sum(logits * 1e4, y))  # no overflow: logsumexp is stable
