@@ -14,6 +14,7 @@ import argparse
 import copy
 import time
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -143,7 +144,59 @@ def main() -> None:
             torch.randn(10_000, 3, 32, 32, device=device),
             torch.randint(0, 10, (10_000,), device=device),
         )
-        bench("ResNet-20", net, xr, yr, min(args.points, 5), 1000, device, args.repeats)
+        bench_precision("ResNet-20", net, xr, yr, min(args.points, 5), 1000, device, args.repeats)
+
+
+def bench_precision(label, model, x, y, points, batch_size, device, repeats):
+    """Conv nets: the lever is precision, not grid batching. fp32 per-point loop vs our loop engine at
+    each precision, with the largest relative loss difference from fp32 over the grid."""
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    g = torch.Generator().manual_seed(0)
+    dirs = [random_direction(model, generator=g) for _ in range(2)]
+    xs = torch.linspace(-1, 1, points).tolist()
+    n = points * points
+    precisions = ["fp32", "tf32", "bf16", "fp16"] if device.type == "cuda" else ["fp32", "bf16"]
+    surfaces = {}
+    methods = {
+        "per-point loop fp32 (reference)": lambda: per_point_loop(
+            model, x, y, dirs, xs, xs, batch_size
+        )
+    }
+    for prec in precisions:
+
+        def run(prec=prec):
+            surfaces[prec] = surface_2d(
+                model,
+                (x, y),
+                directions=dirs,
+                x_points=points,
+                y_points=points,
+                engine="loop",
+                batch_size=batch_size,
+                precision=prec,
+            )
+
+        methods[f"flatness precision={prec}"] = run
+    best = dict.fromkeys(methods, float("inf"))
+    for _ in range(repeats):
+        for name, fn in methods.items():
+            best[name] = min(best[name], time_it(fn, sync))
+    ref = n / best["per-point loop fp32 (reference)"]
+    exact = surfaces["fp32"].values["train_loss"]
+    print(
+        f"\n{label}: {points}x{points} grid, {len(x)} samples, device {device}, best of {repeats}"
+    )
+    print(f"| {'method':<36} | {'points/s':>9} | {'vs loop':>7} | {'max rel. loss error':>19} |")
+    print(f"|{'-' * 38}|{'-' * 11}|{'-' * 9}|{'-' * 21}|")
+    for name, seconds in best.items():
+        rate = n / seconds
+        err = ""
+        if name.startswith("flatness"):
+            prec = name.split("=")[1]
+            err = (
+                f"{np.max(np.abs(surfaces[prec].values['train_loss'] - exact) / np.abs(exact)):.1e}"
+            )
+        print(f"| {name:<36} | {rate:9.2f} | {rate / ref:6.2f}x | {err:>19} |")
 
 
 if __name__ == "__main__":

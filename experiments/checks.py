@@ -201,7 +201,7 @@ def check_surface(surface: Mapping[str, Any]) -> None:
     from experiments.landscape import SURFACE_KINDS
     from flatness.directions import IGNORE, NORMALIZATIONS
     from flatness.plot import KINDS_2D
-    from flatness.surface import BN_POLICIES, ENGINES
+    from flatness.surface import BN_POLICIES, ENGINES, PRECISIONS
 
     p = "surface."
     choice(surface, "kind", SURFACE_KINDS, prefix=p)
@@ -226,6 +226,7 @@ def check_surface(surface: Mapping[str, Any]) -> None:
     choice(surface, "ignore", IGNORE, prefix=p)
     choice(surface, "bn_policy", BN_POLICIES, prefix=p)
     choice(surface, "engine", ENGINES, prefix=p)
+    choice(surface, "precision", PRECISIONS, prefix=p)
     number(surface, "bn_samples", low=1, integer=True, prefix=p)
     if surface.get("subset") is not None:
         number(surface, "subset", low=1, integer=True, prefix=p)

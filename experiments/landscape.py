@@ -43,6 +43,7 @@ def compute_surface(
         "bn_policy": cfg["bn_policy"],
         "bn_samples": cfg["bn_samples"],
         "engine": cfg["engine"],
+        "precision": cfg["precision"],
         "progress": progress,
     }
     train, test = (data.x_train, data.y_train), (data.x_test, data.y_test)

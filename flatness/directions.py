@@ -94,6 +94,19 @@ def direction_between(
     return P.sub(_as_params(b), _as_params(a))
 
 
+def plane_through(
+    a: nn.Module | Mapping[str, torch.Tensor],
+    b: nn.Module | Mapping[str, torch.Tensor],
+    c: nn.Module | Mapping[str, torch.Tensor],
+) -> list[P.Params]:
+    """Directions [θ_b − θ_a, θ_c − θ_a]: the plane through three models, centred on ``a``.
+
+    A 2D surface around ``a`` with these directions passes through ``b`` at (1, 0) and ``c`` at (0, 1)
+    (Garipov et al. 2018 draw minima this way).
+    """
+    return [direction_between(a, b), direction_between(a, c)]
+
+
 @dataclass
 class PCADirections:
     """The top principal directions of a trajectory around its final point (Li et al. 2018, §7)."""

@@ -15,10 +15,11 @@ conv nets on a GPU batching grid points gains little (DESIGN.md, performance not
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ from flatness.evaluate import LossFn, batches, cross_entropy_sum, evaluate, eval
 
 Data = tuple[torch.Tensor, torch.Tensor]
 ENGINES = ("auto", "loop", "vmap")
+PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 BN_POLICIES = ("frozen", "recompute")
 QUANTITIES = ("loss", "acc")
 
@@ -173,6 +175,7 @@ def evaluate_grid(
     bn_samples: int = 1024,
     engine: str = "auto",
     chunk_size: int | None = None,
+    precision: str = "fp32",
     progress: bool = False,
 ) -> dict[str, Any]:
     """Evaluate θ + Σ_k coords[n, k]·directions[k] for every row n of ``coords``.
@@ -180,8 +183,12 @@ def evaluate_grid(
     Returns ``{"train_loss": (N,), "train_acc": (N,), ["test_loss", "test_acc"], "_settings": {...}}``.
     ``subset`` keeps the first samples of each split; ``bn_policy="recompute"`` re-estimates batch-norm
     running statistics at every point from ``bn_samples`` training samples (Li et al. 2018 keep them
-    frozen, our default). The model is left bit-identical.
+    frozen, our default). ``precision`` runs the forward passes in ``fp32`` (default), ``tf32``
+    (CUDA matmuls and convolutions), or under autocast in ``bf16`` or ``fp16`` (CUDA only); losses are
+    always accumulated in float64. The model is left bit-identical.
     """
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {list(PRECISIONS)} (got {precision!r})")
     if engine not in ENGINES:
         raise ValueError(f"engine must be one of {list(ENGINES)} (got {engine!r})")
     if bn_policy not in BN_POLICIES:
@@ -196,7 +203,8 @@ def evaluate_grid(
     theta = P.named_params(model)
     chosen = _choose_engine(engine, model, theta, bn_policy)
     bn_data = train[0][:bn_samples]
-    with P.restored(model):
+    device = next(iter(theta.values())).device
+    with P.restored(model), forward_precision(precision, device):
         if chosen == "loop":
             values = _loop(
                 model,
@@ -222,8 +230,31 @@ def evaluate_grid(
         "subset": subset,
         **{f"n_{k}": len(x) for k, (x, _) in splits.items()},
         "mode": "eval",
+        "precision": precision,
     }
     return values
+
+
+@contextlib.contextmanager
+def forward_precision(precision: str, device: torch.device) -> Iterator[None]:
+    """Numerical precision of the forward passes inside the block (restored afterwards)."""
+    if precision == "fp32":
+        yield
+    elif precision == "tf32":
+        saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+        try:
+            yield
+        finally:
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+    else:
+        if precision == "fp16" and device.type != "cuda":
+            raise ValueError("precision='fp16' needs a CUDA device; use 'bf16' on the CPU")
+        dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+        # No cast cache: the loop engine rewrites the weights in place between points, and a cached
+        # low-precision copy of the old weights would be reused silently.
+        with torch.autocast(device_type=device.type, dtype=dtype, cache_enabled=False):
+            yield
 
 
 def _choose_engine(engine: str, model: nn.Module, theta: P.Params, bn_policy: str) -> str:
@@ -244,14 +275,15 @@ def _loop(
     values = {f"{s}_{q}": np.empty(len(coords)) for s in splits for q in QUANTITIES}
     model.eval()  # once for the whole grid; the caller restores the mode
     targets = {k: p for k, p in model.named_parameters() if k in theta}
+    dest, start = list(targets.values()), [theta[k] for k in targets]
+    dir_lists = [[d[k] for k in targets] for d in directions]
     for n, c in enumerate(
         tqdm(coords, desc="surface", unit="pt", disable=not progress, leave=False)
     ):
-        with torch.no_grad():
-            for k, p in targets.items():
-                p.copy_(theta[k])
-                for coef, d in zip(c, directions, strict=True):
-                    p.add_(d[k], alpha=float(coef))
+        with torch.no_grad():  # one fused call per term instead of one small op per tensor
+            torch._foreach_copy_(dest, start)
+            for coef, d in zip(c, dir_lists, strict=True):
+                torch._foreach_add_(dest, d, alpha=float(coef))
         if bn_policy == "recompute":
             recompute_bn_statistics(model, bn_data, batch_size)  # leaves the model in eval mode
         for s, (x, y) in splits.items():

@@ -141,3 +141,59 @@ def test_plots_write_pngs(tmp_path):
         assert p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     with pytest.raises(ValueError, match="kind"):
         plot_2d(plane, kind="pie")
+
+
+def test_plane_through_three_models_passes_through_each():
+    from flatness.directions import plane_through
+
+    a, b, c = mlp(0), mlp(1), mlp(2)
+    train = data((6,))
+    surf = surface_2d(
+        a,
+        train,
+        directions=plane_through(a, b, c),
+        x_span=(0, 1),
+        y_span=(0, 1),
+        x_points=2,
+        y_points=2,
+    )
+    assert surf.values["train_loss"][0, 0] == pytest.approx(evaluate(a, *train).loss, rel=1e-5)
+    assert surf.values["train_loss"][1, 0] == pytest.approx(evaluate(b, *train).loss, rel=1e-5)
+    assert surf.values["train_loss"][0, 1] == pytest.approx(evaluate(c, *train).loss, rel=1e-5)
+
+
+def test_out_of_memory_halves_the_chunk_and_finishes(monkeypatch):
+    """Inject an out-of-memory error into the batched forward for chunks above 3 points."""
+    import flatness.surface as S
+
+    real_vmap = S.vmap
+
+    def vmap_that_runs_out_of_memory(fn, in_dims):
+        batched = real_vmap(fn, in_dims=in_dims)
+
+        def call(stacked, xb, yb):
+            if stacked[0].shape[0] > 3:
+                raise torch.OutOfMemoryError("injected: CUDA out of memory")
+            return batched(stacked, xb, yb)
+
+        return call
+
+    model = mlp()
+    train = data((6,))
+    reference = surface_2d(model, train, x_points=4, y_points=4, engine="loop")
+    monkeypatch.setattr(S, "vmap", vmap_that_runs_out_of_memory)
+    surf = surface_2d(model, train, x_points=4, y_points=4, engine="vmap", chunk_size=16)
+    assert surf.settings["chunk_size"] == 2  # 16 → 8 → 4 → 2
+    np.testing.assert_allclose(surf.values["train_loss"], reference.values["train_loss"], rtol=1e-5)
+
+
+def test_bf16_forward_is_close_to_fp32_and_recorded():
+    model = mlp()
+    train = data((6,))
+    fp32 = surface_1d(model, train, points=5)
+    bf16 = surface_1d(model, train, points=5, precision="bf16")
+    assert bf16.settings["precision"] == "bf16"
+    np.testing.assert_allclose(bf16.values["train_loss"], fp32.values["train_loss"], rtol=2e-2)
+    assert not np.array_equal(bf16.values["train_loss"], fp32.values["train_loss"])
+    with pytest.raises(ValueError, match="precision"):
+        surface_1d(model, train, points=5, precision="fp8")
