@@ -9,11 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
+
+from flatness import params as P
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -111,3 +114,135 @@ def evaluate_as_is(
     n = len(x)
     accuracy = correct.item() / n if classify else None
     return Evaluation(loss=total_loss.item() / n, accuracy=accuracy, n=n)
+
+
+class Objective:
+    """The mean loss over a dataset as a function of the parameters: value, gradient and
+    Hessian-vector products, exact over the whole dataset by accumulating over batches.
+
+    The model runs in eval mode (batch norm uses its running statistics and never updates them)
+    through ``torch.func.functional_call``, so the model itself is never changed. ``names`` restricts
+    the parameters that vary (default: all trainable ones); no weight-decay term is included.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor,
+        loss_fn: LossFn = F.cross_entropy,
+        *,
+        batch_size: int = 2048,
+        names: list[str] | None = None,
+    ):
+        if len(x) == 0:
+            raise ValueError("the objective needs at least one sample")
+        self.model, self.x, self.y, self.loss_fn, self.batch_size = model, x, y, loss_fn, batch_size
+        all_params = {k: p.detach() for k, p in model.named_parameters() if p.requires_grad}
+        self.names = list(all_params) if names is None else list(names)
+        self.params = {k: all_params[k] for k in self.names}
+        self.frozen = {k: v for k, v in all_params.items() if k not in self.params}
+        self.buffers = {k: b.detach() for k, b in model.named_buffers()}
+        self.n = len(x)
+        self.dim = sum(p.numel() for p in self.params.values())
+        self.hvp_count = 0
+        self.hvp_mode = "forward-over-reverse"  # what mode="auto" uses; see hvp
+
+    def _batch_loss(
+        self, params: Mapping[str, torch.Tensor], xb: torch.Tensor, yb: torch.Tensor
+    ) -> torch.Tensor:
+        out = functional_call(self.model, ({**self.frozen, **params}, self.buffers), (xb,))
+        return self.loss_fn(out, yb)
+
+    def _accumulate(self, per_batch: Callable[[torch.Tensor, torch.Tensor], Any]):
+        """Σ over batches of ``per_batch(xb, yb)`` weighted by the batch's share of the samples."""
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            total = None
+            for xb, yb in batches(self.x, self.y, self.batch_size):
+                total = _weighted_sum(total, per_batch(xb, yb), len(xb) / self.n)
+            return total
+        finally:
+            self.model.train(was_training)
+
+    def value(self, params: Mapping[str, torch.Tensor] | None = None) -> float:
+        """The mean loss at ``params`` (default: the model's own)."""
+        params = self.params if params is None else params
+        with torch.no_grad():
+            return self._accumulate(lambda xb, yb: self._batch_loss(params, xb, yb).double()).item()
+
+    def value_and_grad(
+        self, params: Mapping[str, torch.Tensor] | None = None
+    ) -> tuple[float, dict[str, torch.Tensor]]:
+        """The mean loss and its gradient with respect to the varying parameters."""
+        params = dict(self.params if params is None else params)
+        grad_fn = torch.func.grad_and_value(self._batch_loss)
+        grads, value = self._accumulate(lambda xb, yb: grad_fn(params, xb, yb))
+        return value.item(), grads
+
+    def hvp(
+        self,
+        v: Mapping[str, torch.Tensor],
+        params: Mapping[str, torch.Tensor] | None = None,
+        mode: str = "auto",
+    ) -> dict[str, torch.Tensor]:
+        """H v, the Hessian of the mean loss times ``v`` (a dict shaped like the parameters).
+
+        ``forward-over-reverse`` is a ``jvp`` of the gradient; ``reverse-over-reverse`` a gradient of
+        ⟨∇L, v⟩ (double backward). Which is faster depends on the model: measure, then choose.
+        ``auto`` takes forward-over-reverse and falls back to double backward, for good, the first
+        time an operator lacks a forward-mode derivative (``F.mse_loss`` in torch 2.14 fails so).
+        """
+        if mode == "auto":
+            if self.hvp_mode == "forward-over-reverse":
+                try:
+                    return self.hvp(v, params, mode="forward-over-reverse")
+                except (RuntimeError, NotImplementedError):
+                    self.hvp_mode = "reverse-over-reverse"
+            return self.hvp(v, params, mode=self.hvp_mode)
+        params = dict(self.params if params is None else params)
+        v = {k: v[k] for k in self.names}
+        if mode == "forward-over-reverse":
+            grad_fn = torch.func.grad(self._batch_loss)
+
+            def per_batch(xb, yb):
+                return torch.func.jvp(lambda p: grad_fn(p, xb, yb), (params,), (v,))[1]
+
+        elif mode == "reverse-over-reverse":
+
+            def per_batch(xb, yb):
+                def inner(p):
+                    g = torch.func.grad(self._batch_loss)(p, xb, yb)
+                    return sum((g[k] * v[k]).sum() for k in g)
+
+                return torch.func.grad(inner)(params)
+
+        else:
+            raise ValueError(
+                f"mode must be 'forward-over-reverse' or 'reverse-over-reverse' (got {mode!r})"
+            )
+        self.hvp_count += 1
+        return self._accumulate(per_batch)
+
+    def flat_hvp(self, vector: torch.Tensor, mode: str = "auto") -> torch.Tensor:
+        """:meth:`hvp` on flat vectors (any float dtype in, the same dtype out)."""
+        like = self.params
+        v = P.unflatten(vector.to(next(iter(like.values())).dtype), like)
+        return torch.cat([t.reshape(-1) for t in self.hvp(v, mode=mode).values()]).to(vector.dtype)
+
+
+def _weighted_sum(total: Any, part: Any, weight: float) -> Any:
+    """``total + weight * part`` for a tensor, or a dict or tuple of them (``total`` may be None)."""
+    if isinstance(part, dict):
+        return {
+            k: _weighted_sum(None if total is None else total[k], v, weight)
+            for k, v in part.items()
+        }
+    if isinstance(part, tuple):
+        return tuple(
+            _weighted_sum(None if total is None else t, p, weight)
+            for t, p in zip(total or [None] * len(part), part, strict=True)
+        )
+    scaled = part.detach() * weight
+    return scaled if total is None else total + scaled

@@ -1,0 +1,128 @@
+"""Curvature against exact answers: a quadratic loss whose Hessian is known in closed form, and a tiny
+MLP whose Hessian is computed densely by torch.autograd.functional.hessian."""
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from flatness.evaluate import Objective
+from flatness.hessian import (
+    hutchinson_trace,
+    hutchpp_trace,
+    lanczos,
+    power_iteration,
+    spectral_density,
+)
+
+
+def mse(out, y):
+    return F.mse_loss(out, y)
+
+
+@pytest.fixture
+def regression():
+    """Linear regression with MSE: H = (2/N) [X 1]ᵀ[X 1] exactly, for every parameter value."""
+    torch.manual_seed(0)
+    n, d = 64, 12
+    x = torch.randn(n, d) * torch.linspace(0.2, 3.0, d)  # a spread-out spectrum
+    y = torch.randn(n, 1)
+    model = nn.Linear(d, 1)
+    design = torch.cat([x, torch.ones(n, 1)], dim=1).double()  # parameter order: weight, then bias
+    hessian = (2.0 / n) * design.T @ design
+    return model, x, y, hessian.numpy()
+
+
+def dense_hessian(model, x, y, loss_fn):
+    names = [k for k, _ in model.named_parameters()]
+    shapes = [p.shape for p in model.parameters()]
+    flat0 = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+
+    def f(flat):
+        params, start = {}, 0
+        for k, s in zip(names, shapes, strict=True):
+            params[k] = flat[start : start + s.numel()].view(s)
+            start += s.numel()
+        return loss_fn(torch.func.functional_call(model, params, (x,)), y)
+
+    return torch.autograd.functional.hessian(f, flat0).double().numpy()
+
+
+def test_hvp_matches_dense_hessian_on_a_tiny_mlp_in_both_modes():
+    torch.manual_seed(1)
+    model = nn.Sequential(nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, 3))
+    x, y = torch.randn(37, 3), torch.randint(0, 3, (37,))
+    H = dense_hessian(model, x, y, F.cross_entropy)
+    obj = Objective(model, x, y, batch_size=10)  # 37 samples: batches of 10, 10, 10, 7
+    v = torch.randn(obj.dim, dtype=torch.float64)
+    for mode in ("forward-over-reverse", "reverse-over-reverse"):
+        hv = obj.flat_hvp(v, mode=mode).numpy()
+        np.testing.assert_allclose(hv, H @ v.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_lanczos_top_k_and_power_iteration_on_a_known_quadratic(regression):
+    model, x, y, H = regression
+    exact = np.sort(np.linalg.eigvalsh(H))[::-1]
+    obj = Objective(model, x, y, mse)
+    res = lanczos(obj.flat_hvp, obj.dim, k=3, tol=1e-8, max_iter=obj.dim)
+    assert obj.hvp_mode == "reverse-over-reverse"  # F.mse_loss has no forward-mode double derivative
+    np.testing.assert_allclose(res.eigenvalues, exact[:3], rtol=1e-5)
+    # the residual bound holds: each true eigenvalue lies within it (plus float32 HVP noise)
+    assert np.all(np.abs(res.eigenvalues - exact[:3]) <= res.residuals + 1e-5 * exact[0])
+    # the eigenvectors are eigenvectors of the exact Hessian
+    for lam, vec in zip(res.eigenvalues, res.eigenvectors.numpy(), strict=True):
+        np.testing.assert_allclose(H @ vec, lam * vec, atol=1e-4 * exact[0])
+    power = power_iteration(obj.flat_hvp, obj.dim, tol=1e-3)
+    assert power.eigenvalues[0] == pytest.approx(exact[0], rel=5e-2)
+
+
+def test_lanczos_says_when_it_is_not_converged(regression):
+    model, x, y, H = regression
+    obj = Objective(model, x, y, mse)
+    res = lanczos(obj.flat_hvp, obj.dim, k=1, tol=1e-12, max_iter=2)
+    assert not res.converged and res.products == 2
+    exact = np.linalg.eigvalsh(H).max()
+    assert abs(res.eigenvalues[0] - exact) <= res.residuals[0] * (1 + 1e-6)
+    with pytest.raises(ValueError, match="k must be"):
+        lanczos(obj.flat_hvp, obj.dim, k=obj.dim + 1)
+
+
+def test_hutchinson_stops_on_its_standard_error_and_is_right_about_it(regression):
+    model, x, y, H = regression
+    obj = Objective(model, x, y, mse)
+    exact = np.trace(H)
+    res = hutchinson_trace(obj.flat_hvp, obj.dim, rtol=0.02, seed=3)
+    assert res.stderr <= 0.02 * abs(res.trace) or res.products == 1000
+    assert abs(res.trace - exact) <= 4 * res.stderr  # 4 standard errors: fails with p < 1e-4
+    pp = hutchpp_trace(obj.flat_hvp, obj.dim, products=39)  # 13 dims: the sketch captures all
+    assert pp.trace == pytest.approx(exact, rel=1e-4)
+
+
+def test_slq_density_integrates_to_one_and_its_mean_is_trace_over_n(regression):
+    model, x, y, H = regression
+    obj = Objective(model, x, y, mse)
+    esd = spectral_density(obj.flat_hvp, obj.dim, vectors=8, steps=13, seed=0)
+    np.testing.assert_allclose(esd.weights.sum(axis=1), 1.0, atol=1e-8)
+    eig = np.linalg.eigvalsh(H)
+    grid = np.linspace(eig.min() - 1, eig.max() + 1, 4001)
+    assert np.trapezoid(esd.density(grid), grid) == pytest.approx(1.0, abs=1e-3)
+    # With 13 Lanczos steps on a 13-dimensional problem the quadrature is exact: nodes = eigenvalues.
+    np.testing.assert_allclose(np.sort(esd.nodes[0]), eig, rtol=1e-5, atol=1e-6)
+    # First moment: Σ w θ = qᵀHq for each unit start vector q; averaged, an estimate of tr(H)/n.
+    assert esd.mean() == pytest.approx(np.trace(H) / len(H), rel=0.25)
+
+
+def test_objective_is_exact_over_batches_and_leaves_the_model_alone():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 6), nn.BatchNorm1d(6), nn.ReLU(), nn.Linear(6, 2))
+    model.train()
+    x, y = torch.randn(50, 4), torch.randint(0, 2, (50,))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    a = Objective(model, x, y, batch_size=7)
+    b = Objective(model, x, y, batch_size=50)
+    va, ga = a.value_and_grad()
+    vb, gb = b.value_and_grad()
+    assert va == pytest.approx(vb, rel=1e-6)
+    assert all(torch.allclose(ga[k], gb[k], atol=1e-6) for k in ga)
+    assert model.training and all(torch.equal(before[k], model.state_dict()[k]) for k in before)
