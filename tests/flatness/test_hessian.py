@@ -66,7 +66,9 @@ def test_lanczos_top_k_and_power_iteration_on_a_known_quadratic(regression):
     exact = np.sort(np.linalg.eigvalsh(H))[::-1]
     obj = Objective(model, x, y, mse)
     res = lanczos(obj.flat_hvp, obj.dim, k=3, tol=1e-8, max_iter=obj.dim)
-    assert obj.hvp_mode == "reverse-over-reverse"  # F.mse_loss has no forward-mode double derivative
+    assert (
+        obj.hvp_mode == "reverse-over-reverse"
+    )  # F.mse_loss has no forward-mode double derivative
     np.testing.assert_allclose(res.eigenvalues, exact[:3], rtol=1e-5)
     # the residual bound holds: each true eigenvalue lies within it (plus float32 HVP noise)
     assert np.all(np.abs(res.eigenvalues - exact[:3]) <= res.residuals + 1e-5 * exact[0])

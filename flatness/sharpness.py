@@ -1,0 +1,362 @@
+"""Sharpness of a minimum: Keskar's ε-sharpness, worst-case and average-case sharpness (plain or
+adaptive, with m-sharpness), and PAC-Bayes flatness.
+
+- ε-sharpness, Keskar et al. 2017 (Metric 2.1): max over the box |y_i| ≤ ε(|(A⁺x)_i| + 1) of
+  f(x + Ay) − f(x), divided by 1 + f(x), ×100; A = I (full space) or a random n×p matrix with
+  i.i.d. N(0, 1) entries; maximised by L-BFGS-B (scipy, 10 iterations as in the paper) or by projected
+  gradient ascent. Both stay inside the box.
+- Worst-case sharpness max_{‖δ‖≤ρ} L(w+δ) − L(w) in ℓ2 or ℓ∞ by projected gradient ascent, and
+  average-case sharpness E L(w+δ) − L(w) with δ ~ N(0, ρ²I). Adaptive variants scale δ elementwise by
+  T = |w| + η (Kwon et al. 2021; Andriushchenko et al. 2023), which makes them invariant to the
+  α-rescaling of Dinh et al. 2017 when η = 0. m-sharpness (Foret et al. 2021; Andriushchenko et al.
+  2023) averages the worst case over batches of m samples.
+- PAC-Bayes flatness, Jiang et al. 2020 (§C.2): the largest σ such that the training error rises by at
+  most d under weight noise N(0, σ²) (or the magnitude-aware N(0, σ'²w² + ε²)), found by bisection on a
+  log scale with common random numbers, so the search is deterministic for a seed.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import scipy.optimize
+import torch
+from torch import nn
+
+from flatness import params as P
+from flatness.evaluate import Objective, evaluate
+
+
+@dataclass
+class SharpnessResult:
+    value: float
+    settings: dict[str, Any]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def _params_at(obj: Objective, flat: torch.Tensor) -> P.Params:
+    return P.unflatten(flat.to(next(iter(obj.params.values())).dtype), obj.params)
+
+
+def keskar_sharpness(
+    obj: Objective,
+    epsilon: float = 1e-3,
+    *,
+    subspace_dim: int | None = None,
+    method: str = "lbfgsb",
+    max_iter: int = 10,
+    seed: int = 0,
+) -> SharpnessResult:
+    """Keskar et al.'s ε-sharpness of the objective at the model's weights (see the module docstring)."""
+    if not epsilon > 0:
+        raise ValueError(f"epsilon must be > 0 (got {epsilon!r})")
+    if method not in ("lbfgsb", "pga"):
+        raise ValueError(f"method must be 'lbfgsb' or 'pga' (got {method!r})")
+    if subspace_dim is not None and not (
+        isinstance(subspace_dim, int) and 1 <= subspace_dim <= obj.dim
+    ):
+        raise ValueError(
+            f"subspace_dim must be an integer in [1, {obj.dim}] or None (got {subspace_dim!r})"
+        )
+    x = P.flatten(obj.params).double()
+    device = x.device
+    if subspace_dim is None:
+        A = None
+        half_width = epsilon * (x.abs() + 1)
+    else:
+        g = torch.Generator().manual_seed(seed)
+        A = torch.randn(obj.dim, subspace_dim, generator=g, dtype=torch.float64).to(device)
+        half_width = epsilon * (torch.linalg.pinv(A) @ x).abs() + epsilon
+    f0 = obj.value()
+    best = {"f": f0}
+
+    def f_and_grad(y: torch.Tensor) -> tuple[float, torch.Tensor]:
+        delta = y if A is None else A @ y
+        value, grads = obj.value_and_grad(_params_at(obj, x + delta))
+        g = P.flatten(grads).double()
+        best["f"] = max(best["f"], value)
+        return value, (g if A is None else A.T @ g)
+
+    lo, hi = (-half_width).cpu().numpy(), half_width.cpu().numpy()
+    if method == "lbfgsb":
+
+        def neg(y_np):
+            value, g = f_and_grad(torch.as_tensor(y_np, device=device))
+            return -value, -g.cpu().numpy()
+
+        res = scipy.optimize.minimize(
+            neg,
+            np.zeros_like(lo),
+            jac=True,
+            method="L-BFGS-B",
+            bounds=list(zip(lo, hi, strict=True)),
+            options={"maxiter": max_iter},
+        )
+        y = np.clip(res.x, lo, hi)
+        evaluations = int(res.nfev)
+    else:
+        y_t = torch.zeros_like(half_width)
+        for _ in range(max_iter):  # ℓ∞ ascent: the box is an ℓ∞ ball in scaled coordinates
+            _, g = f_and_grad(y_t)
+            y_t = torch.clamp(y_t + 0.25 * half_width * torch.sign(g), -half_width, half_width)
+        y = y_t.cpu().numpy()
+        evaluations = max_iter
+    delta = (
+        torch.as_tensor(y, device=device) if A is None else A @ torch.as_tensor(y, device=device)
+    )
+    best["f"] = max(best["f"], obj.value(_params_at(obj, x + delta)))
+    value = 100.0 * (best["f"] - f0) / (1.0 + f0)
+    settings = {
+        "epsilon": epsilon,
+        "subspace_dim": subspace_dim,
+        "method": method,
+        "max_iter": max_iter,
+        "seed": seed,
+        "n_samples": obj.n,
+    }
+    return SharpnessResult(
+        value,
+        settings,
+        {
+            "loss": f0,
+            "max_loss": best["f"],
+            "evaluations": evaluations,
+            "max_box_violation": float(np.maximum(np.abs(y) - hi, 0).max()),
+        },
+    )
+
+
+def _scale(obj: Objective, adaptive: bool, eta: float) -> P.Params:
+    if not adaptive:
+        return {k: torch.ones_like(v) for k, v in obj.params.items()}
+    return {k: v.abs() + eta for k, v in obj.params.items()}
+
+
+def worst_case_sharpness(
+    obj: Objective,
+    rho: float = 0.05,
+    *,
+    norm: str = "l2",
+    adaptive: bool = False,
+    eta: float = 0.0,
+    steps: int = 20,
+    step_size: float | None = None,
+    seed: int = 0,
+) -> SharpnessResult:
+    """max over ‖u‖ ≤ ρ of L(w + T⊙u) − L(w) by projected gradient ascent (T = 1, or |w| + η if adaptive)."""
+    if not rho > 0:
+        raise ValueError(f"rho must be > 0 (got {rho!r})")
+    if norm not in ("l2", "linf"):
+        raise ValueError(f"norm must be 'l2' or 'linf' (got {norm!r})")
+    if not (isinstance(steps, int) and steps >= 1):
+        raise ValueError(f"steps must be an integer >= 1 (got {steps!r})")
+    alpha = (
+        step_size if step_size is not None else 2.5 * rho / steps
+    )  # the usual PGD step (Madry et al.)
+    T = _scale(obj, adaptive, eta)
+    g = torch.Generator().manual_seed(seed)
+    # A small random start: at an exact critical point the gradient alone would not move.
+    u = {
+        k: torch.randn(v.shape, generator=g, dtype=v.dtype).to(v.device)
+        for k, v in obj.params.items()
+    }
+    u = _project(
+        {k: t * (0.01 * rho / max(P.norm(u).item(), 1e-30)) for k, t in u.items()}, rho, norm
+    )
+    f0 = obj.value()
+    best = f0
+    for _ in range(steps):
+        value, grads = obj.value_and_grad({k: obj.params[k] + T[k] * u[k] for k in u})
+        best = max(best, value)
+        gu = {k: grads[k] * T[k] for k in u}
+        if norm == "l2":
+            gn = P.norm(gu).item()
+            if gn == 0:
+                break
+            u = {k: u[k] + alpha * gu[k] / gn for k in u}
+        else:
+            u = {k: u[k] + alpha * torch.sign(gu[k]) for k in u}
+        u = _project(u, rho, norm)
+    best = max(best, obj.value({k: obj.params[k] + T[k] * u[k] for k in u}))
+    settings = {
+        "rho": rho,
+        "norm": norm,
+        "adaptive": adaptive,
+        "eta": eta,
+        "steps": steps,
+        "step_size": alpha,
+        "seed": seed,
+        "n_samples": obj.n,
+    }
+    return SharpnessResult(best - f0, settings, {"loss": f0, "max_loss": best})
+
+
+def _project(u: P.Params, rho: float, norm: str) -> P.Params:
+    if norm == "linf":
+        return {k: t.clamp(-rho, rho) for k, t in u.items()}
+    n = P.norm(u).item()
+    return u if n <= rho else {k: t * (rho / n) for k, t in u.items()}
+
+
+def m_sharpness(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    loss_fn=None,
+    *,
+    m: int = 128,
+    batches: int = 8,
+    seed: int = 0,
+    **worst_case: Any,
+) -> SharpnessResult:
+    """The worst-case sharpness on each of ``batches`` disjoint batches of ``m`` samples, averaged."""
+    if not (isinstance(m, int) and 1 <= m <= len(x)):
+        raise ValueError(f"m must be an integer in [1, {len(x)}] (got {m!r})")
+    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed)).to(x.device)
+    count = min(batches, len(x) // m)
+    values = []
+    for b in range(count):
+        idx = order[b * m : (b + 1) * m]
+        kwargs = {} if loss_fn is None else {"loss_fn": loss_fn}
+        obj = Objective(model, x[idx], y[idx], batch_size=m, **kwargs)
+        values.append(worst_case_sharpness(obj, seed=seed + b, **worst_case).value)
+    settings = {"m": m, "batches": count, "seed": seed, **worst_case}
+    return SharpnessResult(
+        float(np.mean(values)),
+        settings,
+        {"stderr": float(np.std(values, ddof=1) / math.sqrt(count)) if count > 1 else math.nan},
+    )
+
+
+def average_sharpness(
+    obj: Objective,
+    rho: float = 0.01,
+    *,
+    adaptive: bool = False,
+    eta: float = 0.0,
+    samples: int = 20,
+    seed: int = 0,
+) -> SharpnessResult:
+    """E_δ L(w + T⊙δ) − L(w) with δ ~ N(0, ρ²I), by Monte Carlo; the standard error comes with it."""
+    if not rho > 0:
+        raise ValueError(f"rho must be > 0 (got {rho!r})")
+    if not (isinstance(samples, int) and samples >= 2):
+        raise ValueError(f"samples must be an integer >= 2 (got {samples!r})")
+    T = _scale(obj, adaptive, eta)
+    g = torch.Generator().manual_seed(seed)
+    f0 = obj.value()
+    rises = []
+    for _ in range(samples):
+        noise = {
+            k: torch.randn(v.shape, generator=g, dtype=v.dtype).to(v.device)
+            for k, v in obj.params.items()
+        }
+        rises.append(obj.value({k: obj.params[k] + rho * T[k] * noise[k] for k in noise}) - f0)
+    settings = {
+        "rho": rho,
+        "adaptive": adaptive,
+        "eta": eta,
+        "samples": samples,
+        "seed": seed,
+        "n_samples": obj.n,
+    }
+    return SharpnessResult(
+        float(np.mean(rises)),
+        settings,
+        {"stderr": float(np.std(rises, ddof=1) / math.sqrt(samples)), "loss": f0},
+    )
+
+
+def pacbayes_sigma(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    *,
+    target_rise: float = 0.1,
+    magnitude_aware: bool = False,
+    epsilon: float = 1e-3,
+    samples: int = 10,
+    sigma_min: float = 1e-6,
+    sigma_max: float = 1.0,
+    rel_tol: float = 1e-2,
+    max_iter: int = 40,
+    init: dict[str, torch.Tensor] | None = None,
+    batch_size: int = 2048,
+    seed: int = 0,
+) -> SharpnessResult:
+    """Largest σ whose Gaussian weight noise raises the training error by at most ``target_rise``.
+
+    Plain noise is N(0, σ²) on every parameter; magnitude-aware noise is N(0, σ²w² + ε²). The noise
+    draws z are fixed for the search (u = σ·z plain), so the rise is a deterministic function of σ.
+    The value is σ; ``extra`` holds 1/σ² (Jiang et al.'s flatness measure) and, with ``init``, the
+    PAC-Bayes bound term ‖w − w₀‖²/(4σ²) + log(m/σ) + 10.
+    """
+    if not 0 < target_rise < 1:
+        raise ValueError(f"target_rise must be in (0, 1) (got {target_rise!r})")
+    if not 0 < sigma_min < sigma_max:
+        raise ValueError(f"need 0 < sigma_min < sigma_max (got {sigma_min!r}, {sigma_max!r})")
+    if not (isinstance(samples, int) and samples >= 1):
+        raise ValueError(f"samples must be an integer >= 1 (got {samples!r})")
+    theta = P.named_params(model)
+    g = torch.Generator().manual_seed(seed)
+    draws = [
+        {k: torch.randn(v.shape, generator=g, dtype=v.dtype).to(v.device) for k, v in theta.items()}
+        for _ in range(samples)
+    ]
+    base_error = 1.0 - evaluate(model, x, y, batch_size=batch_size).accuracy
+
+    def rise(sigma: float) -> float:
+        errors = []
+        for z in draws:
+            if magnitude_aware:
+                noisy = {
+                    k: theta[k] + z[k] * torch.sqrt(sigma**2 * theta[k] ** 2 + epsilon**2)
+                    for k in theta
+                }
+            else:
+                noisy = {k: theta[k] + sigma * z[k] for k in theta}
+            errors.append(1.0 - evaluate(model, x, y, batch_size=batch_size, params=noisy).accuracy)
+        return float(np.mean(errors)) - base_error
+
+    lo, hi = sigma_min, sigma_max
+    r_lo, r_hi = rise(lo), rise(hi)
+    status = "ok"
+    if r_lo > target_rise:
+        status, hi = "below sigma_min", lo
+    elif r_hi <= target_rise:
+        status, lo = "above sigma_max", hi
+    iterations = 0
+    while status == "ok" and hi / lo > 1 + rel_tol and iterations < max_iter:
+        mid = math.sqrt(lo * hi)  # bisection in log σ
+        if rise(mid) <= target_rise:
+            lo = mid
+        else:
+            hi = mid
+        iterations += 1
+    sigma = lo
+    extra = {
+        "inverse_sigma_squared": 1.0 / sigma**2,
+        "rise_at_sigma": rise(sigma),
+        "sigma_upper": hi,
+        "status": status,
+        "iterations": iterations,
+        "base_error": base_error,
+    }
+    if init is not None:
+        dist2 = P.norm(P.sub(theta, {k: init[k].to(theta[k]) for k in theta})).item() ** 2
+        extra["bound_term"] = dist2 / (4 * sigma**2) + math.log(len(x) / sigma) + 10
+    settings = {
+        "target_rise": target_rise,
+        "magnitude_aware": magnitude_aware,
+        "epsilon": epsilon,
+        "samples": samples,
+        "sigma_min": sigma_min,
+        "sigma_max": sigma_max,
+        "rel_tol": rel_tol,
+        "seed": seed,
+        "n_samples": len(x),
+    }
+    return SharpnessResult(sigma, settings, extra)
