@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -31,6 +32,8 @@ from experiments.optim import build_optimizer, scaled_lr
 from experiments.train import TrainSettings, train
 from flatness import metrics as flatness_metrics
 from flatness import params as P
+from flatness import plot
+from flatness.hessian import SpectralDensity
 
 log = logging.getLogger("experiments.run")
 
@@ -140,6 +143,7 @@ def main(cfg: DictConfig) -> dict[str, Any]:
         )
         result.update({k: flatness_metrics.compute(k, ctx).value for k in CORE})
         result["metrics"], result["metric_failures"] = _measure(ctx, c.get("metrics") or {})
+        _plot_spectral_densities(result["metrics"], c.get("metrics") or {}, run_dir)
         if c["surface"]["kind"] != "none":
             try:
                 result["surface"] = compute_surface(
@@ -175,11 +179,23 @@ def _measure(ctx: flatness_metrics.MetricContext, requested: dict[str, Any]) -> 
         try:
             with P.restored(ctx.model):
                 out = flatness_metrics.compute(name, ctx, settings)
-            values[name] = {"value": out.value, "settings": out.settings}
+            values[name] = {"value": out.value, "settings": out.settings, "extra": out.extra}
         except Exception as exc:  # a metric's failure must not lose the trained run
             log.warning("metric %s failed: %s", name, exc)
             failures[name] = f"{type(exc).__name__}: {exc}"
     return values, failures
+
+
+def _plot_spectral_densities(values: dict, requested: dict, run_dir: Path) -> None:
+    """One ESD figure per ``hessian_esd`` metric (Ghorbani et al. 2019, Fig. 1 style)."""
+    for name, entry in values.items():
+        if flatness_metrics.base_metric(name, requested.get(name)) != "hessian_esd":
+            continue
+        esd = SpectralDensity(
+            np.array(entry["extra"]["nodes"]), np.array(entry["extra"]["weights"])
+        )
+        fig = plot.plot_spectral_density(esd, title=f"Hessian eigenvalue density ({name}, SLQ)")
+        entry["figure"] = plot.save_figure(fig, run_dir / f"{name}.png").name
 
 
 def _report(result: dict[str, Any]) -> None:

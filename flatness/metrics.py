@@ -15,8 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from flatness import norms
-from flatness.evaluate import Evaluation, LossFn, evaluate
+from flatness.evaluate import Evaluation, LossFn, Objective, evaluate
 
 Data = tuple[torch.Tensor, torch.Tensor]
 
@@ -35,6 +34,7 @@ class MetricContext:
     init: Mapping[str, torch.Tensor] | None = None
     batch_size: int = 2048
     _evaluations: dict[str, Evaluation] = field(default_factory=dict, repr=False)
+    _objectives: dict[int, Objective] = field(default_factory=dict, repr=False)
 
     def data(self, split: str) -> Data:
         if split == "train":
@@ -44,6 +44,18 @@ class MetricContext:
                 raise ValueError("this metric needs test data: pass test=(x, y)")
             return self.test
         raise ValueError(f"split must be 'train' or 'test' (got {split!r})")
+
+    def objective(self, subset: int | None = None) -> Objective:
+        """The training loss as a function of the parameters, on the first ``subset`` samples."""
+        if subset is not None and not (isinstance(subset, int) and subset >= 1):
+            raise ValueError(f"subset must be a positive integer or None (got {subset!r})")
+        key = subset or len(self.train[0])
+        if key not in self._objectives:
+            x, y = self.train
+            self._objectives[key] = Objective(
+                self.model, x[:subset], y[:subset], self.loss_fn, batch_size=self.batch_size
+            )
+        return self._objectives[key]
 
     def evaluation(self, split: str) -> Evaluation:
         if split not in self._evaluations:
@@ -67,15 +79,20 @@ class Metric:
 
 @dataclass(frozen=True)
 class MetricValue:
+    """A metric's value, the settings that produced it, and what else it measured (error bars,
+    iteration counts) under ``extra``."""
+
     value: float
     settings: dict[str, Any]
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 REGISTRY: dict[str, Metric] = {}
 
 
 def register(name: str, *, description: str, reference: str = "", **defaults: Any):
-    """Decorator: add ``fn(ctx, **settings) -> float`` to the registry under ``name``."""
+    """Decorator: add ``fn(ctx, **settings)`` to the registry under ``name``; it returns a float, or a
+    float and a dict of extras (error bars, iteration counts)."""
 
     def wrap(fn: Callable[..., float]) -> Callable[..., float]:
         if name in REGISTRY:
@@ -96,10 +113,19 @@ def get(name: str) -> Metric:
         ) from None
 
 
+def base_metric(name: str, settings: Mapping[str, Any] | None) -> str:
+    """The registered metric behind a requested name: ``settings["metric"]`` when given.
+
+    This lets one configuration ask for the same metric twice under two names, e.g.
+    ``keskar_5e-4: {metric: keskar_sharpness, epsilon: 5e-4}``.
+    """
+    return (settings or {}).get("metric", name)
+
+
 def resolve_settings(name: str, settings: Mapping[str, Any] | None) -> dict[str, Any]:
     """The metric's default settings overridden by ``settings``; unknown keys are an error."""
-    metric = get(name)
-    settings = dict(settings or {})
+    metric = get(base_metric(name, settings))
+    settings = {k: v for k, v in (settings or {}).items() if k != "metric"}
     unknown = set(settings) - set(metric.defaults)
     if unknown:
         allowed = ", ".join(sorted(metric.defaults)) or "none"
@@ -112,8 +138,9 @@ def compute(
 ) -> MetricValue:
     """Compute one registered metric and return its value with the settings used."""
     resolved = resolve_settings(name, settings)
-    value = get(name).fn(ctx, **resolved)
-    return MetricValue(float(value), resolved)
+    out = get(base_metric(name, settings)).fn(ctx, **resolved)
+    value, extra = out if isinstance(out, tuple) else (out, {})
+    return MetricValue(float(value), resolved, dict(extra))
 
 
 def _normalise_request(metrics: Iterable[str] | Mapping[str, Mapping | None]) -> dict[str, dict]:
@@ -137,7 +164,8 @@ def measure(
     """Measure ``metrics`` of ``model`` and return one flat dict, ready to be a pandas row.
 
     ``metrics`` is a list of names or a mapping name → settings. Each metric contributes
-    ``{name: value}`` and ``{f"{name}.{setting}": value}`` for every setting it used.
+    ``{name: value}``, ``{f"{name}.{setting}": value}`` for every setting it used, and
+    ``{f"{name}.{key}": value}`` for each scalar extra (standard errors, iteration counts).
     """
     if train is None:
         raise ValueError("measure needs the training data: train=(x, y)")
@@ -150,72 +178,10 @@ def measure(
         result = compute(name, ctx, settings)
         row[name] = result.value
         row.update({f"{name}.{k}": v for k, v in result.settings.items()})
+        row.update(
+            {f"{name}.{k}": v for k, v in result.extra.items() if not isinstance(v, list | dict)}
+        )
     return row
 
 
-# --- loss, accuracy and the generalisation gap -------------------------------------------------
-
-
-def _register_split_metrics(split: str) -> None:
-    @register(f"{split}_loss", description=f"mean loss on the {split} set (eval mode)")
-    def _loss(ctx: MetricContext) -> float:
-        return ctx.evaluation(split).loss
-
-    @register(f"{split}_acc", description=f"classification accuracy on the {split} set")
-    def _acc(ctx: MetricContext) -> float:
-        return _require_accuracy(ctx.evaluation(split).accuracy)
-
-    @register(
-        f"{split}_error", description=f"classification error (1 − accuracy) on the {split} set"
-    )
-    def _error(ctx: MetricContext) -> float:
-        return 1.0 - _require_accuracy(ctx.evaluation(split).accuracy)
-
-
-def _require_accuracy(accuracy: float | None) -> float:
-    if accuracy is None:
-        raise ValueError("accuracy needs integer class labels as targets")
-    return accuracy
-
-
-_register_split_metrics("train")
-_register_split_metrics("test")
-
-
-@register("gap", description="generalisation gap: test error − train error")
-def _gap(ctx: MetricContext) -> float:
-    train, test = ctx.evaluation("train"), ctx.evaluation("test")
-    return _require_accuracy(train.accuracy) - _require_accuracy(test.accuracy)
-
-
-@register("gap_loss", description="loss gap: test loss − train loss")
-def _gap_loss(ctx: MetricContext) -> float:
-    return ctx.evaluation("test").loss - ctx.evaluation("train").loss
-
-
-# --- norm baselines ------------------------------------------------------------------------------
-
-
-@register(
-    "param_norm",
-    description="Euclidean norm of all trainable parameters",
-    reference="Jiang et al. 2020 (norm baselines)",
-)
-def _param_norm(ctx: MetricContext) -> float:
-    return norms.param_norm(ctx.model)
-
-
-@register(
-    "distance_from_init",
-    description="Euclidean distance of the parameters from their initial values",
-    reference="Nagarajan & Kolter 2019; Jiang et al. 2020",
-)
-def _distance_from_init(ctx: MetricContext) -> float:
-    if ctx.init is None:
-        raise ValueError("distance_from_init needs the initial weights: pass init=")
-    return norms.distance_from_init(ctx.model, ctx.init)
-
-
-@register("param_count", description="number of trainable parameters")
-def _param_count(ctx: MetricContext) -> float:
-    return norms.param_count(ctx.model)
+from flatness import catalog  # noqa: E402, F401  (registers the metrics; needs the names above)

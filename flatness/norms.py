@@ -32,3 +32,88 @@ def distance_from_init(model: nn.Module, init: Mapping[str, torch.Tensor]) -> fl
 def param_count(model: nn.Module) -> int:
     """Number of trainable scalar parameters."""
     return P.count(P.named_params(model))
+
+
+def weight_matrices(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The weights of the layers (parameters with two or more dimensions), as (out, rest) matrices."""
+    return {
+        k: p.detach().reshape(p.shape[0], -1) for k, p in model.named_parameters() if p.dim() >= 2
+    }
+
+
+def frobenius_sum(model: nn.Module) -> float:
+    """Σ over layers of ‖W‖_F² (Jiang et al. 2020, "sum of Frobenius norms", unnormalised)."""
+    return float(sum(w.double().pow(2).sum() for w in weight_matrices(model).values()))
+
+
+def frobenius_product(model: nn.Module) -> float:
+    """Π over layers of ‖W‖_F² (Jiang et al. 2020, "product of Frobenius norms"), computed in logs."""
+    logs = [2 * torch.log(w.double().norm()) for w in weight_matrices(model).values()]
+    return float(torch.exp(torch.stack(logs).sum()))
+
+
+def spectral_product(model: nn.Module) -> float:
+    """Π over layers of ‖W‖₂² (Bartlett et al. 2017; Jiang et al. 2020, "product of spectral norms").
+
+    A conv kernel is taken as its (out, in·k·k) matrix, whose spectral norm is the usual proxy for the
+    convolution's operator norm (it is not equal to it).
+    """
+    logs = [
+        2 * torch.log(torch.linalg.matrix_norm(w.double(), ord=2))
+        for w in weight_matrices(model).values()
+    ]
+    return float(torch.exp(torch.stack(logs).sum()))
+
+
+@torch.no_grad()
+def path_norm(model: nn.Module, input_shape: tuple[int, ...]) -> float:
+    """ℓ2 path norm (Neyshabur et al. 2015): sqrt of the summed outputs of the network with every
+    parameter squared, fed an input of ones (Jiang et al. 2020's computation; biases squared too).
+
+    Meaningful for networks of Linear/Conv layers and ReLUs; in eval mode for anything else.
+    """
+    squared = {k: p.detach() ** 2 for k, p in model.named_parameters()}
+    was_training = model.training
+    model.eval()
+    try:
+        ones = torch.ones(1, *input_shape, device=next(iter(squared.values())).device)
+        out = torch.func.functional_call(model, squared, (ones,))
+    finally:
+        model.train(was_training)
+    return float(out.double().sum().clamp_min(0).sqrt())
+
+
+def fisher_rao_norm(
+    model: nn.Module,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    per_sample_loss=None,
+    batch_size: int = 2048,
+) -> float:
+    """Fisher-Rao norm (Liang et al. 2019): sqrt(E_i ⟨θ, ∇_θ ℓ_i⟩²), in eval mode.
+
+    For a bias-free ReLU network with L hidden layers, ⟨θ, ∇_θ ℓ⟩ = (L+1)⟨∂ℓ/∂f, f⟩, which is Liang et
+    al.'s definition; the directional derivative is computed for each sample by one ``jvp`` with the
+    parameters themselves as the tangent. ``per_sample_loss(logits, y)`` returns one loss per sample
+    (default: cross-entropy).
+    """
+    import torch.nn.functional as F
+
+    loss = per_sample_loss or (lambda out, t: F.cross_entropy(out, t, reduction="none"))
+    params = {k: p.detach() for k, p in model.named_parameters()}
+    buffers = {k: b for k, b in model.named_buffers()}
+    was_training = model.training
+    model.eval()
+    total = torch.zeros((), dtype=torch.float64, device=x.device)
+    try:
+        for start in range(0, len(x), batch_size):
+            xb, yb = x[start : start + batch_size], y[start : start + batch_size]
+
+            def f(p, xb=xb, yb=yb):
+                return loss(torch.func.functional_call(model, (p, buffers), (xb,)), yb)
+
+            _, directional = torch.func.jvp(f, (params,), (params,))
+            total += directional.double().pow(2).sum()
+    finally:
+        model.train(was_training)
+    return float((total / len(x)).sqrt())

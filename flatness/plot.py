@@ -18,6 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from flatness._io import atomic_write_bytes  # noqa: E402
+from flatness.hessian import SpectralDensity  # noqa: E402
 from flatness.surface import Surface  # noqa: E402
 
 KINDS_2D = ("contour", "filled", "heatmap", "3d")
@@ -124,6 +125,25 @@ def plot_2d(
     ax.set_xlabel(surface.settings.get("x_label", "δ"))
     ax.set_ylabel(surface.settings.get("y_label", "η"))
     ax.set_title(title or f"{quantity}: {describe(surface)}", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def plot_spectral_density(
+    esd: SpectralDensity, title: str | None = None, points: int = 1000
+) -> plt.Figure:
+    """The Hessian eigenvalue density on a log scale, as in Ghorbani et al. 2019."""
+    lo, hi = float(esd.nodes.min()), float(esd.nodes.max())
+    pad = 0.05 * (hi - lo or 1.0)
+    grid = np.linspace(lo - pad, hi + pad, points)
+    density = esd.density(grid)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.semilogy(grid, np.maximum(density, 1e-12))
+    ax.set_xlabel("eigenvalue")
+    ax.set_ylabel("density")
+    ax.set_ylim(bottom=max(density.max() * 1e-8, 1e-12))
+    ax.grid(alpha=0.3)
+    ax.set_title(title or "Hessian eigenvalue density (SLQ)", fontsize=9)
     fig.tight_layout()
     return fig
 

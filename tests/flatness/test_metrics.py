@@ -61,3 +61,47 @@ def test_metrics_needing_test_data_or_init_say_so(problem):
         flatness.measure(model, train=train, metrics=["test_loss"])
     with pytest.raises(ValueError, match="initial weights"):
         flatness.measure(model, train=train, metrics=["distance_from_init"])
+
+
+def bias_free_relu_net(depth_hidden=2, seed=0):
+    torch.manual_seed(seed)
+    layers, width = [], 5
+    fan_in = 4
+    for _ in range(depth_hidden):
+        layers += [nn.Linear(fan_in, width, bias=False), nn.ReLU()]
+        fan_in = width
+    layers.append(nn.Linear(fan_in, 3, bias=False))
+    return nn.Sequential(*layers)
+
+
+def test_homogeneity_identity_behind_the_fisher_rao_norm():
+    """⟨θ, ∇θ f⟩ = (L+1) f for a bias-free ReLU net with L hidden layers (Liang et al. 2019)."""
+    from flatness.norms import fisher_rao_norm
+
+    net = bias_free_relu_net(depth_hidden=2)
+    x, y = torch.randn(30, 4), torch.randint(0, 3, (30,))
+    params = {k: p.detach() for k, p in net.named_parameters()}
+    logits, directional = torch.func.jvp(
+        lambda p: torch.func.functional_call(net, p, (x,)), (params,), (params,)
+    )
+    assert torch.allclose(directional, 3 * logits, atol=1e-5)
+    # hence the Fisher-Rao norm equals (L+1)·sqrt(E⟨∂ℓ/∂f, f⟩²), with ∂ℓ/∂f = softmax(f) − onehot(y)
+    with torch.no_grad():
+        f = net(x)
+        dl_df = torch.softmax(f, -1) - torch.nn.functional.one_hot(y, 3)
+        expected = 3 * ((dl_df * f).sum(-1) ** 2).mean().sqrt().item()
+    assert fisher_rao_norm(net, x, y, batch_size=7) == pytest.approx(expected, rel=1e-5)
+
+
+def test_norm_baselines_against_direct_computations():
+    from flatness.norms import frobenius_product, frobenius_sum, path_norm, spectral_product
+
+    net = bias_free_relu_net(depth_hidden=1)
+    w1, w2 = net[0].weight.detach().double(), net[2].weight.detach().double()
+    assert frobenius_sum(net) == pytest.approx((w1.norm() ** 2 + w2.norm() ** 2).item())
+    assert frobenius_product(net) == pytest.approx((w1.norm() ** 2 * w2.norm() ** 2).item())
+    s1, s2 = torch.linalg.svdvals(w1)[0], torch.linalg.svdvals(w2)[0]
+    assert spectral_product(net) == pytest.approx((s1**2 * s2**2).item(), rel=1e-6)
+    # ℓ2 path norm of a one-hidden-layer net: sqrt(Σ_{i,j,k} w1[j,i]² w2[k,j]²)
+    paths = ((w2**2) @ (w1**2)).sum()
+    assert path_norm(net, (4,)) == pytest.approx(paths.sqrt().item(), rel=1e-6)
