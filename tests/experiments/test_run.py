@@ -72,8 +72,20 @@ def test_result_json_holds_config_metrics_timings_and_loadable_weights(make_cfg)
     on_disk = json.loads((run_dir / "result.json").read_text())
     assert on_disk["run_id"] == run_dir.name
     assert on_disk["config"]["optimizer.name"] == "sgd" and on_disk["config"]["batch_size"] == 32
-    assert set(on_disk["metrics"]) == {"param_norm", "distance_from_init", "param_count"}
+    assert set(on_disk["metrics"]) == {
+        "param_norm",
+        "distance_from_init",
+        "lambda_max",
+        "hessian_trace",
+        "keskar_sharpness",
+    }
     assert on_disk["metrics"]["param_norm"]["value"] > 0 and on_disk["metric_failures"] == {}
+    lam = on_disk["metrics"]["lambda_max"]
+    assert (
+        lam["settings"]["tol"] == 1e-4
+        and lam["extra"]["converged"]
+        and lam["extra"]["products"] >= 1
+    )
     assert on_disk["versions"]["torch"] == torch.__version__ and on_disk["device"] == "cpu"
     assert on_disk["timings"]["total_s"] >= on_disk["timings"]["train_s"] > 0
     for name in ("init.pt", "final.pt", "weights/epoch_0002.pt", "weights/epoch_0004.pt"):

@@ -1,0 +1,84 @@
+"""Metrics in the runner: the full group records every registered metric, settings are overridable,
+and a metric that raises is recorded as failed while the run and the other metrics survive."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+import flatness
+from experiments.errors import ConfigError
+from experiments.run import main
+from flatness import metrics as M
+from tests.conftest import TINY
+
+
+def test_full_group_records_every_registered_metric(make_cfg):
+    result = main(
+        make_cfg(
+            *TINY,
+            "metrics=full",
+            "metrics.pacbayes_sigma.samples=2",
+            "metrics.pacbayes_mag_sigma.samples=2",
+            "metrics.m_sharpness.m=32",
+        )
+    )
+    run_dir = Path(result["run_dir"])
+    assert result["metric_failures"] == {}
+    bases = {M.base_metric(name, entry["settings"]) for name, entry in result["metrics"].items()}
+    # every registered metric except the per-split losses, which every run records at the top level
+    expected = set(flatness.REGISTRY) - {
+        "train_loss",
+        "test_loss",
+        "train_acc",
+        "test_acc",
+        "train_error",
+        "test_error",
+        "gap",
+        "gap_loss",
+    }
+    named = {n for n in result["metrics"]} | bases
+    assert expected <= named
+    assert result["metrics"]["keskar_sharpness_5e-4"]["settings"]["epsilon"] == 5e-4
+    assert (run_dir / "hessian_esd.png").exists()
+
+
+def test_metric_settings_are_overridable_and_checked(make_cfg, tmp_path):
+    result = main(make_cfg(*TINY, "metrics.lambda_max.max_iter=3", "metrics.lambda_max.tol=1e-12"))
+    lam = result["metrics"]["lambda_max"]
+    assert (
+        lam["settings"]["max_iter"] == 3
+        and lam["extra"]["products"] == 3
+        and not lam["extra"]["converged"]
+    )
+    with pytest.raises(ConfigError, match="metrics.lambda_max"):
+        main(make_cfg(*TINY, "+metrics.lambda_max.iterations=3"))
+    assert not (tmp_path / "runs" / "default" / "x").exists()
+
+
+def test_a_failing_metric_is_recorded_and_the_rest_survive(make_cfg, monkeypatch):
+    def broken(ctx, **settings):
+        raise RuntimeError("injected")
+
+    real = M.REGISTRY["hessian_trace"]
+    monkeypatch.setitem(
+        M.REGISTRY, "hessian_trace", M.Metric("hessian_trace", broken, real.defaults, "x")
+    )
+    result = main(make_cfg(*TINY))
+    on_disk = json.loads((Path(result["run_dir"]) / "result.json").read_text())
+    assert on_disk["status"] == "finished"
+    assert on_disk["metric_failures"] == {"hessian_trace": "RuntimeError: injected"}
+    assert on_disk["metrics"]["lambda_max"]["value"] > 0
+
+
+@pytest.mark.parametrize("group", ["default", "full"])
+def test_metric_groups_list_every_setting_so_any_can_be_overridden(group):
+    import yaml
+
+    entries = yaml.safe_load(
+        (Path(__file__).parents[2] / "conf" / "metrics" / f"{group}.yaml").read_text()
+    )
+    for name, settings in entries.items():
+        base = M.base_metric(name, settings)
+        listed = set(settings) - {"metric"}
+        assert listed == set(M.get(base).defaults), name
