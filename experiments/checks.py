@@ -81,6 +81,8 @@ def check_config(cfg: Mapping[str, Any]) -> None:
     number(cfg, "seed", low=0, integer=True)
     number(cfg, "eval_batch_size", low=1, integer=True)
     number(cfg, "checkpoint_every", low=1, integer=True)
+    number(cfg, "track_sharpness_every", low=0, integer=True)
+    number(cfg, "track_sharpness_samples", low=1, integer=True)
     save_epochs = cfg.get("save_epochs")
     if not isinstance(save_epochs, list) or not all(_is_int(e) and e >= 1 for e in save_epochs):
         raise ConfigError(f"save_epochs: expected a list of epochs >= 1 (got {save_epochs!r})")

@@ -54,6 +54,17 @@ def lr_factor(
     raise ConfigError(f"lr_schedule: must be one of {list(LR_SCHEDULES)} (got {schedule!r})")
 
 
+def stability_threshold(cfg: Any, lr: float) -> float | None:
+    """The sharpness above which gradient descent on a quadratic diverges: 2/η for plain SGD and
+    (2 + 2β)/η for heavy-ball momentum β (Cohen et al. 2021, "edge of stability"); None where no such
+    simple threshold exists (Nesterov, Adam, SAM)."""
+    if cfg.name == "sgd":
+        return 2.0 / lr
+    if cfg.name == "momentum" and not cfg.nesterov:
+        return (2.0 + 2.0 * cfg.momentum) / lr
+    return None
+
+
 def build_optimizer(cfg: Any, model: nn.Module, lr: float, weight_decay: float):
     """The optimizer that ``cfg`` (the ``optimizer`` config group) names, over ``model``'s parameters."""
     name = cfg.name

@@ -28,7 +28,7 @@ from experiments.data import build_dataset
 from experiments.errors import ConfigError
 from experiments.landscape import compute_surface, trajectory_epochs
 from experiments.models import build_model
-from experiments.optim import build_optimizer, scaled_lr
+from experiments.optim import build_optimizer, scaled_lr, stability_threshold
 from experiments.train import TrainSettings, train
 from flatness import metrics as flatness_metrics
 from flatness import params as P
@@ -103,9 +103,13 @@ def main(cfg: DictConfig) -> dict[str, Any]:
             set(c["save_epochs"]) | set(trajectory_epochs(c["surface"], c["epochs"]))
         ),
         progress=c["progress"],
+        track_sharpness_every=c["track_sharpness_every"],
+        track_sharpness_samples=c["track_sharpness_samples"],
     )
     outcome = train(model, optimizer, data, settings, run_dir)
     store.atomic_torch_save(run_dir / "final.pt", model.state_dict())
+    if c["track_sharpness_every"]:
+        _plot_sharpness_history(outcome.history, cfg.optimizer, run_dir)
 
     result: dict[str, Any] = {
         "run_id": rid,
@@ -196,6 +200,15 @@ def _plot_spectral_densities(values: dict, requested: dict, run_dir: Path) -> No
         )
         fig = plot.plot_spectral_density(esd, title=f"Hessian eigenvalue density ({name}, SLQ)")
         entry["figure"] = plot.save_figure(fig, run_dir / f"{name}.png").name
+
+
+def _plot_sharpness_history(history: list[dict], opt_cfg, run_dir: Path) -> None:
+    """λmax along training against the stability threshold of the optimizer (Cohen et al. 2021)."""
+    rows = [r for r in history if np.isfinite(r["lambda_max"])]
+    epochs = [r["epoch"] for r in rows]
+    thresholds = [stability_threshold(opt_cfg, r["lr"]) for r in rows]
+    fig = plot.plot_sharpness_history(epochs, [r["lambda_max"] for r in rows], thresholds)
+    plot.save_figure(fig, run_dir / "sharpness.png")
 
 
 def _report(result: dict[str, Any]) -> None:

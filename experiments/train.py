@@ -26,7 +26,8 @@ from tqdm.auto import tqdm
 from experiments.data import Dataset
 from experiments.optim import SAM, lr_factor
 from experiments.store import atomic_torch_save, atomic_write_text, load_checkpoint
-from flatness.evaluate import evaluate
+from flatness.evaluate import Objective, evaluate
+from flatness.hessian import lanczos
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,7 @@ HISTORY_COLUMNS = (
     "test_loss",
     "test_acc",
     "batch_loss",
+    "lambda_max",
     "seconds",
 )
 
@@ -57,6 +59,8 @@ class TrainSettings:
     checkpoint_every: int = 1
     save_epochs: list[int] = field(default_factory=list)
     progress: bool = False
+    track_sharpness_every: int = 0  # epochs between λmax measurements (0: off)
+    track_sharpness_samples: int = 1000
 
 
 @dataclass
@@ -226,7 +230,7 @@ def _evaluate_row(
 ) -> dict[str, float]:
     train = evaluate(model, data.x_train, data.y_train, loss_fn, batch_size=s.eval_batch_size)
     test = evaluate(model, data.x_test, data.y_test, loss_fn, batch_size=s.eval_batch_size)
-    return {
+    row = {
         "epoch": epoch,
         "lr": lr,
         "train_loss": train.loss,
@@ -234,8 +238,23 @@ def _evaluate_row(
         "test_loss": test.loss,
         "test_acc": test.accuracy,
         "batch_loss": batch_loss,
+        "lambda_max": math.nan,
         "seconds": seconds,
     }
+    every = s.track_sharpness_every
+    if every and epoch % every == 0 and math.isfinite(train.loss):
+        row["lambda_max"] = tracked_lambda_max(model, data, loss_fn, s)
+    return row
+
+
+def tracked_lambda_max(model, data: Dataset, loss_fn, s: TrainSettings) -> float:
+    """λmax of the training loss on the first ``track_sharpness_samples`` samples (Lanczos, 1e-3),
+    for the edge-of-stability plot of Cohen et al. 2021."""
+    n = s.track_sharpness_samples
+    obj = Objective(
+        model, data.x_train[:n], data.y_train[:n], loss_fn, batch_size=s.eval_batch_size
+    )
+    return float(lanczos(obj.flat_hvp, obj.dim, k=1, tol=1e-3, max_iter=50).eigenvalues[0])
 
 
 def _save_checkpoint(

@@ -148,6 +148,33 @@ def plot_spectral_density(
     return fig
 
 
+def plot_sharpness_history(
+    epochs: list[int],
+    lambdas: list[float],
+    thresholds: list[float | None],
+    title: str | None = None,
+) -> plt.Figure:
+    """λmax along training, with the optimizer's stability threshold (e.g. 2/η) where it has one."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(epochs, lambdas, "o-", markersize=3, label="λmax (training loss)")
+    if any(t is not None for t in thresholds):
+        ax.plot(
+            epochs,
+            [np.nan if t is None else t for t in thresholds],
+            "--",
+            color="crimson",
+            label="stability threshold (2/η, or (2+2β)/η)",
+        )
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("λmax")
+    ax.set_yscale("log")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title or "Sharpness along training (Cohen et al. 2021)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 def save_figure(fig: plt.Figure, path: str | Path, dpi: int = 120) -> Path:
     """Write ``fig`` as a PNG (atomically) and close it."""
     buffer = io.BytesIO()

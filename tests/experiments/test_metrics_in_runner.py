@@ -82,3 +82,43 @@ def test_metric_groups_list_every_setting_so_any_can_be_overridden(group):
         base = M.base_metric(name, settings)
         listed = set(settings) - {"metric"}
         assert listed == set(M.get(base).defaults), name
+
+
+def test_sharpness_is_tracked_along_training_against_the_stability_threshold(make_cfg):
+    import csv
+    import math
+
+    import torch
+
+    from experiments.data import build_dataset
+    from experiments.models import build_model
+    from flatness.evaluate import Objective
+    from flatness.hessian import lanczos
+
+    cfg = make_cfg(
+        *TINY, "track_sharpness_every=2", "track_sharpness_samples=100", "epochs=4", "metrics=none"
+    )
+    result = main(cfg)
+    run_dir = Path(result["run_dir"])
+    with open(run_dir / "history.csv") as f:
+        rows = list(csv.DictReader(f))
+    tracked = [int(r["epoch"]) for r in rows if not math.isnan(float(r["lambda_max"]))]
+    assert tracked == [0, 2, 4]
+    data = build_dataset(cfg.dataset, cfg.data_dir)
+    model = build_model(cfg.model, data.input_shape, data.num_classes)
+    model.load_state_dict(torch.load(run_dir / "final.pt", weights_only=True))
+    obj = Objective(model, data.x_train[:100], data.y_train[:100])
+    independent = lanczos(obj.flat_hvp, obj.dim, k=1, tol=1e-3, max_iter=50).eigenvalues[0]
+    assert float(rows[-1]["lambda_max"]) == pytest.approx(independent, rel=1e-6)
+    assert (run_dir / "sharpness.png").exists()
+
+
+def test_stability_thresholds():
+    from omegaconf import OmegaConf
+
+    from experiments.optim import stability_threshold
+
+    assert stability_threshold(OmegaConf.create({"name": "sgd"}), 0.5) == 4.0
+    heavy_ball = OmegaConf.create({"name": "momentum", "momentum": 0.9, "nesterov": False})
+    assert stability_threshold(heavy_ball, 0.1) == pytest.approx(38.0)
+    assert stability_threshold(OmegaConf.create({"name": "adam"}), 0.1) is None
