@@ -59,16 +59,20 @@ def test_hvp_matches_dense_hessian_on_a_tiny_mlp_in_both_modes():
     for mode in ("forward-over-reverse", "reverse-over-reverse"):
         hv = obj.flat_hvp(v, mode=mode).numpy()
         np.testing.assert_allclose(hv, H @ v.numpy(), rtol=1e-4, atol=1e-5)
+    whole = Objective(model, x, y, batch_size=37)  # one batch: the gradient graph is reused
+    for _ in range(2):
+        np.testing.assert_allclose(
+            whole.flat_hvp(v, mode="cached-graph").numpy(), H @ v.numpy(), rtol=1e-4, atol=1e-5
+        )
+    with pytest.raises(ValueError, match="one batch"):
+        obj.flat_hvp(v, mode="cached-graph")
 
 
 def test_lanczos_top_k_and_power_iteration_on_a_known_quadratic(regression):
     model, x, y, H = regression
     exact = np.sort(np.linalg.eigvalsh(H))[::-1]
-    obj = Objective(model, x, y, mse)
+    obj = Objective(model, x, y, mse, batch_size=16)  # several batches: no cached graph
     res = lanczos(obj.flat_hvp, obj.dim, k=3, tol=1e-8, max_iter=obj.dim)
-    assert (
-        obj.hvp_mode == "reverse-over-reverse"
-    )  # F.mse_loss has no forward-mode double derivative
     np.testing.assert_allclose(res.eigenvalues, exact[:3], rtol=1e-5)
     # the residual bound holds: each true eigenvalue lies within it (plus float32 HVP noise)
     assert np.all(np.abs(res.eigenvalues - exact[:3]) <= res.residuals + 1e-5 * exact[0])
@@ -128,3 +132,29 @@ def test_objective_is_exact_over_batches_and_leaves_the_model_alone():
     assert va == pytest.approx(vb, rel=1e-6)
     assert all(torch.allclose(ga[k], gb[k], atol=1e-6) for k in ga)
     assert model.training and all(torch.equal(before[k], model.state_dict()[k]) for k in before)
+
+
+class SquaredErrorWithoutForwardMode(torch.autograd.Function):
+    """(out − y)² mean with a (twice differentiable) backward but no forward-mode rule."""
+
+    @staticmethod
+    def forward(out, y):
+        return ((out - y) ** 2).mean()
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.save_for_backward(*inputs)
+
+    @staticmethod
+    def backward(ctx, grad):
+        out, y = ctx.saved_tensors
+        return grad * 2 * (out - y) / out.numel(), None
+
+
+def test_auto_falls_back_to_double_backward_without_forward_mode(regression):
+    model, x, y, H = regression
+    obj = Objective(model, x, y, SquaredErrorWithoutForwardMode.apply, batch_size=16)
+    v = torch.randn(obj.dim, dtype=torch.float64)
+    hv = obj.flat_hvp(v)
+    assert obj.hvp_mode == "reverse-over-reverse"
+    np.testing.assert_allclose(hv.numpy(), H @ v.numpy(), rtol=1e-4, atol=1e-5)
