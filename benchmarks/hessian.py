@@ -69,6 +69,7 @@ def bench(label, model, x, y, device, repeats, batch_size):
         ["cached-graph"] if len(x) <= batch_size else []
     )
     for mode in modes:
+        obj.flat_hvp(v, mode=mode)  # warm-up: the first forward-mode call pays one-off set-up costs
         _, seconds = timed(lambda mode=mode: [obj.flat_hvp(v, mode=mode) for _ in range(5)], sync)
         hvp_times[mode] = 1000 * seconds / 5
     methods = {

@@ -130,14 +130,20 @@ def _hessian_extra(obj, res) -> dict:
     description="largest Hessian eigenvalue of the training loss (Lanczos, residual error bound)",
     reference="Keskar et al. 2017; Ghorbani et al. 2019",
     tol=1e-4,
+    bound="residual",
     max_iter=100,
     seed=0,
     subset=None,
 )
-def _lambda_max(ctx: MetricContext, tol: float, max_iter: int, seed: int, subset: int | None):
+def _lambda_max(
+    ctx: MetricContext, tol: float, bound: str, max_iter: int, seed: int, subset: int | None
+):
     obj = ctx.objective(subset)
-    res = hessian.lanczos(obj.flat_hvp, obj.dim, k=1, tol=tol, max_iter=max_iter, seed=seed)
-    return res.eigenvalues[0], {"error_bound": float(res.residuals[0]), **_hessian_extra(obj, res)}
+    res = hessian.lanczos(
+        obj.flat_hvp, obj.dim, k=1, tol=tol, bound=bound, max_iter=max_iter, seed=seed
+    )
+    bounds = {"error_bound": float(res.residuals[0]), "error_estimate": float(res.gap_estimates[0])}
+    return res.eigenvalues[0], {**bounds, **_hessian_extra(obj, res)}
 
 
 @register(
