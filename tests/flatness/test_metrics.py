@@ -105,3 +105,27 @@ def test_norm_baselines_against_direct_computations():
     # ℓ2 path norm of a one-hidden-layer net: sqrt(Σ_{i,j,k} w1[j,i]² w2[k,j]²)
     paths = ((w2**2) @ (w1**2)).sum()
     assert path_norm(net, (4,)) == pytest.approx(paths.sqrt().item(), rel=1e-6)
+
+
+def test_every_randomised_metric_is_deterministic_for_a_fixed_seed(problem):
+    model, train, test = problem
+    names = [
+        "lambda_max",
+        "hessian_top_k",
+        "hessian_trace",
+        "hessian_trace_hutchpp",
+        "keskar_sharpness",
+        "worst_case_sharpness",
+        "m_sharpness",
+        "average_sharpness",
+        "pacbayes_sigma",
+    ]
+    settings = {n: {} for n in names}
+    settings["hessian_top_k"] = {"k": 2}
+    settings["m_sharpness"] = {"m": 10, "batches": 3}
+    settings["hessian_trace_hutchpp"] = {"products": 12}
+    first = flatness.measure(model, train=train, test=test, metrics=settings)
+    again = flatness.measure(model, train=train, test=test, metrics=settings)
+    assert first == again
+    other = flatness.measure(model, train=train, metrics={"hessian_trace": {"seed": 1}})
+    assert other["hessian_trace"] != first["hessian_trace"]
