@@ -93,6 +93,7 @@ def check_config(cfg: Mapping[str, Any]) -> None:
     check_optimizer(cfg["optimizer"])
     check_metrics(cfg.get("metrics") or {})
     check_surface(cfg.get("surface") or {"kind": "none"})
+    check_transform_settings(cfg.get("transform") or {"kind": "none"})
 
 
 def check_device(device: Any) -> None:
@@ -239,6 +240,32 @@ def check_surface(surface: Mapping[str, Any]) -> None:
     if surface.get("engine") == "vmap" and surface.get("bn_policy") == "recompute":
         raise ConfigError(
             f"{p}engine: 'vmap' supports bn_policy=frozen only; use engine=loop or auto"
+        )
+
+
+def check_transform_settings(transform: Mapping[str, Any]) -> None:
+    """α > 0, layer indices, mode and tolerance of the transform group (the model is checked later)."""
+    from experiments.transform import TRANSFORMS
+
+    p = "transform."
+    choice(transform, "kind", TRANSFORMS, prefix=p)
+    if transform["kind"] == "none":
+        return
+    number(transform, "alpha", low=0, low_open=True, prefix=p)
+    choice(transform, "mode", ("layer", "neuron"), prefix=p)
+    number(transform, "spread", low=0, prefix=p)
+    number(transform, "seed", low=0, integer=True, prefix=p)
+    number(transform, "tolerance", low=0, low_open=True, prefix=p)
+    layers = transform.get("layers")
+    want = 2 if transform["mode"] == "layer" else 1
+    if not (
+        isinstance(layers, list)
+        and len(layers) == want
+        and all(_is_int(i) and i >= 0 for i in layers)
+    ):
+        shape = "[k, k+1]" if want == 2 else "[k]"
+        raise ConfigError(
+            f"transform.layers: expected {shape} for mode={transform['mode']} (got {layers!r})"
         )
 
 

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import hydra
-import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -27,27 +26,15 @@ from experiments import checks, store
 from experiments.data import build_dataset
 from experiments.errors import ConfigError
 from experiments.landscape import compute_surface, trajectory_epochs
+from experiments.measure import CORE, measure_model, plot_sharpness_history, plot_spectral_densities
 from experiments.models import build_model
-from experiments.optim import build_optimizer, scaled_lr, stability_threshold
+from experiments.optim import build_optimizer, scaled_lr
 from experiments.train import TrainSettings, train
-from flatness import metrics as flatness_metrics
-from flatness import params as P
-from flatness import plot
-from flatness.hessian import SpectralDensity
+from experiments.transform import apply_transform, check_transform
 
 log = logging.getLogger("experiments.run")
 
-DONE_STATUSES = ("finished", "diverged")
-CORE = (
-    "train_loss",
-    "train_acc",
-    "train_error",
-    "test_loss",
-    "test_acc",
-    "test_error",
-    "gap",
-    "gap_loss",
-)
+DONE_STATUSES = ("finished", "diverged")  # a "failed" run is run again
 
 
 def main(cfg: DictConfig) -> dict[str, Any]:
@@ -76,6 +63,7 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     model = build_model(cfg.model, data.input_shape, data.num_classes).to(device)
     lr = scaled_lr(c["lr"], c["batch_size"], c["base_batch_size"], c["lr_scaling"])
     optimizer = build_optimizer(cfg.optimizer, model, lr, c["weight_decay"])
+    check_transform(c["transform"], model, data.x_train)
 
     # Everything is validated: from here on the run directory exists.
     if c["force"] and run_dir.exists():
@@ -109,7 +97,7 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     outcome = train(model, optimizer, data, settings, run_dir)
     store.atomic_torch_save(run_dir / "final.pt", model.state_dict())
     if c["track_sharpness_every"]:
-        _plot_sharpness_history(outcome.history, cfg.optimizer, run_dir)
+        plot_sharpness_history(outcome.history, cfg.optimizer, run_dir)
 
     result: dict[str, Any] = {
         "run_id": rid,
@@ -131,23 +119,38 @@ def main(cfg: DictConfig) -> dict[str, Any]:
         "git_commit": _git_commit(),
     }
     t_measure = time.perf_counter()
+    requested = c.get("metrics") or {}
     if outcome.status == "diverged":
         result["diverged_epoch"] = outcome.epochs_trained
         result.update({k: None for k in CORE})
         result["metrics"], result["metric_failures"] = {}, {}
     else:
         init_params = {k: v.to(device) for k, v in init_state.items()}
-        ctx = flatness_metrics.MetricContext(
-            model,
-            torch.nn.functional.cross_entropy,
-            (data.x_train, data.y_train),
-            (data.x_test, data.y_test),
-            init_params,
-            c["eval_batch_size"],
-        )
-        result.update({k: flatness_metrics.compute(k, ctx).value for k in CORE})
-        result["metrics"], result["metric_failures"] = _measure(ctx, c.get("metrics") or {})
-        _plot_spectral_densities(result["metrics"], c.get("metrics") or {}, run_dir)
+        if c["transform"]["kind"] != "none":
+            before = measure_model(model, data, init_params, requested, c["eval_batch_size"])
+            rescaled = apply_transform(c["transform"], model, data.x_train)
+            model = rescaled.model
+            store.atomic_torch_save(run_dir / "transformed.pt", model.state_dict())
+            result["transform"] = {
+                **rescaled.settings,
+                "kind": c["transform"]["kind"],
+                "max_abs_logit_change": rescaled.max_abs_change,
+                "relative_logit_change": rescaled.relative_change,
+                "tolerance": c["transform"]["tolerance"],
+                "before": before,
+            }
+            if not rescaled.relative_change <= c["transform"]["tolerance"]:
+                result["status"] = "failed"
+                result["error"] = (
+                    f"the transform changed the logits by {rescaled.relative_change:.3g} relative, "
+                    f"more than transform.tolerance={c['transform']['tolerance']}"
+                )
+        result.update(measure_model(model, data, init_params, requested, c["eval_batch_size"]))
+        plot_spectral_densities(result["metrics"], requested, run_dir)
+        if "transform" in result:
+            plot_spectral_densities(
+                result["transform"]["before"]["metrics"], requested, run_dir, " before"
+            )
         if c["surface"]["kind"] != "none":
             try:
                 result["surface"] = compute_surface(
@@ -176,42 +179,10 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     return result
 
 
-def _measure(ctx: flatness_metrics.MetricContext, requested: dict[str, Any]) -> tuple[dict, dict]:
-    """Compute each requested metric; one that raises is recorded as failed and the rest go on."""
-    values, failures = {}, {}
-    for name, settings in requested.items():
-        try:
-            with P.restored(ctx.model):
-                out = flatness_metrics.compute(name, ctx, settings)
-            values[name] = {"value": out.value, "settings": out.settings, "extra": out.extra}
-        except Exception as exc:  # a metric's failure must not lose the trained run
-            log.warning("metric %s failed: %s", name, exc)
-            failures[name] = f"{type(exc).__name__}: {exc}"
-    return values, failures
-
-
-def _plot_spectral_densities(values: dict, requested: dict, run_dir: Path) -> None:
-    """One ESD figure per ``hessian_esd`` metric (Ghorbani et al. 2019, Fig. 1 style)."""
-    for name, entry in values.items():
-        if flatness_metrics.base_metric(name, requested.get(name)) != "hessian_esd":
-            continue
-        esd = SpectralDensity(
-            np.array(entry["extra"]["nodes"]), np.array(entry["extra"]["weights"])
-        )
-        fig = plot.plot_spectral_density(esd, title=f"Hessian eigenvalue density ({name}, SLQ)")
-        entry["figure"] = plot.save_figure(fig, run_dir / f"{name}.png").name
-
-
-def _plot_sharpness_history(history: list[dict], opt_cfg, run_dir: Path) -> None:
-    """λmax along training against the stability threshold of the optimizer (Cohen et al. 2021)."""
-    rows = [r for r in history if np.isfinite(r["lambda_max"])]
-    epochs = [r["epoch"] for r in rows]
-    thresholds = [stability_threshold(opt_cfg, r["lr"]) for r in rows]
-    fig = plot.plot_sharpness_history(epochs, [r["lambda_max"] for r in rows], thresholds)
-    plot.save_figure(fig, run_dir / "sharpness.png")
-
-
 def _report(result: dict[str, Any]) -> None:
+    if result["status"] == "failed":
+        print(f"failed: {result['error']} ({result['run_dir']})")
+        return
     if result["status"] == "diverged":
         print(f"diverged at epoch {result['diverged_epoch']}: {result['run_dir']}")
         return
@@ -241,10 +212,12 @@ def _git_commit() -> str | None:
 def cli(cfg: DictConfig) -> None:
     """Command-line entry point: bad input is one line on stderr and exit status 2."""
     try:
-        main(cfg)
+        result = main(cfg)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+    if result["status"] == "failed":
+        sys.exit(1)
 
 
 if __name__ == "__main__":
