@@ -1,0 +1,227 @@
+"""``python -m experiments.audit``: which metrics does Dinh et al.'s α-rescaling fool?
+
+Trains (or reuses) the default MLP and the default CNN, rescales each with α ∈ {0.01, 0.1, 1, 10, 100}
+layer-wise (×α, ×1/α on the first two weight layers) and per neuron (every unit of the first layer by
+its own factor around α), measures every metric on the same function, and writes:
+
+- ``results/tables/audit.csv`` and ``audit.md``: metric × α → value and ratio to the unrescaled
+  model, with a verdict per metric (invariant within the tolerance, or the factor it moves by);
+- ``results/figures/audit_<model>.png``: test error flat across α while the other metrics move;
+- ``results/figures/audit_<model>_slice.png``: the filter-normalised 1D slice before and after.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+from experiments import run
+from experiments.data import build_dataset
+from experiments.measure import measure_model
+from experiments.models import build_model
+from flatness import plot
+from flatness.reparam import rescale
+from flatness.surface import surface_1d
+
+log = logging.getLogger(__name__)
+CONF = Path(__file__).resolve().parents[1] / "conf"
+ALPHAS = (0.01, 0.1, 1.0, 10.0, 100.0)
+DEFAULT_MODELS = ("mlp", "cnn1d")
+
+
+def trained(model_name: str, overrides: list[str]) -> tuple[Any, torch.nn.Module, Any, dict]:
+    """Train the configuration (or reuse its finished run) and return config, model, data, init."""
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=[f"model={model_name}", "metrics=none", *overrides])
+    result = run.main(cfg)
+    if result["status"] != "finished":
+        raise RuntimeError(
+            f"training {model_name} did not finish: {result['status']} ({result['run_dir']})"
+        )
+    run_dir = Path(result["run_dir"])
+    data = build_dataset(cfg.dataset, cfg.data_dir)
+    model = build_model(cfg.model, data.input_shape, data.num_classes)
+    model.load_state_dict(torch.load(run_dir / "final.pt", weights_only=True))
+    init = torch.load(run_dir / "init.pt", weights_only=True)
+    return (
+        cfg,
+        model.eval(),
+        data,
+        {k: v for k, v in init.items() if k in dict(model.named_parameters())},
+    )
+
+
+def audit_model(
+    name: str, model, data, init, requested: dict, alphas, modes, batch_size: int
+) -> list[dict[str, Any]]:
+    """One row per (mode, α, metric): the value on the rescaled model, and the value on the original."""
+    reference = measure_model(model, data, init, requested, batch_size)
+    rows = []
+    for mode in modes:
+        for alpha in alphas:
+            layers = [0, 1] if mode == "layer" else [0]
+            scaled = rescale(model, alpha=alpha, layers=layers, mode=mode, check=data.x_train)
+            measured = measure_model(scaled.model, data, init, requested, batch_size)
+            values = {"test_error": (measured["test_error"], reference["test_error"])}
+            for metric, entry in measured["metrics"].items():
+                values[metric] = (entry["value"], reference["metrics"][metric]["value"])
+            for metric in measured["metric_failures"]:
+                values[metric] = (np.nan, np.nan)
+            for metric, (value, ref) in values.items():
+                rows.append(
+                    {
+                        "model": name,
+                        "mode": mode,
+                        "alpha": alpha,
+                        "metric": metric,
+                        "value": value,
+                        "reference": ref,
+                        "logit_change": scaled.relative_change,
+                    }
+                )
+            log.info("%s %s α=%g done", name, mode, alpha)
+    return rows
+
+
+def verdicts(rows: pd.DataFrame, tol: float) -> pd.DataFrame:
+    """Per model, mode and metric: the spread max/min of value/reference over α, and a verdict."""
+    rows = rows.assign(ratio=rows["value"] / rows["reference"])
+
+    def judge(group: pd.DataFrame) -> pd.Series:
+        ratios = group["ratio"].to_numpy(dtype=float)
+        if np.isnan(ratios).any() or (ratios <= 0).any():
+            spread = np.nan
+        else:
+            spread = ratios.max() / ratios.min()
+        invariant = bool(np.all(np.abs(ratios - 1) <= tol)) if not np.isnan(ratios).any() else False
+        verdict = (
+            "invariant"
+            if invariant
+            else (f"moves ×{spread:.3g}" if np.isfinite(spread) else "changes sign or failed")
+        )
+        return pd.Series({"spread": spread, "verdict": verdict})
+
+    return (
+        rows.groupby(["model", "mode", "metric"], sort=False)[["ratio"]].apply(judge).reset_index()
+    )
+
+
+def write_tables(rows: pd.DataFrame, judged: pd.DataFrame, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    wide = rows.assign(ratio=rows["value"] / rows["reference"]).pivot_table(
+        index=["model", "mode", "metric"], columns="alpha", values="ratio", sort=False
+    )
+    wide.columns = [f"ratio α={a:g}" for a in wide.columns]
+    ref = (
+        rows.groupby(["model", "mode", "metric"], sort=False)["reference"]
+        .first()
+        .rename("value (α=1, original)")
+    )
+    table = (
+        pd.concat([ref, wide], axis=1).reset_index().merge(judged, on=["model", "mode", "metric"])
+    )
+    table.to_csv(out / "audit.csv", index=False)
+    rows.to_csv(out / "audit_values.csv", index=False)
+    (out / "audit.md").write_text(table.to_markdown(index=False, floatfmt=".4g") + "\n")
+
+
+def plot_audit(rows: pd.DataFrame, name: str, out: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    modes = list(dict.fromkeys(rows["mode"]))
+    fig, axes = plt.subplots(1, len(modes), figsize=(6.5 * len(modes), 5), squeeze=False)
+    for ax, mode in zip(axes[0], modes, strict=True):
+        sub = rows[(rows["model"] == name) & (rows["mode"] == mode)]
+        for metric, group in sub.groupby("metric", sort=False):
+            ratio = (group["value"] / group["reference"]).abs().to_numpy(dtype=float)
+            style = (
+                {"color": "black", "linewidth": 3, "zorder": 5}
+                if metric == "test_error"
+                else {"alpha": 0.8}
+            )
+            ax.plot(group["alpha"], ratio, "o-", label=metric, markersize=3, **style)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("α")
+        ax.set_ylabel("|value / value of the original model|")
+        ax.set_title(f"{name}: {mode}-wise rescaling (same function)", fontsize=10)
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=6, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    fig.suptitle(
+        "Dinh et al. 2017: test error stays flat while raw sharpness measures move", fontsize=11
+    )
+    fig.tight_layout()
+    plot.save_figure(fig, out / f"audit_{name}.png")
+
+
+def plot_slices(model, data, name: str, out: Path, alpha: float = 10.0) -> None:
+    """Filter-normalised 1D slices of the original and the rescaled model, overlaid."""
+    train = (data.x_train[:2000], data.y_train[:2000])
+    surfaces = {"original": surface_1d(model, train, points=41, seed=0)}
+    for mode, layers in (("layer", [0, 1]), ("neuron", [0])):
+        scaled = rescale(model, alpha=alpha, layers=layers, mode=mode, check=data.x_train)
+        surfaces[f"{mode}-wise α={alpha:g}"] = surface_1d(scaled.model, train, points=41, seed=0)
+    fig = plot.plot_1d(
+        surfaces,
+        title=f"{name}: filter-normalised slice before and after rescaling (2000 train samples)",
+    )
+    plot.save_figure(fig, out / f"audit_{name}_slice.png")
+
+
+def main(argv: list[str] | None = None) -> pd.DataFrame:
+    ap = argparse.ArgumentParser(
+        prog="python -m experiments.audit", description=__doc__.splitlines()[0]
+    )
+    ap.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS))
+    ap.add_argument("--alphas", nargs="+", type=float, default=list(ALPHAS))
+    ap.add_argument("--modes", nargs="+", default=["layer", "neuron"], choices=["layer", "neuron"])
+    ap.add_argument(
+        "--metrics", default="full", help="a metrics group of conf/metrics (default: full)"
+    )
+    ap.add_argument(
+        "--tolerance", type=float, default=1e-2, help="relative change counted as invariant"
+    )
+    ap.add_argument("--out", type=Path, default=Path("results"))
+    ap.add_argument(
+        "overrides",
+        nargs="*",
+        help="Hydra overrides for training, e.g. runs_dir=runs dataset=synthetic",
+    )
+    args = ap.parse_args(argv)
+    if any(a <= 0 for a in args.alphas):
+        ap.error("--alphas: every α must be > 0")
+    requested = (
+        OmegaConf.to_container(OmegaConf.load(CONF / "metrics" / f"{args.metrics}.yaml")) or {}
+    )
+    overrides = ["progress=false", "name=audit", *args.overrides]
+    all_rows = []
+    for name in args.models:
+        cfg, model, data, init = trained(name, overrides)
+        print(
+            f"auditing {name} ({sum(p.numel() for p in model.parameters())} parameters) ...",
+            flush=True,
+        )
+        all_rows += audit_model(
+            name, model, data, init, requested, args.alphas, args.modes, cfg.eval_batch_size
+        )
+        plot_slices(model, data, name, args.out / "figures")
+    rows = pd.DataFrame(all_rows)
+    judged = verdicts(rows, args.tolerance)
+    write_tables(rows, judged, args.out / "tables")
+    for name in args.models:
+        plot_audit(rows, name, args.out / "figures")
+    print(judged.to_string(index=False))
+    print(f"tables in {args.out / 'tables'}, figures in {args.out / 'figures'}")
+    return judged
+
+
+if __name__ == "__main__":
+    main()
