@@ -39,6 +39,7 @@ def mlp(
     width: int = 100,
     depth: int = 2,
     batch_norm: bool = False,
+    ghost_batch_size: int | None = None,
 ) -> nn.Sequential:
     """``depth`` hidden layers of ``width`` ReLU units (the default is the 40-100-100-10 MLP)."""
     width, depth = _positive_int("width", width), _positive_int("depth", depth)
@@ -47,7 +48,7 @@ def mlp(
     for _ in range(depth):
         layers.append(nn.Linear(fan_in, width))
         if batch_norm:
-            layers.append(nn.BatchNorm1d(width))
+            layers.append(batch_norm_layer(1, width, ghost_batch_size))
         layers.append(nn.ReLU())
         fan_in = width
     layers.append(nn.Linear(fan_in, num_classes))
@@ -55,7 +56,11 @@ def mlp(
 
 
 def cnn1d(
-    input_shape: tuple[int, ...], num_classes: int, channels: int = 25, batch_norm: bool = False
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    channels: int = 25,
+    batch_norm: bool = False,
+    ghost_batch_size: int | None = None,
 ) -> nn.Sequential:
     """The MNIST-1D convolutional network of Greydanus 2020: three strided convs and a linear head."""
     if len(input_shape) not in (1, 2):
@@ -69,10 +74,49 @@ def cnn1d(
     for c_in, k in specs:
         layers.append(nn.Conv1d(c_in, channels, kernel_size=k, stride=2, padding=1))
         if batch_norm:
-            layers.append(nn.BatchNorm1d(channels))
+            layers.append(batch_norm_layer(1, channels, ghost_batch_size))
         layers.append(nn.ReLU())
     layers.append(nn.Flatten())
     return _with_linear_head(nn.Sequential(*layers), input_shape, num_classes)
+
+
+class _GhostBatchNorm:
+    """Ghost batch norm (Hoffer et al. 2017): in training, statistics over virtual batches of
+    ``ghost_batch_size`` samples, so a large batch sees the noisier statistics of small ones. The
+    running statistics are updated once per virtual batch; evaluation is ordinary batch norm."""
+
+    ghost_batch_size: int | None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        g = self.ghost_batch_size
+        if not self.training or g is None or x.shape[0] <= g:
+            return super().forward(x)
+        sizes = [g] * (x.shape[0] // g) + ([x.shape[0] % g] if x.shape[0] % g else [])
+        if sizes[-1] < 2:  # batch norm cannot train on one sample: fold it into the previous chunk
+            sizes[-2] += sizes.pop()
+        return torch.cat([super(_GhostBatchNorm, self).forward(chunk) for chunk in x.split(sizes)])
+
+
+class GhostBatchNorm1d(_GhostBatchNorm, nn.BatchNorm1d):
+    def __init__(self, num_features: int, ghost_batch_size: int | None = None, **kwargs):
+        super().__init__(num_features, **kwargs)
+        self.ghost_batch_size = ghost_batch_size
+
+
+class GhostBatchNorm2d(_GhostBatchNorm, nn.BatchNorm2d):
+    def __init__(self, num_features: int, ghost_batch_size: int | None = None, **kwargs):
+        super().__init__(num_features, **kwargs)
+        self.ghost_batch_size = ghost_batch_size
+
+
+def batch_norm_layer(dims: int, features: int, ghost_batch_size: int | None) -> nn.Module:
+    """Batch norm over ``dims``-D feature maps (1: vectors and sequences, 2: images), ghost if asked."""
+    if ghost_batch_size is None:
+        return nn.BatchNorm1d(features) if dims == 1 else nn.BatchNorm2d(features)
+    g = _positive_int("ghost_batch_size", ghost_batch_size)
+    if g < 2:
+        raise ConfigError(f"model.ghost_batch_size: must be >= 2 (got {g})")
+    return GhostBatchNorm1d(features, g) if dims == 1 else GhostBatchNorm2d(features, g)
 
 
 def _with_linear_head(
@@ -92,7 +136,11 @@ def _image_shape(name: str, input_shape: tuple[int, ...]) -> None:
 
 
 def cnn(
-    input_shape: tuple[int, ...], num_classes: int, channels: int = 32, batch_norm: bool = False
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    channels: int = 32,
+    batch_norm: bool = False,
+    ghost_batch_size: int | None = None,
 ) -> nn.Sequential:
     """A small 2D CNN: two conv-ReLU-maxpool stages (c, 2c channels) and a linear head."""
     _image_shape("cnn", input_shape)
@@ -101,7 +149,7 @@ def cnn(
     for c_in, c_out in ((input_shape[0], c), (c, 2 * c)):
         layers.append(nn.Conv2d(c_in, c_out, kernel_size=3, padding=1))
         if batch_norm:
-            layers.append(nn.BatchNorm2d(c_out))
+            layers.append(batch_norm_layer(2, c_out, ghost_batch_size))
         layers += [nn.ReLU(), nn.MaxPool2d(2)]
     layers.append(nn.Flatten())
     return _with_linear_head(nn.Sequential(*layers), input_shape, num_classes)
@@ -112,7 +160,11 @@ _VGG9 = [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, "M"]
 
 
 def vgg9(
-    input_shape: tuple[int, ...], num_classes: int, width: float = 1.0, batch_norm: bool = True
+    input_shape: tuple[int, ...],
+    num_classes: int,
+    width: float = 1.0,
+    batch_norm: bool = True,
+    ghost_batch_size: int | None = None,
 ) -> nn.Sequential:
     """VGG-9 (Li et al. 2018), with a width multiplier for CPU-sized runs."""
     _image_shape("vgg9", input_shape)
@@ -127,7 +179,7 @@ def vgg9(
         c_out = max(1, round(spec * width))
         layers.append(nn.Conv2d(c_in, c_out, kernel_size=3, padding=1))
         if batch_norm:
-            layers.append(nn.BatchNorm2d(c_out))
+            layers.append(batch_norm_layer(2, c_out, ghost_batch_size))
         layers.append(nn.ReLU())
         c_in = c_out
     layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(c_in, c_in), nn.ReLU()]

@@ -53,3 +53,24 @@ def test_wrong_input_shapes_and_sizes_are_config_errors():
         build("mlp", (40,), width=0)
     with pytest.raises(ConfigError, match="unknown model"):
         build("transformer", (40,))
+
+
+def test_ghost_batch_norm_normalises_each_virtual_batch_separately():
+    from experiments.models import GhostBatchNorm1d
+
+    torch.manual_seed(0)
+    ghost, plain = GhostBatchNorm1d(3, ghost_batch_size=4), torch.nn.BatchNorm1d(3)
+    x = torch.randn(10, 3) * 3 + 1  # chunks of 4, 4 and 2
+    out = ghost.train()(x)
+    expected = torch.cat([plain.train()(chunk) for chunk in x.split([4, 4, 2])])
+    assert torch.allclose(out, expected, atol=1e-6)
+    assert torch.allclose(ghost.running_mean, plain.running_mean) and ghost.num_batches_tracked == 3
+    assert torch.allclose(ghost.eval()(x), plain.eval()(x))
+    odd = GhostBatchNorm1d(3, ghost_batch_size=4).train()(
+        torch.randn(9, 3)
+    )  # 4, 5: no chunk of one
+    assert odd.shape == (9, 3)
+    model = build("cnn1d", (40,), batch_norm=True, ghost_batch_size=8)
+    assert sum(isinstance(m, GhostBatchNorm1d) for m in model.modules()) == 3
+    with pytest.raises(ConfigError, match="ghost_batch_size"):
+        build("mlp", (40,), batch_norm=True, ghost_batch_size=1)
