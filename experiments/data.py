@@ -34,6 +34,8 @@ class Dataset:
     x_test: torch.Tensor
     y_test: torch.Tensor
     num_classes: int
+    x_val: torch.Tensor | None = None  # held out from the training set (dataset.val_split)
+    y_val: torch.Tensor | None = None
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -44,6 +46,9 @@ class Dataset:
         return len(self.x_train)
 
     def to(self, device: torch.device | str) -> Dataset:
+        def move(t: torch.Tensor | None) -> torch.Tensor | None:
+            return None if t is None else t.to(device)
+
         return Dataset(
             self.name,
             self.x_train.to(device),
@@ -51,6 +56,8 @@ class Dataset:
             self.x_test.to(device),
             self.y_test.to(device),
             self.num_classes,
+            move(self.x_val),
+            move(self.y_val),
         )
 
 
@@ -70,7 +77,34 @@ def build_dataset(cfg: Any, data_dir: str | os.PathLike) -> Dataset:
             f"dataset.name: unknown dataset {name!r}; choose one of {sorted(builders)}"
         )
     data = builders[name](cfg, Path(data_dir))
-    return _subset(data, cfg.get("num_train"), cfg.get("num_test"))
+    return _validation_split(
+        _subset(data, cfg.get("num_train"), cfg.get("num_test")), cfg.get("val_split", 0.0)
+    )
+
+
+def _validation_split(data: Dataset, fraction: float) -> Dataset:
+    """Hold out the last ``fraction`` of the training set for choosing hyperparameters, so that the
+    test set is never used for that (Wilson et al. 2017 insist on it)."""
+    if not fraction:
+        return data
+    if isinstance(fraction, bool) or not isinstance(fraction, int | float) or not 0 < fraction < 1:
+        raise ConfigError(f"dataset.val_split: must be a number in [0, 1) (got {fraction!r})")
+    n_val = int(round(data.num_train * fraction))
+    if not 1 <= n_val < data.num_train:
+        raise ConfigError(
+            f"dataset.val_split: {fraction} of {data.num_train} samples leaves no train or no validation set"
+        )
+    keep = data.num_train - n_val
+    return Dataset(
+        data.name,
+        data.x_train[:keep],
+        data.y_train[:keep],
+        data.x_test,
+        data.y_test,
+        data.num_classes,
+        data.x_train[keep:],
+        data.y_train[keep:],
+    )
 
 
 # --- MNIST-1D ------------------------------------------------------------------------------------

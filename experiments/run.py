@@ -31,6 +31,7 @@ from experiments.models import build_model
 from experiments.optim import build_optimizer, scaled_lr
 from experiments.train import TrainSettings, train
 from experiments.transform import apply_transform, check_transform
+from flatness.evaluate import evaluate
 
 log = logging.getLogger("experiments.run")
 
@@ -146,6 +147,16 @@ def main(cfg: DictConfig) -> dict[str, Any]:
                     f"more than transform.tolerance={c['transform']['tolerance']}"
                 )
         result.update(measure_model(model, data, init_params, requested, c["eval_batch_size"]))
+        if data.x_val is not None:
+            val = evaluate(model, data.x_val, data.y_val, batch_size=c["eval_batch_size"])
+            result.update(
+                {
+                    "val_loss": val.loss,
+                    "val_acc": val.accuracy,
+                    "val_error": val.error,
+                    "num_val": val.n,
+                }
+            )
         plot_spectral_densities(result["metrics"], requested, run_dir)
         if "transform" in result:
             plot_spectral_densities(

@@ -174,3 +174,23 @@ def test_missing_torchvision_files_say_where_to_put_them(tmp_path, name):
     message = str(err.value)
     assert str(tmp_path / name) in message and "dataset.download=true" in message
     assert "\n" not in message
+
+
+def test_validation_split_is_carved_from_the_training_set(tmp_path):
+    base = dict(
+        name="synthetic",
+        seed=3,
+        input_shape=[5],
+        num_classes=3,
+        separation=2.0,
+        num_samples_train=100,
+        num_samples_test=32,
+        num_train=None,
+        num_test=None,
+    )
+    full = build_dataset(ds_cfg(**base), tmp_path)
+    split = build_dataset(ds_cfg(**base, val_split=0.2), tmp_path)
+    assert split.num_train == 80 and len(split.x_val) == 20
+    assert torch.equal(split.x_val, full.x_train[80:]) and torch.equal(split.x_test, full.x_test)
+    with pytest.raises(ConfigError, match="dataset.val_split"):
+        build_dataset(ds_cfg(**base, val_split=1.0), tmp_path)
