@@ -102,11 +102,14 @@ def verdicts(rows: pd.DataFrame, tol: float) -> pd.DataFrame:
         else:
             spread = ratios.max() / ratios.min()
         invariant = bool(np.all(np.abs(ratios - 1) <= tol)) if not np.isnan(ratios).any() else False
-        verdict = (
-            "invariant"
-            if invariant
-            else (f"moves ×{spread:.3g}" if np.isfinite(spread) else "changes sign or failed")
-        )
+        if invariant:
+            verdict = "invariant"
+        elif not np.isfinite(spread):
+            verdict = "changes sign or failed"
+        elif spread <= 1 + tol:  # the same change for every α: the transform, not α, moved it
+            verdict = f"changed ×{np.median(ratios):.3g} for every α"
+        else:
+            verdict = f"moves ×{spread:.3g}"
         return pd.Series({"spread": spread, "verdict": verdict})
 
     return (
@@ -191,6 +194,11 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     )
     ap.add_argument("--out", type=Path, default=Path("results"))
     ap.add_argument(
+        "--tables-only",
+        action="store_true",
+        help="rebuild tables and figures from <out>/tables/audit_values.csv without measuring",
+    )
+    ap.add_argument(
         "overrides",
         nargs="*",
         help="Hydra overrides for training, e.g. runs_dir=runs dataset=synthetic",
@@ -198,6 +206,14 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     args = ap.parse_args(argv)
     if any(a <= 0 for a in args.alphas):
         ap.error("--alphas: every α must be > 0")
+    if args.tables_only:
+        rows = pd.read_csv(args.out / "tables" / "audit_values.csv")
+        judged = verdicts(rows, args.tolerance)
+        write_tables(rows, judged, args.out / "tables")
+        for name in dict.fromkeys(rows["model"]):
+            plot_audit(rows, name, args.out / "figures")
+        print(judged.to_string(index=False))
+        return judged
     requested = (
         OmegaConf.to_container(OmegaConf.load(CONF / "metrics" / f"{args.metrics}.yaml")) or {}
     )

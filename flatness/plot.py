@@ -65,7 +65,7 @@ def plot_1d(surfaces: Surface | Mapping[str, Surface], title: str | None = None)
     xlabel = (
         "t (interpolation)"
         if next(iter(surfaces.values())).settings.get("kind") == "interpolation"
-        else "α"
+        else "step along the direction"
     )
     for ax, q in zip(axes, ("loss", "acc"), strict=True):
         ax.set_xlabel(xlabel)
