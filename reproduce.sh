@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # flatness: set up the environment if needed, then run one mode.
-#   ./reproduce.sh            quick CPU reproduction (for now: one default run)
+#   ./reproduce.sh            quick CPU reproduction: every sweep, the audit, aggregation and the report
 #   ./reproduce.sh test [...] lint, format check and the test suite (extra args go to pytest)
-#   ./reproduce.sh full       GPU-sized reproduction (not yet available)
+#   ./reproduce.sh full       the GPU-sized reproduction (more samples and seeds)
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -32,13 +32,41 @@ setup() {
     fi
 }
 
+SWEEPS="batch_size optimizer weight_decay batchnorm correlation"
+
+reproduce() {  # $1: quick | full; $2: extra overrides of the sweeps; the rest: Hydra overrides for every run
+    local scale=$1 sweep_extra=$2; shift 2
+    local start=$SECONDS py="$VENV/bin/python -W ignore"
+    for sweep in $SWEEPS; do
+        say "[$((SECONDS - start))s] sweep: $sweep"
+        $py -m experiments.run -m "experiment=$sweep" progress=false $sweep_extra "$@" | grep -E "^(finished|diverged|already done|failed|error)" || true
+    done
+    say "[$((SECONDS - start))s] PCA trajectory run"
+    $py -m experiments.run name=pca surface=pca metrics=none progress=false "$@" | tail -n 1
+    say "[$((SECONDS - start))s] scale-invariance audit"
+    if [ "$scale" = full ]; then
+        $py -m experiments.audit --metrics full "$@" | tail -n 2
+    else
+        $py -m experiments.audit --metrics audit "$@" | tail -n 2
+    fi
+    say "[$((SECONDS - start))s] Wilson et al.'s counter-example"
+    $py -m experiments.wilson > /dev/null
+    say "[$((SECONDS - start))s] aggregate"
+    local roots=""
+    for sweep in $SWEEPS; do roots="$roots runs/$sweep"; done
+    $py -m experiments.aggregate $roots
+    say "[$((SECONDS - start))s] report"
+    $py -m experiments.report
+    say "done in $((SECONDS - start))s: results/REPORT.md (figures in results/figures, tables in results/tables)"
+}
+
 mode=${1:-quick}
 [ $# -gt 0 ] && shift
 case "$mode" in
     quick)
         setup
-        say "quick reproduction: one default run (MLP on MNIST-1D, CPU)"
-        "$VENV/bin/python" -m experiments.run "$@"
+        say "quick reproduction: every experiment at MNIST-1D scale on the CPU (about 12 minutes on 2 cores)"
+        reproduce quick "" "$@"
         ;;
     test)
         setup
@@ -50,7 +78,9 @@ case "$mode" in
         "$VENV/bin/python" -m pytest "$@"
         ;;
     full)
-        die "the full (GPU) reproduction is not available yet; run ./reproduce.sh for the quick one"
+        setup
+        say "full reproduction: more data and seeds, sized for one GPU (device=auto picks it)"
+        reproduce full "seed=0,1,2,3,4" dataset.num_samples=20000 "$@"
         ;;
     -h|--help|help)
         sed -n '2,6p' "$0"

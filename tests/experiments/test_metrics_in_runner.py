@@ -71,7 +71,7 @@ def test_a_failing_metric_is_recorded_and_the_rest_survive(make_cfg, monkeypatch
     assert on_disk["metrics"]["lambda_max"]["value"] > 0
 
 
-@pytest.mark.parametrize("group", ["default", "full"])
+@pytest.mark.parametrize("group", ["default", "full", "audit"])
 def test_metric_groups_list_every_setting_so_any_can_be_overridden(group):
     import yaml
 
