@@ -36,6 +36,7 @@ CORE = (
     "gap",
     "gap_loss",
 )
+VALIDATION = ("val_loss", "val_acc", "val_error")  # present when the dataset has a validation split
 GAP = "gap"
 # Config keys that never define a configuration axis (bookkeeping) besides the non-determining ones.
 IGNORED_CONFIG = {f"config.{k}" for k in NON_DETERMINING_KEYS} | {"config.seed"}
@@ -69,6 +70,8 @@ def load_runs(roots: Iterable[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
             row: dict[str, Any] = {"run_dir": str(run_dir), "run_id": result["run_id"]}
             row.update({f"config.{k}": _hashable(v) for k, v in result["config"].items()})
             row.update({k: result.get(k) for k in CORE})
+            row.update({k: result[k] for k in VALIDATION if k in result})
+            row.update({k: result.get(k) for k in ("stop_reason", "epochs_trained")})
             row.update({f"metric.{k}": v["value"] for k, v in result.get("metrics", {}).items()})
             failures = result.get("metric_failures") or {}
             if failures:
@@ -101,7 +104,7 @@ def axes(runs: pd.DataFrame) -> list[str]:
 def summarize(runs: pd.DataFrame) -> pd.DataFrame:
     """One row per configuration: mean and std over seeds of every number, and the seed count."""
     keys = axes(runs)
-    numbers = [c for c in runs.columns if c in CORE or c.startswith("metric.")]
+    numbers = [c for c in runs.columns if c in CORE or c in VALIDATION or c.startswith("metric.")]
     if not keys:
         keys = ["config.name"] if "config.name" in runs else []
     grouped = (

@@ -108,6 +108,18 @@ def verdict_from_ci(diff: tuple[float, float, float], expected_sign: int) -> str
     return "not reproduced"
 
 
+def combine(verdicts: list[str]) -> str:
+    """One verdict from several settings: unanimous, else ``partly`` if any reproduced, else
+    ``reversed`` if any reversed, else ``not reproduced``."""
+    if not verdicts:
+        return "not run"
+    if len(set(verdicts)) == 1:
+        return verdicts[0]
+    if "reproduced" in verdicts:
+        return "partly"
+    return "reversed" if "reversed" in verdicts else "not reproduced"
+
+
 def fmt(d: tuple[float, float, float], pct: bool = True) -> str:
     scale, unit = (100.0, " points") if pct else (1.0, "")
     return f"{d[0] * scale:+.1f}{unit} (95% CI {d[1] * scale:+.1f} to {d[2] * scale:+.1f})"
@@ -142,9 +154,10 @@ def section_scale_invariance(tables: Path, figures: Path) -> dict[str, Any]:
     moving = sorted(set(audit[audit["verdict"].str.startswith("moves")]["metric"]))
     verdict = "reproduced" if error_invariant and spread > 10 else "not reproduced"
     models = ", ".join(sorted(set(audit["model"])))
+    alphas = [float(c.split("=")[1]) for c in audit.columns if c.startswith("ratio α=")]
     text = (
-        f"On the same function ({models}; α from {audit.columns[2].split('=')[-1]} to "
-        f"{audit.columns[-3].split('=')[-1]}, layer-wise and per neuron), test error is "
+        f"On the same function ({models}; α from {min(alphas):g} to {max(alphas):g}, layer-wise and "
+        "per neuron), test error is "
         f"{'unchanged in every case' if error_invariant else 'NOT unchanged'}, while λmax moves by a factor of at least "
         f"{spread:.3g}. Invariant in every model and mode: {', '.join(always) or 'none'}. Moving: "
         f"{', '.join(moving)}. Raw sharpness cannot be the measure of generalisation; adaptive and "
@@ -186,18 +199,16 @@ def section_batch_size(tables: Path, figures: Path) -> dict[str, Any]:
                 f"{opt}, lr scaling {scaling}: test error of batch {large} minus batch {small} = {fmt(d)}, "
                 f"{len(lb)} vs {len(sb)} seeds; λmax {lam[0]:.3g} vs {lam[1]:.3g} → {v}"
             )
-    fixed = [v for s, v in verdicts if s == "none"]
-    scaled = [v for s, v in verdicts if s != "none"]
-    if fixed and all(v == "reproduced" for v in fixed):
-        verdict = "reproduced" if not scaled or all(v == "reproduced" for v in scaled) else "partly"
-    elif any(v == "reproduced" for (v,) in [(v,) for _, v in verdicts]):
-        verdict = "partly"
-    elif any(v == "reversed" for _, v in verdicts):
-        verdict = "reversed"
-    else:
-        verdict = "not reproduced"
+    fixed = combine([v for scaling, v in verdicts if scaling == "none"])
+    scaled = combine([v for scaling, v in verdicts if scaling != "none"])
+    # The claim is about a fixed learning rate; scaling shows how much of it survives.
+    verdict = (
+        fixed if scaled in (fixed, "not run") else ("partly" if fixed == "reproduced" else fixed)
+    )
     text = (
-        "Trained to the same training loss (`train_until_loss`). " + "; ".join(parts) + ". "
+        f"Trained towards the same training loss (train_until_loss = {runs['config.train_until_loss'].iloc[0]}); "
+        f"{reached(runs, large)} of the batch-{large} runs and {reached(runs, small)} of the batch-{small} "
+        "runs reached it within the epoch cap. " + "; ".join(parts) + ". "
         "With a fixed learning rate the large batch is the claim's setting; with the learning rate scaled "
         "(sqrt) it shows how much of the effect is the smaller noise scale lr/B rather than the batch itself."
     )
@@ -209,12 +220,17 @@ def section_batch_size(tables: Path, figures: Path) -> dict[str, Any]:
     }
 
 
+def reached(runs: pd.DataFrame, batch: int) -> str:
+    sub = runs[runs["config.batch_size"] == batch]
+    return f"{int((sub['stop_reason'] == 'train_until_loss').sum())}/{len(sub)}"
+
+
 def section_optimizer(tables: Path, figures: Path) -> dict[str, Any]:
     runs = table(tables, "optimizer_runs")
     if runs is None:
         return {"verdict": "not run", "text": "The optimizer sweep has not been run."}
     chosen = choose_on_validation(runs)
-    parts, verdict = [], "not reproduced"
+    parts, verdicts = [], []
     for batch in sorted(chosen["config.batch_size"].unique()):
         sub = chosen[chosen["config.batch_size"] == batch]
         sgd = sub[sub["config.optimizer.name"].isin(["sgd", "momentum"])]
@@ -226,7 +242,8 @@ def section_optimizer(tables: Path, figures: Path) -> dict[str, Any]:
         parts.append(
             f"batch {batch}: Adam minus {best_sgd} test error {fmt(d)} ({len(b)} and {len(a)} seeds) → {v}"
         )
-        verdict = v if verdict == "not reproduced" else (verdict if v == verdict else "partly")
+        verdicts.append(v)
+    verdict = combine(verdicts)
     best = (
         chosen.groupby(["config.batch_size", "config.optimizer.name"])["test_error"]
         .mean()
