@@ -15,24 +15,26 @@ TINY_DATA = [
     "epochs=2",
     "progress=false",
 ]
-SWEEPS = {
+SWEEPS = {  # every sweep of conf/experiment, cut to a few tiny runs
     "batch_size": {
-        "optimizer": ["momentum", "adam"],
+        "optimizer": ["sgd", "adam"],
         "batch_size": [32, 256],
-        "lr_scaling": ["none", "sqrt"],
+        "lr_scaling": ["none"],
         "seed": [0, 1],
         "train_until_loss": ["null"],
     },
     "optimizer": {
         "optimizer": ["sgd", "momentum", "adam", "adamw", "sam", "asam"],
         "batch_size": [64, 256],
-        "lr_factor": [0.3, 1.0],
-        "seed": [0, 1],
+        "lr_factor": [1.0],
+        "seed": [0],
+        "metrics": ["none"],
     },
     "weight_decay": {
         "optimizer": ["momentum", "adam"],
         "batch_size": [64, 256],
         "weight_decay": [0.0, 5e-4],
+        "metrics": ["none"],
     },
     "batchnorm": {
         "+bn_variant": ["small", "large", "large_ghost"],
