@@ -39,7 +39,7 @@ reproduce() {  # $1: quick | full; $2: extra overrides of the sweeps; the rest: 
     local start=$SECONDS py="$VENV/bin/python -W ignore"
     for sweep in $SWEEPS; do
         say "[$((SECONDS - start))s] sweep: $sweep"
-        $py -m experiments.run -m "experiment=$sweep" progress=false $sweep_extra "$@" | grep -E "^(finished|diverged|already done|failed|error)" || true
+        $py -m experiments.run -m "experiment=$sweep" progress=false $sweep_extra "$@" | grep --line-buffered -E "^(finished|diverged|already done|failed|error)" || true
     done
     say "[$((SECONDS - start))s] PCA trajectory run"
     $py -m experiments.run name=pca surface=pca metrics=none progress=false "$@" | tail -n 1
