@@ -183,9 +183,64 @@ def check_metrics(metrics: Mapping[str, Any]) -> None:
         if settings is not None and not isinstance(settings, Mapping):
             raise ConfigError(f"metrics.{name}: expected a mapping of settings (got {settings!r})")
         try:
-            flatness_metrics.resolve_settings(name, settings)
+            resolved = flatness_metrics.resolve_settings(name, settings)
         except KeyError as exc:
             raise ConfigError(f"metrics.{name}: {exc.args[0]}") from None
+        check_metric_settings(f"metrics.{name}.", resolved)
+
+
+# Ranges of the metric settings, checked before training so that a bad value never costs a run.
+_POSITIVE = ("epsilon", "rho", "tol", "rtol", "target_rise", "sigma_min", "sigma_max", "rel_tol")
+_AT_LEAST = {
+    "samples": 1,
+    "steps": 1,
+    "max_iter": 1,
+    "k": 1,
+    "m": 1,
+    "batches": 1,
+    "products": 6,
+    "vectors": 1,
+    "min_probes": 2,
+    "max_probes": 2,
+    "seed": 0,
+}
+_CHOICES = {"norm": ("l2", "linf"), "method": ("lbfgsb", "pga"), "bound": ("residual", "gap")}
+
+
+def check_metric_settings(prefix: str, settings: Mapping[str, Any]) -> None:
+    for key, value in settings.items():
+        if key in _POSITIVE:
+            number(settings, key, low=0, low_open=True, prefix=prefix)
+        elif key in _AT_LEAST:
+            number(settings, key, low=_AT_LEAST[key], integer=True, prefix=prefix)
+        elif key in _CHOICES:
+            choice(settings, key, _CHOICES[key], prefix=prefix)
+        elif key in ("subset", "subspace_dim") and value is not None:
+            number(settings, key, low=1, integer=True, prefix=prefix)
+        elif key == "eta":
+            number(settings, key, low=0, prefix=prefix)
+    if "target_rise" in settings:
+        number(settings, "target_rise", low=0, high=1, low_open=True, high_open=True, prefix=prefix)
+    if "sigma_min" in settings and not settings["sigma_min"] < settings["sigma_max"]:
+        raise ConfigError(
+            f"{prefix}sigma_min: must be < {prefix}sigma_max (got {settings['sigma_min']} and {settings['sigma_max']})"
+        )
+    if "min_probes" in settings and settings["min_probes"] > settings["max_probes"]:
+        raise ConfigError(
+            f"{prefix}min_probes: must be <= {prefix}max_probes (got {settings['min_probes']})"
+        )
+
+
+def check_against_model(metrics: Mapping[str, Any], parameter_count: int) -> None:
+    """Settings that need the model: no more eigenvalues or subspace dimensions than parameters."""
+    for name, settings in metrics.items():
+        resolved = flatness_metrics.resolve_settings(name, settings)
+        for key in ("k", "subspace_dim"):
+            value = resolved.get(key)
+            if value is not None and value > parameter_count:
+                raise ConfigError(
+                    f"metrics.{name}.{key}: must be <= {parameter_count}, the model's parameter count (got {value})"
+                )
 
 
 def _span(cfg: Mapping, key: str, prefix: str) -> None:

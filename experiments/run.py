@@ -8,6 +8,7 @@ skips a finished run, resumes a killed one, and writes ``result.json`` atomicall
 from __future__ import annotations
 
 import logging
+import os
 import platform
 import shutil
 import subprocess
@@ -26,6 +27,7 @@ from experiments import checks, store
 from experiments.data import build_dataset
 from experiments.errors import ConfigError
 from experiments.landscape import compute_surface, trajectory_epochs
+from experiments.lock import RunLock, RunLocked
 from experiments.measure import CORE, measure_model, plot_sharpness_history, plot_spectral_densities
 from experiments.models import build_model
 from experiments.optim import build_optimizer, scaled_lr
@@ -65,11 +67,41 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     lr = scaled_lr(c["lr"], c["batch_size"], c["base_batch_size"], c["lr_scaling"])
     optimizer = build_optimizer(cfg.optimizer, model, lr, c["weight_decay"])
     check_transform(c["transform"], model, data.x_train)
+    checks.check_against_model(
+        c.get("metrics") or {}, sum(p.numel() for p in model.parameters() if p.requires_grad)
+    )
 
-    # Everything is validated: from here on the run directory exists.
-    if c["force"] and run_dir.exists():
-        shutil.rmtree(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    # Everything is validated: from here on the run directory exists, locked by this process.
+    _check_writable(run_dir)
+    try:
+        with RunLock(run_dir / ".lock"):
+            return _execute(
+                cfg, c, rid, run_dir, device, data, data_seconds, model, optimizer, lr, t_start
+            )
+    except RunLocked as exc:
+        print(str(exc))
+        return {"status": "running elsewhere", "run_dir": str(run_dir)}
+
+
+def _check_writable(run_dir: Path) -> None:
+    """Create the run directory and prove it writable, or fail with one line before any training."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / f".probe-{os.getpid()}"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as exc:
+        raise ConfigError(f"runs_dir: cannot write to {run_dir} ({exc.strerror or exc})") from None
+
+
+def _execute(
+    cfg, c, rid, run_dir, device, data, data_seconds, model, optimizer, lr, t_start
+) -> dict[str, Any]:
+    """Train, transform, measure and record one validated configuration in its locked directory."""
+    if c["force"]:  # start over, keeping only our lock
+        for path in run_dir.iterdir():
+            if path.name != ".lock":
+                shutil.rmtree(path) if path.is_dir() else path.unlink()
     store.atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
     init_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     if not (run_dir / "init.pt").exists():
