@@ -363,6 +363,24 @@ def section_wilson(tables: Path, figures: Path) -> dict[str, Any]:
     }
 
 
+def runs_used(tables: Path) -> str:
+    """How many runs each sweep contributed, and how many it could not (listed in <sweep>_problems)."""
+    rows = []
+    for path in sorted(tables.glob("*_counts.csv")):
+        counts = pd.read_csv(path).iloc[0].to_dict()
+        rows.append(
+            {"sweep": path.stem.removesuffix("_counts"), **{k: int(v) for k, v in counts.items()}}
+        )
+    if not rows:
+        return "No sweep has been aggregated."
+    df = pd.DataFrame(rows).fillna(0)
+    return (
+        "Runs used per sweep; failed, diverged and unfinished runs are counted here and listed with their "
+        "directories and reasons in `tables/<sweep>_problems.md`, never mixed in.\n\n"
+        + df.to_markdown(index=False)
+    )
+
+
 def correlation_section(tables: Path) -> str:
     corr = table(tables, "correlation_correlation")
     if corr is None:
@@ -700,6 +718,10 @@ def build(results: Path, runs_dir: Path) -> Path:
         "## Metrics against the generalisation gap (Jiang et al. 2020)",
         "",
         correlation_section(tables),
+        "",
+        "## Runs used",
+        "",
+        runs_used(tables),
     ]
     if made.get(5):
         lines += ["", f"![metric vs gap](figures/{FIGURES[5]})"]
