@@ -16,6 +16,7 @@ import time
 
 import torch
 import torch.nn.functional as F
+from _common import describe, pick_device
 from omegaconf import OmegaConf
 
 from experiments.data import build_dataset
@@ -134,17 +135,8 @@ def main() -> None:
     ap.add_argument("--resnet", action="store_true")
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
-    device = torch.device(
-        "cuda"
-        if args.device == "auto" and torch.cuda.is_available()
-        else ("cpu" if args.device == "auto" else args.device)
-    )
-    name = (
-        torch.cuda.get_device_name(device)
-        if device.type == "cuda"
-        else f"CPU, {torch.get_num_threads()} threads"
-    )
-    print(f"torch {torch.__version__}, {name}")
+    device = pick_device(args.device)
+    print(describe(device))
     model, x, y = trained_mlp(device)
     bench("MLP 40-100-100-10 (trained)", model, x, y, device, args.repeats, 4096)
     if args.resnet:

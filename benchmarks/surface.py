@@ -17,6 +17,7 @@ import time
 import numpy as np
 import torch
 import torch.nn.functional as F
+from _common import describe, pick_device
 from torch import nn
 
 from experiments.models import resnet20
@@ -121,17 +122,8 @@ def main() -> None:
     ap.add_argument("--resnet", action="store_true")
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
-    device = torch.device(
-        "cuda"
-        if args.device == "auto" and torch.cuda.is_available()
-        else ("cpu" if args.device == "auto" else args.device)
-    )
-    name = (
-        torch.cuda.get_device_name(device)
-        if device.type == "cuda"
-        else f"CPU, {torch.get_num_threads()} threads"
-    )
-    print(f"torch {torch.__version__}, {name}")
+    device = pick_device(args.device)
+    print(describe(device))
     torch.manual_seed(0)
     mlp = nn.Sequential(
         nn.Linear(40, 100), nn.ReLU(), nn.Linear(100, 100), nn.ReLU(), nn.Linear(100, 10)

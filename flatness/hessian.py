@@ -45,6 +45,21 @@ def _start_vector(n: int, seed: int, dtype, device) -> torch.Tensor:
     return v / v.norm()
 
 
+def _lanczos_step(
+    matvec: MatVec, basis: list[torch.Tensor], betas: list[float], dtype: torch.dtype
+):
+    """One Lanczos step from the last basis vector, with full reorthogonalisation against all of them
+    (twice: Parlett's "twice is enough"). Returns α_j, the unnormalised next vector and its norm β_j."""
+    q = basis[-1]
+    w = matvec(q).to(dtype)
+    alpha = torch.dot(w, q).item()
+    w = w - alpha * q - (betas[-1] * basis[-2] if betas else 0.0)
+    Q = torch.stack(basis)
+    for _ in range(2):
+        w = w - Q.T @ (Q @ w)
+    return alpha, w, w.norm().item()
+
+
 def lanczos(
     matvec: MatVec,
     n: int,
@@ -79,16 +94,8 @@ def lanczos(
     ritz = residuals = vecs = estimates = None
     converged = False
     for j in range(max_iter):
-        w = matvec(q).to(dtype)
-        alpha = torch.dot(w, q).item()
+        alpha, w, beta = _lanczos_step(matvec, basis, betas, dtype)
         alphas.append(alpha)
-        w = w - alpha * q - (betas[-1] * basis[-2] if betas else 0.0)
-        Q = torch.stack(basis)
-        for _ in range(
-            2
-        ):  # full reorthogonalisation, twice is enough (Parlett's "twice is enough")
-            w = w - Q.T @ (Q @ w)
-        beta = w.norm().item()
         if j + 1 >= k:
             theta, s = scipy.linalg.eigh_tridiagonal(np.array(alphas), np.array(betas))
             order = np.argsort(theta)[::-1][:k]
@@ -300,14 +307,8 @@ def spectral_density(
         q = q / q.norm()
         basis, alphas, betas = [q], [], []
         for j in range(steps):
-            w = matvec(q).to(dtype)
-            alpha = torch.dot(w, q).item()
+            alpha, w, beta = _lanczos_step(matvec, basis, betas, dtype)
             alphas.append(alpha)
-            w = w - alpha * q - (betas[-1] * basis[-2] if betas else 0.0)
-            Q = torch.stack(basis)
-            w = w - Q.T @ (Q @ w)
-            w = w - Q.T @ (Q @ w)
-            beta = w.norm().item()
             if j + 1 == steps or beta <= 1e-10 * max(abs(a) for a in alphas):
                 break
             betas.append(beta)
