@@ -65,7 +65,7 @@ mode=${1:-quick}
 case "$mode" in
     quick)
         setup
-        say "quick reproduction: every experiment at MNIST-1D scale on the CPU (about 12 minutes on 2 cores)"
+        say "quick reproduction: every experiment at MNIST-1D scale on the CPU (about 11 minutes on 2 cores)"
         reproduce quick "" "$@"
         ;;
     test)
