@@ -160,10 +160,20 @@ class Objective:
         was_training = self.model.training
         self.model.eval()
         try:
-            total = None
-            for xb, yb in batches(self.x, self.y, self.batch_size):
-                total = _weighted_sum(total, per_batch(xb, yb), len(xb) / self.n)
-            return total
+            while True:
+                try:
+                    total = None
+                    for xb, yb in batches(self.x, self.y, self.batch_size):
+                        total = _weighted_sum(total, per_batch(xb, yb), len(xb) / self.n)
+                    return total
+                except torch.OutOfMemoryError:
+                    # Halve the batch and start the sum again: the result is the same, only slower.
+                    if self.batch_size == 1:
+                        raise
+                    self.batch_size = max(1, self.batch_size // 2)
+                    self._graph = None
+                    if self.x.is_cuda:
+                        torch.cuda.empty_cache()
         finally:
             self.model.train(was_training)
 
@@ -201,7 +211,11 @@ class Objective:
         """
         if mode == "auto":
             if params is None and self.n <= self.batch_size:
-                return self.hvp(v, mode="cached-graph")
+                try:
+                    return self.hvp(v, mode="cached-graph")
+                except torch.OutOfMemoryError:  # the whole dataset's graph does not fit: go batched
+                    self._graph = None
+                    self.batch_size = max(1, self.n // 2)
             if self.hvp_mode == "forward-over-reverse":
                 try:
                     return self.hvp(v, params, mode="forward-over-reverse")

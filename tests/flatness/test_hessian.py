@@ -158,3 +158,22 @@ def test_auto_falls_back_to_double_backward_without_forward_mode(regression):
     hv = obj.flat_hvp(v)
     assert obj.hvp_mode == "reverse-over-reverse"
     np.testing.assert_allclose(hv.numpy(), H @ v.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_out_of_memory_in_hessian_vector_products_halves_the_batch(regression, monkeypatch):
+    """Inject an out-of-memory error for batches above 16 samples: the product comes out the same."""
+    model, x, y, H = regression
+    obj = Objective(model, x, y, mse, batch_size=64)
+    real = obj._batch_loss
+
+    def limited(params, xb, yb):
+        if len(xb) > 16:
+            raise torch.OutOfMemoryError("injected: CUDA out of memory")
+        return real(params, xb, yb)
+
+    monkeypatch.setattr(obj, "_batch_loss", limited)
+    v = torch.randn(obj.dim, dtype=torch.float64)
+    hv = obj.flat_hvp(v)
+    assert obj.batch_size == 16
+    np.testing.assert_allclose(hv.numpy(), H @ v.numpy(), rtol=1e-4, atol=1e-5)
+    assert obj.value() == pytest.approx(mse(model(x), y).item(), rel=1e-5)
