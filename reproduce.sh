@@ -81,6 +81,23 @@ case "$mode" in
         setup
         say "full reproduction: more data and seeds, sized for one GPU (device=auto picks it)"
         reproduce full "seed=0,1,2,3,4" dataset.num_samples=20000 "$@"
+        say "full reproduction: the CNN on MNIST-1D for the batch-size and optimizer questions"
+        for sweep in batch_size optimizer; do
+            "$VENV/bin/python" -W ignore -m experiments.run -m "experiment=$sweep" "name=${sweep}_cnn1d" model=cnn1d \
+                dataset.num_samples=20000 progress=false "$@" | grep --line-buffered -E "^(finished|diverged|failed|error)" || true
+        done
+        if [ -d data/cifar10/cifar-10-batches-py ]; then
+            say "full reproduction: ResNet-20 and VGG-9 on CIFAR-10 (found in data/cifar10)"
+            for model in resnet20 vgg9; do
+                "$VENV/bin/python" -W ignore -m experiments.run -m experiment=batch_size "name=batch_size_cifar10_$model" \
+                    dataset=cifar10 "model=$model" train_until_loss=null epochs=60 progress=false "$@" \
+                    | grep --line-buffered -E "^(finished|diverged|failed|error)" || true
+            done
+        else
+            say "CIFAR-10 not found under data/cifar10: skipping the ResNet-20/VGG-9 sweeps (set dataset.download=true when online)"
+        fi
+        "$VENV/bin/python" -W ignore -m experiments.aggregate runs/*_cnn1d runs/batch_size_cifar10_* 2>/dev/null || true
+        say "full reproduction done: results/REPORT.md; the CNN and CIFAR-10 sweeps are in results/tables/<sweep>_*"
         ;;
     -h|--help|help)
         sed -n '2,6p' "$0"
