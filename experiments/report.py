@@ -313,18 +313,22 @@ def section_visualisation(tables: Path, figures: Path) -> dict[str, Any]:
     }
 
 
+def bn_groups(runs: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """The batchnorm sweep's three arms: small batch, large batch, large batch with ghost batch norm."""
+    ghost = runs["config.model.ghost_batch_size"].notna()
+    size = runs["config.batch_size"]
+    return {
+        "small batch": runs[(size == size.min()) & ~ghost],
+        "large batch": runs[(size == size.max()) & ~ghost],
+        "large + ghost BN": runs[ghost],
+    }
+
+
 def section_batchnorm(tables: Path, figures: Path) -> dict[str, Any]:
     runs = table(tables, "batchnorm_runs")
     if runs is None:
         return {"verdict": "not run", "text": "The batchnorm sweep has not been run."}
-    ghost = runs["config.model.ghost_batch_size"].notna()
-    small = runs[(runs["config.batch_size"] == runs["config.batch_size"].min()) & ~ghost][
-        "test_error"
-    ]
-    large = runs[(runs["config.batch_size"] == runs["config.batch_size"].max()) & ~ghost][
-        "test_error"
-    ]
-    large_ghost = runs[ghost]["test_error"]
+    small, large, large_ghost = (g["test_error"] for g in bn_groups(runs).values())
     gap = diff_ci(large, small)
     closed = (large.mean() - large_ghost.mean()) / gap[0] if gap[0] else math.nan
     v = verdict_from_ci(diff_ci(large, large_ghost), +1)
@@ -644,16 +648,7 @@ def fig_batchnorm(tables: Path, figures: Path) -> str | None:
     runs = table(tables, "batchnorm_runs")
     if runs is None:
         return None
-    ghost = runs["config.model.ghost_batch_size"].notna()
-    groups = {
-        "small batch": runs[
-            (runs["config.batch_size"] == runs["config.batch_size"].min()) & ~ghost
-        ],
-        "large batch": runs[
-            (runs["config.batch_size"] == runs["config.batch_size"].max()) & ~ghost
-        ],
-        "large + ghost BN": runs[ghost],
-    }
+    groups = bn_groups(runs)
     stats = [mean_ci(g["test_error"]) for g in groups.values()]
     fig, ax = plt.subplots(figsize=(6, 3.5))
     ax.bar(
