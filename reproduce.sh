@@ -34,12 +34,20 @@ setup() {
 
 SWEEPS="batch_size optimizer weight_decay batchnorm correlation"
 
+run_logged() {  # run a command showing one line per run; stop loudly if it fails
+    set +e +o pipefail
+    "$@" 2>&1 | grep --line-buffered -E "^(finished|diverged|already done|failed|running elsewhere|error)|Error|Traceback"
+    local rc=${PIPESTATUS[0]}
+    set -e -o pipefail
+    [ "$rc" -eq 0 ] || die "failed with exit status $rc: $*"
+}
+
 reproduce() {  # $1: quick | full; $2: extra overrides of the sweeps; the rest: Hydra overrides for every run
     local scale=$1 sweep_extra=$2; shift 2
     local start=$SECONDS py="$VENV/bin/python -W ignore"
     for sweep in $SWEEPS; do
         say "[$((SECONDS - start))s] sweep: $sweep"
-        $py -m experiments.run -m "experiment=$sweep" progress=false $sweep_extra "$@" | grep --line-buffered -E "^(finished|diverged|already done|failed|error)" || true
+        run_logged $py -m experiments.run -m "experiment=$sweep" progress=false $sweep_extra "$@"
     done
     say "[$((SECONDS - start))s] PCA trajectory run"
     $py -m experiments.run name=pca surface=pca metrics=none progress=false "$@" | tail -n 1
@@ -83,15 +91,15 @@ case "$mode" in
         reproduce full "seed=0,1,2,3,4" dataset.num_samples=20000 "$@"
         say "full reproduction: the CNN on MNIST-1D for the batch-size and optimizer questions"
         for sweep in batch_size optimizer; do
-            "$VENV/bin/python" -W ignore -m experiments.run -m "experiment=$sweep" "name=${sweep}_cnn1d" model=cnn1d \
-                dataset.num_samples=20000 progress=false "$@" | grep --line-buffered -E "^(finished|diverged|failed|error)" || true
+            run_logged "$VENV/bin/python" -W ignore -m experiments.run -m "experiment=$sweep" "name=${sweep}_cnn1d" \
+                model=cnn1d dataset.num_samples=20000 progress=false "$@"
         done
         if [ -d data/cifar10/cifar-10-batches-py ]; then
             say "full reproduction: ResNet-20 and VGG-9 on CIFAR-10 (found in data/cifar10)"
             for model in resnet20 vgg9; do
-                "$VENV/bin/python" -W ignore -m experiments.run -m experiment=batch_size "name=batch_size_cifar10_$model" \
-                    dataset=cifar10 "model=$model" train_until_loss=null epochs=60 progress=false "$@" \
-                    | grep --line-buffered -E "^(finished|diverged|failed|error)" || true
+                run_logged "$VENV/bin/python" -W ignore -m experiments.run -m experiment=batch_size \
+                    "name=batch_size_cifar10_$model" dataset=cifar10 "model=$model" train_until_loss=null epochs=60 \
+                    progress=false "$@"
             done
         else
             say "CIFAR-10 not found under data/cifar10: skipping the ResNet-20/VGG-9 sweeps (set dataset.download=true when online)"

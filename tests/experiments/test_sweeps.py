@@ -68,3 +68,32 @@ def test_a_sweep_launched_twice_runs_nothing_the_second_time(tmp_path, data_dir)
     assert second.stdout.count("already done:") == 2
     assert {f: f.stat().st_mtime_ns for f in results(tmp_path)} == stamps
     assert not list(Path(tmp_path).glob("outputs"))
+
+
+def test_a_failed_job_does_not_stop_a_sweep_but_fails_a_single_run(tmp_path, data_dir):
+    failing = ["transform=rescale", "transform.alpha=1000", "transform.tolerance=1e-12"]
+    proc = multirun(tmp_path, data_dir, *failing)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    statuses = [json.loads(f.read_text())["status"] for f in results(tmp_path)]
+    assert statuses == ["failed", "failed"]  # both jobs ran and recorded their failure
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    single = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "experiments.run",
+            *TINY,
+            "epochs=2",
+            f"data_dir={data_dir}",
+            "progress=false",
+            f"runs_dir={tmp_path / 'single'}",
+            "metrics=none",
+            *failing,
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert single.returncode == 1 and "failed:" in single.stdout
