@@ -49,32 +49,28 @@ def compute_surface(
     train, test = (data.x_train, data.y_train), (data.x_test, data.y_test)
     trajectory = None
     kind = cfg["kind"]
+    random_directions = {
+        "seed": cfg.get("seed"),
+        "normalization": cfg.get("normalization"),
+        "ignore": cfg["ignore"],
+    }
+    grid = {
+        "x_points": cfg.get("x_points") or cfg["points"],
+        "y_points": cfg.get("y_points") or cfg["points"],
+    }
     if kind == "1d":
         surf = surface_1d(
             model,
             train,
             test,
-            seed=cfg["seed"],
-            normalization=cfg["normalization"],
-            ignore=cfg["ignore"],
             span=tuple(cfg["span"]),
             points=cfg["points"],
+            **random_directions,
             **common,
         )
     elif kind == "2d":
-        surf = surface_2d(
-            model,
-            train,
-            test,
-            seed=cfg["seed"],
-            normalization=cfg["normalization"],
-            ignore=cfg["ignore"],
-            x_span=tuple(cfg["x_span"]),
-            y_span=tuple(cfg["y_span"]),
-            x_points=cfg["x_points"] or cfg["points"],
-            y_points=cfg["y_points"] or cfg["points"],
-            **common,
-        )
+        spans = {"x_span": tuple(cfg["x_span"]), "y_span": tuple(cfg["y_span"])}
+        surf = surface_2d(model, train, test, **spans, **grid, **random_directions, **common)
     else:
         final = {k: v.detach() for k, v in model.named_parameters()}
         files = sorted((run_dir / "weights").glob("epoch_*.pt"))
@@ -91,8 +87,7 @@ def compute_surface(
             directions=pca.directions,
             x_span=(-spans[0], spans[0]),
             y_span=(-spans[1], spans[1]),
-            x_points=cfg["x_points"] or cfg["points"],
-            y_points=cfg["y_points"] or cfg["points"],
+            **grid,
             **common,
         )
         surf.settings.update(
