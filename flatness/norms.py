@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from flatness import params as P
+from flatness.evaluate import batches
 
 
 def param_norm(model: nn.Module) -> float:
@@ -106,8 +107,7 @@ def fisher_rao_norm(
     model.eval()
     total = torch.zeros((), dtype=torch.float64, device=x.device)
     try:
-        for start in range(0, len(x), batch_size):
-            xb, yb = x[start : start + batch_size], y[start : start + batch_size]
+        for xb, yb in batches(x, y, batch_size):
 
             def f(p, xb=xb, yb=yb):
                 return loss(torch.func.functional_call(model, (p, buffers), (xb,)), yb)

@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from flatness.evaluate import batches
+
 CARRIES_SCALE = (
     nn.ReLU,
     nn.MaxPool1d,
@@ -269,8 +271,7 @@ def logit_change(
     b.eval()
     try:
         diff, scale = 0.0, 0.0
-        for start in range(0, len(x), batch_size):
-            xb = x[start : start + batch_size]
+        for xb, _ in batches(x, x, batch_size):
             fa, fb = a(xb), b(xb)
             diff = max(diff, (fa - fb).abs().max().item())
             scale = max(scale, fa.abs().max().item())
