@@ -1,11 +1,61 @@
 """flatness: measure how flat a trained PyTorch model's minimum is, and whether it matters.
 
-Framework-free: give it a model, a loss and data as tensors, get numbers back. See
-:func:`flatness.measure` for the one-line entry point.
+Framework-free: give it a model and data as ``(x, y)`` tensors or a ``DataLoader``, get numbers
+with their settings back::
+
+    results = flatness.measure(model, (x, y))                  # {name: Measurement}
+    flatness.Hessian(model, (x, y)).eigenvalues(3).value       # PyHessian-style
+    flatness.surface_2d(model, (x, y))                         # Li et al. 2018's plane
+
+``import flatness`` needs torch, numpy and scipy only; the plotting functions import matplotlib
+when first called.
 """
 
-from flatness.evaluate import Evaluation, evaluate
-from flatness.metrics import REGISTRY, measure
+from flatness.curvature import Hessian
+from flatness.data import Data, as_data
+from flatness.directions import direction_between, pca_directions, random_direction
+from flatness.evaluate import Evaluation, eval_mode, evaluate
+from flatness.metrics import DEFAULT_METRICS, describe, measure, to_row
+from flatness.objective import Objective
+from flatness.registry import REGISTRY, Measurement, register, validate
+from flatness.reparam import rescale
+from flatness.surface import Surface, interpolate, surface_1d, surface_2d
 
-__all__ = ["REGISTRY", "Evaluation", "evaluate", "measure"]
-__version__ = "0.1.0"
+_PLOTS = ("plot_1d", "plot_2d", "plot_spectral_density", "plot_sharpness_history", "save_figure")
+
+__all__ = [
+    "DEFAULT_METRICS",
+    "REGISTRY",
+    "Data",
+    "Evaluation",
+    "Hessian",
+    "Measurement",
+    "Objective",
+    "Surface",
+    "as_data",
+    "describe",
+    "direction_between",
+    "eval_mode",
+    "evaluate",
+    "interpolate",
+    "measure",
+    "pca_directions",
+    "random_direction",
+    "register",
+    "rescale",
+    "surface_1d",
+    "surface_2d",
+    "to_row",
+    "validate",
+    *_PLOTS,
+]
+__version__ = "0.2.0"
+
+
+def __getattr__(name: str):
+    # Plotting lives behind a lazy import so that `import flatness` does not load matplotlib.
+    if name in _PLOTS:
+        from flatness import plot
+
+        return getattr(plot, name)
+    raise AttributeError(f"module 'flatness' has no attribute {name!r}")

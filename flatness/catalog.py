@@ -1,312 +1,275 @@
-"""The catalogue of registered metrics: names, defaults and one-line definitions.
+"""The catalogue: every registered measure, with its one-line definition and its reference.
 
-Each entry adapts a function of :mod:`flatness.norms`, :mod:`flatness.hessian` or
-:mod:`flatness.sharpness` to the registry's calling convention ``fn(ctx, **settings)``. Curvature and
+Each entry registers a function of :mod:`flatness.curvature`, :mod:`flatness.sharpness` or
+:mod:`flatness.norms` as it is; its defaults come from its signature (see :mod:`flatness.registry`).
+Only the loss/accuracy entries and two norm baselines that need the data's shape are defined here.
+References name the paper and the metric or part of it that defines the measure. Curvature and
 sharpness use the training loss without a weight-decay term, in eval mode, on the whole training set
 unless ``subset`` names the first N samples.
 """
 
 from __future__ import annotations
 
-from flatness import hessian, norms, sharpness
-from flatness.metrics import MetricContext, register
+from flatness import curvature, norms, sharpness
+from flatness.objective import Objective
+from flatness.registry import (
+    NON_NEGATIVE,
+    POSITIVE,
+    SEED,
+    SUBSET,
+    Limit,
+    at_least,
+    one_of,
+    register,
+)
 
 # --- loss, accuracy and the generalisation gap -------------------------------------------------
 
 
-def _register_split_metrics(split: str) -> None:
-    @register(f"{split}_loss", description=f"mean loss on the {split} set (eval mode)")
-    def _loss(ctx: MetricContext) -> float:
-        return ctx.evaluation(split).loss
-
-    @register(f"{split}_acc", description=f"classification accuracy on the {split} set")
-    def _acc(ctx: MetricContext) -> float:
-        return _require_accuracy(ctx.evaluation(split).accuracy)
-
-    @register(
-        f"{split}_error", description=f"classification error (1 − accuracy) on the {split} set"
-    )
-    def _error(ctx: MetricContext) -> float:
-        return 1.0 - _require_accuracy(ctx.evaluation(split).accuracy)
-
-
-def _require_accuracy(accuracy: float | None) -> float:
+def _accuracy(obj: Objective) -> float:
+    accuracy = obj.evaluation().accuracy
     if accuracy is None:
         raise ValueError("accuracy needs integer class labels as targets")
     return accuracy
 
 
-_register_split_metrics("train")
-_register_split_metrics("test")
+def train_loss(obj: Objective) -> float:
+    return obj.evaluation().loss
 
 
-@register("gap", description="generalisation gap: test error − train error")
-def _gap(ctx: MetricContext) -> float:
-    train, test = ctx.evaluation("train"), ctx.evaluation("test")
-    return _require_accuracy(train.accuracy) - _require_accuracy(test.accuracy)
+def train_acc(obj: Objective) -> float:
+    return _accuracy(obj)
 
 
-@register("gap_loss", description="loss gap: test loss − train loss")
-def _gap_loss(ctx: MetricContext) -> float:
-    return ctx.evaluation("test").loss - ctx.evaluation("train").loss
+def train_error(obj: Objective) -> float:
+    return 1.0 - _accuracy(obj)
+
+
+def test_loss(obj: Objective, *, test: Objective) -> float:
+    return test.evaluation().loss
+
+
+def test_acc(obj: Objective, *, test: Objective) -> float:
+    return _accuracy(test)
+
+
+def test_error(obj: Objective, *, test: Objective) -> float:
+    return 1.0 - _accuracy(test)
+
+
+def gap(obj: Objective, *, test: Objective) -> float:
+    return _accuracy(obj) - _accuracy(test)
+
+
+def gap_loss(obj: Objective, *, test: Objective) -> float:
+    return test.evaluation().loss - obj.evaluation().loss
+
+
+for _fn, _text in [
+    (train_loss, "mean loss on the training set (eval mode)"),
+    (train_acc, "classification accuracy on the training set"),
+    (train_error, "classification error (1 − accuracy) on the training set"),
+    (test_loss, "mean loss on the test set (eval mode)"),
+    (test_acc, "classification accuracy on the test set"),
+    (test_error, "classification error (1 − accuracy) on the test set"),
+    (gap, "generalisation gap: test error − train error"),
+    (gap_loss, "loss gap: test loss − train loss"),
+]:
+    register(_fn.__name__, _fn, description=_text)
 
 
 # --- norm baselines ------------------------------------------------------------------------------
 
 
-@register(
-    "param_norm",
-    description="Euclidean norm of all trainable parameters",
-    reference="Jiang et al. 2020 (norm baselines)",
-)
-def _param_norm(ctx: MetricContext) -> float:
-    return norms.param_norm(ctx.model)
-
-
-@register(
-    "distance_from_init",
-    description="Euclidean distance of the parameters from their initial values",
-    reference="Nagarajan & Kolter 2019; Jiang et al. 2020",
-)
-def _distance_from_init(ctx: MetricContext) -> float:
-    if ctx.init is None:
+def distance_from_init(model, *, init) -> float:
+    if init is None:
         raise ValueError("distance_from_init needs the initial weights: pass init=")
-    return norms.distance_from_init(ctx.model, ctx.init)
+    return norms.distance_from_init(model, init)
 
 
-@register("param_count", description="number of trainable parameters")
-def _param_count(ctx: MetricContext) -> float:
-    return norms.param_count(ctx.model)
+def path_norm(obj: Objective) -> float:
+    return norms.path_norm(obj.model, obj.data.sample_shape())
 
 
-@register(
+JIANG = "Jiang et al. 2020"
+register(
+    "param_norm",
+    norms.param_norm,
+    description="Euclidean norm of all trainable parameters",
+    reference=f"{JIANG}, App. C (norm-based)",
+)
+register(
+    "distance_from_init",
+    distance_from_init,
+    reference=f"Nagarajan & Kolter 2019; {JIANG}, App. C (norm-based)",
+    description="Euclidean distance of the parameters from their initial values",
+)
+register("param_count", norms.param_count, description="number of trainable parameters")
+register(
     "fisher_rao_norm",
+    norms.fisher_rao_norm,
+    limits={"subset": SUBSET},
     description="sqrt(E⟨θ, ∇θ ℓ_i⟩²) over training samples, eval mode",
-    reference="Liang et al. 2019",
-    subset=None,
+    reference=f"Liang et al. 2019; {JIANG}, App. C (norm-based)",
 )
-def _fisher_rao(ctx: MetricContext, subset: int | None) -> float:
-    x, y = ctx.train
-    return norms.fisher_rao_norm(ctx.model, x[:subset], y[:subset], batch_size=ctx.batch_size)
-
-
-@register("frobenius_sum", description="Σ_layers ‖W‖_F²", reference="Jiang et al. 2020")
-def _frobenius_sum(ctx: MetricContext) -> float:
-    return norms.frobenius_sum(ctx.model)
-
-
-@register("frobenius_product", description="Π_layers ‖W‖_F²", reference="Jiang et al. 2020")
-def _frobenius_product(ctx: MetricContext) -> float:
-    return norms.frobenius_product(ctx.model)
-
-
-@register(
+register(
+    "frobenius_sum",
+    norms.frobenius_sum,
+    description="Σ_layers ‖W‖_F²",
+    reference=f"{JIANG}, App. C (norm-based)",
+)
+register(
+    "frobenius_product",
+    norms.frobenius_product,
+    description="Π_layers ‖W‖_F²",
+    reference=f"{JIANG}, App. C (norm-based)",
+)
+register(
     "spectral_product",
+    norms.spectral_product,
+    reference=f"Bartlett et al. 2017; {JIANG}, App. C (norm-based)",
     description="Π_layers ‖W‖₂² (conv kernels as out×(in·k·k) matrices)",
-    reference="Bartlett et al. 2017; Jiang et al. 2020",
 )
-def _spectral_product(ctx: MetricContext) -> float:
-    return norms.spectral_product(ctx.model)
-
-
-@register(
+register(
     "path_norm",
-    description="ℓ2 path norm: sqrt of the outputs of the squared-weight network on an input of ones",
-    reference="Neyshabur et al. 2015; Jiang et al. 2020",
+    path_norm,
+    reference=f"Neyshabur et al. 2015; {JIANG}, App. C (norm-based)",
+    description="ℓ2 path norm: sqrt of the outputs of the squared-weight network on ones",
 )
-def _path_norm(ctx: MetricContext) -> float:
-    return norms.path_norm(ctx.model, tuple(ctx.train[0].shape[1:]))
 
 
 # --- curvature -----------------------------------------------------------------------------------
 
-
-def _hessian_extra(obj, res) -> dict:
-    return {"products": res.products, "converged": bool(res.converged), "hvp_mode": obj.hvp_mode}
-
-
-@register(
+LANCZOS = {
+    "tol": POSITIVE,
+    "bound": one_of("residual", "gap"),
+    "max_iter": at_least(1),
+    "seed": SEED,
+    "subset": SUBSET,
+}
+register(
     "lambda_max",
+    curvature.lambda_max,
+    limits=LANCZOS,
     description="largest Hessian eigenvalue of the training loss (Lanczos, residual error bound)",
     reference="Keskar et al. 2017; Ghorbani et al. 2019",
-    tol=1e-4,
-    bound="residual",
-    max_iter=100,
-    seed=0,
-    subset=None,
 )
-def _lambda_max(
-    ctx: MetricContext, tol: float, bound: str, max_iter: int, seed: int, subset: int | None
-):
-    obj = ctx.objective(subset)
-    res = hessian.lanczos(
-        obj.flat_hvp, obj.dim, k=1, tol=tol, bound=bound, max_iter=max_iter, seed=seed
-    )
-    bounds = {"error_bound": float(res.residuals[0]), "error_estimate": float(res.gap_estimates[0])}
-    return res.eigenvalues[0], {**bounds, **_hessian_extra(obj, res)}
-
-
-@register(
+register(
     "hessian_top_k",
-    description="the k-th largest Hessian eigenvalue; all k in extra.eigenvalues (Lanczos)",
-    k=5,
-    tol=1e-4,
-    max_iter=200,
-    seed=0,
-    subset=None,
+    curvature.top_eigenvalues,
+    limits={**LANCZOS, "k": Limit(low=1, integer=True, at_most_params=True)},
+    description="the k largest Hessian eigenvalues, a list (Lanczos)",
+    reference="Ghorbani et al. 2019; Yao et al. 2020 (PyHessian)",
 )
-def _top_k(ctx: MetricContext, k: int, tol: float, max_iter: int, seed: int, subset: int | None):
-    obj = ctx.objective(subset)
-    res = hessian.lanczos(obj.flat_hvp, obj.dim, k=k, tol=tol, max_iter=max_iter, seed=seed)
-    extra = {"eigenvalues": res.eigenvalues.tolist(), "error_bounds": res.residuals.tolist()}
-    return res.eigenvalues[-1], {**extra, **_hessian_extra(obj, res)}
 
 
-@register(
+def _probes(s) -> None:
+    if s["min_probes"] > s["max_probes"]:
+        raise ValueError(f"min_probes: must be <= max_probes (got {s['min_probes']})")
+
+
+register(
     "hessian_trace",
+    curvature.hessian_trace,
+    check=_probes,
+    limits={
+        "rtol": POSITIVE,
+        "min_probes": at_least(2),
+        "max_probes": at_least(2),
+        "seed": SEED,
+        "subset": SUBSET,
+    },
     description="Hessian trace by Hutchinson (Rademacher), stopped on its standard error",
-    reference="Hutchinson 1989; Yao et al. 2020",
-    rtol=0.05,
-    min_probes=30,
-    max_probes=200,
-    seed=0,
-    subset=None,
+    reference="Hutchinson 1989; Yao et al. 2020 (PyHessian)",
 )
-def _trace(ctx: MetricContext, rtol, min_probes, max_probes, seed, subset):
-    obj = ctx.objective(subset)
-    res = hessian.hutchinson_trace(
-        obj.flat_hvp, obj.dim, rtol=rtol, min_probes=min_probes, max_probes=max_probes, seed=seed
-    )
-    return res.trace, {"stderr": res.stderr, "products": res.products}
-
-
-@register(
+register(
     "hessian_trace_hutchpp",
+    curvature.hessian_trace_hutchpp,
+    limits={"products": at_least(6), "seed": SEED, "subset": SUBSET},
     description="Hessian trace by Hutch++ (low-rank part exact, residual by Hutchinson)",
-    reference="Meyer et al. 2021",
-    products=90,
-    seed=0,
-    subset=None,
+    reference="Meyer et al. 2021 (Hutch++)",
 )
-def _trace_pp(ctx: MetricContext, products, seed, subset):
-    obj = ctx.objective(subset)
-    res = hessian.hutchpp_trace(obj.flat_hvp, obj.dim, products=products, seed=seed)
-    return res.trace, {"stderr": res.stderr, "products": res.products}
-
-
-@register(
+register(
     "hessian_esd",
-    description="eigenvalue spectral density by SLQ; value = its mean (≈ trace / parameter count)",
+    curvature.spectral_density,
+    limits={"vectors": at_least(1), "steps": at_least(1), "seed": SEED, "subset": SUBSET},
+    description="eigenvalue spectral density by SLQ; value = its mean (≈ trace / parameters)",
     reference="Ubaru et al. 2017; Ghorbani et al. 2019",
-    vectors=3,
-    steps=60,
-    seed=0,
-    subset=None,
 )
-def _esd(ctx: MetricContext, vectors, steps, seed, subset):
-    obj = ctx.objective(subset)
-    esd = hessian.spectral_density(obj.flat_hvp, obj.dim, vectors=vectors, steps=steps, seed=seed)
-    return esd.mean(), {"nodes": esd.nodes.tolist(), "weights": esd.weights.tolist()}
 
 
 # --- sharpness -----------------------------------------------------------------------------------
 
-
-@register(
+SHARP = {"rho": POSITIVE, "eta": NON_NEGATIVE, "seed": SEED}
+register(
     "keskar_sharpness",
+    sharpness.keskar_sharpness,
+    limits={
+        "epsilon": POSITIVE,
+        "subspace_dim": Limit(low=1, integer=True, optional=True, at_most_params=True),
+        "method": one_of("lbfgsb", "pga"),
+        "max_iter": at_least(1),
+        "seed": SEED,
+        "subset": SUBSET,
+    },
     description="max loss rise in the box |y| ≤ ε(|x|+1), /(1+f(x)) ×100 (L-BFGS-B, 10 iterations)",
     reference="Keskar et al. 2017, Metric 2.1",
-    epsilon=1e-3,
-    subspace_dim=None,
-    method="lbfgsb",
-    max_iter=10,
-    seed=0,
-    subset=None,
 )
-def _keskar(ctx: MetricContext, epsilon, subspace_dim, method, max_iter, seed, subset):
-    res = sharpness.keskar_sharpness(
-        ctx.objective(subset),
-        epsilon,
-        subspace_dim=subspace_dim,
-        method=method,
-        max_iter=max_iter,
-        seed=seed,
-    )
-    return res.value, res.extra
-
-
-def _sharpness_settings(rho: float, **more):
-    return {"rho": rho, "adaptive": False, "eta": 0.0, **more}
-
-
-@register(
+register(
     "worst_case_sharpness",
+    sharpness.worst_case_sharpness,
+    limits={
+        **SHARP,
+        "norm": one_of("l2", "linf"),
+        "steps": at_least(1),
+        "subset": SUBSET,
+        "step_size": Limit(low=0, low_open=True, optional=True),
+    },
     description="max over ‖δ‖ ≤ ρ (ℓ2 or ℓ∞, δ scaled by |w|+η if adaptive) of L(w+δ) − L(w)",
-    reference="Foret et al. 2021; Kwon et al. 2021; Andriushchenko et al. 2023",
-    **_sharpness_settings(0.05, norm="l2", steps=20, seed=0, subset=None),
+    reference="Foret et al. 2021 (SAM); Kwon et al. 2021 (ASAM); Andriushchenko et al. 2023",
 )
-def _worst(ctx: MetricContext, rho, adaptive, eta, norm, steps, seed, subset):
-    res = sharpness.worst_case_sharpness(
-        ctx.objective(subset), rho, norm=norm, adaptive=adaptive, eta=eta, steps=steps, seed=seed
-    )
-    return res.value, res.extra
-
-
-@register(
+register(
     "m_sharpness",
+    sharpness.m_sharpness,
+    limits={
+        **SHARP,
+        "norm": one_of("l2", "linf"),
+        "steps": at_least(1),
+        "m": at_least(1),
+        "batches": at_least(1),
+    },
     description="worst-case sharpness on batches of m samples, averaged",
-    reference="Foret et al. 2021; Andriushchenko et al. 2023",
-    **_sharpness_settings(0.05, norm="l2", steps=10, m=128, batches=8, seed=0),
+    reference="Foret et al. 2021 (m-sharpness); Andriushchenko et al. 2023",
 )
-def _m_sharp(ctx: MetricContext, rho, adaptive, eta, norm, steps, m, batches, seed):
-    x, y = ctx.train
-    res = sharpness.m_sharpness(
-        ctx.model,
-        x,
-        y,
-        ctx.loss_fn,
-        m=m,
-        batches=batches,
-        seed=seed,
-        rho=rho,
-        norm=norm,
-        adaptive=adaptive,
-        eta=eta,
-        steps=steps,
-    )
-    return res.value, res.extra
-
-
-@register(
+register(
     "average_sharpness",
+    sharpness.average_sharpness,
+    limits={**SHARP, "samples": at_least(2), "subset": SUBSET},
     description="E L(w+δ) − L(w), δ ~ N(0, ρ²) (scaled by |w|+η if adaptive), Monte Carlo",
-    reference="Andriushchenko et al. 2023; Jiang et al. 2020",
-    **_sharpness_settings(0.01, samples=20, seed=0, subset=None),
+    reference=f"Andriushchenko et al. 2023; {JIANG}, App. C (flatness-based)",
 )
-def _average(ctx: MetricContext, rho, adaptive, eta, samples, seed, subset):
-    res = sharpness.average_sharpness(
-        ctx.objective(subset), rho, adaptive=adaptive, eta=eta, samples=samples, seed=seed
-    )
-    return res.value, res.extra
 
 
-@register(
+def _sigmas(s) -> None:
+    if not s["sigma_min"] < s["sigma_max"]:
+        raise ValueError(f"sigma_min: must be < sigma_max (got {s['sigma_min']}, {s['sigma_max']})")
+
+
+register(
     "pacbayes_sigma",
+    sharpness.pacbayes_sigma,
+    check=_sigmas,
+    limits={
+        "target_rise": Limit(low=0, high=1, low_open=True, high_open=True),
+        "epsilon": POSITIVE,
+        "samples": at_least(1),
+        "sigma_min": POSITIVE,
+        "sigma_max": POSITIVE,
+        "rel_tol": POSITIVE,
+        "max_iter": at_least(1),
+        "seed": SEED,
+        "subset": SUBSET,
+    },
     description="largest σ with train-error rise ≤ target under N(0, σ²) weight noise; 1/σ² in extra",
-    reference="Jiang et al. 2020, §C.2",
-    target_rise=0.1,
-    magnitude_aware=False,
-    epsilon=1e-3,
-    samples=10,
-    sigma_min=1e-6,
-    sigma_max=1.0,
-    rel_tol=1e-2,
-    seed=0,
-    subset=None,
+    reference=f"{JIANG}, App. C (PAC-Bayes flatness, plain and magnitude-aware)",
 )
-def _pacbayes(ctx: MetricContext, subset, **settings):
-    x, y = ctx.train
-    res = sharpness.pacbayes_sigma(
-        ctx.model, x[:subset], y[:subset], init=ctx.init, batch_size=ctx.batch_size, **settings
-    )
-    return res.value, res.extra

@@ -1,24 +1,30 @@
-"""Loss and accuracy of a model over a dataset given as tensors: the one loop over data.
+"""The one loop over data: losses, accuracies and any per-batch sum, at one or many parameter points.
 
-Everything in ``flatness`` that needs a loss over a dataset goes through :func:`evaluate`, so that
-batching, eval mode and float64 accumulation are decided in one place (DESIGN.md, "One loop over
-data"). The model runs in eval mode and comes back in the mode it was in.
+Everything in ``flatness`` that needs a quantity summed over a dataset goes through :func:`accumulate`
+(or the grid engines below, which are its batched form), so that batching, the out-of-memory
+fallback, eval mode and float64 accumulation are decided in one place (DESIGN.md, "One loop over
+data"). Data come as ``(x, y)`` tensors or a loader of ``(x, y)`` batches (:mod:`flatness.data`).
+Measurements run in eval mode, entered and left through :func:`eval_mode`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+import contextlib
+import math
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call
+from torch.func import functional_call, vmap
 
-from flatness import params as P
+from flatness.data import Data, DataLike, as_data
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+QUANTITIES = ("loss", "acc")
 
 
 @dataclass(frozen=True)
@@ -32,6 +38,21 @@ class Evaluation:
     @property
     def error(self) -> float | None:
         return None if self.accuracy is None else 1.0 - self.accuracy
+
+
+@contextlib.contextmanager
+def eval_mode(*models: nn.Module, training: bool = False) -> Iterator[None]:
+    """Run the block with every module of ``models`` in eval mode (or train mode), then put back
+    each submodule's own mode, which ``model.train(was_training)`` alone would not."""
+    saved = [[(m, m.training) for m in model.modules()] for model in models]
+    for model in models:
+        model.train(training)
+    try:
+        yield
+    finally:
+        for modes in saved:
+            for module, mode in modes:
+                module.training = mode
 
 
 def cross_entropy_sum(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -50,43 +71,78 @@ def batches(
     x: torch.Tensor, y: torch.Tensor, batch_size: int
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """Consecutive slices of ``(x, y)``; the last one may be shorter."""
-    if len(x) != len(y):
-        raise ValueError(f"x has {len(x)} samples but y has {len(y)}")
-    if batch_size <= 0:
-        raise ValueError(f"batch_size must be > 0 (got {batch_size})")
-    for start in range(0, len(x), batch_size):
-        yield x[start : start + batch_size], y[start : start + batch_size]
+    return Data(x, y).batches(batch_size)
+
+
+def accumulate(
+    data: Data,
+    per_batch: Callable[[torch.Tensor, torch.Tensor], Any],
+    batch_size: int,
+    *,
+    mean: bool = True,
+    detach: bool = True,
+    on_retry: Callable[[], None] | None = None,
+) -> tuple[Any, int]:
+    """Σ over batches of ``per_batch(xb, yb)`` weighted by the batch's share of the samples (or
+        unweighted with ``mean=False``); results may be tensors or dicts/tuples of them, detached
+    unless ``detach=False`` (a sum of gradients that keep their graph).
+
+        On out-of-memory with tensor data the batch is halved and the sum started again (the result is
+        the same, only slower); ``on_retry`` lets the caller drop caches. Returns the sum and the batch
+        size that worked.
+    """
+    n = len(data)
+    while True:
+        try:
+            total = None
+            for xb, yb in data.batches(batch_size):
+                weight = len(xb) / n if mean else 1.0
+                total = _weighted_sum(total, per_batch(xb, yb), weight, detach)
+            return total, batch_size
+        except torch.OutOfMemoryError:
+            if batch_size == 1 or not data.is_tensors:
+                raise
+            batch_size = max(1, batch_size // 2)
+            if on_retry is not None:
+                on_retry()
+            if data.device.type == "cuda":
+                torch.cuda.empty_cache()
+
+
+def _batch_stats(out: torch.Tensor, yb: torch.Tensor, loss_fn: LossFn):
+    """Summed loss (float64) and the number of correct predictions (None for non-class targets)."""
+    classify = yb.dtype in (torch.int64, torch.int32) and yb.dim() == 1
+    if loss_fn is F.cross_entropy and classify:
+        loss = cross_entropy_sum(out, yb).double()
+    else:
+        loss = loss_fn(out, yb).double() * len(yb)
+    correct = (out.argmax(dim=-1) == yb).sum() if classify else None
+    return loss, correct
 
 
 @torch.no_grad()
 def evaluate(
     model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
+    data: DataLike,
     loss_fn: LossFn = F.cross_entropy,
     *,
     batch_size: int = 2048,
     params: Mapping[str, torch.Tensor] | None = None,
     train_mode: bool = False,
 ) -> Evaluation:
-    """Mean of ``loss_fn`` (which must return a batch mean) and accuracy of ``model`` over ``(x, y)``.
+    """Mean of ``loss_fn`` (which must return a batch mean) and accuracy of ``model`` over ``data``.
 
     ``params`` evaluates the model at other parameter values through ``functional_call`` without
     touching its own; ``train_mode=True`` runs in training mode (batch statistics in BN).
     """
-    was_training = model.training
-    model.train(train_mode)
-    try:
-        return evaluate_as_is(model, x, y, loss_fn, batch_size=batch_size, params=params)
-    finally:
-        model.train(was_training)
+    with eval_mode(model, training=train_mode):
+        return evaluate_as_is(model, data, loss_fn, batch_size=batch_size, params=params)
 
 
 @torch.no_grad()
 def evaluate_as_is(
     model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
+    data: DataLike,
     loss_fn: LossFn = F.cross_entropy,
     *,
     batch_size: int = 2048,
@@ -97,215 +153,179 @@ def evaluate_as_is(
     For hot loops (a surface evaluates thousands of points) that set the mode once: switching modes
     walks every submodule, which for a small MLP costs about a tenth of a forward pass.
     """
-    if len(x) == 0:
-        raise ValueError("cannot evaluate on an empty dataset")
-    total_loss = torch.zeros((), dtype=torch.float64, device=x.device)
-    correct = torch.zeros((), dtype=torch.int64, device=x.device)
-    classify = y.dtype in (torch.int64, torch.int32) and y.dim() == 1
-    fast_ce = loss_fn is F.cross_entropy and classify
-    for xb, yb in batches(x, y, batch_size):
+    data = as_data(data)
+    counts = {"correct": 0, "classify": True}
+
+    def per_batch(xb, yb):
         out = model(xb) if params is None else functional_call(model, dict(params), (xb,))
-        if fast_ce:
-            total_loss += cross_entropy_sum(out, yb).double()
+        loss, correct = _batch_stats(out, yb, loss_fn)
+        if correct is None:
+            counts["classify"] = False
         else:
-            total_loss += loss_fn(out, yb).double() * len(xb)
-        if classify:
-            correct += (out.argmax(dim=-1) == yb).sum()
-    n = len(x)
-    accuracy = correct.item() / n if classify else None
-    return Evaluation(loss=total_loss.item() / n, accuracy=accuracy, n=n)
+            counts["correct"] += correct
+        return loss
+
+    total, _ = accumulate(data, per_batch, batch_size, mean=False)
+    n = len(data)
+    accuracy = int(counts["correct"]) / n if counts["classify"] else None
+    return Evaluation(loss=total.item() / n, accuracy=accuracy, n=n)
 
 
-class Objective:
-    """The mean loss over a dataset as a function of the parameters: value, gradient and
-    Hessian-vector products, exact over the whole dataset by accumulating over batches.
+# --- many parameter points: the grid engines of flatness.surface ---------------------------------
 
-    The model runs in eval mode (batch norm uses its running statistics and never updates them)
-    through ``torch.func.functional_call``, so the model itself is never changed. ``names`` restricts
-    the parameters that vary (default: all trainable ones); no weight-decay term is included.
+
+def evaluate_points_loop(
+    model: nn.Module,
+    theta: Mapping[str, torch.Tensor],
+    directions: Sequence[Mapping[str, torch.Tensor]],
+    coords: np.ndarray,
+    splits: Mapping[str, Data],
+    loss_fn: LossFn,
+    batch_size: int,
+    *,
+    bn_data: Data | None = None,
+    progress: bool = False,
+) -> dict[str, np.ndarray]:
+    """Loss and accuracy at θ + Σ_k coords[n, k]·directions[k], one point at a time.
+
+    Each point's weights are written into the model in place (the caller restores it): on the CPU
+    this is measurably faster than ``functional_call`` with a fresh dict per point. With
+    ``bn_data``, batch-norm statistics are re-estimated at every point.
     """
+    from tqdm.auto import tqdm  # progress bars only when a grid is evaluated
 
-    def __init__(
-        self,
-        model: nn.Module,
-        x: torch.Tensor,
-        y: torch.Tensor,
-        loss_fn: LossFn = F.cross_entropy,
-        *,
-        batch_size: int = 2048,
-        names: list[str] | None = None,
+    values = {f"{s}_{q}": np.empty(len(coords)) for s in splits for q in QUANTITIES}
+    model.eval()  # once for the whole grid; the caller restores the mode
+    targets = {k: p for k, p in model.named_parameters() if k in theta}
+    dest, start = list(targets.values()), [theta[k] for k in targets]
+    dir_lists = [[d[k] for k in targets] for d in directions]
+    for n, c in enumerate(
+        tqdm(coords, desc="surface", unit="pt", disable=not progress, leave=False)
     ):
-        if len(x) == 0:
-            raise ValueError("the objective needs at least one sample")
-        self.model, self.x, self.y, self.loss_fn, self.batch_size = model, x, y, loss_fn, batch_size
-        all_params = {k: p.detach() for k, p in model.named_parameters() if p.requires_grad}
-        self.names = list(all_params) if names is None else list(names)
-        self.params = {k: all_params[k] for k in self.names}
-        self.frozen = {k: v for k, v in all_params.items() if k not in self.params}
-        self.buffers = {k: b.detach() for k, b in model.named_buffers()}
-        self.n = len(x)
-        self.dim = sum(p.numel() for p in self.params.values())
-        self.hvp_count = 0
-        self.hvp_mode = "forward-over-reverse"  # what mode="auto" uses; see hvp
-        self._graph = None  # the gradient's graph for mode="cached-graph", built on first use
+        with torch.no_grad():  # one fused call per term instead of one small op per tensor
+            torch._foreach_copy_(dest, start)
+            for coef, d in zip(c, dir_lists, strict=True):
+                torch._foreach_add_(dest, d, alpha=float(coef))
+        if bn_data is not None:
+            recompute_bn_statistics(model, bn_data, batch_size)  # leaves the model in eval mode
+        for s, data in splits.items():
+            e = evaluate_as_is(model, data, loss_fn, batch_size=batch_size)
+            values[f"{s}_loss"][n] = e.loss
+            values[f"{s}_acc"][n] = math.nan if e.accuracy is None else e.accuracy
+    return values
 
-    def _batch_loss(
-        self, params: Mapping[str, torch.Tensor], xb: torch.Tensor, yb: torch.Tensor
-    ) -> torch.Tensor:
-        out = functional_call(self.model, ({**self.frozen, **params}, self.buffers), (xb,))
-        return self.loss_fn(out, yb)
 
-    def _accumulate(self, per_batch: Callable[[torch.Tensor, torch.Tensor], Any]):
-        """Σ over batches of ``per_batch(xb, yb)`` weighted by the batch's share of the samples."""
-        was_training = self.model.training
-        self.model.eval()
+def evaluate_points_vmap(
+    model: nn.Module,
+    theta: Mapping[str, torch.Tensor],
+    directions: Sequence[Mapping[str, torch.Tensor]],
+    coords: np.ndarray,
+    splits: Mapping[str, Data],
+    loss_fn: LossFn,
+    batch_size: int,
+    *,
+    chunk_size: int | None = None,
+    progress: bool = False,
+) -> tuple[dict[str, np.ndarray], int]:
+    """The same as :func:`evaluate_points_loop` with chunks of points in one ``vmap``-ed forward,
+    halving the chunk on out-of-memory. Returns the values and the chunk size that worked."""
+    from tqdm.auto import tqdm
+
+    model.eval()
+    names = list(theta)
+    d_stack = [torch.stack([d[k] for d in directions]) for k in names]  # (K, *shape) per parameter
+
+    def point_stats(flat_params, xb, yb):
+        out = functional_call(model, dict(zip(names, flat_params, strict=True)), (xb,))
+        loss, correct = _batch_stats(out, yb, loss_fn)
+        return loss, correct if correct is not None else torch.zeros((), dtype=torch.int64)
+
+    batched = vmap(point_stats, in_dims=(0, None, None))
+    chunk = chunk_size or _default_chunk(theta, splits, batch_size)
+    values = {f"{s}_{q}": np.empty(len(coords)) for s in splits for q in QUANTITIES}
+    dtype = next(iter(theta.values())).dtype
+    device = next(iter(theta.values())).device
+    bar = tqdm(total=len(coords), desc="surface", unit="pt", disable=not progress, leave=False)
+    start = 0
+    while start < len(coords):
+        c = torch.as_tensor(coords[start : start + chunk], dtype=dtype, device=device)
         try:
-            while True:
-                try:
-                    total = None
-                    for xb, yb in batches(self.x, self.y, self.batch_size):
-                        total = _weighted_sum(total, per_batch(xb, yb), len(xb) / self.n)
-                    return total
-                except torch.OutOfMemoryError:
-                    # Halve the batch and start the sum again: the result is the same, only slower.
-                    if self.batch_size == 1:
-                        raise
-                    self.batch_size = max(1, self.batch_size // 2)
-                    self._graph = None
-                    if self.x.is_cuda:
-                        torch.cuda.empty_cache()
-        finally:
-            self.model.train(was_training)
-
-    def value(self, params: Mapping[str, torch.Tensor] | None = None) -> float:
-        """The mean loss at ``params`` (default: the model's own)."""
-        params = self.params if params is None else params
-        with torch.no_grad():
-            return self._accumulate(lambda xb, yb: self._batch_loss(params, xb, yb).double()).item()
-
-    def value_and_grad(
-        self, params: Mapping[str, torch.Tensor] | None = None
-    ) -> tuple[float, dict[str, torch.Tensor]]:
-        """The mean loss and its gradient with respect to the varying parameters."""
-        params = dict(self.params if params is None else params)
-        grad_fn = torch.func.grad_and_value(self._batch_loss)
-        grads, value = self._accumulate(lambda xb, yb: grad_fn(params, xb, yb))
-        return value.item(), grads
-
-    def hvp(
-        self,
-        v: Mapping[str, torch.Tensor],
-        params: Mapping[str, torch.Tensor] | None = None,
-        mode: str = "auto",
-    ) -> dict[str, torch.Tensor]:
-        """H v, the Hessian of the mean loss times ``v`` (a dict shaped like the parameters).
-
-        ``forward-over-reverse`` is a ``jvp`` of the gradient; ``reverse-over-reverse`` a gradient of
-        ⟨∇L, v⟩ (double backward). Which is faster depends on the model: measure, then choose.
-        ``cached-graph`` (one batch only, at the model's own weights) builds the gradient's graph once
-        and differentiates it again for every product, as PyHessian does: one backward pass per
-        product instead of a forward and two backward passes (measured 2× faster on the default MLP).
-        ``auto`` takes ``cached-graph`` when it applies, else forward-over-reverse, and falls back to
-        double backward, for good, the first time an operator lacks a forward-mode derivative
-        (``F.mse_loss`` in torch 2.14 fails so).
-        """
-        if mode == "auto":
-            if params is None and self.n <= self.batch_size:
-                try:
-                    return self.hvp(v, mode="cached-graph")
-                except torch.OutOfMemoryError:  # the whole dataset's graph does not fit: go batched
-                    self._graph = None
-                    self.batch_size = max(1, self.n // 2)
-            if self.hvp_mode == "forward-over-reverse":
-                try:
-                    return self.hvp(v, params, mode="forward-over-reverse")
-                except (RuntimeError, NotImplementedError):
-                    self.hvp_mode = "reverse-over-reverse"
-            return self.hvp(v, params, mode=self.hvp_mode)
-        if mode == "cached-graph":
-            if params is not None or self.n > self.batch_size:
-                raise ValueError(
-                    "mode='cached-graph' needs the data in one batch and the model's own weights"
-                )
-            self.hvp_count += 1
-            return self._cached_graph_hvp(v)
-        params = dict(self.params if params is None else params)
-        v = {k: v[k] for k in self.names}
-        if mode == "forward-over-reverse":
-            grad_fn = torch.func.grad(self._batch_loss)
-
-            def per_batch(xb, yb):
-                return torch.func.jvp(lambda p: grad_fn(p, xb, yb), (params,), (v,))[1]
-
-        elif mode == "reverse-over-reverse":
-
-            def per_batch(xb, yb):
-                def inner(p):
-                    g = torch.func.grad(self._batch_loss)(p, xb, yb)
-                    return sum((g[k] * v[k]).sum() for k in g)
-
-                return torch.func.grad(inner)(params)
-
-        else:
-            raise ValueError(
-                f"mode must be 'forward-over-reverse' or 'reverse-over-reverse' (got {mode!r})"
-            )
-        self.hvp_count += 1
-        return self._accumulate(per_batch)
-
-    def _cached_graph_hvp(self, v: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        if self._graph is None:
-            leaves = {k: p.clone().requires_grad_(True) for k, p in self.params.items()}
-            was_training = self.model.training
-            self.model.eval()
-            try:
-                with torch.enable_grad():
-                    loss = self._batch_loss(leaves, self.x, self.y)
-                    grads = torch.autograd.grad(
-                        loss, list(leaves.values()), create_graph=True, allow_unused=True
-                    )
-            finally:
-                self.model.train(was_training)
-            used = [
-                (k, g)
-                for k, g in zip(leaves, grads, strict=True)
-                if g is not None and g.requires_grad
+            stacked = [
+                theta[k][None] + torch.tensordot(c, d_stack[i], dims=([1], [0]))
+                for i, k in enumerate(names)
             ]
-            self._graph = (leaves, used)
-        leaves, used = self._graph
-        hv = dict.fromkeys(leaves)
-        if used:
-            parts = torch.autograd.grad(
-                [g for _, g in used],
-                list(leaves.values()),
-                grad_outputs=[v[k] for k, _ in used],
-                retain_graph=True,
-                allow_unused=True,
-            )
-            hv = dict(zip(leaves, parts, strict=True))
-        # A parameter the gradient does not depend on has a zero row in the Hessian.
-        return {
-            k: (torch.zeros_like(leaves[k]) if t is None else t.detach()) for k, t in hv.items()
-        }
+            with torch.no_grad():
+                for s, data in splits.items():
+                    (loss, correct), _ = accumulate(
+                        data, lambda xb, yb: batched(stacked, xb, yb), batch_size, mean=False
+                    )
+                    n = len(data)
+                    values[f"{s}_loss"][start : start + len(c)] = (loss / n).cpu().numpy()
+                    values[f"{s}_acc"][start : start + len(c)] = (
+                        (correct.double() / n).cpu().numpy()
+                    )
+        except torch.OutOfMemoryError:
+            if chunk == 1:
+                raise
+            chunk = max(1, chunk // 2)  # halve and retry the same points
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            continue
+        start += len(c)
+        bar.update(len(c))
+    bar.close()
+    return values, chunk
 
-    def flat_hvp(self, vector: torch.Tensor, mode: str = "auto") -> torch.Tensor:
-        """:meth:`hvp` on flat vectors (any float dtype in, the same dtype out)."""
-        like = self.params
-        v = P.unflatten(vector.to(next(iter(like.values())).dtype), like)
-        return torch.cat([t.reshape(-1) for t in self.hvp(v, mode=mode).values()]).to(vector.dtype)
+
+def _default_chunk(theta: Mapping[str, torch.Tensor], splits: Mapping[str, Data], batch_size: int):
+    """Grid points per batched forward: what fits in half the free accelerator memory, at most 1024."""
+    device = next(iter(theta.values())).device
+    if device.type != "cuda":
+        return 64
+    free, _ = torch.cuda.mem_get_info(device)
+    param_bytes = sum(t.numel() * t.element_size() for t in theta.values())
+    data = next(iter(splits.values()))
+    features = math.prod(data.sample_shape())
+    # Per point: its weights, plus a generous guess at activations (10 floats per input feature).
+    act_bytes = min(batch_size, len(data)) * features * 4 * 10
+    return int(max(1, min(1024, 0.5 * free // (param_bytes + act_bytes))))
 
 
-def _weighted_sum(total: Any, part: Any, weight: float) -> Any:
+@torch.no_grad()
+def recompute_bn_statistics(model: nn.Module, data: DataLike, batch_size: int = 4096) -> None:
+    """Re-estimate every batch-norm layer's running statistics as the exact average over the
+    inputs of ``data`` (tensors ``x`` alone are accepted too). Leaves the model in eval mode."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not bns:
+        return
+    if isinstance(data, torch.Tensor):
+        data = Data(data, data)
+    data = as_data(data)
+    saved_momentum = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average: the mean over all batches seen
+    model.train()
+    try:
+        accumulate(data, lambda xb, _: model(xb).sum(), batch_size, mean=False)
+    finally:
+        model.eval()
+        for m, mom in zip(bns, saved_momentum, strict=True):
+            m.momentum = mom
+
+
+def _weighted_sum(total: Any, part: Any, weight: float, detach: bool = True) -> Any:
     """``total + weight * part`` for a tensor, or a dict or tuple of them (``total`` may be None)."""
     if isinstance(part, dict):
         return {
-            k: _weighted_sum(None if total is None else total[k], v, weight)
+            k: _weighted_sum(None if total is None else total[k], v, weight, detach)
             for k, v in part.items()
         }
     if isinstance(part, tuple):
         return tuple(
-            _weighted_sum(None if total is None else t, p, weight)
+            _weighted_sum(None if total is None else t, p, weight, detach)
             for t, p in zip(total or [None] * len(part), part, strict=True)
         )
-    scaled = part.detach() * weight
+    part = part.detach() if detach else part
+    scaled = part * weight if weight != 1.0 else part
     return scaled if total is None else total + scaled

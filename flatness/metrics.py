@@ -1,187 +1,114 @@
-"""The metric registry: metric name → function, so that configs and notebooks can name metrics.
+"""``flatness.measure``: every registered measure of a model a user already has, in one call.
 
-A metric is a function ``fn(ctx, **settings) -> float`` registered with its default settings. The
-registry returns each value together with the settings that produced it (DESIGN.md, "Numbers come
-with their settings"). :func:`measure` is the one-line entry point for a model a user already has.
+A request names metrics (a list, or a mapping name → settings); each comes back as a
+:class:`~flatness.registry.Measurement` with the settings that produced it. The registry and its
+defaults are in :mod:`flatness.registry` and :mod:`flatness.catalog`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from flatness.evaluate import Evaluation, LossFn, Objective, evaluate
+from flatness import catalog  # noqa: F401  (fills the registry)
+from flatness import params as P
+from flatness.data import DataLike
+from flatness.evaluate import LossFn
+from flatness.objective import Objective
+from flatness.registry import (
+    REGISTRY,
+    Measurement,
+    base_metric,
+    get,
+    normalise_request,
+    resolve_settings,
+    validate,
+)
 
-Data = tuple[torch.Tensor, torch.Tensor]
-
-
-@dataclass
-class MetricContext:
-    """What a metric may look at: the model, the loss, the data and (optionally) the initial weights.
-
-    Evaluations are cached per split so that the loss-based metrics share one pass over the data.
-    """
-
-    model: nn.Module
-    loss_fn: LossFn
-    train: Data
-    test: Data | None = None
-    init: Mapping[str, torch.Tensor] | None = None
-    batch_size: int = 2048
-    _evaluations: dict[str, Evaluation] = field(default_factory=dict, repr=False)
-    _objectives: dict[int, Objective] = field(default_factory=dict, repr=False)
-
-    def data(self, split: str) -> Data:
-        if split == "train":
-            return self.train
-        if split == "test":
-            if self.test is None:
-                raise ValueError("this metric needs test data: pass test=(x, y)")
-            return self.test
-        raise ValueError(f"split must be 'train' or 'test' (got {split!r})")
-
-    def objective(self, subset: int | None = None) -> Objective:
-        """The training loss as a function of the parameters, on the first ``subset`` samples."""
-        if subset is not None and not (isinstance(subset, int) and subset >= 1):
-            raise ValueError(f"subset must be a positive integer or None (got {subset!r})")
-        key = subset or len(self.train[0])
-        if key not in self._objectives:
-            x, y = self.train
-            self._objectives[key] = Objective(
-                self.model, x[:subset], y[:subset], self.loss_fn, batch_size=self.batch_size
-            )
-        return self._objectives[key]
-
-    def evaluation(self, split: str) -> Evaluation:
-        if split not in self._evaluations:
-            x, y = self.data(split)
-            self._evaluations[split] = evaluate(
-                self.model, x, y, self.loss_fn, batch_size=self.batch_size
-            )
-        return self._evaluations[split]
-
-
-@dataclass(frozen=True)
-class Metric:
-    """A registered metric: its function, default settings and a one-line definition."""
-
-    name: str
-    fn: Callable[..., float]
-    defaults: Mapping[str, Any]
-    description: str
-    reference: str = ""
-
-
-@dataclass(frozen=True)
-class MetricValue:
-    """A metric's value, the settings that produced it, and what else it measured (error bars,
-    iteration counts) under ``extra``."""
-
-    value: float
-    settings: dict[str, Any]
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
-REGISTRY: dict[str, Metric] = {}
-
-
-def register(name: str, *, description: str, reference: str = "", **defaults: Any):
-    """Decorator: add ``fn(ctx, **settings)`` to the registry under ``name``; it returns a float, or a
-    float and a dict of extras (error bars, iteration counts)."""
-
-    def wrap(fn: Callable[..., float]) -> Callable[..., float]:
-        if name in REGISTRY:
-            raise ValueError(f"metric {name!r} is already registered")
-        REGISTRY[name] = Metric(name, fn, dict(defaults), description, reference)
-        return fn
-
-    return wrap
-
-
-def get(name: str) -> Metric:
-    """The registered metric called ``name``; the error lists the known names."""
-    try:
-        return REGISTRY[name]
-    except KeyError:
-        raise KeyError(
-            f"unknown metric {name!r}; known metrics: {', '.join(sorted(REGISTRY))}"
-        ) from None
-
-
-def base_metric(name: str, settings: Mapping[str, Any] | None) -> str:
-    """The registered metric behind a requested name: ``settings["metric"]`` when given.
-
-    This lets one configuration ask for the same metric twice under two names, e.g.
-    ``keskar_5e-4: {metric: keskar_sharpness, epsilon: 5e-4}``.
-    """
-    return (settings or {}).get("metric", name)
-
-
-def resolve_settings(name: str, settings: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The metric's default settings overridden by ``settings``; unknown keys are an error."""
-    metric = get(base_metric(name, settings))
-    settings = {k: v for k, v in (settings or {}).items() if k != "metric"}
-    unknown = set(settings) - set(metric.defaults)
-    if unknown:
-        allowed = ", ".join(sorted(metric.defaults)) or "none"
-        raise KeyError(f"metric {name!r} has no setting {sorted(unknown)}; its settings: {allowed}")
-    return {**metric.defaults, **settings}
-
-
-def compute(
-    name: str, ctx: MetricContext, settings: Mapping[str, Any] | None = None
-) -> MetricValue:
-    """Compute one registered metric and return its value with the settings used."""
-    resolved = resolve_settings(name, settings)
-    out = get(base_metric(name, settings)).fn(ctx, **resolved)
-    value, extra = out if isinstance(out, tuple) else (out, {})
-    return MetricValue(float(value), resolved, dict(extra))
-
-
-def _normalise_request(metrics: Iterable[str] | Mapping[str, Mapping | None]) -> dict[str, dict]:
-    if isinstance(metrics, str):
-        metrics = [metrics]
-    if isinstance(metrics, Mapping):
-        return {name: dict(s or {}) for name, s in metrics.items()}
-    return {name: {} for name in metrics}
+DEFAULT_METRICS = ("train_loss", "train_error", "lambda_max", "hessian_trace")
+Request = str | Iterable[str] | Mapping[str, Mapping[str, Any] | None]
 
 
 def measure(
     model: nn.Module,
-    loss_fn: LossFn = F.cross_entropy,
-    train: Data | None = None,
-    test: Data | None = None,
-    metrics: Iterable[str] | Mapping[str, Mapping | None] = ("train_loss", "test_loss", "gap"),
+    data: DataLike,
+    test: DataLike | None = None,
     *,
+    metrics: Request = DEFAULT_METRICS,
+    loss_fn: LossFn = F.cross_entropy,
     init: Mapping[str, torch.Tensor] | None = None,
     batch_size: int = 2048,
-) -> dict[str, Any]:
-    """Measure ``metrics`` of ``model`` and return one flat dict, ready to be a pandas row.
+    on_error: str = "raise",
+) -> dict[str, Measurement]:
+    """Measure ``metrics`` of ``model`` on its training ``data`` (and ``test`` data, if a metric
+    needs it); returns ``{name: Measurement}``.
 
-    ``metrics`` is a list of names or a mapping name → settings. Each metric contributes
-    ``{name: value}``, ``{f"{name}.{setting}": value}`` for every setting it used, and
-    ``{f"{name}.{key}": value}`` for each scalar extra (standard errors, iteration counts).
+    ``data`` and ``test`` are ``(x, y)`` tensors or loaders of ``(x, y)`` batches. ``metrics`` is a
+    list of registered names or a mapping name → settings (``{"lambda_max": {"tol": 1e-3}}``; a
+    ``metric`` key reuses a registered measure under another name). ``init`` is the initial weights
+    (a ``state_dict``) for ``distance_from_init`` and the PAC-Bayes bound. Every request is
+    validated before any work. The model is never changed. With ``on_error="record"`` a measure that
+    raises comes back with ``failure`` set and a NaN value instead of stopping the others.
+    ``pandas.DataFrame([flatness.to_row(result)])`` makes a table row.
     """
-    if train is None:
-        raise ValueError("measure needs the training data: train=(x, y)")
-    request = _normalise_request(metrics)
-    for name, settings in request.items():  # fail on a bad name before any work is done
-        resolve_settings(name, settings)
-    ctx = MetricContext(model, loss_fn, train, test, init, batch_size)
+    if on_error not in ("raise", "record"):
+        raise ValueError(f"on_error must be 'raise' or 'record' (got {on_error!r})")
+    request = normalise_request(metrics)
+    num_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    resolved = validate(request, num_params=num_params)  # fail on a bad request before any work
+    needs_test = [n for n in request if "test" in get(base_metric(n, request[n])).inputs]
+    if needs_test and test is None:
+        raise ValueError(f"{', '.join(needs_test)} need test data: pass test=(x, y) or a loader")
+    obj = Objective(model, data, loss_fn, batch_size=batch_size)
+    inputs = {
+        "test": None if test is None else Objective(model, test, loss_fn, batch_size=batch_size),
+        "init": init,
+    }
+    out: dict[str, Measurement] = {}
+    for name, settings in resolved.items():
+        metric = get(base_metric(name, request[name]))
+        try:
+            with P.restored(model):  # a measure must leave the model as it found it
+                kwargs = {**settings, **{k: inputs[k] for k in metric.inputs}}
+                value = metric.fn(obj.model if metric.takes_model else obj, **kwargs)
+        except Exception as exc:
+            if on_error == "raise":
+                raise
+            out[name] = Measurement(float("nan"), settings, failure=f"{type(exc).__name__}: {exc}")
+            continue
+        if isinstance(value, Measurement):
+            out[name] = Measurement(
+                value.value, {**settings, **value.settings}, value.extra, value.error_bound
+            )
+        else:
+            out[name] = Measurement(float(value), settings)
+    return out
+
+
+def to_row(results: Mapping[str, Measurement]) -> dict[str, Any]:
+    """One flat dict of every measurement's value, error bound, settings and extras (for pandas)."""
     row: dict[str, Any] = {}
-    for name, settings in request.items():
-        result = compute(name, ctx, settings)
-        row[name] = result.value
-        row.update({f"{name}.{k}": v for k, v in result.settings.items()})
-        row.update(
-            {f"{name}.{k}": v for k, v in result.extra.items() if not isinstance(v, list | dict)}
-        )
+    for name, m in results.items():
+        row.update(m.to_row(name))
     return row
 
 
-from flatness import catalog  # noqa: E402, F401  (registers the metrics; needs the names above)
+def describe() -> list[dict[str, Any]]:
+    """One row per registered metric: name, definition, reference, inputs and default settings."""
+    return [
+        {
+            "name": m.name,
+            "description": m.description,
+            "reference": m.reference,
+            "needs": ", ".join(m.inputs),
+            "defaults": m.defaults,
+        }
+        for m in REGISTRY.values()
+    ]
+
+
+__all__ = ["DEFAULT_METRICS", "measure", "resolve_settings", "to_row", "describe"]

@@ -9,10 +9,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from flatness import params as P
-from flatness.evaluate import batches
+from flatness.evaluate import accumulate, eval_mode
+from flatness.objective import Objective
 
 
 def param_norm(model: nn.Module) -> float:
@@ -74,46 +76,36 @@ def path_norm(model: nn.Module, input_shape: tuple[int, ...]) -> float:
     Meaningful for networks of Linear/Conv layers and ReLUs; in eval mode for anything else.
     """
     squared = {k: p.detach() ** 2 for k, p in model.named_parameters()}
-    was_training = model.training
-    model.eval()
-    try:
+    with eval_mode(model):
         ones = torch.ones(1, *input_shape, device=next(iter(squared.values())).device)
         out = torch.func.functional_call(model, squared, (ones,))
-    finally:
-        model.train(was_training)
     return float(out.double().sum().clamp_min(0).sqrt())
 
 
-def fisher_rao_norm(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    per_sample_loss=None,
-    batch_size: int = 2048,
-) -> float:
-    """Fisher-Rao norm (Liang et al. 2019): sqrt(E_i ⟨θ, ∇_θ ℓ_i⟩²), in eval mode.
+def fisher_rao_norm(obj: Objective, *, subset: int | None = None) -> float:
+    """Fisher-Rao norm (Liang et al. 2019): sqrt(E_i ⟨θ, ∇_θ ℓ_i⟩²) over the objective's data, in
+    eval mode.
 
     For a bias-free ReLU network with L hidden layers, ⟨θ, ∇_θ ℓ⟩ = (L+1)⟨∂ℓ/∂f, f⟩, which is Liang et
     al.'s definition; the directional derivative is computed for each sample by one ``jvp`` with the
-    parameters themselves as the tangent. ``per_sample_loss(logits, y)`` returns one loss per sample
-    (default: cross-entropy).
+    parameters themselves as the tangent, the loss taken per sample (``reduction="none"`` for
+    cross-entropy, ``vmap`` over samples for any other loss).
     """
-    import torch.nn.functional as F
+    obj = obj.subset(subset)
+    params = {**obj.frozen, **obj.params}
 
-    loss = per_sample_loss or (lambda out, t: F.cross_entropy(out, t, reduction="none"))
-    params = {k: p.detach() for k, p in model.named_parameters()}
-    buffers = {k: b for k, b in model.named_buffers()}
-    was_training = model.training
-    model.eval()
-    total = torch.zeros((), dtype=torch.float64, device=x.device)
-    try:
-        for xb, yb in batches(x, y, batch_size):
+    def per_sample_losses(p, xb, yb):
+        out = torch.func.functional_call(obj.model, (p, obj.buffers), (xb,))
+        if obj.loss_fn is F.cross_entropy:
+            return F.cross_entropy(out, yb, reduction="none")
+        return torch.func.vmap(lambda o, t: obj.loss_fn(o[None], t[None]))(out, yb)
 
-            def f(p, xb=xb, yb=yb):
-                return loss(torch.func.functional_call(model, (p, buffers), (xb,)), yb)
+    def per_batch(xb, yb):
+        _, directional = torch.func.jvp(
+            lambda p: per_sample_losses(p, xb, yb), (params,), (params,)
+        )
+        return directional.double().pow(2).sum()
 
-            _, directional = torch.func.jvp(f, (params,), (params,))
-            total += directional.double().pow(2).sum()
-    finally:
-        model.train(was_training)
-    return float((total / len(x)).sqrt())
+    with eval_mode(obj.model):
+        total, _ = accumulate(obj.data, per_batch, obj.batch_size, mean=False)
+    return float((total / obj.n).sqrt())

@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from flatness.evaluate import batches
+from flatness.data import DataLike, as_data
+from flatness.evaluate import eval_mode
 
 CARRIES_SCALE = (
     nn.ReLU,
@@ -263,19 +264,15 @@ def _scale_weight(layer: nn.Module, s_in: torch.Tensor, s_out: torch.Tensor) -> 
 
 @torch.no_grad()
 def logit_change(
-    a: nn.Module, b: nn.Module, x: torch.Tensor, batch_size: int = 2048
+    a: nn.Module, b: nn.Module, x: torch.Tensor | DataLike, batch_size: int = 2048
 ) -> tuple[float, float]:
-    """max |f_a(x) − f_b(x)| and that divided by max |f_a(x)|, in eval mode."""
-    modes = a.training, b.training
-    a.eval()
-    b.eval()
-    try:
-        diff, scale = 0.0, 0.0
-        for xb, _ in batches(x, x, batch_size):
+    """max |f_a(x) − f_b(x)| and that divided by max |f_a(x)|, in eval mode (``x``: inputs, or data)."""
+    data = as_data((x, x) if isinstance(x, torch.Tensor) else x)
+    diff, scale = 0.0, 0.0
+    with eval_mode(a, b):
+        # A maximum, not a sum, so the batches are walked here rather than summed by accumulate.
+        for xb, _ in data.batches(batch_size):
             fa, fb = a(xb), b(xb)
             diff = max(diff, (fa - fb).abs().max().item())
             scale = max(scale, fa.abs().max().item())
-    finally:
-        a.train(modes[0])
-        b.train(modes[1])
     return diff, diff / max(scale, 1e-30)

@@ -18,29 +18,22 @@ adaptive, with m-sharpness), and PAC-Bayes flatness.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import scipy.optimize
 import torch
-from torch import nn
 
 from flatness import params as P
-from flatness.evaluate import Objective, evaluate
-
-
-@dataclass
-class SharpnessResult:
-    value: float
-    settings: dict[str, Any]
-    extra: dict[str, Any] = field(default_factory=dict)
+from flatness.evaluate import evaluate
+from flatness.objective import Objective
+from flatness.registry import Measurement, records_settings
 
 
 def _params_at(obj: Objective, flat: torch.Tensor) -> P.Params:
     return P.unflatten(flat.to(next(iter(obj.params.values())).dtype), obj.params)
 
 
+@records_settings
 def keskar_sharpness(
     obj: Objective,
     epsilon: float = 1e-3,
@@ -49,8 +42,11 @@ def keskar_sharpness(
     method: str = "lbfgsb",
     max_iter: int = 10,
     seed: int = 0,
-) -> SharpnessResult:
-    """Keskar et al.'s ε-sharpness of the objective at the model's weights (see the module docstring)."""
+    subset: int | None = None,
+) -> Measurement:
+    """Keskar et al.'s ε-sharpness of the objective at the model's weights (see the module docstring):
+    Metric 2.1 with ε = 1e-3 and 10 L-BFGS-B iterations, as in the paper."""
+    obj = obj.subset(subset)
     if not epsilon > 0:
         raise ValueError(f"epsilon must be > 0 (got {epsilon!r})")
     if method not in ("lbfgsb", "pga"):
@@ -109,17 +105,9 @@ def keskar_sharpness(
     )
     best["f"] = max(best["f"], obj.value(_params_at(obj, x + delta)))
     value = 100.0 * (best["f"] - f0) / (1.0 + f0)
-    settings = {
-        "epsilon": epsilon,
-        "subspace_dim": subspace_dim,
-        "method": method,
-        "max_iter": max_iter,
-        "seed": seed,
-        "n_samples": obj.n,
-    }
-    return SharpnessResult(
+    return Measurement(
         value,
-        settings,
+        {"n_samples": obj.n},
         {
             "loss": f0,
             "max_loss": best["f"],
@@ -135,6 +123,7 @@ def _scale(obj: Objective, adaptive: bool, eta: float) -> P.Params:
     return {k: v.abs() + eta for k, v in obj.params.items()}
 
 
+@records_settings
 def worst_case_sharpness(
     obj: Objective,
     rho: float = 0.05,
@@ -145,8 +134,10 @@ def worst_case_sharpness(
     steps: int = 20,
     step_size: float | None = None,
     seed: int = 0,
-) -> SharpnessResult:
+    subset: int | None = None,
+) -> Measurement:
     """max over ‖u‖ ≤ ρ of L(w + T⊙u) − L(w) by projected gradient ascent (T = 1, or |w| + η if adaptive)."""
+    obj = obj.subset(subset)
     if not rho > 0:
         raise ValueError(f"rho must be > 0 (got {rho!r})")
     if norm not in ("l2", "linf"):
@@ -181,17 +172,8 @@ def worst_case_sharpness(
             u = {k: u[k] + alpha * torch.sign(gu[k]) for k in u}
         u = _project(u, rho, norm)
     best = max(best, obj.value({k: obj.params[k] + T[k] * u[k] for k in u}))
-    settings = {
-        "rho": rho,
-        "norm": norm,
-        "adaptive": adaptive,
-        "eta": eta,
-        "steps": steps,
-        "step_size": alpha,
-        "seed": seed,
-        "n_samples": obj.n,
-    }
-    return SharpnessResult(best - f0, settings, {"loss": f0, "max_loss": best})
+    settings = {"step_size": alpha, "n_samples": obj.n}
+    return Measurement(best - f0, settings, {"loss": f0, "max_loss": best})
 
 
 def _project(u: P.Params, rho: float, norm: str) -> P.Params:
@@ -201,18 +183,22 @@ def _project(u: P.Params, rho: float, norm: str) -> P.Params:
     return u if n <= rho else {k: t * (rho / n) for k, t in u.items()}
 
 
+@records_settings
 def m_sharpness(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    loss_fn=None,
+    obj: Objective,
+    rho: float = 0.05,
     *,
+    norm: str = "l2",
+    adaptive: bool = False,
+    eta: float = 0.0,
+    steps: int = 10,
     m: int = 128,
     batches: int = 8,
     seed: int = 0,
-    **worst_case: Any,
-) -> SharpnessResult:
-    """The worst-case sharpness on each of ``batches`` disjoint batches of ``m`` samples, averaged."""
+) -> Measurement:
+    """The worst-case sharpness on each of ``batches`` disjoint random batches of ``m`` training
+    samples, averaged (Foret et al. 2021's m-sharpness); ``error_bound`` is its standard error."""
+    x, y = obj.data.tensors()
     if not (isinstance(m, int) and 1 <= m <= len(x)):
         raise ValueError(f"m must be an integer in [1, {len(x)}] (got {m!r})")
     order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed)).to(x.device)
@@ -220,17 +206,17 @@ def m_sharpness(
     values = []
     for b in range(count):
         idx = order[b * m : (b + 1) * m]
-        kwargs = {} if loss_fn is None else {"loss_fn": loss_fn}
-        obj = Objective(model, x[idx], y[idx], batch_size=m, **kwargs)
-        values.append(worst_case_sharpness(obj, seed=seed + b, **worst_case).value)
-    settings = {"m": m, "batches": count, "seed": seed, **worst_case}
-    return SharpnessResult(
-        float(np.mean(values)),
-        settings,
-        {"stderr": float(np.std(values, ddof=1) / math.sqrt(count)) if count > 1 else math.nan},
-    )
+        part = Objective(obj.model, (x[idx], y[idx]), obj.loss_fn, batch_size=m, names=obj.names)
+        values.append(
+            worst_case_sharpness(
+                part, rho, norm=norm, adaptive=adaptive, eta=eta, steps=steps, seed=seed + b
+            ).value
+        )
+    stderr = float(np.std(values, ddof=1) / math.sqrt(count)) if count > 1 else math.nan
+    return Measurement(float(np.mean(values)), {"batches_used": count}, {}, stderr)
 
 
+@records_settings
 def average_sharpness(
     obj: Objective,
     rho: float = 0.01,
@@ -239,8 +225,11 @@ def average_sharpness(
     eta: float = 0.0,
     samples: int = 20,
     seed: int = 0,
-) -> SharpnessResult:
-    """E_δ L(w + T⊙δ) − L(w) with δ ~ N(0, ρ²I), by Monte Carlo; the standard error comes with it."""
+    subset: int | None = None,
+) -> Measurement:
+    """E_δ L(w + T⊙δ) − L(w) with δ ~ N(0, ρ²I), by Monte Carlo; ``error_bound`` is its standard
+    error."""
+    obj = obj.subset(subset)
     if not rho > 0:
         raise ValueError(f"rho must be > 0 (got {rho!r})")
     if not (isinstance(samples, int) and samples >= 2):
@@ -255,26 +244,19 @@ def average_sharpness(
             for k, v in obj.params.items()
         }
         rises.append(obj.value({k: obj.params[k] + rho * T[k] * noise[k] for k in noise}) - f0)
-    settings = {
-        "rho": rho,
-        "adaptive": adaptive,
-        "eta": eta,
-        "samples": samples,
-        "seed": seed,
-        "n_samples": obj.n,
-    }
-    return SharpnessResult(
+    return Measurement(
         float(np.mean(rises)),
-        settings,
-        {"stderr": float(np.std(rises, ddof=1) / math.sqrt(samples)), "loss": f0},
+        {"n_samples": obj.n},
+        {"loss": f0},
+        float(np.std(rises, ddof=1) / math.sqrt(samples)),
     )
 
 
+@records_settings
 def pacbayes_sigma(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
+    obj: Objective,
     *,
+    init: dict[str, torch.Tensor] | None = None,
     target_rise: float = 0.1,
     magnitude_aware: bool = False,
     epsilon: float = 1e-3,
@@ -283,10 +265,9 @@ def pacbayes_sigma(
     sigma_max: float = 1.0,
     rel_tol: float = 1e-2,
     max_iter: int = 40,
-    init: dict[str, torch.Tensor] | None = None,
-    batch_size: int = 2048,
     seed: int = 0,
-) -> SharpnessResult:
+    subset: int | None = None,
+) -> Measurement:
     """Largest σ whose Gaussian weight noise raises the training error by at most ``target_rise``.
 
     Plain noise is N(0, σ²) on every parameter; magnitude-aware noise is N(0, σ²w² + ε²). The noise
@@ -294,19 +275,21 @@ def pacbayes_sigma(
     The value is σ; ``extra`` holds 1/σ² (Jiang et al.'s flatness measure) and, with ``init``, the
     PAC-Bayes bound term ‖w − w₀‖²/(4σ²) + log(m/σ) + 10.
     """
+    obj = obj.subset(subset)
+    model, data, batch_size = obj.model, obj.data, obj.batch_size
     if not 0 < target_rise < 1:
         raise ValueError(f"target_rise must be in (0, 1) (got {target_rise!r})")
     if not 0 < sigma_min < sigma_max:
         raise ValueError(f"need 0 < sigma_min < sigma_max (got {sigma_min!r}, {sigma_max!r})")
     if not (isinstance(samples, int) and samples >= 1):
         raise ValueError(f"samples must be an integer >= 1 (got {samples!r})")
-    theta = P.named_params(model)
+    theta = dict(obj.params)
     g = torch.Generator().manual_seed(seed)
     draws = [
         {k: torch.randn(v.shape, generator=g, dtype=v.dtype).to(v.device) for k, v in theta.items()}
         for _ in range(samples)
     ]
-    base_error = 1.0 - evaluate(model, x, y, batch_size=batch_size).accuracy
+    base_error = 1.0 - evaluate(model, data, batch_size=batch_size).accuracy
 
     def rise(sigma: float) -> float:
         errors = []
@@ -318,7 +301,8 @@ def pacbayes_sigma(
                 }
             else:
                 noisy = {k: theta[k] + sigma * z[k] for k in theta}
-            errors.append(1.0 - evaluate(model, x, y, batch_size=batch_size, params=noisy).accuracy)
+            at = evaluate(model, data, batch_size=batch_size, params={**obj.frozen, **noisy})
+            errors.append(1.0 - at.accuracy)
         return float(np.mean(errors)) - base_error
 
     lo, hi = sigma_min, sigma_max
@@ -347,16 +331,7 @@ def pacbayes_sigma(
     }
     if init is not None:
         dist2 = P.norm(P.sub(theta, {k: init[k].to(theta[k]) for k in theta})).item() ** 2
-        extra["bound_term"] = dist2 / (4 * sigma**2) + math.log(len(x) / sigma) + 10
-    settings = {
-        "target_rise": target_rise,
-        "magnitude_aware": magnitude_aware,
-        "epsilon": epsilon,
-        "samples": samples,
-        "sigma_min": sigma_min,
-        "sigma_max": sigma_max,
-        "rel_tol": rel_tol,
-        "seed": seed,
-        "n_samples": len(x),
-    }
-    return SharpnessResult(sigma, settings, extra)
+        extra["bound_term"] = dist2 / (4 * sigma**2) + math.log(obj.n / sigma) + 10
+    # A search that hit its bound is no value (DESIGN: "reported as such"): flag it for every reader.
+    extra["at_bound"] = status != "ok"
+    return Measurement(sigma, {"n_samples": obj.n}, extra, hi - sigma)

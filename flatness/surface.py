@@ -28,19 +28,23 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call, vmap
-from tqdm.auto import tqdm
 
 from flatness import params as P
 from flatness._io import atomic_write_bytes, npz_bytes
+from flatness.data import DataLike, as_data
 from flatness.directions import random_direction
-from flatness.evaluate import LossFn, batches, cross_entropy_sum, evaluate, evaluate_as_is
+from flatness.evaluate import (
+    QUANTITIES,
+    LossFn,
+    evaluate,
+    evaluate_points_loop,
+    evaluate_points_vmap,
+    recompute_bn_statistics,
+)
 
-Data = tuple[torch.Tensor, torch.Tensor]
 ENGINES = ("auto", "loop", "vmap")
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
 BN_POLICIES = ("frozen", "recompute")
-QUANTITIES = ("loss", "acc")
 
 
 @dataclass
@@ -92,8 +96,8 @@ def grid_axis(lo: float, hi: float, points: int, name: str = "range") -> np.ndar
 
 def surface_1d(
     model: nn.Module,
-    train: Data,
-    test: Data | None = None,
+    train: DataLike,
+    test: DataLike | None = None,
     *,
     direction: Mapping[str, torch.Tensor] | None = None,
     seed: int = 0,
@@ -123,8 +127,8 @@ def surface_1d(
 
 def surface_2d(
     model: nn.Module,
-    train: Data,
-    test: Data | None = None,
+    train: DataLike,
+    test: DataLike | None = None,
     *,
     directions: Sequence[Mapping[str, torch.Tensor]] | None = None,
     seed: int = 0,
@@ -165,8 +169,8 @@ def evaluate_grid(
     model: nn.Module,
     directions: Sequence[Mapping[str, torch.Tensor]],
     coords: np.ndarray,
-    train: Data,
-    test: Data | None = None,
+    train: DataLike,
+    test: DataLike | None = None,
     *,
     loss_fn: LossFn = F.cross_entropy,
     batch_size: int = 4096,
@@ -193,42 +197,29 @@ def evaluate_grid(
         raise ValueError(f"engine must be one of {list(ENGINES)} (got {engine!r})")
     if bn_policy not in BN_POLICIES:
         raise ValueError(f"bn_policy must be one of {list(BN_POLICIES)} (got {bn_policy!r})")
-    if subset is not None and not (isinstance(subset, int) and subset >= 1):
-        raise ValueError(f"subset must be a positive integer or None (got {subset!r})")
     coords = np.asarray(coords, dtype=np.float64)
     if coords.ndim != 2 or coords.shape[1] != len(directions):
         raise ValueError(f"coords must have shape (N, {len(directions)}) (got {coords.shape})")
-    splits = {"train": train} if test is None else {"train": train, "test": test}
-    splits = {k: (x[:subset], y[:subset]) for k, (x, y) in splits.items()}
+    splits = _splits(train, test, subset)
     theta = P.named_params(model)
     chosen = _choose_engine(engine, model, theta, bn_policy)
-    bn_data = train[0][:bn_samples]
+    bn_data = splits["train"].head(bn_samples) if bn_policy == "recompute" else None
     device = next(iter(theta.values())).device
+    args = (model, theta, directions, coords, splits, loss_fn, batch_size)
     with P.restored(model), forward_precision(precision, device):
         if chosen == "loop":
-            values = _loop(
-                model,
-                theta,
-                directions,
-                coords,
-                splits,
-                loss_fn,
-                batch_size,
-                bn_policy,
-                bn_data,
-                progress,
-            )
+            values = evaluate_points_loop(*args, bn_data=bn_data, progress=progress)
         else:
-            values, chunk_size = _vmapped(
-                model, theta, directions, coords, splits, loss_fn, batch_size, chunk_size, progress
+            values, chunk_size = evaluate_points_vmap(
+                *args, chunk_size=chunk_size, progress=progress
             )
     values["_settings"] = {
         "engine": chosen,
         "chunk_size": chunk_size if chosen == "vmap" else 1,
         "bn_policy": bn_policy,
-        "bn_samples": min(bn_samples, len(train[0])) if bn_policy == "recompute" else None,
+        "bn_samples": len(bn_data) if bn_data is not None else None,
         "subset": subset,
-        **{f"n_{k}": len(x) for k, (x, _) in splits.items()},
+        **{f"n_{k}": len(d) for k, d in splits.items()},
         "mode": "eval",
         "precision": precision,
     }
@@ -267,127 +258,11 @@ def _choose_engine(engine: str, model: nn.Module, theta: P.Params, bn_policy: st
     return "vmap" if on_cuda and not has_conv and bn_policy == "frozen" else "loop"
 
 
-def _loop(
-    model, theta, directions, coords, splits, loss_fn, batch_size, bn_policy, bn_data, progress
-):
-    # Each point's weights are written into the model in place (it is restored afterwards by the
-    # caller): on the CPU this is measurably faster than functional_call with a fresh dict per point.
-    values = {f"{s}_{q}": np.empty(len(coords)) for s in splits for q in QUANTITIES}
-    model.eval()  # once for the whole grid; the caller restores the mode
-    targets = {k: p for k, p in model.named_parameters() if k in theta}
-    dest, start = list(targets.values()), [theta[k] for k in targets]
-    dir_lists = [[d[k] for k in targets] for d in directions]
-    for n, c in enumerate(
-        tqdm(coords, desc="surface", unit="pt", disable=not progress, leave=False)
-    ):
-        with torch.no_grad():  # one fused call per term instead of one small op per tensor
-            torch._foreach_copy_(dest, start)
-            for coef, d in zip(c, dir_lists, strict=True):
-                torch._foreach_add_(dest, d, alpha=float(coef))
-        if bn_policy == "recompute":
-            recompute_bn_statistics(model, bn_data, batch_size)  # leaves the model in eval mode
-        for s, (x, y) in splits.items():
-            e = evaluate_as_is(model, x, y, loss_fn, batch_size=batch_size)
-            values[f"{s}_loss"][n], values[f"{s}_acc"][n] = (
-                e.loss,
-                math.nan if e.accuracy is None else e.accuracy,
-            )
-    return values
-
-
-@torch.no_grad()
-def recompute_bn_statistics(model: nn.Module, x: torch.Tensor, batch_size: int = 4096) -> None:
-    """Re-estimate every batch-norm layer's running statistics as the exact average over ``x``.
-
-    Leaves the model in eval mode, ready to be evaluated with the new statistics.
-    """
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if not bns:
-        return
-    saved_momentum = [m.momentum for m in bns]
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None  # cumulative moving average: the mean over all batches seen
-    model.train()
-    try:
-        for xb, _ in batches(x, x, batch_size):
-            model(xb)
-    finally:
-        model.eval()
-        for m, mom in zip(bns, saved_momentum, strict=True):
-            m.momentum = mom
-
-
-def _vmapped(model, theta, directions, coords, splits, loss_fn, batch_size, chunk_size, progress):
-    model.eval()
-    names = list(theta)
-    d_stack = [torch.stack([d[k] for d in directions]) for k in names]  # (K, *shape) per parameter
-
-    def point_stats(flat_params, xb, yb):
-        out = functional_call(model, dict(zip(names, flat_params, strict=True)), (xb,))
-        loss = (
-            cross_entropy_sum(out, yb) / len(xb) if loss_fn is F.cross_entropy else loss_fn(out, yb)
-        )
-        return loss, (out.argmax(dim=-1) == yb).sum()
-
-    batched = vmap(point_stats, in_dims=(0, None, None))
-    chunk = chunk_size or _default_chunk(theta, splits, batch_size)
-    values = {f"{s}_{q}": np.empty(len(coords)) for s in splits for q in QUANTITIES}
-    device = next(iter(theta.values())).device
-    bar = tqdm(total=len(coords), desc="surface", unit="pt", disable=not progress, leave=False)
-    start = 0
-    while start < len(coords):
-        c = torch.as_tensor(
-            coords[start : start + chunk], dtype=next(iter(theta.values())).dtype, device=device
-        )
-        try:
-            stacked = [
-                theta[k][None] + torch.tensordot(c, d_stack[i], dims=([1], [0]))
-                for i, k in enumerate(names)
-            ]
-            with torch.no_grad():
-                for s, (x, y) in splits.items():
-                    loss = torch.zeros(len(c), dtype=torch.float64, device=device)
-                    correct = torch.zeros(len(c), dtype=torch.int64, device=device)
-                    for xb, yb in batches(x, y, batch_size):
-                        lb, cb = batched(stacked, xb, yb)
-                        loss += lb.double() * len(xb)
-                        correct += cb
-                    values[f"{s}_loss"][start : start + len(c)] = (loss / len(x)).cpu().numpy()
-                    values[f"{s}_acc"][start : start + len(c)] = (
-                        (correct.double() / len(x)).cpu().numpy()
-                    )
-        except torch.OutOfMemoryError:
-            if chunk == 1:
-                raise
-            chunk = max(1, chunk // 2)  # halve and retry the same points
-            if device.type == "cuda":
-                torch.cuda.empty_cache()
-            continue
-        start += len(c)
-        bar.update(len(c))
-    bar.close()
-    return values, chunk
-
-
-def _default_chunk(theta: P.Params, splits, batch_size: int) -> int:
-    """Grid points per batched forward: what fits in half the free accelerator memory, at most 1024."""
-    device = next(iter(theta.values())).device
-    if device.type != "cuda":
-        return 64
-    free, _ = torch.cuda.mem_get_info(device)
-    param_bytes = sum(t.numel() * t.element_size() for t in theta.values())
-    x = next(iter(splits.values()))[0]
-    # Per point: its weights, plus a generous guess at activations (10 floats per input feature).
-    act_bytes = min(batch_size, len(x)) * x[0].numel() * 4 * 10
-    return int(max(1, min(1024, 0.5 * free // (param_bytes + act_bytes))))
-
-
 def interpolate(
     model_a: nn.Module,
     model_b: nn.Module,
-    train: Data,
-    test: Data | None = None,
+    train: DataLike,
+    test: DataLike | None = None,
     *,
     ts: Sequence[float] | None = None,
     loss_fn: LossFn = F.cross_entropy,
@@ -411,9 +286,11 @@ def interpolate(
     sa, sb = model_a.state_dict(), model_b.state_dict()
     if sa.keys() != sb.keys() or any(sa[k].shape != sb[k].shape for k in sa):
         raise ValueError("interpolate needs two models of the same architecture")
+    from tqdm.auto import tqdm
+
     work = copy.deepcopy(model_a)  # the inputs are never touched
-    splits = {"train": train} if test is None else {"train": train, "test": test}
-    splits = {k: (x[:subset], y[:subset]) for k, (x, y) in splits.items()}
+    splits = _splits(train, test, subset)
+    bn_data = splits["train"].head(bn_samples)
     values = {f"{s}_{q}": np.empty(len(ts)) for s in splits for q in QUANTITIES}
     for n, t in enumerate(
         tqdm(ts, desc="interpolate", unit="pt", disable=not progress, leave=False)
@@ -421,9 +298,9 @@ def interpolate(
         state = {k: _mix(sa[k], sb[k], float(t)) for k in sa}
         work.load_state_dict(state)
         if bn_policy == "recompute":
-            recompute_bn_statistics(work, train[0][:bn_samples], batch_size)
-        for s, (x, y) in splits.items():
-            e = evaluate(work, x, y, loss_fn, batch_size=batch_size)
+            recompute_bn_statistics(work, bn_data, batch_size)
+        for s, data in splits.items():
+            e = evaluate(work, data, loss_fn, batch_size=batch_size)
             values[f"{s}_loss"][n], values[f"{s}_acc"][n] = (
                 e.loss,
                 math.nan if e.accuracy is None else e.accuracy,
@@ -433,9 +310,19 @@ def interpolate(
         "bn_policy": bn_policy,
         "subset": subset,
         "mode": "eval",
-        **{f"n_{k}": len(x) for k, (x, _) in splits.items()},
+        **{f"n_{k}": len(d) for k, d in splits.items()},
     }
     return Surface([ts], values, settings)
+
+
+def _splits(train: DataLike, test: DataLike | None, subset: int | None) -> dict:
+    """The data of each split, cut to the first ``subset`` samples."""
+    if subset is not None and not (isinstance(subset, int) and subset >= 1):
+        raise ValueError(f"subset must be a positive integer or None (got {subset!r})")
+    splits = {"train": as_data(train, "train")}
+    if test is not None:
+        splits["test"] = as_data(test, "test")
+    return {k: d.head(subset) for k, d in splits.items()}
 
 
 def _mix(a: torch.Tensor, b: torch.Tensor, t: float) -> torch.Tensor:

@@ -10,7 +10,7 @@ def test_batched_loss_and_accuracy_equal_a_single_dense_computation():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(5, 7), nn.ReLU(), nn.Linear(7, 3))
     x, y = torch.randn(103, 5), torch.randint(0, 3, (103,))
-    result = evaluate(model, x, y, batch_size=10)  # 103 is not a multiple of 10
+    result = evaluate(model, (x, y), batch_size=10)  # 103 is not a multiple of 10
     with torch.no_grad():
         out = model(x)
     assert result.loss == pytest.approx(F.cross_entropy(out, y).item(), rel=1e-6)
@@ -23,7 +23,7 @@ def test_eval_mode_is_used_and_the_mode_is_restored():
     model.train()
     x, y = torch.randn(16, 4), torch.randint(0, 2, (16,))
     stats = model[1].running_mean.clone()
-    evaluate(model, x, y)
+    evaluate(model, (x, y))
     assert model.training
     assert torch.equal(model[1].running_mean, stats)  # eval mode: running stats untouched
 
@@ -34,17 +34,17 @@ def test_params_evaluates_other_weights_without_touching_the_model():
     other = nn.Linear(3, 2)
     x, y = torch.randn(20, 3), torch.randint(0, 2, (20,))
     before = model.weight.clone()
-    via_params = evaluate(model, x, y, params=dict(other.named_parameters()))
-    assert via_params.loss == pytest.approx(evaluate(other, x, y).loss, rel=1e-7)
+    via_params = evaluate(model, (x, y), params=dict(other.named_parameters()))
+    assert via_params.loss == pytest.approx(evaluate(other, (x, y)).loss, rel=1e-7)
     assert torch.equal(model.weight, before)
 
 
 def test_empty_data_and_mismatched_lengths_are_errors():
     model = nn.Linear(2, 2)
     with pytest.raises(ValueError, match="empty"):
-        evaluate(model, torch.zeros(0, 2), torch.zeros(0, dtype=torch.long))
+        evaluate(model, (torch.zeros(0, 2), torch.zeros(0, dtype=torch.long)))
     with pytest.raises(ValueError, match="samples"):
-        evaluate(model, torch.zeros(3, 2), torch.zeros(2, dtype=torch.long))
+        evaluate(model, (torch.zeros(3, 2), torch.zeros(2, dtype=torch.long)))
 
 
 def test_fast_cross_entropy_equals_torch_including_extreme_logits():

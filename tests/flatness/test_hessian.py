@@ -7,14 +7,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from flatness.evaluate import Objective
-from flatness.hessian import (
-    hutchinson_trace,
-    hutchpp_trace,
-    lanczos,
-    power_iteration,
-    spectral_density,
-)
+from flatness.hessian import hutchinson_trace, hutchpp_trace, lanczos, power_iteration, slq
+from flatness.objective import Objective
 
 
 def mse(out, y):
@@ -54,24 +48,31 @@ def test_hvp_matches_dense_hessian_on_a_tiny_mlp_in_both_modes():
     model = nn.Sequential(nn.Linear(3, 5), nn.Tanh(), nn.Linear(5, 3))
     x, y = torch.randn(37, 3), torch.randint(0, 3, (37,))
     H = dense_hessian(model, x, y, F.cross_entropy)
-    obj = Objective(model, x, y, batch_size=10)  # 37 samples: batches of 10, 10, 10, 7
+    obj = Objective(model, (x, y), batch_size=10)  # 37 samples: batches of 10, 10, 10, 7
     v = torch.randn(obj.dim, dtype=torch.float64)
     for mode in ("forward-over-reverse", "reverse-over-reverse"):
         hv = obj.flat_hvp(v, mode=mode).numpy()
         np.testing.assert_allclose(hv, H @ v.numpy(), rtol=1e-4, atol=1e-5)
-    whole = Objective(model, x, y, batch_size=37)  # one batch: the gradient graph is reused
-    for _ in range(2):
-        np.testing.assert_allclose(
-            whole.flat_hvp(v, mode="cached-graph").numpy(), H @ v.numpy(), rtol=1e-4, atol=1e-5
-        )
-    with pytest.raises(ValueError, match="one batch"):
-        obj.flat_hvp(v, mode="cached-graph")
+    # The cached graphs (one per batch, built once) give the same products, again and again.
+    for batch_size in (37, 10):
+        cached = Objective(model, (x, y), batch_size=batch_size)
+        for _ in range(2):
+            np.testing.assert_allclose(
+                cached.flat_hvp(v, mode="cached-graph").numpy(), H @ v.numpy(), rtol=1e-4, atol=1e-5
+            )
+        cached.flat_hvp(v)
+        assert cached.hvp_mode == "cached-graph"  # auto took it: this tiny graph fits
+    with pytest.raises(ValueError, match="own weights"):
+        obj.hvp(obj.params, obj.params, "cached-graph")
+    nocache = Objective(model, (x, y), batch_size=10, graph_memory=0)
+    nocache.flat_hvp(v)
+    assert nocache.hvp_mode == "forward-over-reverse"  # the graphs do not fit in 0 bytes
 
 
 def test_lanczos_top_k_and_power_iteration_on_a_known_quadratic(regression):
     model, x, y, H = regression
     exact = np.sort(np.linalg.eigvalsh(H))[::-1]
-    obj = Objective(model, x, y, mse, batch_size=16)  # several batches: no cached graph
+    obj = Objective(model, (x, y), mse, batch_size=16)  # several batches: no cached graph
     res = lanczos(obj.flat_hvp, obj.dim, k=3, tol=1e-8, max_iter=obj.dim)
     np.testing.assert_allclose(res.eigenvalues, exact[:3], rtol=1e-5)
     # the residual bound holds: each true eigenvalue lies within it (plus float32 HVP noise)
@@ -79,26 +80,26 @@ def test_lanczos_top_k_and_power_iteration_on_a_known_quadratic(regression):
     # the eigenvectors are eigenvectors of the exact Hessian
     for lam, vec in zip(res.eigenvalues, res.eigenvectors.numpy(), strict=True):
         np.testing.assert_allclose(H @ vec, lam * vec, atol=1e-4 * exact[0])
-    power = power_iteration(obj.flat_hvp, obj.dim, tol=1e-3)
+    power = power_iteration(obj.flat_hvp, obj.dim, tol=1e-3, max_iter=100)
     assert power.eigenvalues[0] == pytest.approx(exact[0], rel=5e-2)
 
 
 def test_lanczos_says_when_it_is_not_converged(regression):
     model, x, y, H = regression
-    obj = Objective(model, x, y, mse)
+    obj = Objective(model, (x, y), mse)
     res = lanczos(obj.flat_hvp, obj.dim, k=1, tol=1e-12, max_iter=2)
     assert not res.converged and res.products == 2
     exact = np.linalg.eigvalsh(H).max()
     assert abs(res.eigenvalues[0] - exact) <= res.residuals[0] * (1 + 1e-6)
     with pytest.raises(ValueError, match="k must be"):
-        lanczos(obj.flat_hvp, obj.dim, k=obj.dim + 1)
+        lanczos(obj.flat_hvp, obj.dim, k=obj.dim + 1, tol=1e-6, max_iter=100)
 
 
 def test_hutchinson_stops_on_its_standard_error_and_is_right_about_it(regression):
     model, x, y, H = regression
-    obj = Objective(model, x, y, mse)
+    obj = Objective(model, (x, y), mse)
     exact = np.trace(H)
-    res = hutchinson_trace(obj.flat_hvp, obj.dim, rtol=0.02, seed=3)
+    res = hutchinson_trace(obj.flat_hvp, obj.dim, rtol=0.02, min_probes=30, max_probes=1000, seed=3)
     assert res.stderr <= 0.02 * abs(res.trace) or res.products == 1000
     assert abs(res.trace - exact) <= 4 * res.stderr  # 4 standard errors: fails with p < 1e-4
     pp = hutchpp_trace(obj.flat_hvp, obj.dim, products=39)  # 13 dims: the sketch captures all
@@ -107,8 +108,8 @@ def test_hutchinson_stops_on_its_standard_error_and_is_right_about_it(regression
 
 def test_slq_density_integrates_to_one_and_its_mean_is_trace_over_n(regression):
     model, x, y, H = regression
-    obj = Objective(model, x, y, mse)
-    esd = spectral_density(obj.flat_hvp, obj.dim, vectors=8, steps=13, seed=0)
+    obj = Objective(model, (x, y), mse)
+    esd = slq(obj.flat_hvp, obj.dim, vectors=8, steps=13, seed=0)
     np.testing.assert_allclose(esd.weights.sum(axis=1), 1.0, atol=1e-8)
     eig = np.linalg.eigvalsh(H)
     grid = np.linspace(eig.min() - 1, eig.max() + 1, 4001)
@@ -125,8 +126,8 @@ def test_objective_is_exact_over_batches_and_leaves_the_model_alone():
     model.train()
     x, y = torch.randn(50, 4), torch.randint(0, 2, (50,))
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    a = Objective(model, x, y, batch_size=7)
-    b = Objective(model, x, y, batch_size=50)
+    a = Objective(model, (x, y), batch_size=7)
+    b = Objective(model, (x, y), batch_size=50)
     va, ga = a.value_and_grad()
     vb, gb = b.value_and_grad()
     assert va == pytest.approx(vb, rel=1e-6)
@@ -153,7 +154,9 @@ class SquaredErrorWithoutForwardMode(torch.autograd.Function):
 
 def test_auto_falls_back_to_double_backward_without_forward_mode(regression):
     model, x, y, H = regression
-    obj = Objective(model, x, y, SquaredErrorWithoutForwardMode.apply, batch_size=16)
+    obj = Objective(
+        model, (x, y), SquaredErrorWithoutForwardMode.apply, batch_size=16, graph_memory=0
+    )
     v = torch.randn(obj.dim, dtype=torch.float64)
     hv = obj.flat_hvp(v)
     assert obj.hvp_mode == "reverse-over-reverse"
@@ -163,7 +166,7 @@ def test_auto_falls_back_to_double_backward_without_forward_mode(regression):
 def test_out_of_memory_in_hessian_vector_products_halves_the_batch(regression, monkeypatch):
     """Inject an out-of-memory error for batches above 16 samples: the product comes out the same."""
     model, x, y, H = regression
-    obj = Objective(model, x, y, mse, batch_size=64)
+    obj = Objective(model, (x, y), mse, batch_size=64)
     real = obj._batch_loss
 
     def limited(params, xb, yb):

@@ -4,6 +4,7 @@ from torch import nn
 
 import flatness
 from flatness import params as P
+from flatness.objective import Objective
 
 
 @pytest.fixture
@@ -21,10 +22,10 @@ def test_measure_returns_a_flat_row_with_values_and_settings(problem):
     with torch.no_grad():
         for p in model.parameters():
             p.add_(0.5)
-    row = flatness.measure(
+    results = flatness.measure(
         model,
-        train=train,
-        test=test,
+        train,
+        test,
         metrics=[
             "train_error",
             "test_error",
@@ -35,6 +36,7 @@ def test_measure_returns_a_flat_row_with_values_and_settings(problem):
         ],
         init=init,
     )
+    row = {name: m.value for name, m in results.items()}
     with torch.no_grad():
         train_err = (model(train[0]).argmax(1) != train[1]).sum().item() / 50
         test_err = (model(test[0]).argmax(1) != test[1]).sum().item() / 40
@@ -50,17 +52,17 @@ def test_measure_returns_a_flat_row_with_values_and_settings(problem):
 def test_unknown_metric_and_setting_are_clear_errors(problem):
     model, train, test = problem
     with pytest.raises(KeyError, match="known metrics: .*gap"):
-        flatness.measure(model, train=train, metrics=["no_such_metric"])
+        flatness.measure(model, train, metrics=["no_such_metric"])
     with pytest.raises(KeyError, match="has no setting"):
-        flatness.measure(model, train=train, metrics={"param_norm": {"eps": 1}})
+        flatness.measure(model, train, metrics={"param_norm": {"eps": 1}})
 
 
 def test_metrics_needing_test_data_or_init_say_so(problem):
     model, train, _ = problem
     with pytest.raises(ValueError, match="test data"):
-        flatness.measure(model, train=train, metrics=["test_loss"])
+        flatness.measure(model, train, metrics=["test_loss"])
     with pytest.raises(ValueError, match="initial weights"):
-        flatness.measure(model, train=train, metrics=["distance_from_init"])
+        flatness.measure(model, train, metrics=["distance_from_init"])
 
 
 def bias_free_relu_net(depth_hidden=2, seed=0):
@@ -90,7 +92,8 @@ def test_homogeneity_identity_behind_the_fisher_rao_norm():
         f = net(x)
         dl_df = torch.softmax(f, -1) - torch.nn.functional.one_hot(y, 3)
         expected = 3 * ((dl_df * f).sum(-1) ** 2).mean().sqrt().item()
-    assert fisher_rao_norm(net, x, y, batch_size=7) == pytest.approx(expected, rel=1e-5)
+    measured = fisher_rao_norm(Objective(net, (x, y), batch_size=7))
+    assert measured == pytest.approx(expected, rel=1e-5)
 
 
 def test_norm_baselines_against_direct_computations():
@@ -124,8 +127,8 @@ def test_every_randomised_metric_is_deterministic_for_a_fixed_seed(problem):
     settings["hessian_top_k"] = {"k": 2}
     settings["m_sharpness"] = {"m": 10, "batches": 3}
     settings["hessian_trace_hutchpp"] = {"products": 12}
-    first = flatness.measure(model, train=train, test=test, metrics=settings)
-    again = flatness.measure(model, train=train, test=test, metrics=settings)
+    first = flatness.measure(model, train, test, metrics=settings)
+    again = flatness.measure(model, train, test, metrics=settings)
     assert first == again
-    other = flatness.measure(model, train=train, metrics={"hessian_trace": {"seed": 1}})
-    assert other["hessian_trace"] != first["hessian_trace"]
+    other = flatness.measure(model, train, metrics={"hessian_trace": {"seed": 1}})
+    assert other["hessian_trace"].value != first["hessian_trace"].value

@@ -9,7 +9,7 @@ from torch import nn
 
 from experiments.models import build_model
 from flatness import params as P
-from flatness.evaluate import Objective
+from flatness.objective import Objective
 from flatness.reparam import RescaleError, rescale
 from flatness.surface import surface_1d
 
@@ -59,7 +59,7 @@ def test_hessian_transforms_as_d_inverse_h_d_inverse(mode):
     )
     d = theta2 / theta  # the diagonal reparametrisation θ' = Dθ, read off the weights
     assert not torch.allclose(d, torch.ones_like(d))
-    h, h2 = Objective(net, x, y).flat_hvp, Objective(out.model, x, y).flat_hvp
+    h, h2 = Objective(net, (x, y)).flat_hvp, Objective(out.model, (x, y)).flat_hvp
     for seed in range(3):
         v = torch.randn(len(d), generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
         np.testing.assert_allclose(h2(v).numpy(), (h(v / d) / d).numpy(), rtol=1e-4, atol=1e-6)

@@ -1,0 +1,204 @@
+"""Curvature of the training loss as measures: λmax, top-k eigenpairs, the trace and the spectral
+density of the Hessian, and :class:`Hessian`, the PyHessian-style object over a model and its data.
+
+Each measure takes an :class:`~flatness.objective.Objective` and its settings, whose defaults are
+written here once: the registry, the configs and :class:`Hessian` read them from these signatures.
+λmax follows Keskar et al. 2017 and Ghorbani et al. 2019 (Lanczos with a guaranteed residual bound),
+the trace Hutchinson 1989 / Yao et al. 2020 (stopped on its standard error) and Meyer et al. 2021
+(Hutch++), the density Ubaru et al. 2017 / Ghorbani et al. 2019 (SLQ).
+"""
+
+from __future__ import annotations
+
+import torch.nn.functional as F
+from torch import nn
+
+from flatness import hessian as H
+from flatness import params as P
+from flatness.data import DataLike
+from flatness.evaluate import LossFn
+from flatness.objective import Objective
+from flatness.registry import Measurement, defaults_of, records_settings
+
+
+def _hvp_extra(obj: Objective, res: H.EigenResult) -> dict:
+    return {"products": res.products, "converged": bool(res.converged), "hvp_mode": obj.hvp_mode}
+
+
+def _eigen(obj: Objective, k, tol, bound, max_iter, seed) -> H.EigenResult:
+    return H.lanczos(obj.flat_hvp, obj.dim, k=k, tol=tol, bound=bound, max_iter=max_iter, seed=seed)
+
+
+@records_settings
+def lambda_max(
+    obj: Objective,
+    *,
+    tol: float = 1e-4,
+    bound: str = "residual",
+    max_iter: int = 100,
+    seed: int = 0,
+    subset: int | None = None,
+) -> Measurement:
+    """The largest Hessian eigenvalue, by Lanczos stopped when its error bound ≤ ``tol``·λ.
+
+    ``error_bound`` is the residual ‖Hx − λx‖, a guaranteed bound on the error; ``extra`` also holds
+    the sharper gap estimate r²/δ and which Hessian-vector-product path ran.
+    """
+    obj = obj.subset(subset)
+    res = _eigen(obj, 1, tol, bound, max_iter, seed)
+    extra = {"error_estimate": float(res.gap_estimates[0]), **_hvp_extra(obj, res)}
+    return Measurement(
+        float(res.eigenvalues[0]), {"n_samples": obj.n}, extra, float(res.residuals[0])
+    )
+
+
+@records_settings
+def top_eigenvalues(
+    obj: Objective,
+    *,
+    k: int = 5,
+    tol: float = 1e-4,
+    bound: str = "residual",
+    max_iter: int = 200,
+    seed: int = 0,
+    subset: int | None = None,
+) -> Measurement:
+    """The ``k`` largest Hessian eigenvalues (descending list) with their residual error bounds."""
+    obj = obj.subset(subset)
+    res = _eigen(obj, k, tol, bound, max_iter, seed)
+    return Measurement(
+        [float(v) for v in res.eigenvalues],
+        {"n_samples": obj.n},
+        _hvp_extra(obj, res),
+        [float(r) for r in res.residuals],
+    )
+
+
+@records_settings
+def hessian_trace(
+    obj: Objective,
+    *,
+    rtol: float = 0.05,
+    min_probes: int = 30,
+    max_probes: int = 200,
+    seed: int = 0,
+    subset: int | None = None,
+) -> Measurement:
+    """tr(H) by Hutchinson with Rademacher probes, stopped once its standard error ≤ ``rtol``·|tr|;
+    ``error_bound`` is that standard error."""
+    obj = obj.subset(subset)
+    res = H.hutchinson_trace(
+        obj.flat_hvp, obj.dim, rtol=rtol, min_probes=min_probes, max_probes=max_probes, seed=seed
+    )
+    extra = {"products": res.products, "hvp_mode": obj.hvp_mode}
+    return Measurement(res.trace, {"n_samples": obj.n}, extra, res.stderr)
+
+
+@records_settings
+def hessian_trace_hutchpp(
+    obj: Objective, *, products: int = 90, seed: int = 0, subset: int | None = None
+) -> Measurement:
+    """tr(H) by Hutch++: exact on a sketched top subspace, Hutchinson on the rest."""
+    obj = obj.subset(subset)
+    res = H.hutchpp_trace(obj.flat_hvp, obj.dim, products=products, seed=seed)
+    extra = {"products": res.products, "hvp_mode": obj.hvp_mode}
+    return Measurement(res.trace, {"n_samples": obj.n}, extra, res.stderr)
+
+
+@records_settings
+def spectral_density(
+    obj: Objective,
+    *,
+    vectors: int = 3,
+    steps: int = 60,
+    seed: int = 0,
+    subset: int | None = None,
+) -> Measurement:
+    """The eigenvalue spectral density by SLQ; the value is its mean (an estimate of tr(H)/n), the
+    quadrature nodes and weights (one row per random vector) are kept in ``extra``."""
+    obj = obj.subset(subset)
+    esd = H.slq(obj.flat_hvp, obj.dim, vectors=vectors, steps=steps, seed=seed)
+    extra = {
+        "nodes": esd.nodes.tolist(),
+        "weights": esd.weights.tolist(),
+        "hvp_mode": obj.hvp_mode,
+    }
+    return Measurement(esd.mean(), {"n_samples": obj.n}, extra, esd.mean_stderr())
+
+
+def density_of(measurement: Measurement) -> H.SpectralDensity:
+    """The :class:`~flatness.hessian.SpectralDensity` behind a ``spectral_density`` measurement."""
+    import numpy as np
+
+    return H.SpectralDensity(
+        np.array(measurement.extra["nodes"]),
+        np.array(measurement.extra["weights"]),
+        dict(measurement.settings),
+    )
+
+
+class Hessian:
+    """The Hessian of the mean loss of ``model`` over ``data`` (``(x, y)`` tensors or a loader).
+
+    Like PyHessian's ``hessian(model, criterion, data=...)``, with error bounds::
+
+        H = flatness.Hessian(model, (x, y))
+        H.eigenvalues(3).value        # the three largest, descending
+        H.eigenvalues(3).error_bound  # guaranteed bounds on each
+        H.trace().value, H.trace().error_bound
+
+    Every method takes the settings of the measure it calls (same names, same defaults).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        data: DataLike,
+        loss_fn: LossFn = F.cross_entropy,
+        *,
+        batch_size: int = 2048,
+    ):
+        self.objective = Objective(model, data, loss_fn, batch_size=batch_size)
+
+    def eigenvalues(self, k: int = 1, **settings) -> Measurement:
+        """The ``k`` largest eigenvalues (:func:`top_eigenvalues`)."""
+        return top_eigenvalues(self.objective, k=k, **settings)
+
+    def eigenvectors(self, k: int = 1, **settings) -> tuple[Measurement, list[P.Params]]:
+        """The ``k`` largest eigenvalues and their unit eigenvectors as parameter dicts."""
+        obj = self.objective.subset(settings.pop("subset", None))
+        defaults = {
+            key: value
+            for key, value in defaults_of(top_eigenvalues).items()
+            if key not in ("k", "subset")
+        }
+        res = _eigen(obj, k, **{**defaults, **settings})
+        values = Measurement(
+            [float(v) for v in res.eigenvalues],
+            {"n_samples": obj.n},
+            _hvp_extra(obj, res),
+            [float(r) for r in res.residuals],
+        )
+        dtype = next(iter(obj.params.values())).dtype
+        vectors = [P.unflatten(v.to(dtype), obj.params) for v in res.eigenvectors]
+        return values, vectors
+
+    def trace(self, method: str = "hutchinson", **settings) -> Measurement:
+        """tr(H) by ``hutchinson`` (:func:`hessian_trace`) or ``hutch++``."""
+        if method == "hutchinson":
+            return hessian_trace(self.objective, **settings)
+        if method == "hutch++":
+            return hessian_trace_hutchpp(self.objective, **settings)
+        raise ValueError(f"method must be 'hutchinson' or 'hutch++' (got {method!r})")
+
+    def density(self, **settings) -> H.SpectralDensity:
+        """The spectral density (:func:`spectral_density`); ``.error_bound`` on the result is the
+        standard error of its mean over the random vectors."""
+        measured = spectral_density(self.objective, **settings)
+        esd = density_of(measured)
+        esd.error_bound = measured.error_bound
+        return esd
+
+    def hvp(self, v: P.Params) -> P.Params:
+        """H v for a parameter dict ``v``."""
+        return self.objective.hvp(v)
