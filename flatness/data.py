@@ -11,7 +11,7 @@ only their float rounding changes; pass ``shuffle=False`` loaders for bit-reprod
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
-from typing import Any, Union
+from typing import Any
 
 import torch
 
@@ -91,7 +91,7 @@ class Data:
         return tuple(x.shape[1:])
 
 
-DataLike = Union[Data, Tensors, Iterable]
+DataLike = Data | Tensors | Iterable
 
 
 def as_data(data: DataLike | None, name: str = "data") -> Data:

@@ -257,7 +257,7 @@ def evaluate_points_vmap(
             with torch.no_grad():
                 for s, data in splits.items():
                     (loss, correct), _ = accumulate(
-                        data, lambda xb, yb: batched(stacked, xb, yb), batch_size, mean=False
+                        data, lambda xb, yb, p=stacked: batched(p, xb, yb), batch_size, mean=False
                     )
                     n = len(data)
                     values[f"{s}_loss"][start : start + len(c)] = (loss / n).cpu().numpy()
