@@ -10,6 +10,10 @@ say() { printf '\033[1m[reproduce]\033[0m %s\n' "$*"; }
 die() { printf '[reproduce] error: %s\n' "$*" >&2; exit 1; }
 
 PYTHON=${PYTHON:-python3}
+# Sweeps run through Hydra's joblib launcher, JOBS runs at a time (default: every core), each on
+# one thread, so a sweep's result files are the same whatever JOBS is.
+JOBS=${JOBS:-$(nproc 2>/dev/null || echo 2)}
+export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 VENV=.venv
 STAMP=$VENV/.installed-pyproject.sha256
 
@@ -44,10 +48,11 @@ run_logged() {  # run a command showing one line per run; stop loudly if it fail
 
 reproduce() {  # $1: quick | full; $2: extra overrides of the sweeps; the rest: Hydra overrides for every run
     local scale=$1 sweep_extra=$2; shift 2
-    local start=$SECONDS py="$VENV/bin/python -W ignore"
+    local start=$SECONDS py="$VENV/bin/python"
     for sweep in $SWEEPS; do
-        say "[$((SECONDS - start))s] sweep: $sweep"
-        run_logged $py -m experiments.run -m "experiment=$sweep" progress=false $sweep_extra "$@"
+        say "[$((SECONDS - start))s] sweep: $sweep ($JOBS at a time)"
+        run_logged $py -m experiments.run -m "experiment=$sweep" progress=false \
+            hydra/launcher=joblib "hydra.launcher.n_jobs=$JOBS" $sweep_extra "$@"
     done
     say "[$((SECONDS - start))s] PCA trajectory run"
     $py -m experiments.run name=pca surface=pca metrics=none progress=false "$@" | tail -n 1
@@ -91,20 +96,20 @@ case "$mode" in
         reproduce full "seed=0,1,2,3,4" dataset.num_samples=20000 "$@"
         say "full reproduction: the CNN on MNIST-1D for the batch-size and optimizer questions"
         for sweep in batch_size optimizer; do
-            run_logged "$VENV/bin/python" -W ignore -m experiments.run -m "experiment=$sweep" "name=${sweep}_cnn1d" \
-                model=cnn1d dataset.num_samples=20000 progress=false "$@"
+            run_logged "$VENV/bin/python" -m experiments.run -m "experiment=$sweep" "name=${sweep}_cnn1d" \
+                hydra/launcher=joblib "hydra.launcher.n_jobs=$JOBS" model=cnn1d dataset.num_samples=20000 progress=false "$@"
         done
         if [ -d data/cifar10/cifar-10-batches-py ]; then
             say "full reproduction: ResNet-20 and VGG-9 on CIFAR-10 (found in data/cifar10)"
             for model in resnet20 vgg9; do
-                run_logged "$VENV/bin/python" -W ignore -m experiments.run -m experiment=batch_size \
+                run_logged "$VENV/bin/python" -m experiments.run -m experiment=batch_size \
                     "name=batch_size_cifar10_$model" dataset=cifar10 "model=$model" train_until_loss=null epochs=60 \
                     progress=false "$@"
             done
         else
             say "CIFAR-10 not found under data/cifar10: skipping the ResNet-20/VGG-9 sweeps (set dataset.download=true when online)"
         fi
-        "$VENV/bin/python" -W ignore -m experiments.aggregate runs/*_cnn1d runs/batch_size_cifar10_* 2>/dev/null || true
+        "$VENV/bin/python" -m experiments.aggregate runs/*_cnn1d runs/batch_size_cifar10_* 2>/dev/null || true
         say "full reproduction done: results/REPORT.md; the CNN and CIFAR-10 sweeps are in results/tables/<sweep>_*"
         ;;
     -h|--help|help)

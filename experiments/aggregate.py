@@ -23,19 +23,10 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from experiments.measure import CORE
 from experiments.store import NON_DETERMINING_KEYS, load_result
 
 log = logging.getLogger(__name__)
-CORE = (
-    "train_acc",
-    "test_acc",
-    "train_loss",
-    "test_loss",
-    "train_error",
-    "test_error",
-    "gap",
-    "gap_loss",
-)
 VALIDATION = ("val_loss", "val_acc", "val_error")  # present when the dataset has a validation split
 GAP = "gap"
 # Config keys that never define a configuration axis (bookkeeping) besides the non-determining ones.
@@ -215,7 +206,7 @@ def _psi_bootstrap(
 
 def write_table(df: pd.DataFrame, out: Path, name: str) -> None:
     """``<name>.csv`` and ``<name>.md`` in ``out`` (atomically)."""
-    from flatness._io import atomic_write_bytes
+    from flatness.io import atomic_write_bytes
 
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(out / f"{name}.csv", df.to_csv(index=False).encode())

@@ -12,9 +12,9 @@ from typing import Any
 
 import torch
 
+import flatness
 from experiments.errors import ConfigError
 from experiments.optim import BASE_OPTIMIZERS, LR_SCALINGS, LR_SCHEDULES
-from flatness import metrics as flatness_metrics
 
 
 def _is_number(value: Any) -> bool:
@@ -65,7 +65,25 @@ def check_config(cfg: Mapping[str, Any]) -> None:
     """Check every top-level knob and the optimizer and metric settings of a resolved config."""
     number(cfg, "batch_size", low=1, integer=True)
     number(cfg, "lr", low=0, low_open=True)
-    number(cfg, "epochs", low=0, integer=True)
+    # NaN and inf slip through number()'s comparisons: reject them by name first.
+    for key in (
+        "epochs",
+        "max_steps",
+        "train_until_loss",
+        "criterion_every_samples",
+        "criterion_samples",
+    ):
+        value = cfg.get(key)
+        if _is_number(value) and not -float("inf") < value < float("inf"):
+            raise ConfigError(f"{key}: expected a finite number (got {value!r})")
+    if cfg.get("max_steps") is None:
+        number(cfg, "epochs", low=0, integer=True)
+    else:
+        number(cfg, "max_steps", low=1, integer=True)
+        if cfg.get("epochs") is not None:
+            raise ConfigError(
+                f"epochs: must be null when max_steps is set, which alone ends the run (got {cfg['epochs']!r})"
+            )
     number(cfg, "weight_decay", low=0)
     choice(cfg, "lr_schedule", LR_SCHEDULES)
     number(cfg, "lr_step_gamma", low=0, high=1, low_open=True)
@@ -78,6 +96,9 @@ def check_config(cfg: Mapping[str, Any]) -> None:
     number(cfg, "base_batch_size", low=1, integer=True)
     if cfg.get("train_until_loss") is not None:
         number(cfg, "train_until_loss", low=0, low_open=True)
+    number(cfg, "criterion_every_samples", low=1, integer=True)
+    if cfg.get("criterion_samples") is not None:
+        number(cfg, "criterion_samples", low=1, integer=True)
     number(cfg, "seed", low=0, integer=True)
     number(cfg, "eval_batch_size", low=1, integer=True)
     number(cfg, "checkpoint_every", low=1, integer=True)
@@ -177,70 +198,16 @@ def check_optimizer(opt: Mapping[str, Any]) -> None:
         number(opt, "eps", low=0, low_open=True, prefix=p)
 
 
-def check_metrics(metrics: Mapping[str, Any]) -> None:
-    """Every metric name must be registered and every setting known to it."""
-    for name, settings in metrics.items():
-        if settings is not None and not isinstance(settings, Mapping):
-            raise ConfigError(f"metrics.{name}: expected a mapping of settings (got {settings!r})")
-        try:
-            resolved = flatness_metrics.resolve_settings(name, settings)
-        except KeyError as exc:
-            raise ConfigError(f"metrics.{name}: {exc.args[0]}") from None
-        check_metric_settings(f"metrics.{name}.", resolved)
-
-
-# Ranges of the metric settings, checked before training so that a bad value never costs a run.
-_POSITIVE = ("epsilon", "rho", "tol", "rtol", "target_rise", "sigma_min", "sigma_max", "rel_tol")
-_AT_LEAST = {
-    "samples": 1,
-    "steps": 1,
-    "max_iter": 1,
-    "k": 1,
-    "m": 1,
-    "batches": 1,
-    "products": 6,
-    "vectors": 1,
-    "min_probes": 2,
-    "max_probes": 2,
-    "seed": 0,
-}
-_CHOICES = {"norm": ("l2", "linf"), "method": ("lbfgsb", "pga"), "bound": ("residual", "gap")}
-
-
-def check_metric_settings(prefix: str, settings: Mapping[str, Any]) -> None:
-    for key, value in settings.items():
-        if key in _POSITIVE:
-            number(settings, key, low=0, low_open=True, prefix=prefix)
-        elif key in _AT_LEAST:
-            number(settings, key, low=_AT_LEAST[key], integer=True, prefix=prefix)
-        elif key in _CHOICES:
-            choice(settings, key, _CHOICES[key], prefix=prefix)
-        elif key in ("subset", "subspace_dim") and value is not None:
-            number(settings, key, low=1, integer=True, prefix=prefix)
-        elif key == "eta":
-            number(settings, key, low=0, prefix=prefix)
-    if "target_rise" in settings:
-        number(settings, "target_rise", low=0, high=1, low_open=True, high_open=True, prefix=prefix)
-    if "sigma_min" in settings and not settings["sigma_min"] < settings["sigma_max"]:
-        raise ConfigError(
-            f"{prefix}sigma_min: must be < {prefix}sigma_max (got {settings['sigma_min']} and {settings['sigma_max']})"
-        )
-    if "min_probes" in settings and settings["min_probes"] > settings["max_probes"]:
-        raise ConfigError(
-            f"{prefix}min_probes: must be <= {prefix}max_probes (got {settings['min_probes']})"
-        )
-
-
-def check_against_model(metrics: Mapping[str, Any], parameter_count: int) -> None:
-    """Settings that need the model: no more eigenvalues or subspace dimensions than parameters."""
-    for name, settings in metrics.items():
-        resolved = flatness_metrics.resolve_settings(name, settings)
-        for key in ("k", "subspace_dim"):
-            value = resolved.get(key)
-            if value is not None and value > parameter_count:
-                raise ConfigError(
-                    f"metrics.{name}.{key}: must be <= {parameter_count}, the model's parameter count (got {value})"
-                )
+def check_metrics(metrics: Mapping[str, Any], parameter_count: int | None = None) -> None:
+    """Every metric name must be registered and every setting known and in range; the library's
+    :func:`flatness.validate` holds the rules, this only turns its error into a ConfigError."""
+    try:
+        flatness.validate(metrics, num_params=parameter_count)
+    except (KeyError, ValueError) as exc:
+        message = str(exc.args[0] if exc.args else exc)
+        if not str(message).startswith("metrics."):
+            message = f"metrics: {message}"
+        raise ConfigError(message) from None
 
 
 def _span(cfg: Mapping, key: str, prefix: str) -> None:

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from experiments.errors import ConfigError
-from flatness._io import atomic_write_bytes, npz_bytes
+from flatness.io import atomic_write_bytes, npz_bytes
 
 log = logging.getLogger(__name__)
 

@@ -1,9 +1,25 @@
-"""The runner's measurement step: train/test loss, accuracy and gap, every configured metric (a
-failing one is recorded, not raised), and the figures that come with some of them."""
+"""The runner's measurement step, and ``python -m experiments.measure`` for finished runs.
+
+A run directory is identified by what determines its trained weights; each measurement is a record
+inside it, ``measurements/<weights>/<metric>-<hash of its settings>.json``, keyed by the metric, its
+settings and which saved weights it measured (``final``, or ``transformed-<hash>``). Asking for a
+measurement that exists reuses it; asking for a new one adds a record and trains nothing. A failing
+metric is recorded too (with its error, in result.json's ``metric_failures``); delete its record to
+try it again.
+
+    python -m experiments.measure runs/<sweep> [more run dirs or sweeps] metrics=full [surface=2d]
+        [metrics.lambda_max.tol=1e-3] [--jobs 2]
+"""
 
 from __future__ import annotations
 
+import argparse
+import hashlib
+import json
 import logging
+import os
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -11,15 +27,14 @@ import numpy as np
 import torch
 from torch import nn
 
+import flatness
 from experiments.data import Dataset
 from experiments.optim import stability_threshold
-from flatness import metrics as flatness_metrics
-from flatness import params as P
-from flatness import plot
-from flatness.hessian import SpectralDensity
+from experiments.store import atomic_write_json
 
 log = logging.getLogger(__name__)
 
+# The numbers every run records, measured before the requested metrics; the one definition.
 CORE = (
     "train_loss",
     "train_acc",
@@ -32,53 +47,148 @@ CORE = (
 )
 
 
+def settings_hash(settings: dict[str, Any]) -> str:
+    text = json.dumps(settings, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+class Records:
+    """The measurement records of one run directory for one set of weights."""
+
+    def __init__(self, run_dir: Path, weights: str = "final"):
+        self.folder = Path(run_dir) / "measurements" / weights
+        self.weights = weights
+
+    def path(self, name: str, settings: dict[str, Any]) -> Path:
+        return self.folder / f"{name}-{settings_hash(settings)}.json"
+
+    def load(self, name: str, settings: dict[str, Any]) -> dict[str, Any] | None:
+        path = self.path(name, settings)
+        try:
+            record = json.loads(path.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:
+            log.warning("measurement record %s is unreadable (%s); measuring again", path, exc)
+            return None
+        return record if record.get("settings") == settings else None
+
+    def save(self, name: str, settings: dict[str, Any], entry: dict[str, Any]) -> None:
+        record = {"name": name, "weights": self.weights, **entry, "settings": settings}
+        atomic_write_json(self.path(name, settings), record)
+
+    def latest(self) -> dict[str, dict[str, Any]]:
+        """Every recorded metric by name; of two records of one name, the newer."""
+        out: dict[str, tuple[int, dict]] = {}
+        for path in self.folder.glob("*.json"):
+            if path.name.startswith("surface-"):
+                continue
+            try:
+                record, stamp = json.loads(path.read_text()), path.stat().st_mtime_ns
+            except (OSError, ValueError):
+                continue
+            name = record.get("name")
+            if name and (name not in out or stamp > out[name][0]):
+                out[name] = (stamp, record)
+        return {name: record for name, (_, record) in out.items()}
+
+    def has_all(self, requested: dict[str, Any]) -> bool:
+        """Whether every requested metric is recorded with its settings."""
+        return all(
+            self.load(name, record_key(name, requested, settings)) is not None
+            for name, settings in flatness.validate(requested).items()
+        )
+
+
+def record_key(name: str, requested: dict[str, Any], resolved: dict[str, Any]) -> dict[str, Any]:
+    """What identifies a measurement: the registered metric behind ``name`` and every setting."""
+    return {**resolved, "metric": (requested.get(name) or {}).get("metric", name)}
+
+
+def _entry(m: flatness.Measurement, seconds: float) -> dict[str, Any]:
+    return {
+        "value": m.value,
+        "error_bound": m.error_bound,
+        "measured_settings": m.settings,
+        "extra": m.extra,
+        "failure": m.failure,
+        "seconds": seconds,
+    }
+
+
+def _result_entry(record: dict[str, Any]) -> dict[str, Any]:
+    settings = {k: v for k, v in record["settings"].items() if k != "metric"}
+    return {
+        "value": record["value"],
+        "settings": settings,
+        "error_bound": record.get("error_bound"),
+        "extra": record.get("extra", {}),
+    }
+
+
 def measure_model(
     model: nn.Module,
     data: Dataset,
     init: dict[str, torch.Tensor],
     requested: dict[str, Any],
     batch_size: int,
+    records: Records | None = None,
 ) -> dict[str, Any]:
-    """The core numbers of every run, plus ``metrics`` and ``metric_failures`` for the requested ones."""
-    ctx = flatness_metrics.MetricContext(
-        model,
-        torch.nn.functional.cross_entropy,
-        (data.x_train, data.y_train),
-        (data.x_test, data.y_test),
-        init,
-        batch_size,
-    )
-    out: dict[str, Any] = {k: flatness_metrics.compute(k, ctx).value for k in CORE}
-    out["metrics"], out["metric_failures"] = {}, {}
-    for name, settings in requested.items():
-        try:
-            with P.restored(model):
-                value = flatness_metrics.compute(name, ctx, settings)
-            out["metrics"][name] = {
-                "value": value.value,
-                "settings": value.settings,
-                "extra": value.extra,
-            }
-        except Exception as exc:  # a metric's failure must not lose the trained run
-            log.warning("metric %s failed: %s", name, exc)
-            out["metric_failures"][name] = f"{type(exc).__name__}: {exc}"
+    """The core numbers, plus ``metrics`` and ``metric_failures`` for the requested ones; with
+    ``records``, existing measurements are reused and new ones saved one by one (so a kill loses at
+    most the metric in progress), and ``metrics`` also holds every other metric recorded earlier, so
+    that a narrower request never hides what a wider one measured. The seconds each measurement took
+    are in ``metric_seconds``."""
+    train, test = (data.x_train, data.y_train), (data.x_test, data.y_test)
+    resolved = flatness.validate(requested)
+    # Requested settings as given (with `metric:` kept) identify a record; resolved ones fill it.
+    core = flatness.measure(model, train, test, metrics=CORE, batch_size=batch_size)
+    out: dict[str, Any] = {k: core[k].value for k in CORE}
+    out["metrics"], out["metric_failures"], out["metric_seconds"] = {}, {}, {}
+    if records:
+        for name, record in sorted(records.latest().items()):
+            if name not in resolved and not record.get("failure"):
+                out["metrics"][name] = _result_entry(record)
+    for name, settings in resolved.items():
+        key = record_key(name, requested, settings)
+        record = records.load(name, key) if records else None
+        if record is None:
+            t0 = time.perf_counter()
+            result = flatness.measure(
+                model,
+                train,
+                test,
+                metrics={name: requested.get(name) or {}},
+                init=init,
+                batch_size=batch_size,
+                on_error="record",
+            )[name]
+            record = {"settings": key, **_entry(result, time.perf_counter() - t0)}
+            if records:
+                records.save(name, key, record)
+        if record.get("failure"):  # a metric's failure must not lose the trained run
+            log.warning("metric %s failed: %s", name, record["failure"])
+            out["metric_failures"][name] = record["failure"]
+            continue
+        out["metrics"][name] = _result_entry(record)
+        out["metric_seconds"][name] = record.get("seconds")
+    out["metrics"] = dict(sorted(out["metrics"].items()))
     return out
 
 
 def plot_spectral_densities(values: dict, requested: dict, run_dir: Path, suffix: str = "") -> None:
     """One ESD figure per ``hessian_esd`` metric (Ghorbani et al. 2019, Fig. 1 style)."""
     for name, entry in values.items():
-        if flatness_metrics.base_metric(name, requested.get(name)) != "hessian_esd":
+        if (requested.get(name) or {}).get("metric", name) != "hessian_esd":
             continue
-        esd = SpectralDensity(
-            np.array(entry["extra"]["nodes"]), np.array(entry["extra"]["weights"])
+        esd = flatness.curvature.density_of(
+            flatness.Measurement(entry["value"], {}, entry["extra"])
         )
-        fig = plot.plot_spectral_density(
+        fig = flatness.plot_spectral_density(
             esd, title=f"Hessian eigenvalue density ({name}, SLQ){suffix}"
         )
-        entry["figure"] = plot.save_figure(
-            fig, run_dir / f"{name}{suffix.replace(' ', '_')}.png"
-        ).name
+        path = run_dir / f"{name}{suffix.replace(' ', '_')}.png"
+        entry["figure"] = flatness.save_figure(fig, path).name
 
 
 def plot_sharpness_history(history: list[dict], opt_cfg: Any, run_dir: Path) -> None:
@@ -86,5 +196,76 @@ def plot_sharpness_history(history: list[dict], opt_cfg: Any, run_dir: Path) -> 
     rows = [r for r in history if np.isfinite(r["lambda_max"])]
     epochs = [r["epoch"] for r in rows]
     thresholds = [stability_threshold(opt_cfg, r["lr"]) for r in rows]
-    fig = plot.plot_sharpness_history(epochs, [r["lambda_max"] for r in rows], thresholds)
-    plot.save_figure(fig, run_dir / "sharpness.png")
+    fig = flatness.plot_sharpness_history(epochs, [r["lambda_max"] for r in rows], thresholds)
+    flatness.save_figure(fig, run_dir / "sharpness.png")
+
+
+# --- python -m experiments.measure ---------------------------------------------------------------
+
+
+def run_dirs(paths: list[str]) -> list[Path]:
+    """Every finished-or-not run directory (one holding ``config.yaml``) under ``paths``."""
+    found: list[Path] = []
+    for p in map(Path, paths):
+        if not p.exists():
+            raise SystemExit(f"error: {p} does not exist")
+        candidates = [p / "config.yaml"] if (p / "config.yaml").exists() else p.rglob("config.yaml")
+        found += [c.parent for c in sorted(candidates) if ".multirun" not in c.parts]
+    return found
+
+
+def remeasure(run_dir: Path, overrides: list[str]) -> str:
+    """Measure one run directory again with ``overrides`` (group choices and dotted keys)."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf, open_dict
+
+    from experiments import run
+
+    cfg = OmegaConf.load(run_dir / "config.yaml")
+    groups = [o for o in overrides if o.split("=", 1)[0] in ("metrics", "surface")]
+    dotted = [o.lstrip("+") for o in overrides if o not in groups]
+    conf = str(Path(__file__).resolve().parent.parent / "conf")
+    with initialize_config_dir(config_dir=conf, version_base="1.3"):
+        fresh = compose(config_name="config", overrides=groups)
+    with open_dict(cfg):
+        for group in ("metrics", "surface"):
+            if any(o.startswith(f"{group}=") for o in groups):
+                cfg[group] = fresh[group]
+        cfg.merge_with(OmegaConf.from_dotlist(dotted))
+        cfg.runs_dir = str(run_dir.parent.parent)
+        cfg.name = run_dir.parent.name
+        cfg.progress = False
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one thread per run, whatever the number of workers: same numbers
+    try:
+        result = run.main(cfg)
+    finally:
+        torch.set_num_threads(threads)
+    if result.get("run_id") not in (None, run_dir.name):
+        return f"{run_dir}: its config now names another run ({result.get('run_id')})"
+    return f"{result.get('status')}: {run_dir}"
+
+
+def cli(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("paths", nargs="+", help="run directories or sweeps, then overrides")
+    parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
+    args = parser.parse_args(argv)
+    overrides = [p for p in args.paths if "=" in p]
+    dirs = run_dirs([p for p in args.paths if "=" not in p])
+    if not dirs:
+        print("error: no run directory (with config.yaml) found", file=sys.stderr)
+        return 2
+    from joblib import Parallel, delayed
+    from tqdm.auto import tqdm
+
+    jobs = Parallel(n_jobs=args.jobs, return_as="generator")(
+        delayed(remeasure)(d, overrides) for d in dirs
+    )
+    for line in tqdm(jobs, total=len(dirs), desc="measure", unit="run"):
+        print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(cli())

@@ -23,13 +23,11 @@ import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
+import flatness  # noqa: E402
 from experiments.data import build_dataset  # noqa: E402
 from experiments.models import build_model  # noqa: E402
-from flatness import plot  # noqa: E402
-from flatness._io import atomic_write_bytes  # noqa: E402
-from flatness.evaluate import Objective  # noqa: E402
-from flatness.hessian import spectral_density  # noqa: E402
-from flatness.surface import Surface, interpolate, surface_2d  # noqa: E402
+from flatness import Surface, interpolate, plot, surface_2d  # noqa: E402
+from flatness.io import atomic_write_bytes  # noqa: E402
 
 FIGURES = {
     1: "fig01_interpolation.png",
@@ -602,8 +600,8 @@ def fig_esd(tables: Path, figures: Path) -> str | None:
         if not len(sub):
             continue
         model, data = load_model(sub["run_dir"].iloc[0])
-        obj = Objective(model, data.x_train[:2000], data.y_train[:2000])
-        esd = spectral_density(obj.flat_hvp, obj.dim, vectors=2, steps=40)
+        hessian = flatness.Hessian(model, (data.x_train[:2000], data.y_train[:2000]))
+        esd = hessian.density(vectors=2, steps=40)
         grid = np.linspace(esd.nodes.min() - 0.5, esd.nodes.max() + 0.5, 800)
         ax.semilogy(
             grid,

@@ -1,8 +1,11 @@
 """``python -m experiments.run``: train, measure and record one configuration.
 
 The Hydra entry point is a thin wrapper around :func:`main`, which tests call with a config composed
-through Hydra's compose API. ``main`` validates everything before it creates the run directory,
-skips a finished run, resumes a killed one, and writes ``result.json`` atomically at the end.
+through Hydra's compose API. ``main`` validates everything before it creates the run directory. The
+run directory is identified by what determines the trained weights (:func:`experiments.store.run_id`):
+a trained run is never trained again, a killed one resumes, and a finished one asked for other
+metrics, surfaces or transforms only measures what it does not hold yet (:mod:`experiments.measure`).
+``result.json`` is rewritten atomically after every step.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,65 +25,78 @@ import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import OmegaConfBaseException
+from omegaconf import DictConfig
+from torch import nn
 
 import flatness
 from experiments import checks, store
-from experiments.data import build_dataset
+from experiments.config import RunConfig
+from experiments.data import Dataset, build_dataset
 from experiments.errors import ConfigError
 from experiments.landscape import compute_surface, trajectory_epochs
 from experiments.lock import RunLock, RunLocked
-from experiments.measure import CORE, measure_model, plot_sharpness_history, plot_spectral_densities
+from experiments.measure import (
+    CORE,
+    Records,
+    measure_model,
+    plot_sharpness_history,
+    plot_spectral_densities,
+    settings_hash,
+)
 from experiments.models import build_model
 from experiments.optim import build_optimizer, scaled_lr
-from experiments.train import TrainSettings, train
+from experiments.train import TrainOutcome, TrainSettings, full_epochs, train
 from experiments.transform import apply_transform, check_transform
-from flatness.evaluate import evaluate
 
 log = logging.getLogger("experiments.run")
 
 DONE_STATUSES = ("finished", "diverged")  # a "failed" run is run again
 
 
+@dataclass
+class Prepared:
+    """A validated run: its config, where it lives, and what was built for it."""
+
+    rc: RunConfig
+    run_id: str
+    run_dir: Path
+    device: torch.device
+    data: Dataset
+    data_seconds: float
+    model: nn.Module
+    optimizer: Any
+    lr: float
+    t_start: float
+
+
 def main(cfg: DictConfig) -> dict[str, Any]:
     """Run one configuration and return its result (also written to ``<run_dir>/result.json``)."""
     t_start = time.perf_counter()
-    try:
-        c = OmegaConf.to_container(cfg, resolve=True)
-    except OmegaConfBaseException as exc:
-        raise ConfigError(f"config: {exc}".splitlines()[0]) from None
-    checks.check_config(c)
-    rid = store.run_id(c)
-    run_dir = Path(c["runs_dir"]) / c["name"] / rid
-    previous = store.load_result(run_dir / "result.json")
-    if previous is not None and previous.get("status") in DONE_STATUSES and not c["force"]:
-        print(f"already done: {run_dir}")
-        return previous
+    rc = RunConfig.from_hydra(cfg)
+    checks.check_config(rc.values)
+    rid = store.run_id(rc.values)
+    run_dir = rc.runs_root / rid
 
-    device = checks.resolve_device(c["device"])
+    device = checks.resolve_device(rc.device)
     t0 = time.perf_counter()
-    data = build_dataset(cfg.dataset, c["data_dir"])
-    checks.check_against_data(c, data.num_train)
+    data = build_dataset(rc.group("dataset"), rc.data_dir)
+    checks.check_against_data(rc.values, data.num_train)
     data = data.to(device)
     data_seconds = time.perf_counter() - t0
 
-    torch.manual_seed(c["seed"])  # the model's initial weights
-    model = build_model(cfg.model, data.input_shape, data.num_classes).to(device)
-    lr = scaled_lr(c["lr"], c["batch_size"], c["base_batch_size"], c["lr_scaling"])
-    optimizer = build_optimizer(cfg.optimizer, model, lr, c["weight_decay"])
-    check_transform(c["transform"], model, data.x_train)
-    checks.check_against_model(
-        c.get("metrics") or {}, sum(p.numel() for p in model.parameters() if p.requires_grad)
-    )
+    torch.manual_seed(rc.seed)  # the model's initial weights
+    model = build_model(rc.group("model"), data.input_shape, data.num_classes).to(device)
+    lr = scaled_lr(rc.lr, rc.batch_size, rc.base_batch_size, rc.lr_scaling)
+    optimizer = build_optimizer(rc.group("optimizer"), model, lr, rc.weight_decay)
+    check_transform(rc.transform, model, data.x_train)
+    checks.check_metrics(rc.metrics, sum(p.numel() for p in model.parameters() if p.requires_grad))
 
     # Everything is validated: from here on the run directory exists, locked by this process.
     _check_writable(run_dir)
+    run = Prepared(rc, rid, run_dir, device, data, data_seconds, model, optimizer, lr, t_start)
     try:
         with RunLock(run_dir / ".lock"):
-            return _execute(
-                cfg, c, rid, run_dir, device, data, data_seconds, model, optimizer, lr, t_start
-            )
+            return _execute(run)
     except RunLocked as exc:
         print(str(exc))
         return {"status": "running elsewhere", "run_dir": str(run_dir)}
@@ -96,56 +113,134 @@ def _check_writable(run_dir: Path) -> None:
         raise ConfigError(f"runs_dir: cannot write to {run_dir} ({exc.strerror or exc})") from None
 
 
-def _execute(
-    cfg, c, rid, run_dir, device, data, data_seconds, model, optimizer, lr, t_start
-) -> dict[str, Any]:
-    """Train, transform, measure and record one validated configuration in its locked directory."""
-    if c["force"]:  # start over, keeping only our lock
+def _execute(run: Prepared) -> dict[str, Any]:
+    """Train (unless trained already), then measure what is missing, in the locked directory."""
+    rc, run_dir = run.rc, run.run_dir
+    if rc.force:  # start over, keeping only our lock
         for path in run_dir.iterdir():
             if path.name != ".lock":
                 shutil.rmtree(path) if path.is_dir() else path.unlink()
-    store.atomic_write_text(run_dir / "config.yaml", OmegaConf.to_yaml(cfg, resolve=True))
-    init_state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    if not (run_dir / "init.pt").exists():
-        store.atomic_torch_save(run_dir / "init.pt", init_state)
-    log.info("run %s on %s: %s", rid, device, run_dir)
-
-    settings = TrainSettings(
-        epochs=c["epochs"],
-        batch_size=c["batch_size"],
-        lr=lr,
-        seed=c["seed"],
-        lr_schedule=c["lr_schedule"],
-        lr_step_milestones=c["lr_step_milestones"],
-        lr_step_gamma=c["lr_step_gamma"],
-        train_until_loss=c["train_until_loss"],
-        drop_last=c["drop_last"],
-        eval_batch_size=c["eval_batch_size"],
-        checkpoint_every=c["checkpoint_every"],
-        save_epochs=sorted(
-            set(c["save_epochs"]) | set(trajectory_epochs(c["surface"], c["epochs"]))
-        ),
-        progress=c["progress"],
-        track_sharpness_every=c["track_sharpness_every"],
-        track_sharpness_samples=c["track_sharpness_samples"],
+    previous = store.load_result(run_dir / "result.json")
+    trained = (
+        previous is not None
+        and previous.get("status") in DONE_STATUSES + ("failed",)
+        and "stop_reason" in previous
+        and store.load_checkpoint(run_dir / "final.pt") is not None
     )
-    outcome = train(model, optimizer, data, settings, run_dir)
-    store.atomic_torch_save(run_dir / "final.pt", model.state_dict())
-    if c["track_sharpness_every"]:
-        plot_sharpness_history(outcome.history, cfg.optimizer, run_dir)
+    if trained and _nothing_new(run, previous):
+        print(f"already done: {run_dir}")
+        return previous
+    init_state = {k: v.detach().cpu().clone() for k, v in run.model.state_dict().items()}
+    if trained:
+        run.model.load_state_dict(store.load_checkpoint(run_dir / "final.pt"))
+        result = _training_record(run, previous)
+        if rc.track_sharpness_every and not previous.get("tracked_sharpness"):
+            log.warning("track_sharpness_every: this run was trained without tracking; not redone")
+    else:
+        store.atomic_write_text(run_dir / "config.yaml", rc.yaml())
+        if not (run_dir / "init.pt").exists():
+            store.atomic_torch_save(run_dir / "init.pt", init_state)
+        log.info("run %s on %s: %s", run.run_id, run.device, run_dir)
+        outcome = train(run.model, run.optimizer, run.data, _train_settings(run), run_dir)
+        store.atomic_torch_save(run_dir / "final.pt", run.model.state_dict())
+        if rc.track_sharpness_every:
+            plot_sharpness_history(outcome.history, rc.group("optimizer"), run_dir)
+        result = _training_record(run, None, outcome)
+    t_measure = time.perf_counter()
+    before = dict(previous or {})
+    if result["status"] == "diverged":
+        result.update({k: None for k in CORE})
+        result["metrics"], result["metric_failures"] = {}, {}
+    else:
+        _measure(run, result, {k: v.to(run.device) for k, v in init_state.items()})
+    result["timings"] = {
+        **result.get("timings", {}),
+        "measure_s": time.perf_counter() - t_measure,
+        "total_s": time.perf_counter() - run.t_start,
+    }
+    store.atomic_write_json(run_dir / "result.json", result)
+    (run_dir / "checkpoint.pt").unlink(missing_ok=True)  # final.pt and result.json supersede it
+    _report(result, unchanged=trained and _same_measurements(before, result))
+    return result
 
+
+def _nothing_new(run: Prepared, previous: dict[str, Any]) -> bool:
+    """Whether a trained run already holds every measurement asked for (then nothing is rewritten)."""
+    rc = run.rc
+    weights = "final"
+    if rc.transform["kind"] != "none":
+        weights = f"transformed-{settings_hash(rc.transform)}"
+        if previous.get("transform", {}).get("weights") != weights:
+            return False
+    records = Records(run.run_dir, weights)
+    if not records.has_all(rc.metrics):
+        return False
+    if (
+        set(records.latest())
+        - set(previous.get("metrics", {}))
+        - set(previous.get("metric_failures", {}))
+    ):
+        return False  # result.json lags behind its records
+    if rc.surface["kind"] != "none":
+        marker = (
+            run.run_dir / "measurements" / "final" / f"surface-{settings_hash(rc.surface)}.json"
+        )
+        return marker.exists()
+    return True
+
+
+def _train_settings(run: Prepared) -> TrainSettings:
+    rc = run.rc
+    epochs = full_epochs(rc.epochs, rc.max_steps, run.data.num_train, rc.batch_size, rc.drop_last)
+    return TrainSettings(
+        epochs=rc.epochs,
+        batch_size=rc.batch_size,
+        lr=run.lr,
+        seed=rc.seed,
+        lr_schedule=rc.lr_schedule,
+        lr_step_milestones=rc.lr_step_milestones,
+        lr_step_gamma=rc.lr_step_gamma,
+        train_until_loss=rc.train_until_loss,
+        criterion_every_samples=rc.criterion_every_samples,
+        criterion_samples=rc.criterion_samples,
+        max_steps=rc.max_steps,
+        drop_last=rc.drop_last,
+        eval_batch_size=rc.eval_batch_size,
+        checkpoint_every=rc.checkpoint_every,
+        save_epochs=sorted(set(rc.save_epochs) | set(trajectory_epochs(rc.surface, epochs))),
+        progress=rc.progress,
+        track_sharpness_every=rc.track_sharpness_every,
+        track_sharpness_samples=rc.track_sharpness_samples,
+    )
+
+
+_TRAINING_KEYS = (
+    "status",
+    "stop_reason",
+    "epochs_trained",
+    "resumed_from_epoch",
+    "steps_trained",
+    "samples_seen",
+    "criterion_loss",
+    "criterion_n",
+    "diverged_epoch",
+    "tracked_sharpness",
+)
+
+
+def _training_record(
+    run: Prepared, previous: dict[str, Any] | None, outcome: TrainOutcome | None = None
+) -> dict[str, Any]:
+    """What the training produced (from ``outcome``, or kept from ``previous``) and the run's
+    identity; measurements are added by :func:`_measure`."""
     result: dict[str, Any] = {
-        "run_id": rid,
-        "run_dir": str(run_dir),
-        "status": outcome.status,
-        "stop_reason": outcome.stop_reason,
-        "epochs_trained": outcome.epochs_trained,
-        "resumed_from_epoch": outcome.resumed_from_epoch,
-        "lr_effective": lr,
-        "num_train": data.num_train,
-        "num_test": len(data.x_test),
-        "config": store.flatten_config(c),
-        "device": str(device),
+        "run_id": run.run_id,
+        "run_dir": str(run.run_dir),
+        "lr_effective": run.lr,
+        "num_train": run.data.num_train,
+        "num_test": len(run.data.x_test),
+        "config": store.flatten_config(run.rc.values),
+        "device": str(run.device),
         "versions": {
             "python": platform.python_version(),
             "torch": torch.__version__,
@@ -153,78 +248,111 @@ def _execute(
         },
         "git_commit": _git_commit(),
     }
-    t_measure = time.perf_counter()
-    requested = c.get("metrics") or {}
+    if outcome is None:
+        result.update({k: previous[k] for k in _TRAINING_KEYS if k in previous})
+        result["timings"] = {"train_s": previous.get("timings", {}).get("train_s")}
+        result["status"] = "finished" if previous["status"] == "failed" else previous["status"]
+        return result
+    result.update(
+        {
+            "status": outcome.status,
+            "stop_reason": outcome.stop_reason,
+            "epochs_trained": outcome.epochs_trained,
+            "resumed_from_epoch": outcome.resumed_from_epoch,
+            "steps_trained": outcome.steps_trained,
+            "samples_seen": outcome.samples_seen,
+            "criterion_loss": outcome.criterion_loss,
+            "criterion_n": outcome.criterion_n,
+            "tracked_sharpness": bool(run.rc.track_sharpness_every),
+            "timings": {"data_s": run.data_seconds, "train_s": outcome.seconds},
+        }
+    )
     if outcome.status == "diverged":
         result["diverged_epoch"] = outcome.epochs_trained
-        result.update({k: None for k in CORE})
-        result["metrics"], result["metric_failures"] = {}, {}
-    else:
-        init_params = {k: v.to(device) for k, v in init_state.items()}
-        if c["transform"]["kind"] != "none":
-            before = measure_model(model, data, init_params, requested, c["eval_batch_size"])
-            rescaled = apply_transform(c["transform"], model, data.x_train)
-            model = rescaled.model
-            store.atomic_torch_save(run_dir / "transformed.pt", model.state_dict())
-            result["transform"] = {
-                **rescaled.settings,
-                "kind": c["transform"]["kind"],
-                "max_abs_logit_change": rescaled.max_abs_change,
-                "relative_logit_change": rescaled.relative_change,
-                "tolerance": c["transform"]["tolerance"],
-                "before": before,
-            }
-            if not rescaled.relative_change <= c["transform"]["tolerance"]:
-                result["status"] = "failed"
-                result["error"] = (
-                    f"the transform changed the logits by {rescaled.relative_change:.3g} relative, "
-                    f"more than transform.tolerance={c['transform']['tolerance']}"
-                )
-        result.update(measure_model(model, data, init_params, requested, c["eval_batch_size"]))
-        if data.x_val is not None:
-            val = evaluate(model, data.x_val, data.y_val, batch_size=c["eval_batch_size"])
-            result.update(
-                {
-                    "val_loss": val.loss,
-                    "val_acc": val.accuracy,
-                    "val_error": val.error,
-                    "num_val": val.n,
-                }
-            )
-        plot_spectral_densities(result["metrics"], requested, run_dir)
-        if "transform" in result:
-            plot_spectral_densities(
-                result["transform"]["before"]["metrics"], requested, run_dir, " before"
-            )
-        if c["surface"]["kind"] != "none":
-            try:
-                result["surface"] = compute_surface(
-                    c["surface"],
-                    model,
-                    data,
-                    run_dir,
-                    batch_size=c["eval_batch_size"],
-                    progress=c["progress"],
-                )
-            except Exception as exc:  # like a failed metric: keep the trained run and say why
-                log.warning("surface failed: %s", exc)
-                result["surface"] = {
-                    "kind": c["surface"]["kind"],
-                    "failed": f"{type(exc).__name__}: {exc}",
-                }
-    result["timings"] = {
-        "data_s": data_seconds,
-        "train_s": outcome.seconds,
-        "measure_s": time.perf_counter() - t_measure,
-        "total_s": time.perf_counter() - t_start,
-    }
-    store.atomic_write_json(run_dir / "result.json", result)
-    (run_dir / "checkpoint.pt").unlink(missing_ok=True)  # final.pt and result.json supersede it
-    _report(result)
     return result
 
 
-def _report(result: dict[str, Any]) -> None:
+def _measure(run: Prepared, result: dict[str, Any], init: dict[str, torch.Tensor]) -> None:
+    """Measure the final weights (and, with a transform, the transformed ones), reusing records."""
+    rc, model, data, run_dir = run.rc, run.model, run.data, run.run_dir
+    requested = rc.metrics
+    final = Records(run_dir, "final")
+    if rc.transform["kind"] != "none":
+        before = measure_model(model, data, init, requested, rc.eval_batch_size, final)
+        rescaled = apply_transform(rc.transform, model, data.x_train)
+        model = rescaled.model
+        name = f"transformed-{settings_hash(rc.transform)}"
+        store.atomic_torch_save(run_dir / f"{name}.pt", model.state_dict())
+        # the latest transform's weights also under a fixed name, for scripts and the audit
+        store.atomic_torch_save(run_dir / "transformed.pt", model.state_dict())
+        result["transform"] = {
+            **rescaled.settings,
+            "kind": rc.transform["kind"],
+            "weights": name,
+            "max_abs_logit_change": rescaled.max_abs_change,
+            "relative_logit_change": rescaled.relative_change,
+            "tolerance": rc.transform["tolerance"],
+            "before": before,
+        }
+        if not rescaled.relative_change <= rc.transform["tolerance"]:
+            result["status"] = "failed"
+            result["error"] = (
+                f"the transform changed the logits by {rescaled.relative_change:.3g} relative, "
+                f"more than transform.tolerance={rc.transform['tolerance']}"
+            )
+        records = Records(run_dir, name)
+    else:
+        records = final
+    result.update(measure_model(model, data, init, requested, rc.eval_batch_size, records))
+    if data.x_val is not None:
+        val = flatness.evaluate(model, (data.x_val, data.y_val), batch_size=rc.eval_batch_size)
+        result.update(
+            {
+                "val_loss": val.loss,
+                "val_acc": val.accuracy,
+                "val_error": val.error,
+                "num_val": val.n,
+            }
+        )
+    plot_spectral_densities(result["metrics"], requested, run_dir)
+    if "transform" in result:
+        plot_spectral_densities(
+            result["transform"]["before"]["metrics"], requested, run_dir, " before"
+        )
+    if rc.surface["kind"] != "none":
+        result["surface"] = _surface(run, model)
+
+
+def _surface(run: Prepared, model: nn.Module) -> dict[str, Any]:
+    """The configured surface, reused when one with the same settings was saved before."""
+    rc = run.rc
+    key = settings_hash(rc.surface)
+    marker = run.run_dir / "measurements" / "final" / f"surface-{key}.json"
+    saved = store.load_result(marker)
+    if saved is not None:
+        return saved
+    try:
+        entry = compute_surface(
+            rc.surface, model, run.data, run.run_dir, batch_size=rc.eval_batch_size,
+            progress=rc.progress,
+        )  # fmt: skip
+    except Exception as exc:  # like a failed metric: keep the trained run and say why
+        log.warning("surface failed: %s", exc)
+        return {"kind": rc.surface["kind"], "failed": f"{type(exc).__name__}: {exc}"}
+    store.atomic_write_json(marker, entry)
+    return entry
+
+
+def _same_measurements(before: dict[str, Any], after: dict[str, Any]) -> bool:
+    return set(before.get("metrics", {})) == set(after.get("metrics", {})) and before.get(
+        "surface"
+    ) == after.get("surface")
+
+
+def _report(result: dict[str, Any], unchanged: bool = False) -> None:
+    if unchanged:
+        print(f"already done: {result['run_dir']}")
+        return
     if result["status"] == "failed":
         print(f"failed: {result['error']} ({result['run_dir']})")
         return

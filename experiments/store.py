@@ -1,8 +1,9 @@
 """Run directories: the run id, atomic writes, checkpoints and ``result.json``.
 
-A run is identified by a hash of what determines its result — data, model, optimizer,
-hyperparameters, seed, transform, metric settings — and never by paths, device, launcher or progress
-settings (DESIGN.md, "Runs are identified by what determines them"). Every file is written to a
+A run is identified by a hash of what determines its trained weights — data, model, optimizer,
+hyperparameters, schedule, seed, stopping rule — and never by what is measured on them (metrics,
+surfaces, transforms: records inside the run directory, see :mod:`experiments.measure`) nor by paths,
+device, launcher or progress settings (DESIGN.md, "Runs are identified by what determines them"). Every file is written to a
 temporary file in the same directory and renamed, so a kill never leaves half a file behind.
 """
 
@@ -19,7 +20,7 @@ from typing import Any
 
 import torch
 
-from flatness._io import atomic_write_bytes
+from flatness.io import atomic_write_bytes
 
 log = logging.getLogger(__name__)
 
@@ -36,6 +37,12 @@ NON_DETERMINING_KEYS = frozenset(
         "save_epochs",
         "checkpoint_every",
         "hydra",
+        # measured on the trained weights, not determining them (issue: runs cheap to extend)
+        "metrics",
+        "surface",
+        "transform",
+        "track_sharpness_every",
+        "track_sharpness_samples",
     }
 )
 # Keys inside config groups that only say where files come from.

@@ -1,9 +1,15 @@
 """The training loop: seeded mini-batches from in-memory tensors, per-epoch checkpoints, resume.
 
 Batches are slices of a permutation drawn from a generator seeded by (seed, epoch), and the
-learning rate is a pure function of the epoch, so a run resumed from its last checkpoint replays
-exactly what an uninterrupted run would have done. The last partial batch of an epoch is kept
-(every sample is seen once per epoch) unless ``drop_last`` is set or it would hold one sample.
+learning rate is a pure function of the epoch (of the optimizer step, under a ``max_steps``
+budget), so a run resumed from its last checkpoint replays exactly what an uninterrupted run would
+have done. The last partial batch of an epoch is kept (every sample is seen once per epoch) unless
+``drop_last`` is set or it would hold one sample.
+
+Runs are compared at equal footing (Jiang et al. 2020's stopping criterion): ``train_until_loss``
+is checked on a fixed subset of the training set (eval mode) at fixed counts of training samples
+seen, the same in every arm, and training stops right after the step at which it is met, so the
+final weights are the weights that met it. The checks go to ``criterion.csv``.
 """
 
 from __future__ import annotations
@@ -26,8 +32,9 @@ from tqdm.auto import tqdm
 from experiments.data import Dataset
 from experiments.optim import SAM, lr_factor
 from experiments.store import atomic_torch_save, atomic_write_text, load_checkpoint
-from flatness.evaluate import Objective, evaluate
+from flatness.evaluate import Evaluation, evaluate
 from flatness.hessian import lanczos
+from flatness.objective import Objective
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +48,16 @@ HISTORY_COLUMNS = (
     "batch_loss",
     "lambda_max",
     "seconds",
+    "step",
+    "samples",
 )
+# One row per check of train_until_loss: where it happened and the loss on the criterion subset.
+CRITERION_COLUMNS = ("step", "samples", "epoch", "criterion_loss", "criterion_acc")
 
 
 @dataclass
 class TrainSettings:
-    epochs: int
+    epochs: int | None  # None: max_steps alone ends the run; with both, epochs is a cap
     batch_size: int
     lr: float  # after batch-size scaling
     seed: int
@@ -54,6 +65,9 @@ class TrainSettings:
     lr_step_milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])
     lr_step_gamma: float = 0.1
     train_until_loss: float | None = None
+    criterion_every_samples: int = 4000  # check train_until_loss whenever a multiple is passed
+    criterion_samples: int | None = None  # first N training samples (None: all of them)
+    max_steps: int | None = None  # the budget in optimizer steps (None: epochs)
     drop_last: bool = False
     eval_batch_size: int = 2048
     checkpoint_every: int = 1
@@ -66,11 +80,30 @@ class TrainSettings:
 @dataclass
 class TrainOutcome:
     status: str  # "finished" or "diverged"
-    stop_reason: str  # "epochs", "train_until_loss" or "diverged"
-    epochs_trained: int
+    stop_reason: str  # "epochs", "max_steps", "train_until_loss" or "diverged"
+    epochs_trained: float  # an int, or completed epochs plus the fraction of an epoch cut short
     history: list[dict[str, float]]
     resumed_from_epoch: int = 0
     seconds: float = 0.0
+    steps_trained: int = 0  # optimizer steps
+    samples_seen: int = 0  # training samples over all those steps
+    criterion_loss: float | None = None  # on the criterion subset at the final weights
+    criterion_n: int | None = None  # size of that subset (None: no train_until_loss)
+    checks: list[dict[str, float]] = field(default_factory=list)  # the rows of criterion.csv
+
+
+@dataclass
+class _Progress:
+    """Where training stands: what a checkpoint holds to resume a run, or to skip a stopped one.
+    Training stops only at epoch ends or for good, so ``epoch`` (completed epochs) and the counters
+    say where to go on."""
+
+    epoch: int = 0
+    steps: int = 0
+    samples: int = 0
+    history: list[dict[str, float]] = field(default_factory=list)
+    checks: list[dict[str, float]] = field(default_factory=list)
+    stop_reason: str | None = None
 
 
 def steps_per_epoch(n: int, batch_size: int, drop_last: bool) -> int:
@@ -80,9 +113,50 @@ def steps_per_epoch(n: int, batch_size: int, drop_last: bool) -> int:
     return full + (1 if rest >= 2 and not drop_last else 0)
 
 
+def samples_per_epoch(n: int, batch_size: int, drop_last: bool) -> int:
+    """Training samples one epoch feeds the optimizer (all of them, less a dropped remainder)."""
+    return min(steps_per_epoch(n, batch_size, drop_last) * batch_size, n)
+
+
 def epoch_generator(seed: int, epoch: int) -> torch.Generator:
     """The generator that orders epoch ``epoch``'s samples; independent of anything run before it."""
     return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+
+
+def full_epochs(
+    epochs: int | None, max_steps: int | None, n: int, batch_size: int, drop_last: bool
+) -> int:
+    """Whole epochs the budget covers: ``epochs``, or those completed within ``max_steps``."""
+    if max_steps is None:
+        return epochs or 0
+    whole = max_steps // steps_per_epoch(n, batch_size, drop_last)
+    return whole if epochs is None else min(whole, epochs)
+
+
+def epoch_budget(s: TrainSettings, steps: int) -> int:
+    """Epochs the run may begin: ``epochs``, or as many as ``max_steps`` reaches into (``epochs``
+    capping it when both are given)."""
+    if s.max_steps is None:
+        if s.epochs is None:
+            raise ValueError("TrainSettings: set epochs or max_steps")
+        return s.epochs
+    reach = -(-s.max_steps // steps)
+    return reach if s.epochs is None else min(reach, s.epochs)
+
+
+def scheduled_lr(s: TrainSettings, epoch: int, step: int) -> float:
+    """The learning rate during ``epoch`` or, under a ``max_steps`` budget, during optimizer step
+    ``step`` (both 0-based): the schedule runs over the fraction of the budget done, so cosine ends
+    at 0 and step milestones fall at their fractions of the budget however it splits into epochs."""
+    done, budget = (epoch, s.epochs) if s.max_steps is None else (step, s.max_steps)
+    return s.lr * lr_factor(s.lr_schedule, done, budget, s.lr_step_milestones, s.lr_step_gamma)
+
+
+def check_due(samples_before: int, samples_after: int, every: int) -> bool:
+    """Whether the step that took the sample count from ``samples_before`` to ``samples_after``
+    reached the next multiple of ``every``. Arms whose batches all hold a divisor of ``every``
+    therefore check at exactly the multiples, the same counts in each."""
+    return samples_after // every > samples_before // every
 
 
 def train(
@@ -93,111 +167,219 @@ def train(
     run_dir: Path | None = None,
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy,
 ) -> TrainOutcome:
-    """Train ``model`` in place; with ``run_dir``, checkpoint every epoch and resume from the last one."""
+    """Train ``model`` in place; with ``run_dir``, checkpoint every ``checkpoint_every`` epochs and
+    where training stops, and resume from the last checkpoint.
+
+    Training stops after the epoch budget, after exactly ``max_steps`` optimizer steps, or right
+    after the step at whose check ``train_until_loss`` is met (mid-epoch if need be); the model then
+    holds the weights of that moment, and a rerun finds the run stopped.
+    """
     s = settings
-    history: list[dict[str, float]] = []
-    start_epoch, stop_reason = 0, None
+    steps = steps_per_epoch(data.num_train, s.batch_size, s.drop_last)
+    total_epochs = epoch_budget(s, steps)
+    criterion = s.train_until_loss is not None
+    n_crit = min(s.criterion_samples or data.num_train, data.num_train)
+    crit_data = (data.x_train[:n_crit], data.y_train[:n_crit])
+
+    def check() -> None:
+        if p.samples % s.criterion_every_samples and not any(
+            c["samples"] % s.criterion_every_samples for c in p.checks
+        ):
+            log.info(
+                "batches of %d do not land on multiples of criterion_every_samples=%d: the check "
+                "follows the step that passes one (%d samples)",
+                s.batch_size,
+                s.criterion_every_samples,
+                p.samples,
+            )
+        ev = _evaluate(model, crit_data, loss_fn, s)
+        p.checks.append(
+            {
+                "step": p.steps,
+                "samples": p.samples,
+                "epoch": _epoch_at(p.steps, steps),
+                "criterion_loss": ev.loss,
+                "criterion_acc": ev.accuracy,
+            }
+        )
+        if run_dir:
+            _write_csv(run_dir / "criterion.csv", CRITERION_COLUMNS, p.checks)
+        if not math.isfinite(ev.loss):
+            log.warning("criterion loss is not finite after %d steps: the run diverged", p.steps)
+            p.stop_reason = "diverged"
+        elif ev.loss <= s.train_until_loss:
+            p.stop_reason = "train_until_loss"
+
+    def before_step() -> None:
+        _set_lr(optimizer, scheduled_lr(s, 0, p.steps))
+
+    def after_step(batch: int) -> bool:
+        p.steps += 1
+        p.samples += batch
+        if criterion and check_due(p.samples - batch, p.samples, s.criterion_every_samples):
+            check()
+        return p.stop_reason is not None
+
+    p = _Progress()
     checkpoint = load_checkpoint(run_dir / "checkpoint.pt") if run_dir else None
     if checkpoint is not None:
         model.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
-        start_epoch, history = checkpoint["epoch"], checkpoint["history"]
-        stop_reason = checkpoint.get("stop_reason")
-        log.info("resuming from epoch %d (%s)", start_epoch, run_dir / "checkpoint.pt")
+        p = _progress_from(
+            checkpoint, steps, samples_per_epoch(data.num_train, s.batch_size, s.drop_last)
+        )
+        log.info("resuming from epoch %d (%s)", p.epoch, run_dir / "checkpoint.pt")
+        _write_csv(run_dir / "history.csv", HISTORY_COLUMNS, p.history)
+        if criterion:  # drop any check written after the checkpoint: it is about to be replayed
+            _write_csv(run_dir / "criterion.csv", CRITERION_COLUMNS, p.checks)
     else:
-        history.append(
+        p.history.append(
             _evaluate_row(
-                model, data, loss_fn, s, epoch=0, lr=s.lr, batch_loss=math.nan, seconds=0.0
+                model, data, loss_fn, s, p, epoch=0, lr=s.lr, batch_loss=math.nan, seconds=0.0
             )
         )
         if run_dir:
-            _write_history(run_dir, history)
-        if s.train_until_loss is not None and history[-1]["train_loss"] <= s.train_until_loss:
-            stop_reason = "train_until_loss"
+            _write_csv(run_dir / "history.csv", HISTORY_COLUMNS, p.history)
+        if criterion:
+            check()
+        if run_dir and p.stop_reason is not None:
+            _save_checkpoint(run_dir, model, optimizer, p)
+    resumed_from_epoch = p.epoch
 
-    steps = steps_per_epoch(data.num_train, s.batch_size, s.drop_last)
     t0 = time.perf_counter()
     bar = tqdm(
-        total=s.epochs,
-        initial=start_epoch,
+        total=total_epochs,
+        initial=p.epoch,
         desc="train",
         unit="epoch",
         disable=not s.progress,
         leave=False,
     )
     try:
-        for epoch in range(start_epoch, s.epochs):
-            if stop_reason is not None:
+        for epoch in range(p.epoch, total_epochs):
+            if p.stop_reason is not None:
                 break
             epoch_start = time.perf_counter()
-            lr = s.lr * lr_factor(
-                s.lr_schedule, epoch, s.epochs, s.lr_step_milestones, s.lr_step_gamma
+            if s.max_steps is None:
+                _set_lr(optimizer, scheduled_lr(s, epoch, p.steps))
+            budget = steps if s.max_steps is None else min(steps, s.max_steps - p.steps)
+            batch_loss, taken = _train_epoch(
+                model,
+                optimizer,
+                data,
+                s,
+                epoch,
+                budget,
+                loss_fn,
+                before_step=None if s.max_steps is None else before_step,
+                after_step=after_step,
             )
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            batch_loss = _train_epoch(model, optimizer, data, s, epoch, steps, loss_fn)
+            if taken == steps:
+                p.epoch = epoch + 1
             row = _evaluate_row(
                 model,
                 data,
                 loss_fn,
                 s,
-                epoch=epoch + 1,
-                lr=lr,
+                p,
+                epoch=_epoch_at(p.steps, steps),
+                lr=optimizer.param_groups[0]["lr"],
                 batch_loss=batch_loss,
                 seconds=time.perf_counter() - epoch_start,
             )
-            history.append(row)
+            p.history.append(row)
             if not (math.isfinite(batch_loss) and math.isfinite(row["train_loss"])):
-                log.warning("loss is not finite at epoch %d: the run diverged", epoch + 1)
-                if run_dir:
-                    _write_history(run_dir, history)
-                return TrainOutcome(
-                    "diverged",
-                    "diverged",
-                    epoch + 1,
-                    history,
-                    start_epoch,
-                    time.perf_counter() - t0,
-                )
-            if s.train_until_loss is not None and row["train_loss"] <= s.train_until_loss:
-                stop_reason = "train_until_loss"
+                log.warning("loss is not finite at epoch %s: the run diverged", row["epoch"])
+                p.stop_reason = "diverged"
+            elif p.stop_reason is None and s.max_steps is not None and p.steps >= s.max_steps:
+                p.stop_reason = "max_steps"
             bar.update(1)
             bar.set_postfix(
                 train_loss=f"{row['train_loss']:.4f}", test_acc=f"{row['test_acc']:.3f}"
             )
             if run_dir:
-                _write_history(run_dir, history)
-                if epoch + 1 in s.save_epochs:
+                _write_csv(run_dir / "history.csv", HISTORY_COLUMNS, p.history)
+                if taken == steps and p.stop_reason != "diverged" and p.epoch in s.save_epochs:
                     atomic_torch_save(
-                        run_dir / "weights" / f"epoch_{epoch + 1:04d}.pt", model.state_dict()
+                        run_dir / "weights" / f"epoch_{p.epoch:04d}.pt", model.state_dict()
                     )
-                last = stop_reason is not None or epoch + 1 == s.epochs
-                if last or (epoch + 1) % s.checkpoint_every == 0:
-                    _save_checkpoint(run_dir, model, optimizer, epoch + 1, history, stop_reason)
+                last = p.stop_reason is not None or epoch + 1 == total_epochs
+                if last or p.epoch % s.checkpoint_every == 0:
+                    _save_checkpoint(run_dir, model, optimizer, p)
     finally:
         bar.close()
-    epochs_trained = int(history[-1]["epoch"]) if history else 0
+    criterion_loss = None
+    if criterion:
+        at_end = bool(p.checks) and p.checks[-1]["step"] == p.steps
+        loss = (
+            p.checks[-1]["criterion_loss"]
+            if at_end
+            else _evaluate(model, crit_data, loss_fn, s).loss
+        )
+        criterion_loss = loss if math.isfinite(loss) else None
     return TrainOutcome(
-        "finished",
-        stop_reason or "epochs",
-        epochs_trained,
-        history,
-        start_epoch,
+        "diverged" if p.stop_reason == "diverged" else "finished",
+        p.stop_reason or "epochs",
+        p.history[-1]["epoch"],
+        p.history,
+        resumed_from_epoch,
         time.perf_counter() - t0,
+        steps_trained=p.steps,
+        samples_seen=p.samples,
+        criterion_loss=criterion_loss,
+        criterion_n=n_crit if criterion else None,
+        checks=p.checks,
+    )
+
+
+def _epoch_at(steps_done: int, steps: int) -> float:
+    """Epochs done after ``steps_done`` steps: an int at an epoch's end, else a fraction. Exact
+    because training only ever stops mid-epoch for good."""
+    whole, rest = divmod(steps_done, steps)
+    return whole if rest == 0 else steps_done / steps
+
+
+def _set_lr(optimizer, lr: float) -> None:
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+
+
+def _progress_from(checkpoint: dict[str, Any], steps: int, epoch_samples: int) -> _Progress:
+    epoch = checkpoint["epoch"]
+    return _Progress(
+        epoch=epoch,
+        steps=checkpoint.get("steps", epoch * steps),
+        samples=checkpoint.get("samples", epoch * epoch_samples),
+        history=checkpoint["history"],
+        checks=checkpoint.get("checks", []),
+        stop_reason=checkpoint.get("stop_reason"),
     )
 
 
 def _train_epoch(
-    model, optimizer, data: Dataset, s: TrainSettings, epoch: int, steps: int, loss_fn
-) -> float:
-    """One pass over a seeded permutation of the training set; returns the mean mini-batch loss."""
+    model,
+    optimizer,
+    data: Dataset,
+    s: TrainSettings,
+    epoch: int,
+    steps: int,
+    loss_fn,
+    *,
+    before_step: Callable[[], None] | None = None,
+    after_step: Callable[[int], bool] | None = None,
+) -> tuple[float, int]:
+    """Up to ``steps`` mini-batches of a seeded permutation of the training set. ``after_step`` is
+    told each step's batch size and may end the epoch there by returning True. Returns the mean
+    mini-batch loss and the number of steps taken."""
     model.train()
     order = torch.randperm(data.num_train, generator=epoch_generator(s.seed, epoch)).to(
         data.x_train.device
     )
     total = torch.zeros((), dtype=torch.float64, device=data.x_train.device)
-    seen = 0
+    seen = taken = 0
     for step in range(steps):
+        if before_step is not None:
+            before_step()
         idx = order[step * s.batch_size : (step + 1) * s.batch_size]
         xb, yb = data.x_train[idx], data.y_train[idx]
 
@@ -214,7 +396,14 @@ def _train_epoch(
             optimizer.step()
         total += loss.detach().double() * len(idx)
         seen += len(idx)
-    return total.item() / max(seen, 1)  # one device sync per epoch, not per step
+        taken += 1
+        if after_step is not None and after_step(len(idx)):
+            break
+    return total.item() / max(seen, 1), taken  # one device sync per epoch, not per step
+
+
+def _evaluate(model, xy, loss_fn, s: TrainSettings) -> Evaluation:
+    return evaluate(model, xy, loss_fn, batch_size=s.eval_batch_size)
 
 
 def _evaluate_row(
@@ -222,14 +411,15 @@ def _evaluate_row(
     data: Dataset,
     loss_fn,
     s: TrainSettings,
+    p: _Progress,
     *,
-    epoch: int,
+    epoch: float,
     lr: float,
     batch_loss: float,
     seconds: float,
 ) -> dict[str, float]:
-    train = evaluate(model, data.x_train, data.y_train, loss_fn, batch_size=s.eval_batch_size)
-    test = evaluate(model, data.x_test, data.y_test, loss_fn, batch_size=s.eval_batch_size)
+    train = _evaluate(model, (data.x_train, data.y_train), loss_fn, s)
+    test = _evaluate(model, (data.x_test, data.y_test), loss_fn, s)
     row = {
         "epoch": epoch,
         "lr": lr,
@@ -240,6 +430,8 @@ def _evaluate_row(
         "batch_loss": batch_loss,
         "lambda_max": math.nan,
         "seconds": seconds,
+        "step": p.steps,
+        "samples": p.samples,
     }
     every = s.track_sharpness_every
     if every and epoch % every == 0 and math.isfinite(train.loss):
@@ -252,32 +444,31 @@ def tracked_lambda_max(model, data: Dataset, loss_fn, s: TrainSettings) -> float
     for the edge-of-stability plot of Cohen et al. 2021."""
     n = s.track_sharpness_samples
     obj = Objective(
-        model, data.x_train[:n], data.y_train[:n], loss_fn, batch_size=s.eval_batch_size
+        model, (data.x_train[:n], data.y_train[:n]), loss_fn, batch_size=s.eval_batch_size
     )
     return float(lanczos(obj.flat_hvp, obj.dim, k=1, tol=1e-3, max_iter=50).eigenvalues[0])
 
 
-def _save_checkpoint(
-    run_dir: Path, model, optimizer, epoch: int, history, stop_reason: str | None
-) -> None:
+def _save_checkpoint(run_dir: Path, model, optimizer, p: _Progress) -> None:
     atomic_torch_save(
         run_dir / "checkpoint.pt",
         {
-            "epoch": epoch,
+            "epoch": p.epoch,
+            "steps": p.steps,
+            "samples": p.samples,
             "model": model.state_dict(),
             "optimizer": optimizer.state_dict(),
-            "history": history,
-            "stop_reason": stop_reason,
+            "history": p.history,
+            "checks": p.checks,
+            "stop_reason": p.stop_reason,
         },
     )
 
 
-def _write_history(run_dir: Path, history: list[dict[str, float]]) -> None:
+def _write_csv(path: Path, columns: tuple[str, ...], rows: list[dict[str, float]]) -> None:
     out = io.StringIO()
-    writer = csv.DictWriter(
-        out, fieldnames=HISTORY_COLUMNS, extrasaction="ignore", lineterminator="\n"
-    )
+    writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
-    for row in history:
+    for row in rows:
         writer.writerow({k: repr(v) if isinstance(v, float) else v for k, v in row.items()})
-    atomic_write_text(run_dir / "history.csv", out.getvalue())
+    atomic_write_text(path, out.getvalue())

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from experiments.errors import ConfigError
-from flatness.reparam import Rescaled, RescaleError, rescale
+from flatness import Rescaled, RescaleError, rescale
 
 TRANSFORMS = ("none", "rescale")
 

@@ -18,7 +18,7 @@ from flatness.evaluate import Evaluation, eval_mode, evaluate
 from flatness.metrics import DEFAULT_METRICS, describe, measure, to_row
 from flatness.objective import Objective
 from flatness.registry import REGISTRY, Measurement, register, validate
-from flatness.reparam import rescale
+from flatness.reparam import Rescaled, RescaleError, rescale
 from flatness.surface import Surface, interpolate, surface_1d, surface_2d
 
 _PLOTS = ("plot_1d", "plot_2d", "plot_spectral_density", "plot_sharpness_history", "save_figure")
@@ -31,6 +31,8 @@ __all__ = [
     "Hessian",
     "Measurement",
     "Objective",
+    "RescaleError",
+    "Rescaled",
     "Surface",
     "as_data",
     "describe",

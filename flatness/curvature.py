@@ -172,10 +172,11 @@ class Hessian:
             for key, value in defaults_of(top_eigenvalues).items()
             if key not in ("k", "subset")
         }
-        res = _eigen(obj, k, **{**defaults, **settings})
+        used = {**defaults, **settings}
+        res = _eigen(obj, k, **used)
         values = Measurement(
             [float(v) for v in res.eigenvalues],
-            {"n_samples": obj.n},
+            {"k": k, **used, "n_samples": obj.n},
             _hvp_extra(obj, res),
             [float(r) for r in res.residuals],
         )

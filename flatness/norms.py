@@ -14,7 +14,7 @@ from torch import nn
 
 from flatness import params as P
 from flatness.evaluate import accumulate, eval_mode
-from flatness.objective import Objective
+from flatness.objective import Objective, jvp
 
 
 def param_norm(model: nn.Module) -> float:
@@ -101,9 +101,7 @@ def fisher_rao_norm(obj: Objective, *, subset: int | None = None) -> float:
         return torch.func.vmap(lambda o, t: obj.loss_fn(o[None], t[None]))(out, yb)
 
     def per_batch(xb, yb):
-        _, directional = torch.func.jvp(
-            lambda p: per_sample_losses(p, xb, yb), (params,), (params,)
-        )
+        _, directional = jvp(lambda p: per_sample_losses(p, xb, yb), (params,), (params,))
         return directional.double().pow(2).sum()
 
     with eval_mode(obj.model):

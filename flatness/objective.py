@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections.abc import Mapping
 
 import torch
@@ -165,7 +166,7 @@ class Objective:
     def _hvp_per_batch(self, v, params, mode):
         if mode == "forward-over-reverse":
             grad_fn = torch.func.grad(self._batch_loss)
-            return lambda xb, yb: torch.func.jvp(lambda p: grad_fn(p, xb, yb), (params,), (v,))[1]
+            return lambda xb, yb: jvp(lambda p: grad_fn(p, xb, yb), (params,), (v,))[1]
 
         def per_batch(xb, yb):
             def inner(p):
@@ -249,6 +250,17 @@ class Objective:
         like = self.params
         v = P.unflatten(vector.to(next(iter(like.values())).dtype), like)
         return torch.cat([t.reshape(-1) for t in self.hvp(v, mode=mode).values()]).to(vector.dtype)
+
+
+def jvp(fn, primals, tangents):
+    """``torch.func.jvp`` without the FutureWarning that torch 2.14's own forward-mode set-up raises
+    the first time (``torch.jit.script`` in ``torch._decomp.decompositions_for_jvp``): not ours to
+    fix, and it printed on every run. Only that message is filtered."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore", message=r"`torch\.jit\.script` is deprecated", category=FutureWarning
+        )
+        return torch.func.jvp(fn, primals, tangents)
 
 
 def _grad_with_graph(loss: torch.Tensor, leaves: Mapping[str, torch.Tensor]) -> dict:

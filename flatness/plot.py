@@ -17,8 +17,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from flatness._io import atomic_write_bytes  # noqa: E402
 from flatness.hessian import SpectralDensity  # noqa: E402
+from flatness.io import atomic_write_bytes  # noqa: E402
 from flatness.surface import Surface  # noqa: E402
 
 KINDS_2D = ("contour", "filled", "heatmap", "3d")

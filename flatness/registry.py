@@ -38,6 +38,8 @@ class Measurement:
     failure: str | None = None
 
     def __float__(self) -> float:
+        if isinstance(self.value, list | tuple):
+            raise TypeError("this measurement is a list (e.g. top-k eigenvalues): use .value[i]")
         return float(self.value)
 
     def to_row(self, name: str) -> dict[str, Any]:
@@ -241,7 +243,10 @@ def validate(
     """
     resolved = {}
     for name, settings in normalise_request(metrics).items():
-        full = resolve_settings(name, settings)
+        try:
+            full = resolve_settings(name, settings)
+        except KeyError as exc:
+            raise KeyError(f"metrics.{name}: {exc.args[0]}") from None
         metric = get(base_metric(name, settings))
         for key, value in full.items():
             where = f"metrics.{name}.{key}"

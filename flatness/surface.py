@@ -30,7 +30,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from flatness import params as P
-from flatness._io import atomic_write_bytes, npz_bytes
 from flatness.data import DataLike, as_data
 from flatness.directions import random_direction
 from flatness.evaluate import (
@@ -41,6 +40,7 @@ from flatness.evaluate import (
     evaluate_points_vmap,
     recompute_bn_statistics,
 )
+from flatness.io import atomic_write_bytes, npz_bytes
 
 ENGINES = ("auto", "loop", "vmap")
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")

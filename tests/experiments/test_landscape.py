@@ -86,7 +86,7 @@ def test_evaluate_reference_for_surface_centre(make_cfg):
     model = build_model(cfg.model, data.input_shape, data.num_classes)
     model.load_state_dict(torch.load(run_dir / "final.pt", weights_only=True))
     assert surf.values["test_loss"][1] == pytest.approx(
-        evaluate(model, data.x_test, data.y_test).loss, rel=1e-6
+        evaluate(model, (data.x_test, data.y_test)).loss, rel=1e-6
     )
 
 

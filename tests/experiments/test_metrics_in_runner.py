@@ -9,7 +9,7 @@ import pytest
 import flatness
 from experiments.errors import ConfigError
 from experiments.run import main
-from flatness import metrics as M
+from flatness import registry as M
 from tests.conftest import TINY
 
 
@@ -57,13 +57,13 @@ def test_metric_settings_are_overridable_and_checked(make_cfg, tmp_path):
 
 
 def test_a_failing_metric_is_recorded_and_the_rest_survive(make_cfg, monkeypatch):
-    def broken(ctx, **settings):
+    real = M.REGISTRY["hessian_trace"]
+
+    def broken(obj, *, rtol=0.05, min_probes=30, max_probes=200, seed=0, subset=None):
         raise RuntimeError("injected")
 
-    real = M.REGISTRY["hessian_trace"]
-    monkeypatch.setitem(
-        M.REGISTRY, "hessian_trace", M.Metric("hessian_trace", broken, real.defaults, "x")
-    )
+    monkeypatch.setitem(M.REGISTRY, "hessian_trace", M.Metric("hessian_trace", broken, "x"))
+    assert M.REGISTRY["hessian_trace"].defaults == real.defaults
     result = main(make_cfg(*TINY))
     on_disk = json.loads((Path(result["run_dir"]) / "result.json").read_text())
     assert on_disk["status"] == "finished"
@@ -81,7 +81,10 @@ def test_metric_groups_list_every_setting_so_any_can_be_overridden(group):
     for name, settings in entries.items():
         base = M.base_metric(name, settings)
         listed = set(settings) - {"metric"}
-        assert listed == set(M.get(base).defaults), name
+        defaults = M.get(base).defaults
+        assert listed == set(defaults), name
+        if base == name:  # a plain entry states the defaults themselves: one source, checked here
+            assert settings == defaults, name
 
 
 def test_sharpness_is_tracked_along_training_against_the_stability_threshold(make_cfg):
@@ -92,8 +95,8 @@ def test_sharpness_is_tracked_along_training_against_the_stability_threshold(mak
 
     from experiments.data import build_dataset
     from experiments.models import build_model
-    from flatness.evaluate import Objective
     from flatness.hessian import lanczos
+    from flatness.objective import Objective
 
     cfg = make_cfg(
         *TINY, "track_sharpness_every=2", "track_sharpness_samples=100", "epochs=4", "metrics=none"
@@ -107,7 +110,7 @@ def test_sharpness_is_tracked_along_training_against_the_stability_threshold(mak
     data = build_dataset(cfg.dataset, cfg.data_dir)
     model = build_model(cfg.model, data.input_shape, data.num_classes)
     model.load_state_dict(torch.load(run_dir / "final.pt", weights_only=True))
-    obj = Objective(model, data.x_train[:100], data.y_train[:100])
+    obj = Objective(model, (data.x_train[:100], data.y_train[:100]))
     independent = lanczos(obj.flat_hvp, obj.dim, k=1, tol=1e-3, max_iter=50).eigenvalues[0]
     assert float(rows[-1]["lambda_max"]) == pytest.approx(independent, rel=1e-6)
     assert (run_dir / "sharpness.png").exists()

@@ -118,7 +118,15 @@ def test_divergence_is_recorded_not_raised(make_cfg):
 
 
 def test_train_until_loss_stops_at_the_matched_loss(make_cfg):
-    result = main(make_cfg(*TINY, "epochs=200", "train_until_loss=0.3", "dataset.separation=2"))
+    result = main(
+        make_cfg(
+            *TINY,
+            "epochs=200",
+            "train_until_loss=0.3",
+            "dataset.separation=2",
+            "criterion_every_samples=256",  # one check per epoch of these 256 samples
+        )
+    )
     history = read_history(Path(result["run_dir"]))
     assert result["stop_reason"] == "train_until_loss" and result["epochs_trained"] < 200
     assert float(history[-1]["train_loss"]) <= 0.3 < float(history[-2]["train_loss"])

@@ -1,0 +1,135 @@
+"""Runs that are cheap to extend: a run directory is identified by its training, measurements are
+records inside it, and ``experiments.measure`` adds measurements to finished runs without training."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from experiments import measure as M
+from experiments import store
+from experiments.run import main
+from tests.conftest import TINY
+
+
+def records(run_dir: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted((run_dir / "measurements" / "final").glob("*"))}
+
+
+def test_a_new_metric_trains_nothing_and_leaves_earlier_records_alone(make_cfg, capsys):
+    first = main(make_cfg(*TINY, "metrics=none", "+metrics.param_norm={}"))
+    run_dir = Path(first["run_dir"])
+    weights = (run_dir / "final.pt").read_bytes()
+    before = records(run_dir)
+    assert any(name.startswith("param_norm-") for name in before)
+
+    second = main(
+        make_cfg(*TINY, "metrics=none", "+metrics.param_norm={}", "+metrics.lambda_max={}")
+    )
+    assert second["run_id"] == first["run_id"]  # the same training, so the same directory
+    assert second["timings"]["train_s"] == first["timings"]["train_s"]  # kept, not retrained
+    assert (run_dir / "final.pt").read_bytes() == weights
+    after = records(run_dir)
+    assert {k: after[k] for k in before} == before  # byte-identical
+    assert (
+        set(after) - set(before) == {n for n in after if n.startswith("lambda_max-")}
+        and len(after) == len(before) + 1
+    )
+    assert second["metrics"]["lambda_max"]["value"] > 0
+
+    capsys.readouterr()
+    third = main(
+        make_cfg(*TINY, "metrics=none", "+metrics.param_norm={}", "+metrics.lambda_max={}")
+    )
+    assert "already done" in capsys.readouterr().out
+    assert third["metrics"] == second["metrics"]
+
+
+def test_a_deleted_record_is_measured_again_and_comes_back_the_same(make_cfg):
+    cfg = make_cfg(*TINY, "metrics=none", "+metrics.hessian_trace={}")
+    first = main(cfg)
+    run_dir = Path(first["run_dir"])
+    (record,) = [p for p in (run_dir / "measurements" / "final").glob("hessian_trace-*")]
+    content = json.loads(record.read_text())
+    record.unlink()
+    again = main(cfg)
+    restored = json.loads(record.read_text())
+    assert restored["value"] == content["value"] and restored["settings"] == content["settings"]
+    assert again["metrics"]["hessian_trace"]["value"] == first["metrics"]["hessian_trace"]["value"]
+
+
+def test_measured_settings_are_part_of_the_record_key(make_cfg):
+    a = main(make_cfg(*TINY, "metrics=none", "+metrics.lambda_max.tol=1e-2"))
+    b = main(make_cfg(*TINY, "metrics=none", "+metrics.lambda_max.tol=1e-5"))
+    assert a["run_id"] == b["run_id"]
+    run_dir = Path(a["run_dir"])
+    assert len(list((run_dir / "measurements" / "final").glob("lambda_max-*"))) == 2
+    assert b["metrics"]["lambda_max"]["settings"]["tol"] == 1e-5
+
+
+def test_run_id_ignores_what_is_measured(make_cfg):
+    from omegaconf import OmegaConf
+
+    def rid(*overrides):
+        return store.run_id(OmegaConf.to_container(make_cfg(*TINY, *overrides), resolve=True))
+
+    assert rid() == rid("metrics=full") == rid("surface=1d") == rid("track_sharpness_every=2")
+    assert rid() != rid("seed=1") and rid() != rid("max_steps=50", "epochs=null")
+
+
+def test_the_measure_command_adds_a_group_to_a_sweep_and_resumes_after_a_kill(
+    make_cfg, tmp_path, monkeypatch
+):
+    runs = tmp_path / "runs"
+    for seed in (0, 1):
+        main(make_cfg(*TINY, "metrics=none", f"seed={seed}"))
+    sweep = runs / "default"
+    assert M.cli([str(sweep), "metrics=default", "--jobs", "1"]) == 0
+    dirs = M.run_dirs([str(sweep)])
+    assert len(dirs) == 2
+    for d in dirs:
+        result = store.load_result(d / "result.json")
+        assert set(result["metrics"]) == {
+            "param_norm",
+            "distance_from_init",
+            "lambda_max",
+            "hessian_trace",
+            "keskar_sharpness",
+        }
+
+    # A kill in the middle of a measurement: the finished records survive and are not redone.
+    calls = []
+    real = M.flatness.measure
+
+    def killed_on_second(model, *args, metrics, **kwargs):
+        names = list(metrics)
+        if names != list(M.CORE):
+            calls.append(names[0])
+            if len(calls) == 2:
+                raise KeyboardInterrupt
+        return real(model, *args, metrics=metrics, **kwargs)
+
+    monkeypatch.setattr(M.flatness, "measure", killed_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        M.remeasure(dirs[0], ["+metrics.worst_case_sharpness={}", "+metrics.average_sharpness={}"])
+    done = {p.name.split("-")[0] for p in (dirs[0] / "measurements" / "final").glob("*.json")}
+    assert calls[0] in done and calls[1] not in done
+    calls.clear()
+    M.remeasure(dirs[0], ["+metrics.worst_case_sharpness={}", "+metrics.average_sharpness={}"])
+    assert calls == [c for c in ("worst_case_sharpness", "average_sharpness") if c not in done]
+
+
+def test_one_and_two_workers_write_identical_result_files(make_cfg, tmp_path):
+    for seed in (0, 1):
+        for runs in ("one", "two"):
+            main(make_cfg(*TINY, "metrics=none", f"seed={seed}", runs_dir=tmp_path / runs))
+    assert M.cli([str(tmp_path / "one"), "metrics=default", "--jobs", "1"]) == 0
+    assert M.cli([str(tmp_path / "two"), "metrics=default", "--jobs", "2"]) == 0
+    for one in M.run_dirs([str(tmp_path / "one")]):
+        two = tmp_path / "two" / one.relative_to(tmp_path / "one")
+        a, b = records(one), records(two)
+        assert a.keys() == b.keys() and a
+        for name in a:  # everything but the wall time of the measurement
+            ra, rb = json.loads(a[name]), json.loads(b[name])
+            ra.pop("seconds"), rb.pop("seconds")
+            assert ra == rb, name
