@@ -47,6 +47,7 @@ from experiments.models import build_model
 from experiments.optim import build_optimizer, scaled_lr
 from experiments.train import TrainOutcome, TrainSettings, full_epochs, train
 from experiments.transform import apply_transform, check_transform
+from flatness import __version__ as FLATNESS_VERSION
 
 log = logging.getLogger("experiments.run")
 
@@ -244,7 +245,7 @@ def _training_record(
         "versions": {
             "python": platform.python_version(),
             "torch": torch.__version__,
-            "flatness": flatness.__version__,
+            "flatness": FLATNESS_VERSION,
         },
         "git_commit": _git_commit(),
     }

@@ -14,8 +14,6 @@ final weights are the weights that met it. The checks go to ``criterion.csv``.
 
 from __future__ import annotations
 
-import csv
-import io
 import logging
 import math
 import time
@@ -29,30 +27,23 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
+from experiments.budget import (  # noqa: F401  (steps_per_epoch, full_epochs: part of train's API)
+    check_due,
+    epoch_budget,
+    epoch_generator,
+    full_epochs,
+    samples_per_epoch,
+    scheduled_lr,
+    steps_per_epoch,
+)
 from experiments.data import Dataset
-from experiments.optim import SAM, lr_factor
-from experiments.store import atomic_torch_save, atomic_write_text, load_checkpoint
-from flatness.evaluate import Evaluation, evaluate
-from flatness.hessian import lanczos
-from flatness.objective import Objective
+from experiments.history import CRITERION_COLUMNS, HISTORY_COLUMNS, tracked_lambda_max, write_csv
+from experiments.optim import SAM
+from experiments.store import atomic_torch_save, load_checkpoint
+from flatness import evaluate
+from flatness.evaluate import Evaluation
 
 log = logging.getLogger(__name__)
-
-HISTORY_COLUMNS = (
-    "epoch",
-    "lr",
-    "train_loss",
-    "train_acc",
-    "test_loss",
-    "test_acc",
-    "batch_loss",
-    "lambda_max",
-    "seconds",
-    "step",
-    "samples",
-)
-# One row per check of train_until_loss: where it happened and the loss on the criterion subset.
-CRITERION_COLUMNS = ("step", "samples", "epoch", "criterion_loss", "criterion_acc")
 
 
 @dataclass
@@ -106,59 +97,6 @@ class _Progress:
     stop_reason: str | None = None
 
 
-def steps_per_epoch(n: int, batch_size: int, drop_last: bool) -> int:
-    """Mini-batches per epoch. A last partial batch is kept (every sample seen once per epoch) unless
-    ``drop_last``, or unless it would hold a single sample, which batch norm cannot train on."""
-    full, rest = divmod(n, batch_size)
-    return full + (1 if rest >= 2 and not drop_last else 0)
-
-
-def samples_per_epoch(n: int, batch_size: int, drop_last: bool) -> int:
-    """Training samples one epoch feeds the optimizer (all of them, less a dropped remainder)."""
-    return min(steps_per_epoch(n, batch_size, drop_last) * batch_size, n)
-
-
-def epoch_generator(seed: int, epoch: int) -> torch.Generator:
-    """The generator that orders epoch ``epoch``'s samples; independent of anything run before it."""
-    return torch.Generator().manual_seed(seed * 1_000_003 + epoch)
-
-
-def full_epochs(
-    epochs: int | None, max_steps: int | None, n: int, batch_size: int, drop_last: bool
-) -> int:
-    """Whole epochs the budget covers: ``epochs``, or those completed within ``max_steps``."""
-    if max_steps is None:
-        return epochs or 0
-    whole = max_steps // steps_per_epoch(n, batch_size, drop_last)
-    return whole if epochs is None else min(whole, epochs)
-
-
-def epoch_budget(s: TrainSettings, steps: int) -> int:
-    """Epochs the run may begin: ``epochs``, or as many as ``max_steps`` reaches into (``epochs``
-    capping it when both are given)."""
-    if s.max_steps is None:
-        if s.epochs is None:
-            raise ValueError("TrainSettings: set epochs or max_steps")
-        return s.epochs
-    reach = -(-s.max_steps // steps)
-    return reach if s.epochs is None else min(reach, s.epochs)
-
-
-def scheduled_lr(s: TrainSettings, epoch: int, step: int) -> float:
-    """The learning rate during ``epoch`` or, under a ``max_steps`` budget, during optimizer step
-    ``step`` (both 0-based): the schedule runs over the fraction of the budget done, so cosine ends
-    at 0 and step milestones fall at their fractions of the budget however it splits into epochs."""
-    done, budget = (epoch, s.epochs) if s.max_steps is None else (step, s.max_steps)
-    return s.lr * lr_factor(s.lr_schedule, done, budget, s.lr_step_milestones, s.lr_step_gamma)
-
-
-def check_due(samples_before: int, samples_after: int, every: int) -> bool:
-    """Whether the step that took the sample count from ``samples_before`` to ``samples_after``
-    reached the next multiple of ``every``. Arms whose batches all hold a divisor of ``every``
-    therefore check at exactly the multiples, the same counts in each."""
-    return samples_after // every > samples_before // every
-
-
 def train(
     model: nn.Module,
     optimizer: Any,
@@ -203,7 +141,7 @@ def train(
             }
         )
         if run_dir:
-            _write_csv(run_dir / "criterion.csv", CRITERION_COLUMNS, p.checks)
+            write_csv(run_dir / "criterion.csv", CRITERION_COLUMNS, p.checks)
         if not math.isfinite(ev.loss):
             log.warning("criterion loss is not finite after %d steps: the run diverged", p.steps)
             p.stop_reason = "diverged"
@@ -229,9 +167,9 @@ def train(
             checkpoint, steps, samples_per_epoch(data.num_train, s.batch_size, s.drop_last)
         )
         log.info("resuming from epoch %d (%s)", p.epoch, run_dir / "checkpoint.pt")
-        _write_csv(run_dir / "history.csv", HISTORY_COLUMNS, p.history)
+        write_csv(run_dir / "history.csv", HISTORY_COLUMNS, p.history)
         if criterion:  # drop any check written after the checkpoint: it is about to be replayed
-            _write_csv(run_dir / "criterion.csv", CRITERION_COLUMNS, p.checks)
+            write_csv(run_dir / "criterion.csv", CRITERION_COLUMNS, p.checks)
     else:
         p.history.append(
             _evaluate_row(
@@ -239,7 +177,7 @@ def train(
             )
         )
         if run_dir:
-            _write_csv(run_dir / "history.csv", HISTORY_COLUMNS, p.history)
+            write_csv(run_dir / "history.csv", HISTORY_COLUMNS, p.history)
         if criterion:
             check()
         if run_dir and p.stop_reason is not None:
@@ -298,7 +236,7 @@ def train(
                 train_loss=f"{row['train_loss']:.4f}", test_acc=f"{row['test_acc']:.3f}"
             )
             if run_dir:
-                _write_csv(run_dir / "history.csv", HISTORY_COLUMNS, p.history)
+                write_csv(run_dir / "history.csv", HISTORY_COLUMNS, p.history)
                 if taken == steps and p.stop_reason != "diverged" and p.epoch in s.save_epochs:
                     atomic_torch_save(
                         run_dir / "weights" / f"epoch_{p.epoch:04d}.pt", model.state_dict()
@@ -439,16 +377,6 @@ def _evaluate_row(
     return row
 
 
-def tracked_lambda_max(model, data: Dataset, loss_fn, s: TrainSettings) -> float:
-    """λmax of the training loss on the first ``track_sharpness_samples`` samples (Lanczos, 1e-3),
-    for the edge-of-stability plot of Cohen et al. 2021."""
-    n = s.track_sharpness_samples
-    obj = Objective(
-        model, (data.x_train[:n], data.y_train[:n]), loss_fn, batch_size=s.eval_batch_size
-    )
-    return float(lanczos(obj.flat_hvp, obj.dim, k=1, tol=1e-3, max_iter=50).eigenvalues[0])
-
-
 def _save_checkpoint(run_dir: Path, model, optimizer, p: _Progress) -> None:
     atomic_torch_save(
         run_dir / "checkpoint.pt",
@@ -463,12 +391,3 @@ def _save_checkpoint(run_dir: Path, model, optimizer, p: _Progress) -> None:
             "stop_reason": p.stop_reason,
         },
     )
-
-
-def _write_csv(path: Path, columns: tuple[str, ...], rows: list[dict[str, float]]) -> None:
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: repr(v) if isinstance(v, float) else v for k, v in row.items()})
-    atomic_write_text(path, out.getvalue())

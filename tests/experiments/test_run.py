@@ -218,6 +218,16 @@ def test_command_line_trains_and_writes_a_result(tmp_path, data_dir):
     print(f"command line run took {elapsed:.1f}s")
 
 
+def test_a_normal_run_prints_no_warning(tmp_path, data_dir):
+    """The default metrics include Hessian products, whose forward-mode path made torch print a
+    FutureWarning on every run; nothing is hidden with -W ignore any more."""
+    # fisher_rao_norm runs forward-mode products whatever the memory: the path that warned.
+    metrics = ("metrics=default", "+metrics.fisher_rao_norm={}")
+    proc = cli(*TINY, *metrics, f"data_dir={data_dir}", "progress=false", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "Warning" not in proc.stdout + proc.stderr, proc.stderr
+
+
 @pytest.mark.parametrize(
     "args, key",
     [(["lr=-1"], "lr"), (["batch_size=abc"], "batch_size"), (["optimizer=nadam"], "optimizer")],

@@ -14,16 +14,16 @@ class InjectFaults(Callback):
         self.kill_lr, self.broken_metric_lr = kill_lr, broken_metric_lr
 
     def on_job_start(self, config, **kwargs) -> None:
-        from flatness import metrics
+        from flatness import registry
 
         if self.broken_metric_lr is not None and config.lr == self.broken_metric_lr:
 
-            def broken(ctx, **settings):
+            def broken(obj, *, tol=1e-4, bound="residual", max_iter=100, seed=0, subset=None):
                 raise RuntimeError("injected metric failure")
 
-            real = metrics.REGISTRY["lambda_max"]
-            metrics.REGISTRY["lambda_max"] = metrics.Metric(
-                "lambda_max", broken, real.defaults, real.description
+            real = registry.REGISTRY["lambda_max"]
+            registry.REGISTRY["lambda_max"] = registry.Metric(
+                "lambda_max", broken, real.description, real.reference, real.limits
             )
         if self.kill_lr is not None and config.lr == self.kill_lr:
             os.kill(os.getpid(), signal.SIGKILL)

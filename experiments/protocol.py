@@ -1,0 +1,637 @@
+"""``python -m experiments.protocol``: the comparison protocols of ``conf/protocol/``.
+
+A protocol states before any run what is compared and how it is judged: ``base`` overrides common to
+every arm, the ``arms``, the learning-rate search (``tune``: a log grid per arm, search seeds, the
+rule), the final ``seeds`` and the ``comparisons``, each with its decision rule in the format of
+:mod:`experiments.verdicts`. Every arm is trained to the same training cross-entropy under a step
+budget, its rate chosen on validation only (the lowest mean validation error among the rates at which
+every search seed reached the criterion; a choice at the grid's edge is flagged), and its seeds are
+paired with the other arms' (seed s: the same initial weights and batch order).
+
+    python -m experiments.protocol tune batch_size        # the search -> results/tables/lr_<name>.csv|md
+    python -m experiments.protocol run batch_size         # every arm x seed at the chosen rates
+    python -m experiments.protocol verdicts batch_size optimizer visualisation   # one Holm family
+
+Runs go through :func:`experiments.run.main` (so a finished run is never retrained), two at a time
+by default, one thread each. ``--dry-run`` lists the runs and a rough cost.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import io
+import json
+import math
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parent.parent
+CONF = ROOT / "conf"
+RULE = "lowest_val_error_where_all_reached"
+MIN_GRID = 5
+REACHED = "train_until_loss"
+KINDS = ("paired", "kendall_tau")
+# Rough cost of one training step with one thread, a + b * batch seconds: fitted to the 40-256-256-10
+# MLP on 16k MNIST-1D samples on this project's 2-core machine (batch 64: 4.4 ms, 1600: 64 ms).
+STEP_S = (1.9e-3, 3.9e-5)
+RUN_OVERHEAD_S = 8.0  # start-up, validation, the protocol's metrics
+TYPICAL_FRACTION = 0.3  # budgets are 3-5x the measured steps to the criterion
+
+
+class ProtocolError(Exception):
+    """A protocol that cannot be carried out; the message is one line."""
+
+
+# --- the protocol -------------------------------------------------------------------------------------
+
+
+def load_protocol(ref: str | Path) -> dict[str, Any]:
+    """A protocol by name (``conf/protocol/<name>.yaml``) or path, validated."""
+    from omegaconf import OmegaConf
+
+    path = Path(ref)
+    if not path.exists():
+        path = CONF / "protocol" / f"{ref}.yaml"
+    if not path.exists():
+        raise ProtocolError(f"no protocol {ref!r} (looked for {path})")
+    p = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    check_protocol(p, str(path))
+    return p
+
+
+def check_protocol(p: Mapping[str, Any], where: str = "protocol") -> None:
+    """Raise ProtocolError naming the first malformed key."""
+    from experiments.verdicts import validate_rule
+
+    def fail(msg: str) -> None:
+        raise ProtocolError(f"{where}: {msg}")
+
+    required = {"name", "base", "arms", "tune", "seeds", "comparisons"}
+    if missing := sorted(required - set(p)):
+        fail(f"missing key(s) {missing}")
+    if unknown := sorted(set(p) - required - {"secondary", "derived"}):
+        fail(f"unknown key(s) {unknown}")
+    arms, tune, base = p["arms"], p["tune"], p["base"]
+    if not isinstance(arms, Mapping) or not arms:
+        fail("arms must be a non-empty mapping of arm -> overrides")
+    for arm, over in arms.items():
+        if set(over or {}) & {"lr", "seed", "name"}:
+            fail(f"arms.{arm}: lr, seed and name are set by the protocol")
+        cfg = {**base, **(over or {})}
+        if cfg.get("epochs", 100) is not None or not cfg.get("max_steps"):
+            fail(f"arms.{arm}: needs a max_steps budget with epochs: null")
+        if cfg.get("train_until_loss") is None:
+            fail(f"arms.{arm}: needs train_until_loss")
+        every, batch = cfg.get("criterion_every_samples", 4000), cfg.get("batch_size", 128)
+        if every % batch:
+            fail(f"arms.{arm}: criterion_every_samples {every} is not a multiple of batch {batch}")
+    if set(tune) != {"seeds", "rule", "grid"} or tune["rule"] != RULE:
+        fail(f"tune needs exactly seeds, rule ({RULE!r}) and grid")
+    if not tune["seeds"] or set(tune["grid"]) != set(arms):
+        fail("tune: needs search seeds and one grid per arm")
+    for arm, grid in tune["grid"].items():
+        g = np.asarray(grid, dtype=float)
+        if len(g) < MIN_GRID or (g <= 0).any() or (np.diff(g) <= 0).any():
+            fail(f"tune.grid.{arm}: needs >= {MIN_GRID} increasing positive rates")
+        if np.ptp(np.diff(np.log(g))) > 0.01 * np.log(g[-1] / g[0]):
+            fail(f"tune.grid.{arm}: rates must be log-spaced (a constant ratio)")
+    if len(set(p["seeds"])) != len(p["seeds"]) or len(p["seeds"]) < 2:
+        fail("seeds must be at least two distinct integers")
+    names = [c.get("name") for c in p["comparisons"]]
+    if not names or None in names or len(set(names)) != len(names):
+        fail("every comparison needs a unique name")
+    for c in p["comparisons"]:
+        kind = c.get("kind", "paired")
+        used = c.get("arms", []) if kind == "kendall_tau" else [c.get("a"), c.get("b")]
+        if kind not in KINDS or not used or not set(used) <= set(arms):
+            fail(f"comparison {c['name']}: kind in {KINDS} over arms of the protocol")
+        if kind == "paired" and c["a"] == c["b"]:
+            fail(f"comparison {c['name']}: a and b must differ")
+        if kind == "kendall_tau" and not (c.get("x") and c.get("y")):
+            fail(f"comparison {c['name']}: a kendall_tau comparison needs x and y")
+        try:
+            validate_rule(c.get("rule"))
+        except ValueError as exc:
+            fail(f"comparison {c['name']}: {exc}")
+
+
+def tune_hash(p: Mapping[str, Any]) -> str:
+    """A hash of what determines the search: the training part of base, the arms and the tune block."""
+    base = {k: v for k, v in p["base"].items() if not k.startswith(("metrics", "surface"))}
+    text = json.dumps({"base": base, "arms": p["arms"], "tune": p["tune"]}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+# --- runs ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One run of a protocol: arm, rate, seed, and every override that defines it."""
+
+    arm: str
+    lr: float
+    seed: int
+    values: dict[str, Any]
+
+    def overrides(self, common: Mapping[str, Any]) -> list[str]:
+        out = []
+        for key, value in {**self.values, **common}.items():
+            if key == "metrics":  # the whole group, replaced
+                out.append("metrics=none")
+                out += [f"+metrics.{m}={_fmt(s or {})}" for m, s in value.items()]
+            else:
+                out.append(f"{key}={_fmt(value)}")
+        return out
+
+
+def _fmt(v: Any) -> str:
+    """A value in Hydra's override grammar."""
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return str(v).lower()
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ",".join(_fmt(x) for x in v) + "]"
+    if isinstance(v, Mapping):
+        return "{" + ",".join(f"{k}:{_fmt(x)}" for k, x in v.items()) + "}"
+    s = str(v)
+    if s and all(ch.isalnum() or ch in "_.-/" for ch in s):
+        return s
+    return "'" + s.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def tune_specs(p: Mapping[str, Any]) -> list[Spec]:
+    """Every arm x rate x search seed, under ``<name>_tune``, measuring nothing beyond the core."""
+    base = {k: v for k, v in p["base"].items() if not k.startswith("surface.")}
+    return [
+        Spec(
+            arm,
+            float(lr),
+            int(s),
+            {
+                **base,
+                **(over or {}),
+                "lr": float(lr),
+                "seed": int(s),
+                "name": f"{p['name']}_tune",
+                "metrics": {},
+                "surface": "none",
+            },
+        )  # fmt: skip
+        for arm, over in p["arms"].items()
+        for lr in p["tune"]["grid"][arm]
+        for s in p["tune"]["seeds"]
+    ]
+
+
+def final_specs(p: Mapping[str, Any], rates: Mapping[str, float]) -> list[Spec]:
+    """Every arm x final seed at the arm's chosen rate, under ``<name>``."""
+    return [
+        Spec(
+            arm,
+            rates[arm],
+            int(s),
+            {**p["base"], **(over or {}), "lr": rates[arm], "seed": int(s), "name": p["name"]},
+        )  # fmt: skip
+        for arm, over in p["arms"].items()
+        for s in p["seeds"]
+    ]
+
+
+_COMPOSED: dict[tuple[str, ...], Any] = {}
+
+
+def compose_config(overrides: list[str]):
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return compose(config_name="config", overrides=overrides)
+
+
+def configure(spec: Spec, common: Mapping[str, Any]):
+    """The run's composed config. Composing costs ~0.3 s, so it is done once per arm and the rate
+    and seed are set on a copy (the same config as composing with ``lr=`` and ``seed=``)."""
+    import copy
+
+    key = tuple(Spec(spec.arm, 0.0, 0, {**spec.values, "lr": 0.0, "seed": 0}).overrides(common))
+    if key not in _COMPOSED:
+        try:
+            _COMPOSED[key] = compose_config(list(key))
+        except Exception as exc:
+            raise ProtocolError(f"arm {spec.arm}: {str(exc).splitlines()[0]}") from None
+    cfg = copy.deepcopy(_COMPOSED[key])
+    cfg.lr, cfg.seed = spec.lr, spec.seed
+    return cfg
+
+
+def run_dir(spec: Spec, common: Mapping[str, Any]) -> Path:
+    """Where the runner puts this run (the run id hashes what determines its weights)."""
+    from experiments import store
+    from experiments.config import RunConfig
+
+    rc = RunConfig.from_hydra(configure(spec, common))
+    return rc.runs_root / store.run_id(rc.values)
+
+
+def _job(cfg) -> dict[str, Any]:
+    """Train and measure one run in this process, on one thread; never raises."""
+    import torch
+
+    from experiments import run
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one thread per job: the numbers do not depend on --jobs
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            result = run.main(cfg)
+        return {k: result.get(k) for k in ("status", "stop_reason", "run_dir")}
+    except Exception as exc:  # one bad run must not stop the others
+        return {"status": "error", "error": f"{type(exc).__name__}: {exc}".splitlines()[0]}
+    finally:
+        torch.set_num_threads(threads)
+
+
+def execute(specs: list[Spec], common: Mapping[str, Any], jobs: int, desc: str) -> int:
+    """Run every spec, ``jobs`` at a time, with a progress bar; the number that failed."""
+    from joblib import Parallel, delayed
+    from tqdm.auto import tqdm
+
+    calls = (delayed(_job)(configure(s, common)) for s in specs)
+    outcomes = Parallel(n_jobs=jobs, return_as="generator_unordered")(calls)
+    failed = 0
+    for out in tqdm(outcomes, total=len(specs), desc=desc, unit="run"):
+        if out["status"] not in ("finished", "diverged"):
+            failed += 1
+            tqdm.write(f"{out['status']}: {out.get('error') or out.get('run_dir')}")
+    return failed
+
+
+def dry_run(specs: list[Spec], jobs: int) -> None:
+    """The run list and a rough wall time (see STEP_S)."""
+    bound = 0.0
+    for i, s in enumerate(specs):
+        print(f"{i:4d}  {s.values['name']}  arm={s.arm}  lr={s.lr:g}  seed={s.seed}")
+        factor = 2 if s.values.get("optimizer") in ("sam", "asam") else 1
+        step = STEP_S[0] + STEP_S[1] * s.values.get("batch_size", 128)
+        bound += factor * s.values["max_steps"] * step
+    over = RUN_OVERHEAD_S * len(specs)
+    print(
+        f"{len(specs)} runs at --jobs {jobs}: at most {(bound + over) / jobs / 3600:.1f} h if every "
+        f"run used its whole step budget, roughly {(TYPICAL_FRACTION * bound + over) / jobs / 3600:.1f}"
+        f" h if runs meet the criterion at ~{TYPICAL_FRACTION:.0%} of it (2-core CPU, 256-wide MLP; "
+        "finished runs cost nothing)"
+    )
+
+
+def load_result(spec: Spec, common: Mapping[str, Any]) -> tuple[dict[str, Any] | None, Path]:
+    from experiments import store
+
+    folder = run_dir(spec, common)
+    return store.load_result(folder / "result.json"), folder
+
+
+# --- the learning-rate search ---------------------------------------------------------------------
+
+
+def choose_rates(runs: pd.DataFrame) -> pd.DataFrame:
+    """Per arm and rate over the search seeds (columns arm, lr, seed, reached, val_error): mean
+    validation error, how many seeds reached the criterion, and the choice: the lowest mean validation
+    error among the rates where every seed reached it (ties: the smaller rate), flagged at_edge when it
+    is the grid's smallest or largest rate."""
+    table = (
+        runs.groupby(["arm", "lr"], sort=False)
+        .agg(
+            search_seeds=("seed", "size"),
+            reached=("reached", "sum"),
+            mean_val_error=("val_error", "mean"),
+            sd_val_error=("val_error", "std"),
+        )
+        .reset_index()
+    )
+    table["reached"] = table["reached"].astype(int)
+    table["eligible"] = table["reached"] == table["search_seeds"]
+    table["chosen"] = False
+    table["at_edge"] = False
+    for _, rows in table.groupby("arm", sort=False):
+        ok = rows[rows["eligible"] & rows["mean_val_error"].notna()]
+        if ok.empty:
+            continue
+        best = ok.sort_values(["mean_val_error", "lr"]).index[0]
+        table.loc[best, "chosen"] = True
+        table.loc[best, "at_edge"] = table.loc[best, "lr"] in (rows["lr"].min(), rows["lr"].max())
+    return table
+
+
+def read_rates(p: Mapping[str, Any], tables: Path) -> dict[str, float]:
+    """The chosen rate per arm from the committed table; refuses a missing or stale one."""
+    path = tables / f"lr_{p['name']}.csv"
+    if not path.exists():
+        raise ProtocolError(
+            f"no learning-rate table {path}: run `python -m experiments.protocol tune {p['name']}`"
+        )
+    table = pd.read_csv(path)
+    stamps = set(table.get("tune_hash", pd.Series(dtype=str)).astype(str))
+    if stamps != {tune_hash(p)}:
+        raise ProtocolError(
+            f"{path} is stale (tuned for {sorted(stamps)}, the protocol's base/arms/tune now hash to "
+            f"{tune_hash(p)}): run `python -m experiments.protocol tune {p['name']}` again"
+        )
+    rates = {}
+    for arm, grid in p["tune"]["grid"].items():
+        chosen = table[(table["arm"] == arm) & table["chosen"].astype(bool)]
+        if len(chosen) != 1:
+            raise ProtocolError(
+                f"{path}: arm {arm} has no rate at which every search seed reached the criterion; "
+                "widen its grid or its budget and tune again"
+            )
+        # the grid's own float, so that the run config is exactly the tuned one
+        rates[arm] = float(min(grid, key=lambda g: abs(g - chosen["lr"].iloc[0])))
+    return rates
+
+
+def tune_table(p: Mapping[str, Any], common: Mapping[str, Any]) -> pd.DataFrame:
+    """The search's table from its finished runs (see :func:`choose_rates`), stamped with the hash."""
+    rows = []
+    for s in tune_specs(p):
+        result, folder = load_result(s, common)
+        if result is None or "stop_reason" not in result:
+            raise ProtocolError(f"tune run {folder} has no result: run tune again")
+        reached = result.get("status") == "finished" and result["stop_reason"] == REACHED
+        val = result.get("val_error")
+        rows.append(
+            {"arm": s.arm, "lr": s.lr, "seed": s.seed, "reached": reached, "val_error": val}
+        )
+    table = choose_rates(pd.DataFrame(rows).astype({"val_error": float}))
+    table.insert(0, "protocol", p["name"])
+    table["tune_hash"] = tune_hash(p)
+    return table
+
+
+def tune(p: Mapping[str, Any], common: Mapping[str, Any], tables: Path, jobs: int) -> int:
+    from experiments.aggregate import write_table
+
+    failed = execute(tune_specs(p), common, jobs, f"{p['name']} tune")
+    table = tune_table(p, common)
+    write_table(table, tables, f"lr_{p['name']}")
+    print(table.drop(columns=["protocol", "tune_hash"]).to_string(index=False))
+    for arm in p["arms"]:
+        chosen = table[(table["arm"] == arm) & table["chosen"]]
+        if chosen.empty:
+            print(f"warning: arm {arm}: no rate reached the criterion in every search seed")
+        elif chosen["at_edge"].iloc[0]:
+            print(
+                f"warning: arm {arm}: the chosen rate {chosen['lr'].iloc[0]:g} is at the grid's edge"
+            )
+    print(f"wrote {tables / ('lr_' + p['name'])}.csv|md")
+    return 1 if failed else 0
+
+
+# --- verdicts -----------------------------------------------------------------------------------------
+
+
+def slice_sharpness(folder: Path, p: Mapping[str, Any], spec: Mapping[str, Any]) -> float:
+    """Mean rise of ``spec['value']`` at ±``spec['at']`` along each direction of the run's surface
+    record, over the centre (Li et al. 2018's slices); refuses a record of other settings."""
+    from flatness.surface import Surface
+
+    kind = spec["surface"]
+    surf = Surface.load(folder / f"surface_{kind}")
+    stated = {k.split(".", 1)[1]: v for k, v in p["base"].items() if k.startswith("surface.")}
+    for key in ("seed", "normalization", "ignore", "subset"):
+        if key in stated and surf.settings.get(key) != stated[key]:
+            raise ProtocolError(
+                f"{folder}/surface_{kind} was measured with {key}={surf.settings.get(key)!r}, the "
+                f"protocol states {stated[key]!r}: delete its measurements/final/surface-*.json and run again"
+            )
+    at, v = spec["at"], surf.values[spec["value"]]
+    centre = tuple(int(np.argmin(np.abs(c))) for c in surf.coords)
+    rises = []
+    for axis, coords in enumerate(surf.coords):
+        line = v[(slice(None),) + centre[1:]] if axis == 0 else v[centre[0], :]
+        rises += list(np.interp([-at, at], coords, line) - v[centre])
+    return float(np.mean(rises))
+
+
+def value_of(result: Mapping[str, Any], folder: Path, quantity: str, p: Mapping[str, Any]):
+    """(value, at_bound) of a quantity of one run: a top-level number of result.json, a metric
+    (``metrics.<name>.value``, bound from ``extra.at_bound``) or a derived one; NaN when absent."""
+    if quantity in p.get("derived", {}):
+        return slice_sharpness(folder, p, p["derived"][quantity]), False
+    if isinstance(result.get(quantity), (int, float)):
+        return float(result[quantity]), False
+    entry = result.get("metrics", {}).get(quantity)
+    if entry is None or entry.get("value") is None:
+        return math.nan, False
+    return float(entry["value"]), bool((entry.get("extra") or {}).get("at_bound", False))
+
+
+def tau_test(x, y, groups, margin: float, n_boot: int, alpha: float = 0.05, label: str = "τ"):
+    """Kendall's τ with its seed-bootstrap interval as a PairedTest (mean_diff = τ), so the claim
+    enters verdict_family's Holm family: p inverts the percentile interval (the smallest α whose
+    interval excludes 0), p_TOST the smallest α whose (1 − 2α) interval lies within ±margin."""
+    from experiments.stats import PairedTest, kendall_tau_bootstrap
+
+    def interval(a: float) -> tuple[float, float]:
+        return kendall_tau_bootstrap(x, y, groups, n_boot=n_boot, seed=0, alpha=a)[1:]
+
+    def smallest(holds, floor: float) -> float:
+        lo, hi = floor, 1.0
+        if not holds(hi):
+            return 1.0
+        if holds(lo):
+            return lo
+        for _ in range(12):
+            mid = math.sqrt(lo * hi)
+            lo, hi = (lo, mid) if holds(mid) else (mid, hi)
+        return hi
+
+    floor = 2 / (n_boot + 1)
+    tau, lo, hi = kendall_tau_bootstrap(x, y, groups, n_boot=n_boot, seed=0, alpha=alpha)
+    p = smallest(lambda a: not interval(a)[0] <= 0 <= interval(a)[1], floor)
+    p_tost = smallest(lambda a: -margin < interval(a)[0] and interval(a)[1] < margin, floor) / 2
+    t_lo, t_hi = interval(2 * alpha)
+    n = len(set(np.asarray(groups).tolist()))
+    return PairedTest(n, tau, math.nan, lo, hi, math.nan, p, margin, min(p_tost, 1.0), t_lo, t_hi,
+                      alpha, None, None, math.nan, n, label)  # fmt: skip
+
+
+def collect(p: Mapping[str, Any], common: Mapping[str, Any], tables: Path) -> dict:
+    """Every final run's result by (arm, seed); refuses missing runs."""
+    runs, missing = {}, []
+    for s in final_specs(p, read_rates(p, tables)):
+        result, folder = load_result(s, common)
+        if result is None or "stop_reason" not in result:
+            missing.append(str(folder))
+        runs[s.arm, s.seed] = (result, folder)
+    if missing:
+        raise ProtocolError(
+            f"{p['name']}: {len(missing)} final runs have no result (first: {missing[0]}): "
+            f"run `python -m experiments.protocol run {p['name']}`"
+        )
+    return runs
+
+
+def comparison_rows(p, c, runs) -> tuple[list, list[dict]]:
+    """The family rows (claim, part, test, direction, at_bound, reached, rule part) of one comparison,
+    and its tidy per-seed values."""
+    from experiments.verdicts import part_test, rule_parts
+
+    claim, tidy, rows = f"{p['name']}/{c['name']}", [], []
+    kind = c.get("kind", "paired")
+    arms = c["arms"] if kind == "kendall_tau" else [c["a"], c["b"]]
+    parts = rule_parts(c["rule"])
+    quantities = [c["x"], c["y"]] if kind == "kendall_tau" else [q.quantity for q in parts]
+    extra = [q for q in p.get("secondary", []) if kind == "paired" and q not in quantities]
+    values: dict[str, dict[str, list]] = {}
+    for q in quantities + extra:
+        for arm in arms:
+            got = []
+            for seed in p["seeds"]:
+                result, folder = runs[arm, seed]
+                reached = result["status"] == "finished" and result["stop_reason"] == REACHED
+                value, bound = value_of(result, folder, q, p) if reached else (math.nan, False)
+                if reached and not math.isfinite(value):
+                    raise ProtocolError(
+                        f"{folder}: no value of {q}; measure it (experiments.measure)"
+                    )
+                got.append((value, bound, reached))
+                role = "model" if kind == "kendall_tau" else "ab"[arms.index(arm)]
+                tidy.append({"protocol": p["name"], "comparison": c["name"], "arm": arm,
+                             "role": role, "seed": seed, "quantity": q,
+                             "secondary": q in extra, "value": value, "at_bound": bound,
+                             "reached": reached, "stop_reason": result["stop_reason"],
+                             "run_dir": str(folder)})  # fmt: skip
+            values.setdefault(q, {})[arm] = got
+    reached = [[g[2] for g in values[quantities[0]][arm]] for arm in arms]
+    for part in parts:
+        if kind == "kendall_tau":
+            xs = [g for arm in arms for g in values[c["x"]][arm]]
+            ys = [g for arm in arms for g in values[c["y"]][arm]]
+            bound = [g[1] for g in xs + ys]
+            ok = all(f for r in reached for f in r)
+            test = (
+                tau_test(
+                    [g[0] for g in xs],
+                    [g[0] for g in ys],
+                    list(p["seeds"]) * len(arms),
+                    part.margin,
+                    int(c.get("n_boot", 1000)),
+                    label=f"Kendall τ({c['x']}, {c['y']})",
+                )  # fmt: skip
+                if ok
+                else None
+            )
+        else:
+            got = values[part.quantity]
+            bound = [[g[1] for g in got[arm]] for arm in arms]
+            a, b = ([g[0] for g in got[arm]] for arm in arms)
+            test = part_test(part, a, b) if all(map(math.isfinite, a + b)) else None
+        rows.append((claim, part, test, bound, reached))
+    return rows, tidy
+
+
+def verdicts(refs: list[str], common: Mapping[str, Any], tables: Path) -> int:
+    """Verdicts of every comparison of the given protocols, Holm applied over all of them together."""
+    from experiments.aggregate import write_table
+    from experiments.verdicts import verdict_family
+
+    protocols = [load_protocol(r) for r in refs]
+    rows, comparisons = [], {}
+    for p in protocols:
+        runs = collect(p, common, tables)
+        tidy = []
+        for c in p["comparisons"]:
+            got, values = comparison_rows(p, c, runs)
+            rows += got
+            tidy += values
+            comparisons[f"{p['name']}/{c['name']}"] = (p, c)
+        write_table(pd.DataFrame(tidy), tables, f"paired_{p['name']}")
+    family = verdict_family(
+        [(claim, part.part, test, part.direction) for claim, part, test, _, _ in rows],
+        at_bound=[r[3] for r in rows],
+        reached_criterion=[r[4] for r in rows],
+    )
+    size = sum(
+        v.adjusted_p is not None for cv in family.values() for v in (cv.effect, cv.mechanism) if v
+    )
+    out = []
+    for claim, part, test, _, _ in rows:
+        p, c = comparisons[claim]
+        verdict = family[claim]
+        pv = verdict.effect if part.part == "effect" else verdict.mechanism
+        reason = pv.reason
+        if c.get("kind") == "kendall_tau" and pv.adjusted_p is not None:
+            reason = (
+                f"{test.scale} = {test.mean_diff:+.3g} over {test.n} seeds x {len(c['arms'])} arms "
+                f"(95% seed-bootstrap interval {test.ci_low:+.3g} to {test.ci_high:+.3g}); bootstrap "
+                f"p = {test.p_signflip:.3g}, {pv.adjusted_p:.3g} after Holm over {size} tests; "
+                f"TOST p = {test.p_tost:.3g} against ±{part.margin:g}: {pv.verdict}."
+            )
+        out.append({
+            "protocol": p["name"], "comparison": c["name"], "hypothesis": c["rule"]["hypothesis"],
+            "kind": c.get("kind", "paired"), "a": c.get("a", "+".join(c.get("arms", []))),
+            "b": c.get("b", ""), "part": part.part, "quantity": part.quantity,
+            "direction": part.direction, "margin": part.margin, "margin_is_ratio": part.relative,
+            "n_seeds": len(p["seeds"]), "scale": test.scale if test else "",
+            "mean_diff": test.mean_diff if test else math.nan,
+            "ci_low": test.ci_low if test else math.nan,
+            "ci_high": test.ci_high if test else math.nan,
+            "p_raw": test.p_signflip if test else math.nan,
+            "p_holm": pv.adjusted_p if pv.adjusted_p is not None else math.nan,
+            "p_tost": test.p_tost if test else math.nan,
+            "part_verdict": pv.verdict, "verdict": verdict.verdict, "family_size": size,
+            "reason": reason, "rule": json.dumps(c["rule"], sort_keys=True),
+        })  # fmt: skip
+    table = pd.DataFrame(out)
+    write_table(table, tables, "verdicts")
+    print(table[["protocol", "comparison", "part", "mean_diff", "p_holm", "part_verdict",
+                 "verdict"]].to_string(index=False))  # fmt: skip
+    print(f"wrote {tables / 'verdicts'}.csv|md and paired_<protocol>.csv")
+    return 0
+
+
+# --- command line ---------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("step", choices=["tune", "run", "verdicts"])
+    parser.add_argument("protocols", nargs="+", help="names in conf/protocol/ or paths")
+    parser.add_argument("--jobs", type=int, default=2, help="runs at a time (one thread each)")
+    parser.add_argument("--dry-run", action="store_true", help="list the runs and a rough cost")
+    parser.add_argument("--runs-dir", default="runs")
+    parser.add_argument("--data-dir", default="data")
+    parser.add_argument("--tables", default="results/tables", type=Path)
+    args = parser.parse_args(argv)
+    common = {"runs_dir": args.runs_dir, "data_dir": args.data_dir, "progress": False}
+    try:
+        if args.step == "verdicts":
+            return verdicts(args.protocols, common, args.tables)
+        if len(args.protocols) != 1:
+            raise ProtocolError(f"{args.step} takes one protocol")
+        p = load_protocol(args.protocols[0])
+        if args.step == "tune" and not args.dry_run:
+            return tune(p, common, args.tables, args.jobs)
+        specs = tune_specs(p) if args.step == "tune" else final_specs(p, read_rates(p, args.tables))
+        if args.dry_run:
+            dry_run(specs, args.jobs)
+            return 0
+        return 1 if execute(specs, common, args.jobs, f"{p['name']} run") else 0
+    except ProtocolError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

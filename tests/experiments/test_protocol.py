@@ -1,0 +1,246 @@
+"""The comparison protocols: the files in conf/protocol/, the learning-rate rule, the refusal of a
+missing or stale table, and verdicts that equal verdict_family's on the runs' own numbers. The
+end-to-end tests share one tiny search and one set of final runs (synthetic data, ~40 runs)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from experiments import protocol as P
+from experiments.verdicts import part_test, rule_parts, validate_rule, verdict_family
+from tests.conftest import CONF
+
+TINY = Path(__file__).with_name("protocol_tiny.yaml")
+FILES = sorted((CONF / "protocol").glob("*.yaml"))
+
+
+def runs_table(rows):
+    return pd.DataFrame(rows, columns=["arm", "lr", "seed", "reached", "val_error"])
+
+
+# --- the protocol files ---------------------------------------------------------------------------
+
+
+def test_the_three_protocols_exist():
+    assert {f.stem for f in FILES} >= {"batch_size", "optimizer", "visualisation"}
+
+
+@pytest.mark.parametrize("path", FILES, ids=lambda f: f.stem)
+def test_protocol_file_loads_and_its_rules_validate(path):
+    p = P.load_protocol(path.stem)
+    assert p["name"] == path.stem
+    assert p["seeds"] == list(range(10))
+    assert len(p["tune"]["seeds"]) == 2
+    assert p["base"]["dataset.num_samples"] == 25000 and p["base"]["dataset.val_split"] == 0.2
+    assert p["base"]["model.width"] == 256 and p["base"]["epochs"] is None
+    least = 6 if path.stem == "optimizer" else 5
+    assert all(len(g) >= least for g in p["tune"]["grid"].values())
+    for name, settings in p["base"].get("metrics", {}).items():
+        if settings.get("metric", name) in ("lambda_max", "keskar_sharpness", "worst_case_sharpness"):
+            assert settings["subset"] == 4000, name
+    for c in p["comparisons"]:
+        validate_rule(c["rule"])
+    for arm in p["arms"]:  # every arm composes into a valid run config
+        spec = P.final_specs(p, {a: g[0] for a, g in p["tune"]["grid"].items()})[0]
+        assert P.run_dir(spec, {"runs_dir": "runs"}).parent.name == p["name"], arm
+
+
+def test_a_malformed_protocol_is_refused_with_the_key(tmp_path):
+    p = yaml.safe_load(TINY.read_text())
+    p["tune"]["grid"]["small"] = [0.1, 0.2, 0.3, 0.4, 0.5]  # not log-spaced
+    with pytest.raises(P.ProtocolError, match="tune.grid.small"):
+        P.check_protocol(p)
+    p = yaml.safe_load(TINY.read_text())
+    p["comparisons"][0]["rule"]["direction"] = "bigger"
+    with pytest.raises(P.ProtocolError, match="comparison batch: .*direction"):
+        P.check_protocol(p)
+    p = yaml.safe_load(TINY.read_text())
+    p["base"]["criterion_every_samples"] = 100  # not a multiple of 32
+    with pytest.raises(P.ProtocolError, match="criterion_every_samples"):
+        P.check_protocol(p)
+
+
+# --- the learning-rate rule -------------------------------------------------------------------------
+
+
+def test_the_best_validation_rate_is_not_chosen_when_a_seed_missed_the_criterion():
+    rows = []
+    for lr, val, reached in [(0.1, 0.30, True), (0.2, 0.20, True), (0.4, 0.10, False)]:
+        rows += [("a", lr, 0, True, val), ("a", lr, 1, reached, val)]
+    rows += [("a", lr, s, True, 0.5) for lr in (0.8, 1.6) for s in (0, 1)]
+    table = P.choose_rates(runs_table(rows))
+    best = table[table["lr"] == 0.4].iloc[0]
+    assert best["reached"] == 1 and not best["eligible"] and not best["chosen"]
+    chosen = table[table["chosen"]]
+    assert chosen["lr"].tolist() == [0.2] and not chosen["at_edge"].iloc[0]
+
+
+def test_a_choice_at_the_grid_edge_is_flagged_and_an_arm_with_no_eligible_rate_has_none():
+    grid = [0.1, 0.2, 0.4, 0.8, 1.6]
+    rows = [("a", lr, s, True, 0.1 if lr == 1.6 else 0.3) for lr in grid for s in (0, 1)]
+    rows += [("b", lr, s, s == 0, 0.1) for lr in grid for s in (0, 1)]
+    table = P.choose_rates(runs_table(rows))
+    chosen = table[table["chosen"]]
+    assert chosen["arm"].tolist() == ["a"] and chosen["lr"].tolist() == [1.6]
+    assert chosen["at_edge"].tolist() == [True]
+
+
+# --- end to end on the tiny protocol ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """One search (tables written) and one set of final runs, shared by the tests below."""
+    root = tmp_path_factory.mktemp("protocol")
+    args = ["--runs-dir", str(root / "runs"), "--data-dir", str(root / "data")]
+    args += ["--tables", str(root / "tables"), "--jobs", "1"]
+    assert P.main(["tune", str(TINY), *args]) == 0
+    assert P.main(["run", str(TINY), *args]) == 0
+    return root, args
+
+
+def common(root: Path) -> dict:
+    return {"runs_dir": str(root / "runs"), "data_dir": str(root / "data"), "progress": False}
+
+
+def edit_result(folder: Path, **changes) -> None:
+    path = folder / "result.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+
+
+def test_tune_writes_every_rate_and_skips_a_rate_that_missed_in_one_seed(tiny, tmp_path):
+    root, _ = tiny
+    table = pd.read_csv(root / "tables" / "lr_tiny.csv")
+    p = P.load_protocol(TINY)
+    assert len(table) == sum(len(g) for g in p["tune"]["grid"].values())
+    assert set(table.columns) >= {"lr", "reached", "mean_val_error", "chosen", "at_edge", "tune_hash"}
+    assert (root / "tables" / "lr_tiny.md").exists()
+    assert table.groupby("arm")["chosen"].sum().to_dict() == {"small": 1, "large": 1, "heavy": 1}
+    # Make a non-chosen rate the best on validation in both search seeds, but missing the criterion in
+    # one: the choice must not move to it. Then an edge rate that all seeds reached, best: flagged.
+    shutil.copytree(root / "runs", tmp_path / "runs")
+    here = common(tmp_path)
+    specs = [s for s in P.tune_specs(p) if s.arm == "small"]
+    chosen = table[(table["arm"] == "small") & table["chosen"]]["lr"].iloc[0]
+    other = next(s.lr for s in specs if s.lr != chosen and s.lr != max(p["tune"]["grid"]["small"]))
+    for s in specs:
+        if s.lr == other:
+            missed = {"stop_reason": "max_steps"} if s.seed == p["tune"]["seeds"][1] else {}
+            edit_result(P.run_dir(s, here), val_error=0.0, **missed)
+    again = P.tune_table(p, here)
+    row = again[(again["arm"] == "small") & (again["lr"] == other)].iloc[0]
+    assert row["mean_val_error"] == 0.0 and row["reached"] == 1 and not row["chosen"]
+    assert again[(again["arm"] == "small") & again["chosen"]]["lr"].tolist() == [chosen]
+    top = max(p["tune"]["grid"]["small"])
+    for s in specs:
+        if s.lr == top:
+            edit_result(P.run_dir(s, here), val_error=0.0, stop_reason="train_until_loss")
+    again = P.tune_table(p, here)
+    pick = again[(again["arm"] == "small") & again["chosen"]].iloc[0]
+    assert pick["lr"] == top and pick["at_edge"]
+
+
+def test_run_refuses_a_missing_or_stale_table(tiny, tmp_path, capsys):
+    root, args = tiny
+    empty = ["--tables", str(tmp_path / "none"), "--runs-dir", str(tmp_path / "runs")]
+    assert P.main(["run", str(TINY), *empty]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "no learning-rate table" in err and len(err.splitlines()) == 1
+    stale = yaml.safe_load(TINY.read_text())
+    stale["tune"]["grid"]["small"] = [0.0125, 0.025, 0.05, 0.1, 0.2]
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(stale))
+    assert P.main(["run", str(path), *args, "--dry-run"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "stale" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "runs").exists()
+
+
+def test_dry_run_lists_the_runs_and_a_cost(tiny, capsys):
+    _, args = tiny
+    assert P.main(["run", str(TINY), *args, "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("arm=") == 9 and "9 runs" in out and " h " in out
+
+
+def values(p, runs, arm, quantity):
+    out = []
+    for seed in p["seeds"]:
+        result, folder = runs[arm, seed]
+        done = result["stop_reason"] == "train_until_loss"
+        out.append(P.value_of(result, folder, quantity, p)[0] if done else np.nan)
+    return out
+
+
+def test_verdicts_match_verdict_family_and_mark_a_missed_criterion_not_comparable(tiny, tmp_path):
+    root, _ = tiny
+    shutil.copytree(root / "runs", tmp_path / "runs")
+    shutil.copytree(root / "tables", tmp_path / "tables")
+    here = common(tmp_path)
+    p = P.load_protocol(TINY)
+    runs = P.collect(p, here, tmp_path / "tables")
+    edit_result(runs["heavy", 1][1], stop_reason="max_steps")  # heavy missed in seed 1
+    assert P.verdicts([str(TINY)], here, tmp_path / "tables") == 0
+    table = pd.read_csv(tmp_path / "tables" / "verdicts.csv")
+    by = {(r.comparison, r.part): r for r in table.itertuples()}
+    assert by["momentum", "effect"].verdict == "not comparable"
+    # The same numbers through verdict_family directly: the paired claim and the tau claim.
+    runs = P.collect(p, here, tmp_path / "tables")
+    ok = {arm: [runs[arm, s][0]["stop_reason"] == "train_until_loss" for s in p["seeds"]]
+          for arm in p["arms"]}  # fmt: skip
+    assert ok["heavy"] == [True, False, True]
+    rows, reached = [], []
+    for part in rule_parts(p["comparisons"][0]["rule"]):
+        flags = [ok["large"], ok["small"]]
+        a, b = (values(p, runs, arm, part.quantity) for arm in ("large", "small"))
+        rows.append(("batch", part.part, part_test(part, a, b) if all(map(all, flags)) else None,
+                     part.direction))  # fmt: skip
+        reached.append(flags)
+    rows.append(("momentum", "effect", None, "less"))
+    reached.append([ok["heavy"], ok["small"]])
+    xs, ys = [], []
+    for arm in ("small", "large"):
+        xs += values(p, runs, arm, "slice_sharpness")
+        ys += values(p, runs, arm, "test_error")
+    both = ok["small"] + ok["large"]
+    rows.append(("slices", "effect", P.tau_test(xs, ys, p["seeds"] * 2, 0.2, 50) if all(both)
+                 else None, "greater"))  # fmt: skip
+    reached.append(both)
+    expected = verdict_family(rows, reached_criterion=reached)
+    size = sum(all(map(all, r)) if isinstance(r[0], list) else all(r) for r in reached)
+    for claim, verdict in expected.items():
+        assert by[claim, "effect"].verdict == verdict.verdict
+        for part in ("effect", "mechanism"):
+            want = getattr(verdict, part)
+            if want is None:
+                assert (claim, part) not in by
+                continue
+            got = by[claim, part]
+            assert got.part_verdict == want.verdict
+            if want.adjusted_p is None:
+                assert np.isnan(got.p_holm)
+            else:
+                assert got.p_holm == pytest.approx(want.adjusted_p)
+                assert got.mean_diff == pytest.approx(want.test.mean_diff)
+                assert got.family_size == size
+    paired = pd.read_csv(tmp_path / "tables" / "paired_tiny.csv")
+    assert set(paired["seed"]) == {0, 1, 2}
+    assert set(paired["quantity"]) >= {"test_error", "lambda_max", "slice_sharpness"}
+    assert paired[paired["secondary"]]["quantity"].unique().tolist() == ["slice_sharpness"]
+
+
+def test_tau_test_reads_a_strong_association_as_significant_and_a_null_one_as_not():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=40)
+    groups = np.repeat(np.arange(10), 4)
+    strong = P.tau_test(x, x + 0.1 * rng.normal(size=40), groups, 0.2, 200)
+    assert strong.mean_diff > 0.8 and strong.p_signflip < 0.02 and strong.ci_low > 0
+    null = P.tau_test(x, rng.normal(size=40), groups, 0.5, 200)
+    assert null.p_signflip > 0.05 and null.ci_low < 0 < null.ci_high
