@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import argparse
 import copy
-import time
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from _common import describe, pick_device
+from _common import add_threads_arg, best_of, describe, pick_device, set_threads, sync_for
 from torch import nn
 
 from experiments.models import resnet20
@@ -43,18 +42,10 @@ def per_point_loop(model, x, y, dirs, xs, ys, batch_size):
                     ).item()
 
 
-def time_it(fn, sync):
-    sync()
-    t0 = time.perf_counter()
-    fn()
-    sync()
-    return time.perf_counter() - t0
-
-
 def bench(label, model, x, y, points, batch_size, device, repeats):
-    """Each method on the same grid, round-robin ``repeats`` times; the best time of each is kept,
-    so that a burst of load on a shared machine does not decide a ratio."""
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    """Each method on the same grid once (warm-up), then round-robin ``repeats`` times; the best
+    time of each is kept, so that a burst of load on a shared machine does not decide a ratio."""
+    sync = sync_for(device)
     g = torch.Generator().manual_seed(0)
     dirs = [random_direction(model, generator=g) for _ in range(2)]
     xs = torch.linspace(-1, 1, points).tolist()
@@ -95,10 +86,7 @@ def bench(label, model, x, y, points, batch_size, device, repeats):
         methods["loss-landscapes random_plane"] = lambda: loss_landscapes.random_plane(
             work, metric, distance=1, steps=points, normalization="filter", deepcopy_model=True
         )
-    best = dict.fromkeys(methods, float("inf"))
-    for _ in range(repeats):
-        for name, fn in methods.items():
-            best[name] = min(best[name], time_it(fn, sync))
+    best, _ = best_of(methods, repeats, sync)
     ref = n / best["per-point loop (reference)"]
     print(
         f"\n{label}: {points}x{points} grid, {len(x)} samples, device {device}, best of {repeats}"
@@ -121,8 +109,10 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--resnet", action="store_true")
     ap.add_argument("--repeats", type=int, default=3)
+    add_threads_arg(ap)
     args = ap.parse_args()
     device = pick_device(args.device)
+    set_threads(args.threads, device)
     print(describe(device))
     torch.manual_seed(0)
     mlp = nn.Sequential(
@@ -142,7 +132,7 @@ def main() -> None:
 def bench_precision(label, model, x, y, points, batch_size, device, repeats):
     """Conv nets: the lever is precision, not grid batching. fp32 per-point loop vs our loop engine at
     each precision, with the largest relative loss difference from fp32 over the grid."""
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync = sync_for(device)
     g = torch.Generator().manual_seed(0)
     dirs = [random_direction(model, generator=g) for _ in range(2)]
     xs = torch.linspace(-1, 1, points).tolist()
@@ -169,10 +159,7 @@ def bench_precision(label, model, x, y, points, batch_size, device, repeats):
             )
 
         methods[f"flatness precision={prec}"] = run
-    best = dict.fromkeys(methods, float("inf"))
-    for _ in range(repeats):
-        for name, fn in methods.items():
-            best[name] = min(best[name], time_it(fn, sync))
+    best, _ = best_of(methods, repeats, sync, warmup=device.type == "cuda")
     ref = n / best["per-point loop fp32 (reference)"]
     exact = surfaces["fp32"].values["train_loss"]
     print(

@@ -33,13 +33,17 @@ def _eigen(obj: Objective, k, tol, bound, max_iter, seed) -> H.EigenResult:
 def lambda_max(
     obj: Objective,
     *,
-    tol: float = 1e-4,
+    tol: float = 1e-3,
     bound: str = "residual",
     max_iter: int = 100,
     seed: int = 0,
     subset: int | None = None,
 ) -> Measurement:
     """The largest Hessian eigenvalue, by Lanczos stopped when its error bound ≤ ``tol``·λ.
+
+    The default 1e-3 is PyHessian's tolerance, but on a guaranteed bound instead of a change of the
+    running estimate: on the default MLP it costs 9.8 products (PyHessian 11.4) and lands within
+    ~1e-6 of the converged value (PyHessian 1.6e-3; benchmarks/hessian.py).
 
     ``error_bound`` is the residual ‖Hx − λx‖, a guaranteed bound on the error; ``extra`` also holds
     the sharper gap estimate r²/δ and which Hessian-vector-product path ran.
@@ -57,7 +61,7 @@ def top_eigenvalues(
     obj: Objective,
     *,
     k: int = 5,
-    tol: float = 1e-4,
+    tol: float = 1e-3,
     bound: str = "residual",
     max_iter: int = 200,
     seed: int = 0,
@@ -88,8 +92,9 @@ def hessian_trace(
     ``error_bound`` is that standard error."""
     obj = obj.subset(subset)
     res = H.hutchinson_trace(
-        obj.flat_hvp, obj.dim, rtol=rtol, min_probes=min_probes, max_probes=max_probes, seed=seed
-    )
+        obj.flat_hvp, obj.dim, rtol=rtol, min_probes=min_probes, max_probes=max_probes, seed=seed,
+        device=obj.device,
+    )  # fmt: skip
     extra = {"products": res.products, "hvp_mode": obj.hvp_mode}
     return Measurement(res.trace, {"n_samples": obj.n}, extra, res.stderr)
 
@@ -100,7 +105,7 @@ def hessian_trace_hutchpp(
 ) -> Measurement:
     """tr(H) by Hutch++: exact on a sketched top subspace, Hutchinson on the rest."""
     obj = obj.subset(subset)
-    res = H.hutchpp_trace(obj.flat_hvp, obj.dim, products=products, seed=seed)
+    res = H.hutchpp_trace(obj.flat_hvp, obj.dim, products=products, seed=seed, device=obj.device)
     extra = {"products": res.products, "hvp_mode": obj.hvp_mode}
     return Measurement(res.trace, {"n_samples": obj.n}, extra, res.stderr)
 
@@ -117,7 +122,7 @@ def spectral_density(
     """The eigenvalue spectral density by SLQ; the value is its mean (an estimate of tr(H)/n), the
     quadrature nodes and weights (one row per random vector) are kept in ``extra``."""
     obj = obj.subset(subset)
-    esd = H.slq(obj.flat_hvp, obj.dim, vectors=vectors, steps=steps, seed=seed)
+    esd = H.slq(obj.flat_hvp, obj.dim, vectors=vectors, steps=steps, seed=seed, device=obj.device)
     extra = {
         "nodes": esd.nodes.tolist(),
         "weights": esd.weights.tolist(),

@@ -53,7 +53,9 @@ class Objective:
         self.names = list(all_params) if names is None else list(names)
         self.params = {k: all_params[k] for k in self.names}
         self.frozen = {k: v for k, v in all_params.items() if k not in self.params}
-        self.buffers = {k: b.detach() for k, b in model.named_buffers()}
+        # A copy: the model's own buffers may be restored in place later (after a measurement), which
+        # would invalidate a cached graph that saw them.
+        self.buffers = {k: b.detach().clone() for k, b in model.named_buffers()}
         self.n = len(self.data)
         self.dim = sum(p.numel() for p in self.params.values())
         self.hvp_count = 0
@@ -248,8 +250,14 @@ class Objective:
     def flat_hvp(self, vector: torch.Tensor, mode: str = "auto") -> torch.Tensor:
         """:meth:`hvp` on flat vectors (any float dtype in, the same dtype out)."""
         like = self.params
-        v = P.unflatten(vector.to(next(iter(like.values())).dtype), like)
-        return torch.cat([t.reshape(-1) for t in self.hvp(v, mode=mode).values()]).to(vector.dtype)
+        first = next(iter(like.values()))
+        v = P.unflatten(vector.to(device=first.device, dtype=first.dtype), like)
+        out = torch.cat([t.reshape(-1) for t in self.hvp(v, mode=mode).values()])
+        return out.to(device=vector.device, dtype=vector.dtype)
+
+    @property
+    def device(self) -> torch.device:
+        return next(iter(self.params.values())).device
 
 
 def jvp(fn, primals, tangents):

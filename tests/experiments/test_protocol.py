@@ -13,7 +13,10 @@ import pandas as pd
 import pytest
 import yaml
 
+import flatness
 from experiments import protocol as P
+from experiments.checks import check_config
+from experiments.config import RunConfig
 from experiments.verdicts import part_test, rule_parts, validate_rule, verdict_family
 from tests.conftest import CONF
 
@@ -43,13 +46,22 @@ def test_protocol_file_loads_and_its_rules_validate(path):
     least = 6 if path.stem == "optimizer" else 5
     assert all(len(g) >= least for g in p["tune"]["grid"].values())
     for name, settings in p["base"].get("metrics", {}).items():
-        if settings.get("metric", name) in ("lambda_max", "keskar_sharpness", "worst_case_sharpness"):
+        if settings.get("metric", name) in (
+            "lambda_max",
+            "keskar_sharpness",
+            "worst_case_sharpness",
+        ):
             assert settings["subset"] == 4000, name
     for c in p["comparisons"]:
         validate_rule(c["rule"])
-    for arm in p["arms"]:  # every arm composes into a valid run config
-        spec = P.final_specs(p, {a: g[0] for a, g in p["tune"]["grid"].items()})[0]
-        assert P.run_dir(spec, {"runs_dir": "runs"}).parent.name == p["name"], arm
+    # every arm composes into a run config the runner accepts, in the search and in the final runs
+    specs = P.final_specs(p, {a: g[-1] for a, g in p["tune"]["grid"].items()}) + P.tune_specs(p)
+    for arm in p["arms"]:
+        for spec in [s for s in specs if s.arm == arm][:: len(p["seeds"]) - 1][:2]:
+            rc = RunConfig.from_hydra(P.configure(spec, {"runs_dir": "runs"}))
+            check_config(rc.values)
+            flatness.validate(rc.metrics)
+            assert rc.max_steps and rc.epochs is None and rc.lr == spec.lr, arm
 
 
 def test_a_malformed_protocol_is_refused_with_the_key(tmp_path):
@@ -120,7 +132,14 @@ def test_tune_writes_every_rate_and_skips_a_rate_that_missed_in_one_seed(tiny, t
     table = pd.read_csv(root / "tables" / "lr_tiny.csv")
     p = P.load_protocol(TINY)
     assert len(table) == sum(len(g) for g in p["tune"]["grid"].values())
-    assert set(table.columns) >= {"lr", "reached", "mean_val_error", "chosen", "at_edge", "tune_hash"}
+    assert set(table.columns) >= {
+        "lr",
+        "reached",
+        "mean_val_error",
+        "chosen",
+        "at_edge",
+        "tune_hash",
+    }
     assert (root / "tables" / "lr_tiny.md").exists()
     assert table.groupby("arm")["chosen"].sum().to_dict() == {"small": 1, "large": 1, "heavy": 1}
     # Make a non-chosen rate the best on validation in both search seeds, but missing the criterion in
@@ -129,16 +148,17 @@ def test_tune_writes_every_rate_and_skips_a_rate_that_missed_in_one_seed(tiny, t
     here = common(tmp_path)
     specs = [s for s in P.tune_specs(p) if s.arm == "small"]
     chosen = table[(table["arm"] == "small") & table["chosen"]]["lr"].iloc[0]
-    other = next(s.lr for s in specs if s.lr != chosen and s.lr != max(p["tune"]["grid"]["small"]))
+    top = max(p["tune"]["grid"]["small"])
+    rest = table[(table["arm"] == "small") & table["eligible"] & ~table["chosen"]]
+    other = rest[rest["lr"] != top]["lr"].iloc[0]
     for s in specs:
         if s.lr == other:
-            missed = {"stop_reason": "max_steps"} if s.seed == p["tune"]["seeds"][1] else {}
-            edit_result(P.run_dir(s, here), val_error=0.0, **missed)
+            stop = "max_steps" if s.seed == p["tune"]["seeds"][1] else "train_until_loss"
+            edit_result(P.run_dir(s, here), val_error=0.0, stop_reason=stop)
     again = P.tune_table(p, here)
     row = again[(again["arm"] == "small") & (again["lr"] == other)].iloc[0]
     assert row["mean_val_error"] == 0.0 and row["reached"] == 1 and not row["chosen"]
     assert again[(again["arm"] == "small") & again["chosen"]]["lr"].tolist() == [chosen]
-    top = max(p["tune"]["grid"]["small"])
     for s in specs:
         if s.lr == top:
             edit_result(P.run_dir(s, here), val_error=0.0, stop_reason="train_until_loss")

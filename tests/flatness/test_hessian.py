@@ -180,3 +180,19 @@ def test_out_of_memory_in_hessian_vector_products_halves_the_batch(regression, m
     assert obj.batch_size == 16
     np.testing.assert_allclose(hv.numpy(), H @ v.numpy(), rtol=1e-4, atol=1e-5)
     assert obj.value() == pytest.approx(mse(model(x), y).item(), rel=1e-5)
+
+
+def test_a_cached_graph_survives_a_measurement_that_restores_batch_norm_buffers():
+    """measure() puts the model's buffers back in place; a Hessian built before must not break."""
+    import flatness
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.BatchNorm1d(8), nn.ReLU(), nn.Linear(8, 3))
+    x, y = torch.randn(64, 4), torch.randint(0, 3, (64,))
+    model.train()
+    model(x)  # non-trivial running statistics
+    model.eval()
+    hessian = flatness.Hessian(model, (x, y))
+    first = hessian.eigenvalues(2).value
+    flatness.measure(model, (x, y), metrics=["lambda_max"])
+    assert hessian.eigenvalues(2).value == pytest.approx(first, rel=1e-6)
