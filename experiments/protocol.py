@@ -23,7 +23,6 @@ import contextlib
 import hashlib
 import io
 import json
-import math
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -124,9 +123,11 @@ def check_protocol(p: Mapping[str, Any], where: str = "protocol") -> None:
 
 
 def tune_hash(p: Mapping[str, Any]) -> str:
-    """A hash of what determines the search: the training part of base, the arms and the tune block."""
-    base = {k: v for k, v in p["base"].items() if not k.startswith(("metrics", "surface"))}
-    text = json.dumps({"base": base, "arms": p["arms"], "tune": p["tune"]}, sort_keys=True)
+    """A hash of the search: its rule and every search run's arm, rate, seed and run id (which hashes
+    the whole resolved config that determines the weights). Any change to the protocol's base, arms
+    or tune block, or to a conf/ default they rely on, makes a table stale."""
+    runs = [(s.arm, s.lr, s.seed, run_dir(s, {}).name) for s in tune_specs(p)]
+    text = json.dumps({"rule": p["tune"]["rule"], "runs": runs})
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
@@ -171,25 +172,19 @@ def _fmt(v: Any) -> str:
     return "'" + s.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+def _spec(p: Mapping[str, Any], arm: str, lr: float, seed: int, base=None, **extra: Any) -> Spec:
+    base = p["base"] if base is None else base
+    values = {**base, **(p["arms"][arm] or {}), "lr": float(lr), "seed": int(seed), **extra}
+    return Spec(arm, float(lr), int(seed), values)
+
+
 def tune_specs(p: Mapping[str, Any]) -> list[Spec]:
     """Every arm x rate x search seed, under ``<name>_tune``, measuring nothing beyond the core."""
     base = {k: v for k, v in p["base"].items() if not k.startswith("surface.")}
+    plain = {"name": f"{p['name']}_tune", "metrics": {}, "surface": "none"}
     return [
-        Spec(
-            arm,
-            float(lr),
-            int(s),
-            {
-                **base,
-                **(over or {}),
-                "lr": float(lr),
-                "seed": int(s),
-                "name": f"{p['name']}_tune",
-                "metrics": {},
-                "surface": "none",
-            },
-        )  # fmt: skip
-        for arm, over in p["arms"].items()
+        _spec(p, arm, lr, s, base, **plain)
+        for arm in p["arms"]
         for lr in p["tune"]["grid"][arm]
         for s in p["tune"]["seeds"]
     ]
@@ -197,16 +192,7 @@ def tune_specs(p: Mapping[str, Any]) -> list[Spec]:
 
 def final_specs(p: Mapping[str, Any], rates: Mapping[str, float]) -> list[Spec]:
     """Every arm x final seed at the arm's chosen rate, under ``<name>``."""
-    return [
-        Spec(
-            arm,
-            rates[arm],
-            int(s),
-            {**p["base"], **(over or {}), "lr": rates[arm], "seed": int(s), "name": p["name"]},
-        )  # fmt: skip
-        for arm, over in p["arms"].items()
-        for s in p["seeds"]
-    ]
+    return [_spec(p, arm, rates[arm], s, name=p["name"]) for arm in p["arms"] for s in p["seeds"]]
 
 
 _COMPOSED: dict[tuple[str, ...], Any] = {}
@@ -286,11 +272,15 @@ def dry_run(specs: list[Spec], jobs: int) -> None:
         step = STEP_S[0] + STEP_S[1] * s.values.get("batch_size", 128)
         bound += factor * s.values["max_steps"] * step
     over = RUN_OVERHEAD_S * len(specs)
+
+    def hours(seconds: float) -> str:
+        return f"{seconds / jobs / 3600:.1f} h"
+
     print(
-        f"{len(specs)} runs at --jobs {jobs}: at most {(bound + over) / jobs / 3600:.1f} h if every "
-        f"run used its whole step budget, roughly {(TYPICAL_FRACTION * bound + over) / jobs / 3600:.1f}"
-        f" h if runs meet the criterion at ~{TYPICAL_FRACTION:.0%} of it (2-core CPU, 256-wide MLP; "
-        "finished runs cost nothing)"
+        f"{len(specs)} runs at --jobs {jobs}: at most {hours(bound + over)} if every run used its "
+        f"whole step budget, roughly {hours(TYPICAL_FRACTION * bound + over)} if runs meet the "
+        f"criterion at ~{TYPICAL_FRACTION:.0%} of it (a 256-wide MLP on this 2-core CPU; finished "
+        "runs cost nothing)"
     )
 
 
@@ -342,10 +332,11 @@ def read_rates(p: Mapping[str, Any], tables: Path) -> dict[str, float]:
         )
     table = pd.read_csv(path)
     stamps = set(table.get("tune_hash", pd.Series(dtype=str)).astype(str))
-    if stamps != {tune_hash(p)}:
+    current = tune_hash(p)
+    if stamps != {current}:
         raise ProtocolError(
-            f"{path} is stale (tuned for {sorted(stamps)}, the protocol's base/arms/tune now hash to "
-            f"{tune_hash(p)}): run `python -m experiments.protocol tune {p['name']}` again"
+            f"{path} is stale (tuned for {sorted(stamps)}, the protocol's search now hashes to "
+            f"{current}): run `python -m experiments.protocol tune {p['name']}` again"
         )
     rates = {}
     for arm, grid in p["tune"]["grid"].items():
@@ -397,210 +388,6 @@ def tune(p: Mapping[str, Any], common: Mapping[str, Any], tables: Path, jobs: in
     return 1 if failed else 0
 
 
-# --- verdicts -----------------------------------------------------------------------------------------
-
-
-def slice_sharpness(folder: Path, p: Mapping[str, Any], spec: Mapping[str, Any]) -> float:
-    """Mean rise of ``spec['value']`` at ±``spec['at']`` along each direction of the run's surface
-    record, over the centre (Li et al. 2018's slices); refuses a record of other settings."""
-    from flatness.surface import Surface
-
-    kind = spec["surface"]
-    surf = Surface.load(folder / f"surface_{kind}")
-    stated = {k.split(".", 1)[1]: v for k, v in p["base"].items() if k.startswith("surface.")}
-    for key in ("seed", "normalization", "ignore", "subset"):
-        if key in stated and surf.settings.get(key) != stated[key]:
-            raise ProtocolError(
-                f"{folder}/surface_{kind} was measured with {key}={surf.settings.get(key)!r}, the "
-                f"protocol states {stated[key]!r}: delete its measurements/final/surface-*.json and run again"
-            )
-    at, v = spec["at"], surf.values[spec["value"]]
-    centre = tuple(int(np.argmin(np.abs(c))) for c in surf.coords)
-    rises = []
-    for axis, coords in enumerate(surf.coords):
-        line = v[(slice(None),) + centre[1:]] if axis == 0 else v[centre[0], :]
-        rises += list(np.interp([-at, at], coords, line) - v[centre])
-    return float(np.mean(rises))
-
-
-def value_of(result: Mapping[str, Any], folder: Path, quantity: str, p: Mapping[str, Any]):
-    """(value, at_bound) of a quantity of one run: a top-level number of result.json, a metric
-    (``metrics.<name>.value``, bound from ``extra.at_bound``) or a derived one; NaN when absent."""
-    if quantity in p.get("derived", {}):
-        return slice_sharpness(folder, p, p["derived"][quantity]), False
-    if isinstance(result.get(quantity), (int, float)):
-        return float(result[quantity]), False
-    entry = result.get("metrics", {}).get(quantity)
-    if entry is None or entry.get("value") is None:
-        return math.nan, False
-    return float(entry["value"]), bool((entry.get("extra") or {}).get("at_bound", False))
-
-
-def tau_test(x, y, groups, margin: float, n_boot: int, alpha: float = 0.05, label: str = "τ"):
-    """Kendall's τ with its seed-bootstrap interval as a PairedTest (mean_diff = τ), so the claim
-    enters verdict_family's Holm family: p inverts the percentile interval (the smallest α whose
-    interval excludes 0), p_TOST the smallest α whose (1 − 2α) interval lies within ±margin."""
-    from experiments.stats import PairedTest, kendall_tau_bootstrap
-
-    def interval(a: float) -> tuple[float, float]:
-        return kendall_tau_bootstrap(x, y, groups, n_boot=n_boot, seed=0, alpha=a)[1:]
-
-    def smallest(holds, floor: float) -> float:
-        lo, hi = floor, 1.0
-        if not holds(hi):
-            return 1.0
-        if holds(lo):
-            return lo
-        for _ in range(12):
-            mid = math.sqrt(lo * hi)
-            lo, hi = (lo, mid) if holds(mid) else (mid, hi)
-        return hi
-
-    floor = 2 / (n_boot + 1)
-    tau, lo, hi = kendall_tau_bootstrap(x, y, groups, n_boot=n_boot, seed=0, alpha=alpha)
-    p = smallest(lambda a: not interval(a)[0] <= 0 <= interval(a)[1], floor)
-    p_tost = smallest(lambda a: -margin < interval(a)[0] and interval(a)[1] < margin, floor) / 2
-    t_lo, t_hi = interval(2 * alpha)
-    n = len(set(np.asarray(groups).tolist()))
-    return PairedTest(n, tau, math.nan, lo, hi, math.nan, p, margin, min(p_tost, 1.0), t_lo, t_hi,
-                      alpha, None, None, math.nan, n, label)  # fmt: skip
-
-
-def collect(p: Mapping[str, Any], common: Mapping[str, Any], tables: Path) -> dict:
-    """Every final run's result by (arm, seed); refuses missing runs."""
-    runs, missing = {}, []
-    for s in final_specs(p, read_rates(p, tables)):
-        result, folder = load_result(s, common)
-        if result is None or "stop_reason" not in result:
-            missing.append(str(folder))
-        runs[s.arm, s.seed] = (result, folder)
-    if missing:
-        raise ProtocolError(
-            f"{p['name']}: {len(missing)} final runs have no result (first: {missing[0]}): "
-            f"run `python -m experiments.protocol run {p['name']}`"
-        )
-    return runs
-
-
-def comparison_rows(p, c, runs) -> tuple[list, list[dict]]:
-    """The family rows (claim, part, test, direction, at_bound, reached, rule part) of one comparison,
-    and its tidy per-seed values."""
-    from experiments.verdicts import part_test, rule_parts
-
-    claim, tidy, rows = f"{p['name']}/{c['name']}", [], []
-    kind = c.get("kind", "paired")
-    arms = c["arms"] if kind == "kendall_tau" else [c["a"], c["b"]]
-    parts = rule_parts(c["rule"])
-    quantities = [c["x"], c["y"]] if kind == "kendall_tau" else [q.quantity for q in parts]
-    extra = [q for q in p.get("secondary", []) if kind == "paired" and q not in quantities]
-    values: dict[str, dict[str, list]] = {}
-    for q in quantities + extra:
-        for arm in arms:
-            got = []
-            for seed in p["seeds"]:
-                result, folder = runs[arm, seed]
-                reached = result["status"] == "finished" and result["stop_reason"] == REACHED
-                value, bound = value_of(result, folder, q, p) if reached else (math.nan, False)
-                if reached and not math.isfinite(value):
-                    raise ProtocolError(
-                        f"{folder}: no value of {q}; measure it (experiments.measure)"
-                    )
-                got.append((value, bound, reached))
-                role = "model" if kind == "kendall_tau" else "ab"[arms.index(arm)]
-                tidy.append({"protocol": p["name"], "comparison": c["name"], "arm": arm,
-                             "role": role, "seed": seed, "quantity": q,
-                             "secondary": q in extra, "value": value, "at_bound": bound,
-                             "reached": reached, "stop_reason": result["stop_reason"],
-                             "run_dir": str(folder)})  # fmt: skip
-            values.setdefault(q, {})[arm] = got
-    reached = [[g[2] for g in values[quantities[0]][arm]] for arm in arms]
-    for part in parts:
-        if kind == "kendall_tau":
-            xs = [g for arm in arms for g in values[c["x"]][arm]]
-            ys = [g for arm in arms for g in values[c["y"]][arm]]
-            bound = [g[1] for g in xs + ys]
-            ok = all(f for r in reached for f in r)
-            test = (
-                tau_test(
-                    [g[0] for g in xs],
-                    [g[0] for g in ys],
-                    list(p["seeds"]) * len(arms),
-                    part.margin,
-                    int(c.get("n_boot", 1000)),
-                    label=f"Kendall τ({c['x']}, {c['y']})",
-                )  # fmt: skip
-                if ok
-                else None
-            )
-        else:
-            got = values[part.quantity]
-            bound = [[g[1] for g in got[arm]] for arm in arms]
-            a, b = ([g[0] for g in got[arm]] for arm in arms)
-            test = part_test(part, a, b) if all(map(math.isfinite, a + b)) else None
-        rows.append((claim, part, test, bound, reached))
-    return rows, tidy
-
-
-def verdicts(refs: list[str], common: Mapping[str, Any], tables: Path) -> int:
-    """Verdicts of every comparison of the given protocols, Holm applied over all of them together."""
-    from experiments.aggregate import write_table
-    from experiments.verdicts import verdict_family
-
-    protocols = [load_protocol(r) for r in refs]
-    rows, comparisons = [], {}
-    for p in protocols:
-        runs = collect(p, common, tables)
-        tidy = []
-        for c in p["comparisons"]:
-            got, values = comparison_rows(p, c, runs)
-            rows += got
-            tidy += values
-            comparisons[f"{p['name']}/{c['name']}"] = (p, c)
-        write_table(pd.DataFrame(tidy), tables, f"paired_{p['name']}")
-    family = verdict_family(
-        [(claim, part.part, test, part.direction) for claim, part, test, _, _ in rows],
-        at_bound=[r[3] for r in rows],
-        reached_criterion=[r[4] for r in rows],
-    )
-    size = sum(
-        v.adjusted_p is not None for cv in family.values() for v in (cv.effect, cv.mechanism) if v
-    )
-    out = []
-    for claim, part, test, _, _ in rows:
-        p, c = comparisons[claim]
-        verdict = family[claim]
-        pv = verdict.effect if part.part == "effect" else verdict.mechanism
-        reason = pv.reason
-        if c.get("kind") == "kendall_tau" and pv.adjusted_p is not None:
-            reason = (
-                f"{test.scale} = {test.mean_diff:+.3g} over {test.n} seeds x {len(c['arms'])} arms "
-                f"(95% seed-bootstrap interval {test.ci_low:+.3g} to {test.ci_high:+.3g}); bootstrap "
-                f"p = {test.p_signflip:.3g}, {pv.adjusted_p:.3g} after Holm over {size} tests; "
-                f"TOST p = {test.p_tost:.3g} against ±{part.margin:g}: {pv.verdict}."
-            )
-        out.append({
-            "protocol": p["name"], "comparison": c["name"], "hypothesis": c["rule"]["hypothesis"],
-            "kind": c.get("kind", "paired"), "a": c.get("a", "+".join(c.get("arms", []))),
-            "b": c.get("b", ""), "part": part.part, "quantity": part.quantity,
-            "direction": part.direction, "margin": part.margin, "margin_is_ratio": part.relative,
-            "n_seeds": len(p["seeds"]), "scale": test.scale if test else "",
-            "mean_diff": test.mean_diff if test else math.nan,
-            "ci_low": test.ci_low if test else math.nan,
-            "ci_high": test.ci_high if test else math.nan,
-            "p_raw": test.p_signflip if test else math.nan,
-            "p_holm": pv.adjusted_p if pv.adjusted_p is not None else math.nan,
-            "p_tost": test.p_tost if test else math.nan,
-            "part_verdict": pv.verdict, "verdict": verdict.verdict, "family_size": size,
-            "reason": reason, "rule": json.dumps(c["rule"], sort_keys=True),
-        })  # fmt: skip
-    table = pd.DataFrame(out)
-    write_table(table, tables, "verdicts")
-    print(table[["protocol", "comparison", "part", "mean_diff", "p_holm", "part_verdict",
-                 "verdict"]].to_string(index=False))  # fmt: skip
-    print(f"wrote {tables / 'verdicts'}.csv|md and paired_<protocol>.csv")
-    return 0
-
-
 # --- command line ---------------------------------------------------------------------------------------
 
 
@@ -617,6 +404,8 @@ def main(argv: list[str] | None = None) -> int:
     common = {"runs_dir": args.runs_dir, "data_dir": args.data_dir, "progress": False}
     try:
         if args.step == "verdicts":
+            from experiments.judge import verdicts  # the verdict half imports this module
+
             return verdicts(args.protocols, common, args.tables)
         if len(args.protocols) != 1:
             raise ProtocolError(f"{args.step} takes one protocol")

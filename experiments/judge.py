@@ -1,0 +1,295 @@
+"""The verdicts of ``python -m experiments.protocol verdicts``: the final runs of each protocol
+paired by seed, the measured quantities read from the runs' records (slice sharpness from their
+surface record), not-comparable arms set aside, and the decision rule of :mod:`experiments.verdicts`
+applied once over every comparison given (one Holm family), written as tidy tables."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from experiments.protocol import (
+    REACHED,
+    ProtocolError,
+    final_specs,
+    load_protocol,
+    load_result,
+    read_rates,
+)
+
+# --- verdicts -----------------------------------------------------------------------------------------
+
+
+def slice_sharpness(folder: Path, p: Mapping[str, Any], spec: Mapping[str, Any]) -> float:
+    """Mean rise of ``spec['value']`` at ±``spec['at']`` along each direction of the run's surface
+    record, over the centre (Li et al. 2018's slices); refuses a record of other settings."""
+    from flatness.surface import Surface
+
+    kind = spec["surface"]
+    surf = Surface.load(folder / f"surface_{kind}")
+    stated = {k.split(".", 1)[1]: v for k, v in p["base"].items() if k.startswith("surface.")}
+    for key in ("seed", "normalization", "ignore", "subset"):
+        if key in stated and surf.settings.get(key) != stated[key]:
+            raise ProtocolError(
+                f"{folder}/surface_{kind} was measured with {key}={surf.settings.get(key)!r}, the "
+                f"protocol states {stated[key]!r}: delete its measurements/final/surface-*.json and run again"
+            )
+    at, v = spec["at"], surf.values[spec["value"]]
+    centre = tuple(int(np.argmin(np.abs(c))) for c in surf.coords)
+    if any(
+        abs(c[i]) > 1e-9 or not c[0] <= -at < at <= c[-1]
+        for c, i in zip(surf.coords, centre, strict=True)
+    ):
+        raise ProtocolError(f"{folder}/surface_{kind}: its grid must hold 0 and span ±{at}")
+    rises = []
+    for axis, coords in enumerate(surf.coords):
+        line = v[(slice(None),) + centre[1:]] if axis == 0 else v[centre[0], :]
+        rises += list(np.interp([-at, at], coords, line) - v[centre])
+    return float(np.mean(rises))
+
+
+def value_of(result: Mapping[str, Any], folder: Path, quantity: str, p: Mapping[str, Any]):
+    """(value, at_bound) of a quantity of one run: a top-level number of result.json, a metric
+    (``metrics.<name>.value``, bound from ``extra.at_bound``) or a derived one; NaN when absent."""
+    if quantity in p.get("derived", {}):
+        return slice_sharpness(folder, p, p["derived"][quantity]), False
+    if isinstance(result.get(quantity), (int, float)):
+        return float(result[quantity]), False
+    entry = result.get("metrics", {}).get(quantity)
+    if entry is None or entry.get("value") is None:
+        return math.nan, False
+    return float(entry["value"]), bool((entry.get("extra") or {}).get("at_bound", False))
+
+
+def tau_test(x, y, groups, margin: float, n_boot: int, alpha: float = 0.05, label: str = "τ"):
+    """Kendall's τ with its seed-bootstrap interval as a PairedTest (mean_diff = τ), so the claim
+    enters verdict_family's Holm family: p inverts the percentile interval (the smallest α whose
+    interval excludes 0), p_TOST the smallest α whose (1 − 2α) interval lies within ±margin."""
+    from experiments.stats import PairedTest, kendall_tau_bootstrap
+
+    def interval(a: float) -> tuple[float, float]:
+        return kendall_tau_bootstrap(x, y, groups, n_boot=n_boot, seed=0, alpha=a)[1:]
+
+    def smallest(holds, floor: float) -> float:
+        lo, hi = floor, 1.0
+        if not holds(hi):
+            return 1.0
+        if holds(lo):
+            return lo
+        for _ in range(12):
+            mid = math.sqrt(lo * hi)
+            lo, hi = (lo, mid) if holds(mid) else (mid, hi)
+        return hi
+
+    floor = 2 / (n_boot + 1)
+    tau, lo, hi = kendall_tau_bootstrap(x, y, groups, n_boot=n_boot, seed=0, alpha=alpha)
+    p = smallest(lambda a: not interval(a)[0] <= 0 <= interval(a)[1], floor)
+
+    def within(a: float) -> bool:
+        return -margin < interval(a)[0] and interval(a)[1] < margin
+
+    # the median outside ±margin: no (1 − 2α) interval lies within it, p_TOST ≥ 0.5; report 1
+    p_tost = smallest(within, floor) / 2 if within(1.0) else 1.0
+    t_lo, t_hi = interval(2 * alpha)
+    n = len(set(np.asarray(groups).tolist()))
+    nan = (
+        math.nan
+    )  # PairedTest's fields in order; no t statistic, SD or power for a rank correlation
+    fields = (n, tau, nan, lo, hi, nan, p, margin, p_tost, t_lo, t_hi, alpha, None, None, nan, n)
+    return PairedTest(*fields, scale=label)
+
+
+def collect(p: Mapping[str, Any], common: Mapping[str, Any], tables: Path) -> dict:
+    """Every final run's result by (arm, seed); refuses missing runs."""
+    runs, missing = {}, []
+    for s in final_specs(p, read_rates(p, tables)):
+        result, folder = load_result(s, common)
+        if result is None or "stop_reason" not in result:
+            missing.append(str(folder))
+        runs[s.arm, s.seed] = (result, folder)
+    if missing:
+        raise ProtocolError(
+            f"{p['name']}: {len(missing)} final runs have no result (first: {missing[0]}): "
+            f"run `python -m experiments.protocol run {p['name']}`"
+        )
+    return runs
+
+
+def comparison_rows(p, c, runs) -> tuple[list, list[dict]]:
+    """One comparison's family rows (claim, rule part, test, at_bound, reached) and its tidy
+    per-seed values (secondary quantities included)."""
+    from experiments.verdicts import part_test, rule_parts
+
+    tau = c.get("kind", "paired") == "kendall_tau"
+    arms = c["arms"] if tau else [c["a"], c["b"]]
+    parts = rule_parts(c["rule"])
+    quantities = [c["x"], c["y"]] if tau else [q.quantity for q in parts]
+    extra = [] if tau else [q for q in p.get("secondary", []) if q not in quantities]
+    tidy, got = [], {}  # got[q][arm]: (value, at_bound, reached) per seed
+    for q in quantities + extra:
+        for i, arm in enumerate(arms):
+            got.setdefault(q, {})[arm] = []
+            for seed in p["seeds"]:
+                result, folder = runs[arm, seed]
+                reached = result["status"] == "finished" and result["stop_reason"] == REACHED
+                value, bound = value_of(result, folder, q, p) if reached else (math.nan, False)
+                if reached and not math.isfinite(value):
+                    raise ProtocolError(
+                        f"{folder}: no value of {q}; measure it (experiments.measure)"
+                    )
+                got[q][arm].append((value, bound, reached))
+                tidy.append(
+                    {
+                        "protocol": p["name"],
+                        "comparison": c["name"],
+                        "arm": arm,
+                        "role": "model" if tau else "ab"[i],
+                        "seed": seed,
+                        "quantity": q,
+                        "secondary": q in extra,
+                        "value": value,
+                        "at_bound": bound,
+                        "reached": reached,
+                        "stop_reason": result["stop_reason"],
+                        "run_dir": str(folder),
+                    }
+                )
+    column = {q: [[g[0] for g in got[q][arm]] for arm in arms] for q in got}
+    flags = {q: [[g[1] for g in got[q][arm]] for arm in arms] for q in got}
+    reached = [[g[2] for g in got[quantities[0]][arm]] for arm in arms]
+    comparable = all(map(all, reached))
+    rows = []
+    for part in parts:
+        if tau:
+            x, y = (sum(column[q], []) for q in (c["x"], c["y"]))
+            label = f"Kendall τ({c['x']}, {c['y']})"
+            n_boot = int(c.get("n_boot", 1000))
+            groups = list(p["seeds"]) * len(arms)
+            test = tau_test(x, y, groups, part.margin, n_boot, label=label) if comparable else None
+            bound = flags[c["x"]] + flags[c["y"]]
+        else:
+            a, b = column[part.quantity]
+            try:
+                test = part_test(part, a, b) if comparable else None
+            except ValueError as exc:
+                raise ProtocolError(f"{p['name']}/{c['name']}: {exc}") from None
+            bound = flags[part.quantity]
+        rows.append((f"{p['name']}/{c['name']}", part, test, bound, reached))
+    return rows, tidy
+
+
+def summarise_secondary(tidy: pd.DataFrame) -> list[dict[str, Any]]:
+    """Paired a − b of each secondary quantity over the seeds where both arms reached the criterion:
+    mean and 95% t interval, described only (no test, no verdict)."""
+    from experiments.stats import t_interval
+
+    out = []
+    if tidy.empty or not tidy["secondary"].any():
+        return out
+    for (proto, comp, q), rows in tidy[tidy["secondary"]].groupby(
+        ["protocol", "comparison", "quantity"], sort=False
+    ):
+        wide = rows.pivot(index="seed", columns="role", values="value").dropna()
+        arms = rows.drop_duplicates("role").set_index("role")["arm"]
+        row = {
+            "protocol": proto,
+            "comparison": comp,
+            "quantity": q,
+            "a": arms["a"],
+            "b": arms["b"],
+            "n_seeds": len(wide),
+            "mean_a": wide["a"].mean(),
+            "mean_b": wide["b"].mean(),
+        }
+        if len(wide) >= 2:
+            mean, _, lo, hi, _ = t_interval(wide["a"] - wide["b"])
+            row.update({"mean_diff": mean, "ci_low": lo, "ci_high": hi})
+        out.append(row)
+    return out
+
+
+def verdicts(refs: list[str], common: Mapping[str, Any], tables: Path) -> int:
+    """Verdicts of every comparison of the given protocols, Holm applied over all of them together."""
+    from experiments.aggregate import write_table
+    from experiments.verdicts import verdict_family
+
+    protocols = [load_protocol(r) for r in refs]
+    names = [p["name"] for p in protocols]
+    if len(set(names)) != len(names):
+        raise ProtocolError(f"a protocol is named twice: {names}")
+    rows, comparisons, secondary = [], {}, []
+    for p in protocols:
+        runs = collect(p, common, tables)
+        tidy = []
+        for c in p["comparisons"]:
+            got, values = comparison_rows(p, c, runs)
+            rows += got
+            tidy += values
+            comparisons[f"{p['name']}/{c['name']}"] = (p, c)
+        write_table(pd.DataFrame(tidy), tables, f"paired_{p['name']}")
+        secondary += summarise_secondary(pd.DataFrame(tidy))
+    family = verdict_family(
+        [(claim, part.part, test, part.direction) for claim, part, test, _, _ in rows],
+        at_bound=[r[3] for r in rows],
+        reached_criterion=[r[4] for r in rows],
+    )
+    size = sum(
+        v.adjusted_p is not None for cv in family.values() for v in (cv.effect, cv.mechanism) if v
+    )
+    out = []
+    for claim, part, test, _, _ in rows:
+        p, c = comparisons[claim]
+        verdict = family[claim]
+        pv = verdict.effect if part.part == "effect" else verdict.mechanism
+        reason = pv.reason
+        if c.get("kind") == "kendall_tau" and pv.adjusted_p is not None:
+            reason = (
+                f"{test.scale} = {test.mean_diff:+.3g} over {test.n} seeds x {len(c['arms'])} arms "
+                f"(95% seed-bootstrap interval {test.ci_low:+.3g} to {test.ci_high:+.3g}); bootstrap "
+                f"p = {test.p_signflip:.3g}, {pv.adjusted_p:.3g} after Holm over {size} tests; "
+                f"TOST p = {test.p_tost:.3g} against ±{part.margin:g}: {pv.verdict}."
+            )
+        out.append(
+            {
+                "protocol": p["name"],
+                "comparison": c["name"],
+                "hypothesis": c["rule"]["hypothesis"],
+                "kind": c.get("kind", "paired"),
+                "a": c.get("a", "+".join(c.get("arms", []))),
+                "b": c.get("b", ""),
+                "part": part.part,
+                "quantity": part.quantity,
+                "direction": part.direction,
+                "margin": part.margin,
+                "margin_is_ratio": part.relative,
+                "n_seeds": len(p["seeds"]),
+                "scale": test.scale if test else "",
+                "mean_diff": test.mean_diff if test else math.nan,
+                "ci_low": test.ci_low if test else math.nan,
+                "ci_high": test.ci_high if test else math.nan,
+                "p_raw": test.p_signflip if test else math.nan,
+                "p_holm": pv.adjusted_p if pv.adjusted_p is not None else math.nan,
+                "p_tost": test.p_tost if test else math.nan,
+                "part_verdict": pv.verdict,
+                "verdict": verdict.verdict,
+                "family_size": size,
+                "reason": reason,
+                "rule": json.dumps(c["rule"], sort_keys=True),
+            }
+        )
+    table = pd.DataFrame(out)
+    write_table(table, tables, "verdicts")
+    write_table(pd.DataFrame(secondary), tables, "secondary")
+    print(
+        table[
+            ["protocol", "comparison", "part", "mean_diff", "p_holm", "part_verdict", "verdict"]
+        ].to_string(index=False)
+    )
+    print(f"wrote {tables / 'verdicts'}.csv|md and paired_<protocol>.csv")
+    return 0
