@@ -82,7 +82,7 @@ def test_result_json_holds_config_metrics_timings_and_loadable_weights(make_cfg)
     assert on_disk["metrics"]["param_norm"]["value"] > 0 and on_disk["metric_failures"] == {}
     lam = on_disk["metrics"]["lambda_max"]
     assert (
-        lam["settings"]["tol"] == 1e-4
+        lam["settings"]["tol"] == 1e-3
         and lam["extra"]["converged"]
         and lam["extra"]["products"] >= 1
     )
