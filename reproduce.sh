@@ -3,6 +3,7 @@
 #   ./reproduce.sh            quick CPU reproduction: every sweep, the audit, aggregation and the report
 #   ./reproduce.sh test [...] lint, format check and the test suite (extra args go to pytest)
 #   ./reproduce.sh full       the GPU-sized reproduction (more samples and seeds)
+#   ./reproduce.sh tune       the learning-rate search of every protocol in conf/protocol (on validation)
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -112,10 +113,19 @@ case "$mode" in
         "$VENV/bin/python" -m experiments.aggregate runs/*_cnn1d runs/batch_size_cifar10_* 2>/dev/null || true
         say "full reproduction done: results/REPORT.md; the CNN and CIFAR-10 sweeps are in results/tables/<sweep>_*"
         ;;
+    tune)
+        setup
+        say "learning-rate search of every protocol ($JOBS runs at a time; estimated 1.5 h on 2 cores)"
+        for protocol in batch_size optimizer visualisation; do
+            "$VENV/bin/python" -m experiments.protocol tune "$protocol" --jobs "$JOBS" "$@" \
+                || die "the search of $protocol failed"
+        done
+        say "done: results/tables/lr_<protocol>.csv|md (commit them; final runs read them)"
+        ;;
     -h|--help|help)
         sed -n '2,6p' "$0"
         ;;
     *)
-        die "unknown mode '$mode'; use one of: quick (default), test, full"
+        die "unknown mode '$mode'; use one of: quick (default), test, full, tune"
         ;;
 esac
