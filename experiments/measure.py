@@ -29,6 +29,7 @@ from torch import nn
 
 import flatness
 from experiments.data import Dataset
+from experiments.errors import ConfigError
 from experiments.optim import stability_threshold
 from experiments.store import atomic_write_json
 
@@ -214,12 +215,10 @@ def run_dirs(paths: list[str]) -> list[Path]:
     return found
 
 
-def remeasure(run_dir: Path, overrides: list[str]) -> str:
-    """Measure one run directory again with ``overrides`` (group choices and dotted keys)."""
+def compose_for(run_dir: Path, overrides: list[str]):
+    """The saved config of ``run_dir`` with ``overrides`` (group choices and dotted keys) applied."""
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf, open_dict
-
-    from experiments import run
 
     cfg = OmegaConf.load(run_dir / "config.yaml")
     groups = [o for o in overrides if o.split("=", 1)[0] in ("metrics", "surface")]
@@ -235,26 +234,60 @@ def remeasure(run_dir: Path, overrides: list[str]) -> str:
         cfg.runs_dir = str(run_dir.parent.parent)
         cfg.name = run_dir.parent.name
         cfg.progress = False
+    return cfg
+
+
+def check_overrides(run_dir: Path, overrides: list[str]) -> None:
+    """Validate the overrides on one run's config before any worker starts (one-line errors)."""
+    from experiments import checks
+    from experiments.config import RunConfig
+
+    try:
+        cfg = compose_for(run_dir, overrides)
+    except Exception as exc:  # Hydra's and OmegaConf's own errors: their first line says it
+        raise ConfigError(f"overrides: {str(exc).splitlines()[0]}") from None
+    rc = RunConfig.from_hydra(cfg)
+    checks.check_config(rc.values)
+
+
+def remeasure(run_dir: Path, overrides: list[str]) -> str:
+    """Measure one run directory again with ``overrides``; says how many measurements were new."""
+    import contextlib
+    import io
+
+    from experiments import run
+
+    cfg = compose_for(run_dir, overrides)
+    before = set((run_dir / "measurements").rglob("*.json"))
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # one thread per run, whatever the number of workers: same numbers
     try:
-        result = run.main(cfg)
+        with contextlib.redirect_stdout(io.StringIO()):
+            result = run.main(cfg)
     finally:
         torch.set_num_threads(threads)
     if result.get("run_id") not in (None, run_dir.name):
         return f"{run_dir}: its config now names another run ({result.get('run_id')})"
-    return f"{result.get('status')}: {run_dir}"
+    new = len(set((run_dir / "measurements").rglob("*.json")) - before)
+    failed = len(result.get("metric_failures") or {})
+    extra = f", {failed} failed (see result.json)" if failed else ""
+    return f"{result.get('status')}: {new} new measurements{extra}: {run_dir}"
 
 
 def cli(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("paths", nargs="+", help="run directories or sweeps, then overrides")
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     overrides = [p for p in args.paths if "=" in p]
     dirs = run_dirs([p for p in args.paths if "=" not in p])
     if not dirs:
         print("error: no run directory (with config.yaml) found", file=sys.stderr)
+        return 2
+    try:
+        check_overrides(dirs[0], overrides)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
     from joblib import Parallel, delayed
     from tqdm.auto import tqdm

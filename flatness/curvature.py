@@ -95,7 +95,13 @@ def hessian_trace(
         obj.flat_hvp, obj.dim, rtol=rtol, min_probes=min_probes, max_probes=max_probes, seed=seed,
         device=obj.device,
     )  # fmt: skip
-    extra = {"products": res.products, "hvp_mode": obj.hvp_mode}
+    reached = res.stderr / max(abs(res.trace), 1e-300)
+    extra = {
+        "products": res.products,
+        "hvp_mode": obj.hvp_mode,
+        "relative_stderr": reached,
+        "converged": bool(reached <= rtol),  # False: max_probes ran out first
+    }
     return Measurement(res.trace, {"n_samples": obj.n}, extra, res.stderr)
 
 
@@ -165,12 +171,21 @@ class Hessian:
     ):
         self.objective = Objective(model, data, loss_fn, batch_size=batch_size)
 
+    def _checked(self, metric: str, settings: dict) -> dict:
+        from flatness.registry import validate
+
+        validate({metric: settings}, num_params=self.objective.dim)  # one-line errors, as measure
+        return settings
+
     def eigenvalues(self, k: int = 1, **settings) -> Measurement:
         """The ``k`` largest eigenvalues (:func:`top_eigenvalues`)."""
-        return top_eigenvalues(self.objective, k=k, **settings)
+        return top_eigenvalues(
+            self.objective, **self._checked("hessian_top_k", {"k": k, **settings})
+        )
 
     def eigenvectors(self, k: int = 1, **settings) -> tuple[Measurement, list[P.Params]]:
         """The ``k`` largest eigenvalues and their unit eigenvectors as parameter dicts."""
+        self._checked("hessian_top_k", {"k": k, **settings})
         obj = self.objective.subset(settings.pop("subset", None))
         defaults = {
             key: value
@@ -192,15 +207,16 @@ class Hessian:
     def trace(self, method: str = "hutchinson", **settings) -> Measurement:
         """tr(H) by ``hutchinson`` (:func:`hessian_trace`) or ``hutch++``."""
         if method == "hutchinson":
-            return hessian_trace(self.objective, **settings)
+            return hessian_trace(self.objective, **self._checked("hessian_trace", settings))
         if method == "hutch++":
+            settings = self._checked("hessian_trace_hutchpp", settings)
             return hessian_trace_hutchpp(self.objective, **settings)
         raise ValueError(f"method must be 'hutchinson' or 'hutch++' (got {method!r})")
 
     def density(self, **settings) -> H.SpectralDensity:
         """The spectral density (:func:`spectral_density`); ``.error_bound`` on the result is the
         standard error of its mean over the random vectors."""
-        measured = spectral_density(self.objective, **settings)
+        measured = spectral_density(self.objective, **self._checked("hessian_esd", settings))
         esd = density_of(measured)
         esd.error_bound = measured.error_bound
         return esd

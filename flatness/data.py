@@ -102,6 +102,8 @@ def as_data(data: DataLike | None, name: str = "data") -> Data:
         raise ValueError(f"{name} is required: pass (x, y) tensors or a DataLoader of (x, y)")
     if isinstance(data, list | tuple) and len(data) == 2 and isinstance(data[0], torch.Tensor):
         return Data(data[0], data[1])
+    if isinstance(data, torch.Tensor):
+        raise TypeError(f"{name}: pass the inputs with their targets, (x, y), not x alone")
     if isinstance(data, Iterator):
         # A generator is spent after one pass; measures need several.
         raise TypeError(f"{name}: pass a re-iterable such as a DataLoader, not a one-shot iterator")

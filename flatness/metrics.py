@@ -38,7 +38,7 @@ def measure(
     data: DataLike,
     test: DataLike | None = None,
     *,
-    metrics: Request = DEFAULT_METRICS,
+    metrics: Request | None = DEFAULT_METRICS,
     loss_fn: LossFn = F.cross_entropy,
     init: Mapping[str, torch.Tensor] | None = None,
     batch_size: int = 2048,
@@ -57,12 +57,15 @@ def measure(
     """
     if on_error not in ("raise", "record"):
         raise ValueError(f"on_error must be 'raise' or 'record' (got {on_error!r})")
-    request = normalise_request(metrics)
+    request = normalise_request(DEFAULT_METRICS if metrics is None else metrics)
+    if init is not None and not isinstance(init, Mapping):
+        raise TypeError("init must be the initial weights as a state_dict: pass model.state_dict()")
     num_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     resolved = validate(request, num_params=num_params)  # fail on a bad request before any work
     needs_test = [n for n in request if "test" in get(base_metric(n, request[n])).inputs]
     if needs_test and test is None:
-        raise ValueError(f"{', '.join(needs_test)} need test data: pass test=(x, y) or a loader")
+        verb = "needs" if len(needs_test) == 1 else "need"
+        raise ValueError(f"{', '.join(needs_test)} {verb} test data: pass test=(x, y) or a loader")
     obj = Objective(model, data, loss_fn, batch_size=batch_size)
     inputs = {
         "test": None if test is None else Objective(model, test, loss_fn, batch_size=batch_size),

@@ -111,6 +111,10 @@ def rescale(
     """
     if mode not in ("layer", "neuron"):
         raise RescaleError(f"mode must be 'layer' or 'neuron' (got {mode!r})")
+    if alpha is not None and not (
+        isinstance(alpha, int | float) and math.isfinite(alpha) and alpha > 0
+    ):
+        raise RescaleError(f"alpha must be a finite number > 0 (got {alpha!r})")
     original = weight_layers(model)  # refuses non-chains before anything is copied
     if not original:
         raise RescaleError("the model has no Linear or Conv layer to rescale")

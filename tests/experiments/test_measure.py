@@ -133,3 +133,13 @@ def test_one_and_two_workers_write_identical_result_files(make_cfg, tmp_path):
             ra, rb = json.loads(a[name]), json.loads(b[name])
             ra.pop("seconds"), rb.pop("seconds")
             assert ra == rb, name
+
+
+def test_bad_overrides_are_one_line_before_any_worker_starts(make_cfg, tmp_path, capsys):
+    main(make_cfg(*TINY, "metrics=none"))
+    sweep = str(tmp_path / "runs" / "default")
+    for bad in ("metrics.lambda_max.tol=-1", "+metrics.hessian_top_k={k:3}"):
+        capsys.readouterr()
+        assert M.cli([sweep, "--jobs", "1", bad]) == 2  # --jobs anywhere among the arguments
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: metrics.") and "\n" not in err

@@ -132,3 +132,18 @@ def test_every_randomised_metric_is_deterministic_for_a_fixed_seed(problem):
     assert first == again
     other = flatness.measure(model, train, metrics={"hessian_trace": {"seed": 1}})
     assert other["hessian_trace"].value != first["hessian_trace"].value
+
+
+def test_defaults_for_none_and_clear_errors_for_a_module_as_init_or_x_alone(problem):
+    model, train, _ = problem
+    results = flatness.measure(model, train, metrics=None)
+    assert list(results) == list(flatness.DEFAULT_METRICS)
+    trace = results["hessian_trace"]
+    # the trace says whether it reached its tolerance before running out of probes
+    assert trace.extra["converged"] == (trace.extra["relative_stderr"] <= trace.settings["rtol"])
+    with pytest.raises(TypeError, match="state_dict"):
+        flatness.measure(model, train, metrics=["distance_from_init"], init=model)
+    with pytest.raises(TypeError, match=r"\(x, y\)"):
+        flatness.measure(model, train[0])
+    with pytest.raises(ValueError, match="metrics.hessian_esd.vectors"):
+        flatness.Hessian(model, train).density(vectors=0)
