@@ -666,6 +666,24 @@ def fig_batchnorm(tables: Path, figures: Path) -> str | None:
 # --- the report -------------------------------------------------------------------------------------
 
 
+def protocol_verdicts(tables: Path) -> list[str]:
+    """The verdicts of the protocols (``python -m experiments.protocol verdicts``), when they exist:
+    equal training loss, 10 paired seeds, one Holm family, the rule in each protocol's config. They
+    take precedence over the earlier sweeps' verdicts above, which had none of these."""
+    path = tables / "verdicts.md"
+    if not path.exists():
+        return []
+    return [
+        "",
+        "## Verdicts at equal footing (conf/protocol)",
+        "",
+        "Computed by `python -m experiments.protocol verdicts`; where a claim has a row here, this row "
+        "is its verdict and the sweep-based verdict above is superseded.",
+        "",
+        path.read_text().strip(),
+    ]
+
+
 def build(results: Path, runs_dir: Path) -> Path:
     tables, figures = results / "tables", results / "figures"
     figures.mkdir(parents=True, exist_ok=True)
@@ -707,6 +725,7 @@ def build(results: Path, runs_dir: Path) -> Path:
         "|---|---|---|",
     ]
     lines += [f"| {title} | **{s['verdict']}** | {s.get('effect', '')} |" for title, s in sections]
+    lines += protocol_verdicts(tables)
     for title, s in sections:
         lines += ["", f"## {title}", "", f"**Verdict: {s['verdict']}.**", "", s["text"]]
         if s.get("figure") and (figures / s["figure"]).exists():

@@ -103,3 +103,15 @@ def test_report_from_tiny_sweeps_has_every_figure_and_claim(tmp_path, data_dir):
         assert claim in text
     assert "not run" not in text
     assert text.count("**Verdict:") == 6
+
+
+def test_protocol_verdicts_lead_the_report_when_they_exist(tmp_path):
+    from experiments import report
+
+    tables = tmp_path / "tables"
+    assert report.protocol_verdicts(tables) == []
+    tables.mkdir()
+    (tables / "verdicts.md").write_text("| claim | verdict |\n|---|---|\n| batch size | partly |\n")
+    lines = report.protocol_verdicts(tables)
+    assert "## Verdicts at equal footing (conf/protocol)" in lines
+    assert lines[-1].endswith("| batch size | partly |")
