@@ -249,7 +249,8 @@ def bench_lambda_max(label, model, x, y, device, ph, seeds, repeats) -> None:
     PH = f"pyhessian {version} eigenvalues(), its defaults (maxIter 100, tol 1e-3)"
     if isinstance(ph, PyHessianAlgorithm):
         PH = "PyHessian's power iteration (re-implemented), maxIter 100, tol 1e-3"
-    A = "flatness.measure lambda_max, defaults (tol 1e-4, residual bound)"
+    tol = flatness.registry.defaults_of(flatness.curvature.lambda_max)["tol"]
+    A = f"flatness.measure lambda_max, defaults (tol {tol:g}, residual bound)"
     rows = {
         PH: lambda s: ph.run(model, x, y, s, "eigen", maxIter=100, tol=1e-3),
         A: lambda s: measured(model, x, y, "lambda_max", seed=s),

@@ -122,18 +122,20 @@ def _execute(run: Prepared) -> dict[str, Any]:
             if path.name != ".lock":
                 shutil.rmtree(path) if path.is_dir() else path.unlink()
     previous = store.load_result(run_dir / "result.json")
-    trained = (
+    final = None
+    if (
         previous is not None
         and previous.get("status") in DONE_STATUSES + ("failed",)
         and "stop_reason" in previous
-        and store.load_checkpoint(run_dir / "final.pt") is not None
-    )
+    ):
+        final = store.load_checkpoint(run_dir / "final.pt")
+    trained = final is not None
     if trained and _nothing_new(run, previous):
         print(f"already done: {run_dir}")
         return previous
     init_state = {k: v.detach().cpu().clone() for k, v in run.model.state_dict().items()}
     if trained:
-        run.model.load_state_dict(store.load_checkpoint(run_dir / "final.pt"))
+        run.model.load_state_dict(final)
         result = _training_record(run, previous)
         if rc.track_sharpness_every and not previous.get("tracked_sharpness"):
             log.warning("track_sharpness_every: this run was trained without tracking; not redone")

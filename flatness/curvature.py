@@ -10,6 +10,8 @@ the trace Hutchinson 1989 / Yao et al. 2020 (stopped on its standard error) and 
 
 from __future__ import annotations
 
+import dataclasses
+
 import torch.nn.functional as F
 from torch import nn
 
@@ -56,6 +58,18 @@ def lambda_max(
     )
 
 
+def _top_k(obj: Objective, k, tol, bound, max_iter, seed) -> tuple[Measurement, H.EigenResult]:
+    """The top-k eigenvalues as a Measurement (with their residual bounds), and Lanczos's result."""
+    res = _eigen(obj, k, tol, bound, max_iter, seed)
+    values = Measurement(
+        [float(v) for v in res.eigenvalues],
+        {"n_samples": obj.n},
+        _hvp_extra(obj, res),
+        [float(r) for r in res.residuals],
+    )
+    return values, res
+
+
 @records_settings
 def top_eigenvalues(
     obj: Objective,
@@ -68,14 +82,7 @@ def top_eigenvalues(
     subset: int | None = None,
 ) -> Measurement:
     """The ``k`` largest Hessian eigenvalues (descending list) with their residual error bounds."""
-    obj = obj.subset(subset)
-    res = _eigen(obj, k, tol, bound, max_iter, seed)
-    return Measurement(
-        [float(v) for v in res.eigenvalues],
-        {"n_samples": obj.n},
-        _hvp_extra(obj, res),
-        [float(r) for r in res.residuals],
-    )
+    return _top_k(obj.subset(subset), k, tol, bound, max_iter, seed)[0]
 
 
 @records_settings
@@ -193,13 +200,8 @@ class Hessian:
             if key not in ("k", "subset")
         }
         used = {**defaults, **settings}
-        res = _eigen(obj, k, **used)
-        values = Measurement(
-            [float(v) for v in res.eigenvalues],
-            {"k": k, **used, "n_samples": obj.n},
-            _hvp_extra(obj, res),
-            [float(r) for r in res.residuals],
-        )
+        measured, res = _top_k(obj, k, **used)
+        values = dataclasses.replace(measured, settings={"k": k, **used, **measured.settings})
         dtype = next(iter(obj.params.values())).dtype
         vectors = [P.unflatten(v.to(dtype), obj.params) for v in res.eigenvectors]
         return values, vectors

@@ -67,13 +67,6 @@ def cross_entropy_sum(logits: torch.Tensor, target: torch.Tensor) -> torch.Tenso
     return (logits.logsumexp(dim=-1) - logits.gather(-1, target[:, None]).squeeze(-1)).sum()
 
 
-def batches(
-    x: torch.Tensor, y: torch.Tensor, batch_size: int
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Consecutive slices of ``(x, y)``; the last one may be shorter."""
-    return Data(x, y).batches(batch_size)
-
-
 def accumulate(
     data: Data,
     per_batch: Callable[[torch.Tensor, torch.Tensor], Any],

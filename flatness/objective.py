@@ -62,6 +62,7 @@ class Objective:
         self.hvp_mode: str | None = None  # the path the last product took
         self.graph_memory = graph_memory
         self._graph = None  # (leaves, [(name, gradient with graph)]) for the cached path
+        self._cache: bool | None = None  # whether auto caches graphs: decided once, on first use
         self._evaluation: Evaluation | None = None
         self._subsets: dict[int, Objective] = {}
 
@@ -139,12 +140,14 @@ class Objective:
         if mode not in HVP_MODES:
             raise ValueError(f"mode must be one of {list(HVP_MODES)} (got {mode!r})")
         if mode == "auto":
-            if params is None and (self._graph is not None or self.graph_fits()):
+            if params is None and self._cache is None:  # the estimate runs a forward pass:
+                self._cache = self.graph_fits()  # decide once, not once per product
+            if params is None and self._cache:
                 try:
                     return self.hvp(v, mode="cached-graph")
                 except torch.OutOfMemoryError:  # the estimate was wrong: stop caching
                     self._drop_graph()
-                    self.graph_memory = 0
+                    self._cache = False
             mode = "reverse-over-reverse" if self.hvp_mode == "reverse-over-reverse" else None
             if mode is None:
                 try:
