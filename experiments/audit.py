@@ -1,11 +1,16 @@
 """``python -m experiments.audit``: which metrics does Dinh et al.'s α-rescaling fool?
 
-Trains (or reuses) the default MLP and the default CNN, rescales each with α ∈ {0.01, 0.1, 1, 10, 100}
-layer-wise (×α, ×1/α on the first two weight layers) and per neuron (every unit of the first layer by
-its own factor around α), measures every metric on the same function, and writes:
+Audits finished runs (``--run DIR``: their final weights, which must have met the run's training
+criterion) or trains (or reuses) the default MLP and CNN to cross-entropy 0.01; rescales each with
+α ∈ {0.01, 0.1, 1, 10, 100} layer-wise (×α, ×1/α on the first two weight layers) and per neuron (every
+unit of the first layer by its own factor around α), measures every metric on the same function, and
+writes:
 
 - ``results/tables/audit.csv`` and ``audit.md``: metric × α → value and ratio to the unrescaled
-  model, with a verdict per metric (invariant within the tolerance, or the factor it moves by);
+  model, with a verdict per metric. The rule is deterministic: the function must be unchanged (max
+  |Δlogits| / max |logits| ≤ ``--function-tolerance``, else every verdict is "function changed");
+  a metric is "invariant" when every ratio is within ``--tolerance`` of 1, "at bound" when a search
+  of it hit its bound at some α (no ratio is shown for it), otherwise the factor it moves by;
 - ``results/figures/audit_<model>.png``: test error flat across α while the other metrics move;
 - ``results/figures/audit_<model>_slice.png``: the filter-normalised 1D slice before and after.
 """
@@ -35,6 +40,18 @@ log = logging.getLogger(__name__)
 CONF = Path(__file__).resolve().parents[1] / "conf"
 ALPHAS = (0.01, 0.1, 1.0, 10.0, 100.0)
 DEFAULT_MODELS = ("mlp", "cnn1d")
+# The default models are trained to the criterion the protocols use, under a step budget.
+CRITERION = [
+    "train_until_loss=0.01",
+    "epochs=null",
+    "max_steps=20000",
+    "criterion_every_samples=3200",
+]
+REACHED = "train_until_loss"
+
+
+class AuditError(Exception):
+    """A model the audit refuses (e.g. one that never met its training criterion)."""
 
 
 def trained(model_name: str, overrides: list[str]) -> tuple[Any, torch.nn.Module, Any, dict]:
@@ -43,20 +60,33 @@ def trained(model_name: str, overrides: list[str]) -> tuple[Any, torch.nn.Module
         cfg = compose("config", overrides=[f"model={model_name}", "metrics=none", *overrides])
     result = run.main(cfg)
     if result["status"] != "finished":
-        raise RuntimeError(
+        raise AuditError(
             f"training {model_name} did not finish: {result['status']} ({result['run_dir']})"
         )
-    run_dir = Path(result["run_dir"])
+    return from_run(result["run_dir"], require_criterion=cfg.train_until_loss is not None)
+
+
+def from_run(run_dir: str | Path, require_criterion: bool = True):
+    """A finished run's config, model (final weights, eval mode), data and initial weights; refuses a
+    run whose training stopped before its criterion when ``require_criterion``."""
+    from experiments import store
+
+    run_dir = Path(run_dir)
+    result = store.load_result(run_dir / "result.json")
+    if result is None or not (run_dir / "final.pt").exists():
+        raise AuditError(f"{run_dir} is not a finished run (no result.json or final.pt)")
+    if require_criterion and result.get("stop_reason") != REACHED:
+        raise AuditError(
+            f"{run_dir} stopped by {result.get('stop_reason')!r} at train loss "
+            f"{result.get('train_loss')}, not at its criterion: the audit compares minima only"
+        )
+    cfg = OmegaConf.load(run_dir / "config.yaml")
     data = build_dataset(cfg.dataset, cfg.data_dir)
     model = build_model(cfg.model, data.input_shape, data.num_classes)
     model.load_state_dict(torch.load(run_dir / "final.pt", weights_only=True))
     init = torch.load(run_dir / "init.pt", weights_only=True)
-    return (
-        cfg,
-        model.eval(),
-        data,
-        {k: v for k, v in init.items() if k in dict(model.named_parameters())},
-    )
+    init = {k: v for k, v in init.items() if k in dict(model.named_parameters())}
+    return cfg, model.eval(), data, init
 
 
 def audit_model(
@@ -70,12 +100,14 @@ def audit_model(
             layers = [0, 1] if mode == "layer" else [0]
             scaled = rescale(model, alpha=alpha, layers=layers, mode=mode, check=data.x_train)
             measured = measure_model(scaled.model, data, init, requested, batch_size)
-            values = {"test_error": (measured["test_error"], reference["test_error"])}
+            values = {"test_error": (measured["test_error"], reference["test_error"], False)}
             for metric, entry in measured["metrics"].items():
-                values[metric] = (entry["value"], reference["metrics"][metric]["value"])
+                ref = reference["metrics"].get(metric)
+                bound = _at_bound(entry) or (ref is not None and _at_bound(ref))
+                values[metric] = (entry["value"], np.nan if ref is None else ref["value"], bound)
             for metric in measured["metric_failures"]:
-                values[metric] = (np.nan, np.nan)
-            for metric, (value, ref) in values.items():
+                values[metric] = (np.nan, np.nan, False)
+            for metric, (value, ref, bound) in values.items():
                 rows.append(
                     {
                         "model": name,
@@ -84,6 +116,7 @@ def audit_model(
                         "metric": metric,
                         "value": value,
                         "reference": ref,
+                        "at_bound": bool(bound),
                         "logit_change": scaled.relative_change,
                     }
                 )
@@ -91,12 +124,24 @@ def audit_model(
     return rows
 
 
-def verdicts(rows: pd.DataFrame, tol: float) -> pd.DataFrame:
-    """Per model, mode and metric: the spread max/min of value/reference over α, and a verdict."""
+def _at_bound(entry: dict[str, Any]) -> bool:
+    return bool((entry.get("extra") or {}).get("at_bound"))
+
+
+def verdicts(rows: pd.DataFrame, tol: float, function_tol: float = 1e-4) -> pd.DataFrame:
+    """Per model, mode and metric: the spread max/min of value/reference over α, and a verdict (the
+    module's rule: function changed / at bound / invariant / changed for every α / moves)."""
     rows = rows.assign(ratio=rows["value"] / rows["reference"])
+    if "at_bound" not in rows:
+        rows = rows.assign(at_bound=False)
 
     def judge(group: pd.DataFrame) -> pd.Series:
         ratios = group["ratio"].to_numpy(dtype=float)
+        change = np.nanmax(group["logit_change"].to_numpy(dtype=float))
+        if not change <= function_tol:
+            return pd.Series({"spread": np.nan, "verdict": f"function changed ({change:.2g})"})
+        if group["at_bound"].astype(bool).any():
+            return pd.Series({"spread": np.nan, "verdict": "at bound"})
         if np.isnan(ratios).any() or (ratios <= 0).any():
             spread = np.nan
         else:
@@ -113,7 +158,9 @@ def verdicts(rows: pd.DataFrame, tol: float) -> pd.DataFrame:
         return pd.Series({"spread": spread, "verdict": verdict})
 
     return (
-        rows.groupby(["model", "mode", "metric"], sort=False)[["ratio"]].apply(judge).reset_index()
+        rows.groupby(["model", "mode", "metric"], sort=False)[["ratio", "logit_change", "at_bound"]]
+        .apply(judge)
+        .reset_index()
     )
 
 
@@ -131,6 +178,9 @@ def write_tables(rows: pd.DataFrame, judged: pd.DataFrame, out: Path) -> None:
     table = (
         pd.concat([ref, wide], axis=1).reset_index().merge(judged, on=["model", "mode", "metric"])
     )
+    # a search that hit its bound gave no value: no ratio (and no reference) is shown for it
+    at = table["verdict"].eq("at bound")
+    table.loc[at, [c for c in table.columns if c.startswith(("ratio", "value"))]] = np.nan
     table.to_csv(out / "audit.csv", index=False)
     rows.to_csv(out / "audit_values.csv", index=False)
     (out / "audit.md").write_text(table.to_markdown(index=False, floatfmt=".4g") + "\n")
@@ -144,6 +194,8 @@ def plot_audit(rows: pd.DataFrame, name: str, out: Path) -> None:
     for ax, mode in zip(axes[0], modes, strict=True):
         sub = rows[(rows["model"] == name) & (rows["mode"] == mode)]
         for metric, group in sub.groupby("metric", sort=False):
+            if group.get("at_bound", pd.Series(False)).astype(bool).any():
+                continue  # a search at its bound has no value to draw (the table says "at bound")
             ratio = (group["value"] / group["reference"]).abs().to_numpy(dtype=float)
             style = (
                 {"color": "black", "linewidth": 3, "zorder": 5}
@@ -179,6 +231,35 @@ def plot_slices(model, data, name: str, out: Path, alpha: float = 10.0) -> None:
     plot.save_figure(fig, out / f"audit_{name}_slice.png")
 
 
+def _models(args) -> list[tuple[str, Any]]:
+    """(label, loader) per model to audit, every path checked before any measuring."""
+    out = []
+    for ref in args.run:
+        label, _, path = ref.rpartition("=")
+        path = Path(path)
+        from_run(path)  # refuse early
+        out.append((label or path.name, lambda path=path: from_run(path)))
+    for ref in args.protocol_run:
+        from experiments import protocol
+
+        try:
+            name, arm, seed = ref.split("/")
+            p = protocol.load_protocol(name)
+            rates = protocol.read_rates(p, args.out / "tables")
+            spec = next(
+                s for s in protocol.final_specs(p, rates) if (s.arm, s.seed) == (arm, int(seed))
+            )
+        except (ValueError, StopIteration, protocol.ProtocolError) as exc:
+            raise AuditError(f"--protocol-run {ref}: {exc or 'no such arm and seed'}") from None
+        path = protocol.run_dir(spec, {})
+        from_run(path)
+        out.append((f"{arm}_seed{seed}", lambda path=path: from_run(path)))
+    if out:
+        return out
+    overrides = ["progress=false", "name=audit", *CRITERION, *args.overrides]
+    return [(m, lambda m=m: trained(m, overrides)) for m in args.models]
+
+
 def main(argv: list[str] | None = None) -> pd.DataFrame:
     ap = argparse.ArgumentParser(
         prog="python -m experiments.audit", description=__doc__.splitlines()[0]
@@ -191,6 +272,32 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     )
     ap.add_argument(
         "--tolerance", type=float, default=1e-2, help="relative change counted as invariant"
+    )
+    ap.add_argument(
+        "--function-tolerance",
+        type=float,
+        default=1e-4,
+        help="max |Δlogits| / max |logits| counted as the same function",
+    )
+    ap.add_argument(
+        "--run",
+        nargs="+",
+        default=[],
+        metavar="[LABEL=]DIR",
+        help="audit these finished runs (trained to their criterion) instead of --models",
+    )
+    ap.add_argument(
+        "--protocol-run",
+        nargs="+",
+        default=[],
+        metavar="PROTOCOL/ARM/SEED",
+        help="audit a protocol's final run (e.g. batch_size/momentum_small/0) instead of --models",
+    )
+    ap.add_argument(
+        "--subset",
+        type=int,
+        default=None,
+        help="measure every metric that takes `subset` on the first N training samples",
     )
     ap.add_argument("--out", type=Path, default=Path("results"))
     ap.add_argument(
@@ -206,9 +313,11 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     args = ap.parse_args(argv)
     if any(a <= 0 for a in args.alphas):
         ap.error("--alphas: every α must be > 0")
+    if args.subset is not None and args.subset < 1:
+        ap.error("--subset must be a positive number of samples")
     if args.tables_only:
         rows = pd.read_csv(args.out / "tables" / "audit_values.csv")
-        judged = verdicts(rows, args.tolerance)
+        judged = verdicts(rows, args.tolerance, args.function_tolerance)
         write_tables(rows, judged, args.out / "tables")
         for name in dict.fromkeys(rows["model"]):
             plot_audit(rows, name, args.out / "figures")
@@ -217,10 +326,18 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     requested = (
         OmegaConf.to_container(OmegaConf.load(CONF / "metrics" / f"{args.metrics}.yaml")) or {}
     )
-    overrides = ["progress=false", "name=audit", *args.overrides]
+    if args.subset is not None:
+        requested = {
+            m: {**s, "subset": args.subset} if "subset" in (s or {}) else s
+            for m, s in requested.items()
+        }
+    try:
+        models = _models(args)
+    except AuditError as exc:
+        ap.exit(2, f"error: {exc}\n")
     all_rows = []
-    for name in args.models:
-        cfg, model, data, init = trained(name, overrides)
+    for name, load in models:
+        cfg, model, data, init = load()
         print(
             f"auditing {name} ({sum(p.numel() for p in model.parameters())} parameters) ...",
             flush=True,
@@ -230,9 +347,9 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         )
         plot_slices(model, data, name, args.out / "figures")
     rows = pd.DataFrame(all_rows)
-    judged = verdicts(rows, args.tolerance)
+    judged = verdicts(rows, args.tolerance, args.function_tolerance)
     write_tables(rows, judged, args.out / "tables")
-    for name in args.models:
+    for name, _ in models:
         plot_audit(rows, name, args.out / "figures")
     print(judged.to_string(index=False))
     print(f"tables in {args.out / 'tables'}, figures in {args.out / 'figures'}")

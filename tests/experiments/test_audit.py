@@ -24,6 +24,8 @@ def test_audit_writes_tables_and_figures_with_the_expected_verdicts(tmp_path, da
             f"data_dir={data_dir}",
             "dataset=synthetic",
             "epochs=5",
+            "max_steps=null",
+            "train_until_loss=null",
             "model.width=16",
         ]
     )
@@ -52,6 +54,8 @@ def test_invariant_norms_are_judged_invariant(tmp_path, data_dir):
             f"data_dir={data_dir}",
             "dataset=synthetic",
             "epochs=3",
+            "max_steps=null",
+            "train_until_loss=null",
             "progress=false",
         ],
     )
@@ -65,3 +69,60 @@ def test_invariant_norms_are_judged_invariant(tmp_path, data_dir):
         assert verdict[(mode, "path_norm")] == "invariant"
     assert verdict[("layer", "spectral_product")] == "invariant"  # ∏‖W‖² keeps the product of α²
     assert verdict[("neuron", "spectral_product")].startswith("changed")  # by the spread, not by α
+
+
+def _rows(metric, ratios, at_bound=(), change=1e-7):
+    return [
+        {
+            "model": "m",
+            "mode": "layer",
+            "alpha": alpha,
+            "metric": metric,
+            "value": 2.0 * r,
+            "reference": 2.0,
+            "at_bound": alpha in at_bound,
+            "logit_change": change,
+        }
+        for alpha, r in zip((0.1, 1.0, 10.0), ratios, strict=True)
+    ]
+
+
+def test_the_rule_says_at_bound_and_never_shows_a_ratio_for_it(tmp_path):
+    rows = pd.DataFrame(
+        _rows("pacbayes_sigma", [1e-5, 1.0, 3.0], at_bound=(0.1,))
+        + _rows("lambda_max", [100.0, 1.0, 0.01])
+        + _rows("path_norm", [1.0, 1.0, 1.0 + 1e-4])
+    )
+    judged = audit.verdicts(rows, 1e-2)
+    verdict = dict(zip(judged["metric"], judged["verdict"], strict=True))
+    assert verdict == {
+        "pacbayes_sigma": "at bound",
+        "lambda_max": "moves ×1e+04",
+        "path_norm": "invariant",
+    }
+    audit.write_tables(rows, judged, tmp_path)
+    table = pd.read_csv(tmp_path / "audit.csv").set_index("metric")
+    ratios = [c for c in table.columns if c.startswith(("ratio", "value"))]
+    assert table.loc["pacbayes_sigma", ratios].isna().all()
+    assert table.loc["lambda_max", "ratio α=0.1"] == 100.0
+
+
+def test_a_changed_function_voids_every_verdict_of_the_model():
+    rows = pd.DataFrame(_rows("path_norm", [1.0, 1.0, 1.0], change=1e-2))
+    judged = audit.verdicts(rows, 1e-2, function_tol=1e-4)
+    assert judged["verdict"].item().startswith("function changed")
+
+
+def test_a_run_that_missed_its_criterion_is_refused(tmp_path, data_dir):
+    import pytest
+
+    from experiments.audit import AuditError
+
+    args = [f"runs_dir={tmp_path / 'runs'}", f"data_dir={data_dir}", "dataset=synthetic"]
+    args += ["epochs=null", "max_steps=3", "train_until_loss=1e-6", "model.width=8"]
+    with pytest.raises(AuditError, match="not at its criterion"):
+        audit.trained("mlp", ["progress=false", *args])
+    out = tmp_path / "results"
+    with pytest.raises(SystemExit) as stop:
+        audit.main(["--run", str(next((tmp_path / "runs").glob("*/*"))), "--out", str(out)])
+    assert stop.value.code == 2
