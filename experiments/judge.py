@@ -121,6 +121,84 @@ def collect(p: Mapping[str, Any], common: Mapping[str, Any], tables: Path) -> di
     return runs
 
 
+RUN_FIELDS = (
+    "status",
+    "stop_reason",
+    "steps_trained",
+    "epochs_trained",
+    "train_loss",
+    "train_error",
+    "val_error",
+    "test_error",
+    "gap",
+)
+
+
+def run_rows(p: Mapping[str, Any], runs: Mapping, rates: Mapping[str, float]) -> list[dict]:
+    """One row per final run: its arm, rate, seed, where training stopped and how long it took
+    (the report's setup and per-seed tables read these, never the run directories)."""
+    rows = []
+    for (arm, seed), (result, folder) in runs.items():
+        timings = result.get("timings") or {}
+        rows.append(
+            {
+                "protocol": p["name"],
+                "arm": arm,
+                "seed": seed,
+                "lr": rates[arm],
+                "batch_size": (result.get("config") or {}).get("batch_size"),
+                **{k: result.get(k) for k in RUN_FIELDS},
+                "train_s": timings.get("train_s"),
+                "measure_s": timings.get("measure_s"),
+                "num_train": result.get("num_train"),
+                "num_val": result.get("num_val"),
+                "num_test": result.get("num_test"),
+                "device": result.get("device"),
+                "git_commit": result.get("git_commit"),
+                "n_params": _n_params(folder),
+                "run_dir": str(folder),
+            }
+        )
+    return rows
+
+
+def _n_params(folder: Path) -> int | None:
+    """Trainable parameters of a run's model, from its saved weights (batch-norm statistics and
+    other buffers excluded)."""
+    import torch
+
+    try:
+        state = torch.load(folder / "init.pt", weights_only=True)
+    except (OSError, RuntimeError):
+        return None
+    skip = ("running_mean", "running_var", "num_batches_tracked")
+    return sum(v.numel() for k, v in state.items() if not k.endswith(skip))
+
+
+def environment() -> dict[str, Any]:
+    """The machine the verdicts were computed on (the runs record their device and commit)."""
+    import os
+    import platform
+
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+
+
 def comparison_rows(p, c, runs) -> tuple[list, list[dict]]:
     """One comparison's family rows (claim, rule part, test, at_bound, reached) and its tidy
     per-seed values (secondary quantities included)."""
@@ -223,9 +301,10 @@ def verdicts(refs: list[str], common: Mapping[str, Any], tables: Path) -> int:
     names = [p["name"] for p in protocols]
     if len(set(names)) != len(names):
         raise ProtocolError(f"a protocol is named twice: {names}")
-    rows, comparisons, secondary = [], {}, []
+    rows, comparisons, secondary, per_run = [], {}, [], []
     for p in protocols:
         runs = collect(p, common, tables)
+        per_run += run_rows(p, runs, read_rates(p, tables))
         tidy = []
         for c in p["comparisons"]:
             got, values = comparison_rows(p, c, runs)
@@ -286,6 +365,10 @@ def verdicts(refs: list[str], common: Mapping[str, Any], tables: Path) -> int:
     table = pd.DataFrame(out)
     write_table(table, tables, "verdicts")
     write_table(pd.DataFrame(secondary), tables, "secondary")
+    write_table(pd.DataFrame(per_run), tables, "protocol_runs")
+    (tables / "environment.json").write_text(json.dumps(environment(), indent=1) + "\n")
+    # the protocols as judged (the report describes each from this, not from conf/ as it is now)
+    (tables / "protocols.json").write_text(json.dumps(protocols, indent=1) + "\n")
     print(
         table[
             ["protocol", "comparison", "part", "mean_diff", "p_holm", "part_verdict", "verdict"]

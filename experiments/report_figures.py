@@ -1,0 +1,105 @@
+"""The report's figures, drawn from the tables the verdicts step saved (never measured here).
+
+Each figure is written with the tidy CSV of exactly what it draws beside it
+(``results/figures/<name>.csv``), so anyone can re-plot it. seaborn draws the per-seed points;
+one colour and marker per arm across every figure of a protocol.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+import seaborn as sns  # noqa: E402
+
+from flatness.io import atomic_write_bytes  # noqa: E402
+from flatness.plot import save_figure  # noqa: E402
+
+LABELS = {
+    "test_error": "test error",
+    "gap": "generalisation gap (test − train error)",
+    "lambda_max": "λmax of the training loss",
+    "keskar_sharpness": "Keskar ε-sharpness (ε = 1e-3)",
+    "adaptive_worst_case_sharpness": "adaptive worst-case sharpness",
+    "slice_sharpness": "filter-normalised slice sharpness",
+}
+MARKERS = ["o", "s", "D", "^", "v", "P", "X"]
+
+
+def _save(fig, data: pd.DataFrame, figures: Path, name: str) -> str:
+    figures.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(figures / f"{name}.csv", data.to_csv(index=False).encode())
+    save_figure(fig, figures / f"{name}.png")
+    return f"{name}.png"
+
+
+def paired_figure(
+    paired: pd.DataFrame, comparison: str, quantities: list[str], figures: Path, name: str
+) -> str | None:
+    """One panel per quantity: every seed's value in arm b and arm a, joined by a grey line (the
+    pairing the test uses); log scale for sharpness. Only seeds where both arms met the criterion."""
+    rows = paired[(paired["comparison"] == comparison) & paired["quantity"].isin(quantities)]
+    rows = rows[rows["reached"].astype(bool) & ~rows["at_bound"].astype(bool)].dropna(
+        subset=["value"]
+    )
+    if rows.empty:
+        return None
+    order = [
+        rows[rows["role"] == r]["arm"].iloc[0] for r in ("b", "a") if (rows["role"] == r).any()
+    ]
+    fig, axes = plt.subplots(
+        1, len(quantities), figsize=(3.6 * len(quantities), 3.6), squeeze=False
+    )
+    for ax, q in zip(axes[0], quantities, strict=True):
+        sub = rows[rows["quantity"] == q]
+        wide = sub.pivot(index="seed", columns="arm", values="value")
+        for _, seed_values in wide.iterrows():
+            ax.plot(order, seed_values[order], color="0.75", linewidth=0.8, zorder=1)
+        sns.stripplot(
+            data=sub, x="arm", y="value", hue="arm", order=order, hue_order=order, jitter=False,
+            size=6, ax=ax, legend=False, zorder=2,
+        )  # fmt: skip
+        means = sub.groupby("arm")["value"].mean()[order]
+        ax.scatter(order, means, marker="_", s=600, color="black", zorder=3, label="mean")
+        positive = (sub["value"] > 0).all()
+        if (
+            q not in ("test_error", "gap")
+            and positive
+            and sub["value"].max() > 3 * sub["value"].min()
+        ):
+            ax.set_yscale("log")
+        ax.set_xlabel("")
+        ax.set_ylabel(LABELS.get(q, q))
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=7, loc="best")
+    n = rows["seed"].nunique()
+    fig.suptitle(f"{comparison}: {n} paired seeds (grey: one seed in both arms)", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, rows[["arm", "role", "seed", "quantity", "value"]], figures, name)
+
+
+def tau_figure(
+    paired: pd.DataFrame, comparison: str, x: str, y: str, figures: Path, name: str
+) -> str | None:
+    """Every model of a rank-correlation comparison: x against y, one colour and marker per arm."""
+    rows = paired[(paired["comparison"] == comparison) & paired["reached"].astype(bool)]
+    wide = rows.pivot_table(index=["arm", "seed"], columns="quantity", values="value").reset_index()
+    if wide.empty or x not in wide or y not in wide:
+        return None
+    arms = list(dict.fromkeys(rows["arm"]))
+    fig, ax = plt.subplots(figsize=(5.2, 4))
+    sns.scatterplot(
+        data=wide, x=x, y=y, hue="arm", style="arm", hue_order=arms, style_order=arms,
+        markers=MARKERS[: len(arms)], s=50, ax=ax,
+    )  # fmt: skip
+    ax.set_xlabel(LABELS.get(x, x))
+    ax.set_ylabel(LABELS.get(y, y))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, title="arm", title_fontsize=7)
+    ax.set_title(f"{comparison}: {len(wide)} models at equal train loss", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, wide[["arm", "seed", x, y]], figures, name)
