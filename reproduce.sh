@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # flatness: set up the environment if needed, then run one mode.
-#   ./reproduce.sh            quick CPU reproduction: every sweep, the audit, aggregation and the report
+#   ./reproduce.sh            the protocols' final runs (committed learning rates), verdicts, audit, report
 #   ./reproduce.sh test [...] lint, format check and the test suite (extra args go to pytest)
-#   ./reproduce.sh full       the GPU-sized reproduction (more samples and seeds)
+#   ./reproduce.sh full       the same at each protocol's full scale, search included (sized for one GPU)
 #   ./reproduce.sh tune       the learning-rate search of every protocol in conf/protocol (on validation)
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -37,41 +37,29 @@ setup() {
     fi
 }
 
-SWEEPS="batch_size optimizer weight_decay batchnorm correlation"
+PROTOCOLS="batch_size optimizer visualisation"
 
-run_logged() {  # run a command showing one line per run; stop loudly if it fails
-    set +e +o pipefail
-    "$@" 2>&1 | grep --line-buffered -E "^(finished|diverged|already done|failed|running elsewhere|error)|Error|Traceback"
-    local rc=${PIPESTATUS[0]}
-    set -e -o pipefail
-    [ "$rc" -eq 0 ] || die "failed with exit status $rc: $*"
-}
-
-reproduce() {  # $1: quick | full; $2: extra overrides of the sweeps; the rest: Hydra overrides for every run
-    local scale=$1 sweep_extra=$2; shift 2
-    local start=$SECONDS py="$VENV/bin/python"
-    for sweep in $SWEEPS; do
-        say "[$((SECONDS - start))s] sweep: $sweep ($JOBS at a time)"
-        run_logged $py -m experiments.run -m "experiment=$sweep" progress=false \
-            hydra/launcher=joblib "hydra.launcher.n_jobs=$JOBS" $sweep_extra "$@"
+reproduce() {  # $1: quick | full. Final runs at the committed learning rates, verdicts, audit, report
+    local scale=$1 start=$SECONDS py="$VENV/bin/python" results=results
+    [ "$scale" = full ] && results=results/full
+    local common=(--scale "$scale" --tables "$results/tables" --jobs "$JOBS")
+    for protocol in $PROTOCOLS; do
+        say "[$((SECONDS - start))s] protocol $protocol: final runs ($JOBS at a time)"
+        $py -m experiments.protocol run "$protocol" "${common[@]}" \
+            || die "the final runs of $protocol failed (a missing table? run ./reproduce.sh tune)"
     done
-    say "[$((SECONDS - start))s] PCA trajectory run"
-    $py -m experiments.run name=pca surface=pca metrics=none progress=false "$@" | tail -n 1
-    say "[$((SECONDS - start))s] scale-invariance audit"
-    if [ "$scale" = full ]; then
-        $py -m experiments.audit --metrics full "$@" | tail -n 2
-    else
-        $py -m experiments.audit --metrics audit "$@" | tail -n 2
-    fi
+    say "[$((SECONDS - start))s] verdicts (one Holm family over every protocol)"
+    $py -m experiments.protocol verdicts $PROTOCOLS "${common[@]}" | tail -n 1
+    local suffix="" metrics=audit subset=(--subset 4000)
+    [ "$scale" = full ] && suffix=_full metrics=full subset=()
+    say "[$((SECONDS - start))s] scale-invariance audit of two final runs (batch 64 and 1600, seed 0)"
+    $py -m experiments.audit --metrics "$metrics" "${subset[@]}" --out "$results" --protocol-run \
+        "batch_size$suffix/momentum_small/0" "batch_size$suffix/momentum_large/0" | tail -n 1
     say "[$((SECONDS - start))s] Wilson et al.'s counter-example"
-    $py -m experiments.wilson > /dev/null
-    say "[$((SECONDS - start))s] aggregate"
-    local roots=""
-    for sweep in $SWEEPS; do roots="$roots runs/$sweep"; done
-    $py -m experiments.aggregate $roots
+    $py -m experiments.wilson --out "$results/tables" > /dev/null
     say "[$((SECONDS - start))s] report"
-    $py -m experiments.report
-    say "done in $((SECONDS - start))s: results/REPORT.md (figures in results/figures, tables in results/tables)"
+    $py -m experiments.report --results "$results"
+    say "done in $((SECONDS - start))s: $results/REPORT.md"
 }
 
 mode=${1:-quick}
@@ -79,8 +67,8 @@ mode=${1:-quick}
 case "$mode" in
     quick)
         setup
-        say "quick reproduction: every experiment at MNIST-1D scale on the CPU (about 11 minutes on 2 cores)"
-        reproduce quick "" "$@"
+        say "quick reproduction: the protocols' final runs at the committed learning rates, verdicts, audit, report"
+        reproduce quick
         ;;
     test)
         setup
@@ -93,32 +81,21 @@ case "$mode" in
         ;;
     full)
         setup
-        say "full reproduction: more data and seeds, sized for one GPU (device=auto picks it)"
-        reproduce full "seed=0,1,2,3,4" dataset.num_samples=20000 "$@"
-        say "full reproduction: the CNN on MNIST-1D for the batch-size and optimizer questions"
-        for sweep in batch_size optimizer; do
-            run_logged "$VENV/bin/python" -m experiments.run -m "experiment=$sweep" "name=${sweep}_cnn1d" \
-                hydra/launcher=joblib "hydra.launcher.n_jobs=$JOBS" model=cnn1d dataset.num_samples=20000 progress=false "$@"
+        say "full reproduction: each protocol's full scale (more data, wider model), sized for one GPU"
+        for protocol in $PROTOCOLS; do
+            "$VENV/bin/python" -m experiments.protocol tune "$protocol" --scale full \
+                --tables results/full/tables --jobs "$JOBS" || die "the search of ${protocol}_full failed"
         done
-        if [ -d data/cifar10/cifar-10-batches-py ]; then
-            say "full reproduction: ResNet-20 and VGG-9 on CIFAR-10 (found in data/cifar10)"
-            for model in resnet20 vgg9; do
-                run_logged "$VENV/bin/python" -m experiments.run -m experiment=batch_size \
-                    "name=batch_size_cifar10_$model" dataset=cifar10 "model=$model" train_until_loss=null epochs=60 \
-                    progress=false "$@"
-            done
-        else
-            say "CIFAR-10 not found under data/cifar10: skipping the ResNet-20/VGG-9 sweeps (set dataset.download=true when online)"
-        fi
-        "$VENV/bin/python" -m experiments.aggregate runs/*_cnn1d runs/batch_size_cifar10_* 2>/dev/null || true
-        say "full reproduction done: results/REPORT.md; the CNN and CIFAR-10 sweeps are in results/tables/<sweep>_*"
+        reproduce full
         ;;
     tune)
         setup
-        say "learning-rate search of every protocol ($JOBS runs at a time; estimated 1.5 h on 2 cores)"
-        for protocol in batch_size optimizer visualisation; do
+        say "learning-rate search of every protocol on validation ($JOBS runs at a time; about 1.5 h on 2 cores)"
+        start=$SECONDS
+        for protocol in $PROTOCOLS; do
             "$VENV/bin/python" -m experiments.protocol tune "$protocol" --jobs "$JOBS" "$@" \
                 || die "the search of $protocol failed"
+            say "[$((SECONDS - start))s] searched $protocol"
         done
         say "done: results/tables/lr_<protocol>.csv|md (commit them; final runs read them)"
         ;;

@@ -292,12 +292,12 @@ def summarise_secondary(tidy: pd.DataFrame) -> list[dict[str, Any]]:
     return out
 
 
-def verdicts(refs: list[str], common: Mapping[str, Any], tables: Path) -> int:
+def verdicts(refs: list[str], common: Mapping[str, Any], tables: Path, scale: str = "quick") -> int:
     """Verdicts of every comparison of the given protocols, Holm applied over all of them together."""
     from experiments.aggregate import write_table
     from experiments.verdicts import verdict_family
 
-    protocols = [load_protocol(r) for r in refs]
+    protocols = [load_protocol(r, scale) for r in refs]
     names = [p["name"] for p in protocols]
     if len(set(names)) != len(names):
         raise ProtocolError(f"a protocol is named twice: {names}")
@@ -355,6 +355,11 @@ def verdicts(refs: list[str], common: Mapping[str, Any], tables: Path) -> int:
                 "p_raw": test.p_signflip if test else math.nan,
                 "p_holm": pv.adjusted_p if pv.adjusted_p is not None else math.nan,
                 "p_tost": test.p_tost if test else math.nan,
+                "sd_diff": test.sd_diff if test else math.nan,
+                # the margin that n seeds resolve at this spread (TOST, power 0.8): what "not
+                # reproduced" could have meant here
+                "resolvable_margin": test.resolvable_margin if test else math.nan,
+                "resolve_n": test.resolve_n if test else math.nan,
                 "part_verdict": pv.verdict,
                 "verdict": verdict.verdict,
                 "family_size": size,

@@ -38,6 +38,7 @@ RULE = "lowest_val_error_where_all_reached"
 MIN_GRID = 5
 REACHED = "train_until_loss"
 KINDS = ("paired", "kendall_tau")
+SCALES = ("quick", "full")
 # Rough cost of one training step with one thread, a + b * batch seconds: fitted to the 40-256-256-10
 # MLP on 16k MNIST-1D samples on this project's 2-core machine (batch 64: 4.4 ms, 1600: 64 ms).
 STEP_S = (1.9e-3, 3.9e-5)
@@ -52,8 +53,10 @@ class ProtocolError(Exception):
 # --- the protocol -------------------------------------------------------------------------------------
 
 
-def load_protocol(ref: str | Path) -> dict[str, Any]:
-    """A protocol by name (``conf/protocol/<name>.yaml``) or path, validated."""
+def load_protocol(ref: str | Path, scale: str = "quick") -> dict[str, Any]:
+    """A protocol by name (``conf/protocol/<name>.yaml``) or path, validated. ``scale="full"``
+    applies the protocol's ``full`` block (overrides of ``base`` and of arms, sized for one GPU) and
+    names it ``<name>_full``, so its runs, learning-rate table and verdicts are its own."""
     from omegaconf import OmegaConf
 
     path = Path(ref)
@@ -62,7 +65,22 @@ def load_protocol(ref: str | Path) -> dict[str, Any]:
     if not path.exists():
         raise ProtocolError(f"no protocol {ref!r} (looked for {path})")
     p = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
-    check_protocol(p, str(path))
+    if scale not in SCALES:
+        raise ProtocolError(f"scale must be one of {SCALES}, got {scale!r}")
+    full = p.pop("full", None)
+    if scale == "full":
+        if not full:
+            raise ProtocolError(f"{path}: has no `full` block")
+        if unknown := sorted(set(full) - {"base", "arms", "tune"}):
+            raise ProtocolError(f"{path}: full: unknown key(s) {unknown}")
+        p["name"] = f"{p['name']}_full"
+        p["base"] = {**p["base"], **full.get("base", {})}
+        for arm, over in full.get("arms", {}).items():
+            if arm not in p["arms"]:
+                raise ProtocolError(f"{path}: full.arms.{arm} is not an arm")
+            p["arms"][arm] = {**(p["arms"][arm] or {}), **over}
+        p["tune"] = {**p["tune"], "grid": {**p["tune"]["grid"], **full.get("tune", {})}}
+    check_protocol(p, str(path) + (" (full)" if scale == "full" else ""))
     return p
 
 
@@ -400,16 +418,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs-dir", default="runs")
     parser.add_argument("--data-dir", default="data")
     parser.add_argument("--tables", default="results/tables", type=Path)
+    parser.add_argument(
+        "--scale",
+        choices=SCALES,
+        default="quick",
+        help="full: the protocol's `full` block (more data, sized for one GPU), as <name>_full",
+    )
     args = parser.parse_args(argv)
     common = {"runs_dir": args.runs_dir, "data_dir": args.data_dir, "progress": False}
     try:
         if args.step == "verdicts":
             from experiments.judge import verdicts  # the verdict half imports this module
 
-            return verdicts(args.protocols, common, args.tables)
+            return verdicts(args.protocols, common, args.tables, args.scale)
         if len(args.protocols) != 1:
             raise ProtocolError(f"{args.step} takes one protocol")
-        p = load_protocol(args.protocols[0])
+        p = load_protocol(args.protocols[0], args.scale)
         if args.step == "tune" and not args.dry_run:
             return tune(p, common, args.tables, args.jobs)
         specs = tune_specs(p) if args.step == "tune" else final_specs(p, read_rates(p, args.tables))

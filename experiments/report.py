@@ -168,11 +168,18 @@ def statistics_section(verdicts: pd.DataFrame) -> list[str]:
         "The Holm family:",
         "",
     ]
-    lines += [
-        f"{i}. {r.protocol}/{r.comparison} — {r.part}: {r.quantity} ({r.direction}), raw p = "
-        f"{r.p_raw:.3g}, Holm p = {r.p_holm:.3g}"
-        for i, r in enumerate(tested.itertuples(), 1)
-    ]
+    for i, r in enumerate(tested.itertuples(), 1):
+        scale = "log ratio " if r.margin_is_ratio else ""
+        resolvable = (
+            f"; at the observed spread (SD {r.sd_diff:.3g}) {r.resolve_n:.0f} seeds resolve a "
+            f"{scale}margin of ±{r.resolvable_margin:.3g} (stated: ±{r.margin:.3g})"
+            if not math.isnan(r.resolvable_margin)
+            else ""
+        )
+        lines.append(
+            f"{i}. {r.protocol}/{r.comparison} — {r.part}: {r.quantity} ({r.direction}), raw p = "
+            f"{r.p_raw:.3g}, Holm p = {r.p_holm:.3g}{resolvable}"
+        )
     return lines
 
 

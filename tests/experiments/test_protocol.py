@@ -66,6 +66,23 @@ def test_protocol_file_loads_and_its_rules_validate(path):
             assert rc.max_steps and rc.epochs is None and rc.lr == spec.lr, arm
 
 
+@pytest.mark.parametrize("path", FILES, ids=lambda f: f.stem)
+def test_the_full_scale_is_its_own_protocol_with_more_data(path):
+    quick, full = P.load_protocol(path.stem), P.load_protocol(path.stem, "full")
+    assert full["name"] == f"{quick['name']}_full" and full["seeds"] == quick["seeds"]
+    assert full["base"]["dataset.num_samples"] > quick["base"]["dataset.num_samples"]
+    specs = P.final_specs(full, {a: g[0] for a, g in full["tune"]["grid"].items()})
+    for arm in full["arms"]:
+        spec = next(s for s in specs if s.arm == arm)
+        rc = RunConfig.from_hydra(P.configure(spec, {"runs_dir": "runs"}))
+        check_config(rc.values)
+        assert rc.values["name"] == full["name"]
+        if "large" in arm:  # Keskar's large batch: 10% of the training set at either scale
+            assert rc.batch_size == 4000
+    quick_dirs = {P.run_dir(s, {}) for s in P.tune_specs(quick)}
+    assert not quick_dirs & {P.run_dir(s, {}) for s in P.tune_specs(full)}
+
+
 def test_a_malformed_protocol_is_refused_with_the_key(tmp_path):
     p = yaml.safe_load(TINY.read_text())
     p["tune"]["grid"]["small"] = [0.1, 0.2, 0.3, 0.4, 0.5]  # not log-spaced
