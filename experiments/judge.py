@@ -292,12 +292,22 @@ def summarise_secondary(tidy: pd.DataFrame) -> list[dict[str, Any]]:
     return out
 
 
-def verdicts(refs: list[str], common: Mapping[str, Any], tables: Path, scale: str = "quick") -> int:
-    """Verdicts of every comparison of the given protocols, Holm applied over all of them together."""
+def verdicts(
+    refs: list,
+    common: Mapping[str, Any],
+    tables: Path,
+    scale: str = "quick",
+    out: Path | None = None,
+) -> int:
+    """Verdicts of every comparison of the given protocols (names, paths or loaded protocols), Holm
+    applied over all of them together; learning-rate tables are read from ``tables``, the verdict
+    tables written to ``out`` (default: ``tables``)."""
+    out_dir = tables if out is None else out
+    out_dir.mkdir(parents=True, exist_ok=True)
     from experiments.aggregate import write_table
     from experiments.verdicts import verdict_family
 
-    protocols = [load_protocol(r, scale) for r in refs]
+    protocols = [r if isinstance(r, Mapping) else load_protocol(r, scale) for r in refs]
     names = [p["name"] for p in protocols]
     if len(set(names)) != len(names):
         raise ProtocolError(f"a protocol is named twice: {names}")
@@ -311,7 +321,7 @@ def verdicts(refs: list[str], common: Mapping[str, Any], tables: Path, scale: st
             rows += got
             tidy += values
             comparisons[f"{p['name']}/{c['name']}"] = (p, c)
-        write_table(pd.DataFrame(tidy), tables, f"paired_{p['name']}")
+        write_table(pd.DataFrame(tidy), out_dir, f"paired_{p['name']}")
         secondary += summarise_secondary(pd.DataFrame(tidy))
     family = verdict_family(
         [(claim, part.part, test, part.direction) for claim, part, test, _, _ in rows],
@@ -368,16 +378,16 @@ def verdicts(refs: list[str], common: Mapping[str, Any], tables: Path, scale: st
             }
         )
     table = pd.DataFrame(out)
-    write_table(table, tables, "verdicts")
-    write_table(pd.DataFrame(secondary), tables, "secondary")
-    write_table(pd.DataFrame(per_run), tables, "protocol_runs")
-    (tables / "environment.json").write_text(json.dumps(environment(), indent=1) + "\n")
+    write_table(table, out_dir, "verdicts")
+    write_table(pd.DataFrame(secondary), out_dir, "secondary")
+    write_table(pd.DataFrame(per_run), out_dir, "protocol_runs")
+    (out_dir / "environment.json").write_text(json.dumps(environment(), indent=1) + "\n")
     # the protocols as judged (the report describes each from this, not from conf/ as it is now)
-    (tables / "protocols.json").write_text(json.dumps(protocols, indent=1) + "\n")
+    (out_dir / "protocols.json").write_text(json.dumps(protocols, indent=1) + "\n")
     print(
         table[
             ["protocol", "comparison", "part", "mean_diff", "p_holm", "part_verdict", "verdict"]
         ].to_string(index=False)
     )
-    print(f"wrote {tables / 'verdicts'}.csv|md and paired_<protocol>.csv")
+    print(f"wrote {out_dir / 'verdicts'}.csv|md and paired_<protocol>.csv")
     return 0

@@ -11,6 +11,8 @@ paired with the other arms' (seed s: the same initial weights and batch order).
     python -m experiments.protocol tune batch_size        # the search -> results/tables/lr_<name>.csv|md
     python -m experiments.protocol run batch_size         # every arm x seed at the chosen rates
     python -m experiments.protocol verdicts batch_size optimizer visualisation   # one Holm family
+    python -m experiments.protocol all batch_size         # one claim alone: search if its table is
+                                                          # missing or stale, runs, its own verdicts
 
 Runs go through :func:`experiments.run.main` (so a finished run is never retrained), two at a time
 by default, one thread each. ``--dry-run`` lists the runs and a rough cost.
@@ -406,12 +408,29 @@ def tune(p: Mapping[str, Any], common: Mapping[str, Any], tables: Path, jobs: in
     return 1 if failed else 0
 
 
+def alone(p: Mapping[str, Any], args, common: Mapping[str, Any]) -> int:
+    """One protocol end to end, to iterate on one claim: the search when its table is missing or
+    stale, the final runs, and verdicts over this protocol alone (its own Holm family), written to
+    ``<tables>/alone/<name>/`` so the report's family is left as it is."""
+    from experiments.judge import verdicts
+
+    try:
+        read_rates(p, args.tables)
+    except ProtocolError as exc:
+        print(f"searching first: {exc}")
+        if tune(p, common, args.tables, args.jobs):
+            return 1
+    if execute(final_specs(p, read_rates(p, args.tables)), common, args.jobs, f"{p['name']} run"):
+        return 1
+    return verdicts([p], common, args.tables, out=args.tables / "alone" / p["name"])
+
+
 # --- command line ---------------------------------------------------------------------------------------
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("step", choices=["tune", "run", "verdicts"])
+    parser.add_argument("step", choices=["tune", "run", "verdicts", "all"])
     parser.add_argument("protocols", nargs="+", help="names in conf/protocol/ or paths")
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time (one thread each)")
     parser.add_argument("--dry-run", action="store_true", help="list the runs and a rough cost")
@@ -434,9 +453,18 @@ def main(argv: list[str] | None = None) -> int:
         if len(args.protocols) != 1:
             raise ProtocolError(f"{args.step} takes one protocol")
         p = load_protocol(args.protocols[0], args.scale)
+        if args.step == "all" and not args.dry_run:
+            return alone(p, args, common)
         if args.step == "tune" and not args.dry_run:
             return tune(p, common, args.tables, args.jobs)
-        specs = tune_specs(p) if args.step == "tune" else final_specs(p, read_rates(p, args.tables))
+        if args.step == "all":  # a dry run lists the search (the final rates are not known yet)
+            specs = tune_specs(p) + [
+                s for s in final_specs(p, {a: g[0] for a, g in p["tune"]["grid"].items()})
+            ]
+        else:
+            specs = (
+                tune_specs(p) if args.step == "tune" else final_specs(p, read_rates(p, args.tables))
+            )
         if args.dry_run:
             dry_run(specs, args.jobs)
             return 0

@@ -326,3 +326,20 @@ def test_the_report_reads_every_number_from_the_verdict_tables(tiny, tmp_path):
     drawn = pd.read_csv(tables.parent / "figures" / "tiny_batch.csv")
     assert set(drawn["quantity"]) == {"test_error", "lambda_max"}
     assert drawn["seed"].nunique() == 3
+
+
+def test_all_runs_one_protocol_alone_without_touching_the_report_family(tiny, tmp_path):
+    root, _ = tiny
+    shutil.copytree(root / "runs", tmp_path / "runs")
+    tables = tmp_path / "tables"
+    shutil.copytree(root / "tables", tables)
+    (tables / "verdicts.csv").write_text("the report's family\n")
+    args = ["--runs-dir", str(tmp_path / "runs"), "--data-dir", str(root / "data")]
+    assert P.main(["all", str(TINY), *args, "--tables", str(tables), "--jobs", "1"]) == 0
+    assert (tables / "verdicts.csv").read_text() == "the report's family\n"
+    alone = pd.read_csv(tables / "alone" / "tiny" / "verdicts.csv")
+    assert set(alone["comparison"]) == {"batch", "momentum", "slices"}
+    # a missing table makes `all` search first (here: the finished search runs are reused)
+    (tables / "lr_tiny.csv").unlink()
+    assert P.main(["all", str(TINY), *args, "--tables", str(tables), "--jobs", "1"]) == 0
+    assert (tables / "lr_tiny.csv").exists()
