@@ -50,10 +50,10 @@ reproduce() {  # $1: quick | full. Final runs at the committed learning rates, v
     done
     say "[$((SECONDS - start))s] verdicts (one Holm family over every protocol)"
     $py -m experiments.protocol verdicts $PROTOCOLS "${common[@]}" | tail -n 1
-    local suffix="" metrics=audit subset=(--subset 4000)
-    [ "$scale" = full ] && suffix=_full metrics=full subset=()
+    local suffix="" metrics=audit subset=(--subset 4000) alphas=(--alphas 0.01 1 100)
+    [ "$scale" = full ] && suffix=_full metrics=full subset=() alphas=()
     say "[$((SECONDS - start))s] scale-invariance audit of two final runs (batch 64 and 1600, seed 0)"
-    $py -m experiments.audit --metrics "$metrics" "${subset[@]}" --out "$results" --protocol-run \
+    $py -m experiments.audit --metrics "$metrics" "${subset[@]}" "${alphas[@]}" --out "$results" --protocol-run \
         "batch_size$suffix/momentum_small/0" "batch_size$suffix/momentum_large/0" | tail -n 1
     say "[$((SECONDS - start))s] Wilson et al.'s counter-example"
     $py -m experiments.wilson --out "$results/tables" > /dev/null

@@ -129,8 +129,9 @@ def _at_bound(entry: dict[str, Any]) -> bool:
 
 
 def verdicts(rows: pd.DataFrame, tol: float, function_tol: float = 1e-4) -> pd.DataFrame:
-    """Per model, mode and metric: the spread max/min of value/reference over α, and a verdict (the
-    module's rule: function changed / at bound / invariant / changed for every α / moves)."""
+    """Per model, mode and metric: the spread max/min of value/reference over α and the original
+    (ratio 1), and a verdict (the module's rule: function changed / at bound / invariant / changed
+    for every α / moves)."""
     rows = rows.assign(ratio=rows["value"] / rows["reference"])
     if "at_bound" not in rows:
         rows = rows.assign(at_bound=False)
@@ -143,15 +144,19 @@ def verdicts(rows: pd.DataFrame, tol: float, function_tol: float = 1e-4) -> pd.D
         if group["at_bound"].astype(bool).any():
             return pd.Series({"spread": np.nan, "verdict": "at bound"})
         if np.isnan(ratios).any() or (ratios <= 0).any():
-            spread = np.nan
+            spread = across = np.nan
         else:
-            spread = ratios.max() / ratios.min()
+            # the original model (ratio 1) counts: with α ∈ {0.1, 10} λmax grows ~×100 at both,
+            # which is a move of ×100, not of max/min over the two
+            with_original = np.append(ratios, 1.0)
+            spread = with_original.max() / with_original.min()
+            across = ratios.max() / ratios.min()
         invariant = bool(np.all(np.abs(ratios - 1) <= tol)) if not np.isnan(ratios).any() else False
         if invariant:
             verdict = "invariant"
         elif not np.isfinite(spread):
             verdict = "changes sign or failed"
-        elif spread <= 1 + tol:  # the same change for every α: the transform, not α, moved it
+        elif across <= 1 + tol:  # the same change for every α: the transform, not α, moved it
             verdict = f"changed ×{np.median(ratios):.3g} for every α"
         else:
             verdict = f"moves ×{spread:.3g}"

@@ -126,3 +126,11 @@ def test_a_run_that_missed_its_criterion_is_refused(tmp_path, data_dir):
     with pytest.raises(SystemExit) as stop:
         audit.main(["--run", str(next((tmp_path / "runs").glob("*/*"))), "--out", str(out)])
     assert stop.value.code == 2
+
+
+def test_a_move_is_measured_from_the_original_not_only_across_alphas():
+    # λmax of a two-layer ReLU net grows ~α² at α = 10 and ~1/α² at α = 0.1: ×100 at both
+    rows = pd.DataFrame(_rows("lambda_max", [101.0, 1.0, 99.0]))
+    rows = rows[rows["alpha"] != 1.0]
+    judged = audit.verdicts(rows, 1e-2)
+    assert judged["verdict"].item() == "moves ×101"
