@@ -5,7 +5,8 @@ every arm, the ``arms``, the learning-rate search (``tune``: a log grid per arm,
 rule), the final ``seeds`` and the ``comparisons``, each with its decision rule in the format of
 :mod:`experiments.verdicts`. Every arm is trained to the same training cross-entropy under a step
 budget, its rate chosen on validation only (the lowest mean validation error among the rates at which
-every search seed reached the criterion; a choice at the grid's edge is flagged), and its seeds are
+every search seed reached the criterion, within `tune.reach_within` of the step budget; a choice at
+the grid's edge is flagged), and its seeds are
 paired with the other arms' (seed s: the same initial weights and batch order).
 
     python -m experiments.protocol tune batch_size        # the search -> results/tables/lr_<name>.csv|md
@@ -112,8 +113,13 @@ def check_protocol(p: Mapping[str, Any], where: str = "protocol") -> None:
         every, batch = cfg.get("criterion_every_samples", 4000), cfg.get("batch_size", 128)
         if every % batch:
             fail(f"arms.{arm}: criterion_every_samples {every} is not a multiple of batch {batch}")
-    if set(tune) != {"seeds", "rule", "grid"} or tune["rule"] != RULE:
-        fail(f"tune needs exactly seeds, rule ({RULE!r}) and grid")
+    if not {"seeds", "rule", "grid"} <= set(tune) <= {"seeds", "rule", "grid", "reach_within"}:
+        fail(f"tune needs seeds, rule ({RULE!r}) and grid, and may have reach_within")
+    if tune["rule"] != RULE:
+        fail(f"tune.rule must be {RULE!r}")
+    within = tune.get("reach_within", 1.0)
+    if isinstance(within, bool) or not isinstance(within, (int, float)) or not 0 < within <= 1:
+        fail(f"tune.reach_within must be a fraction of the step budget in (0, 1], got {within!r}")
     if not tune["seeds"] or set(tune["grid"]) != set(arms):
         fail("tune: needs search seeds and one grid per arm")
     for arm, grid in tune["grid"].items():
@@ -147,7 +153,8 @@ def tune_hash(p: Mapping[str, Any]) -> str:
     the whole resolved config that determines the weights). Any change to the protocol's base, arms
     or tune block, or to a conf/ default they rely on, makes a table stale."""
     runs = [(s.arm, s.lr, s.seed, run_dir(s, {}).name) for s in tune_specs(p)]
-    text = json.dumps({"rule": p["tune"]["rule"], "runs": runs})
+    rule = {"rule": p["tune"]["rule"], "reach_within": p["tune"].get("reach_within", 1.0)}
+    text = json.dumps({**rule, "runs": runs})
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
@@ -315,22 +322,34 @@ def load_result(spec: Spec, common: Mapping[str, Any]) -> tuple[dict[str, Any] |
 
 
 def choose_rates(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per arm and rate over the search seeds (columns arm, lr, seed, reached, val_error): mean
-    validation error, how many seeds reached the criterion, and the choice: the lowest mean validation
-    error among the rates where every seed reached it (ties: the smaller rate), flagged at_edge when it
-    is the grid's smallest or largest rate."""
+    """Per arm and rate over the search seeds (columns arm, lr, seed, reached, val_error, and
+    optionally steps and within): mean validation error, how many seeds reached the criterion, and the
+    choice: the lowest mean validation error among the rates where every seed reached it (ties: the
+    smaller rate), flagged at_edge when it is the grid's smallest or largest rate. With a ``within``
+    column (reached within the protocol's ``tune.reach_within`` fraction of the step budget), a rate is
+    eligible only when every seed reached it that early: a rate that two search seeds reach just
+    before the budget runs out is one that final seeds miss."""
+    runs = runs.copy()
+    if "within" not in runs:
+        runs["within"] = runs["reached"]
+    if "steps" not in runs:
+        runs["steps"] = np.nan
+    runs["within"] = runs["within"].astype(bool) & runs["reached"].astype(bool)
     table = (
         runs.groupby(["arm", "lr"], sort=False)
         .agg(
             search_seeds=("seed", "size"),
             reached=("reached", "sum"),
+            reached_early=("within", "sum"),
+            max_steps_to_criterion=("steps", "max"),
             mean_val_error=("val_error", "mean"),
             sd_val_error=("val_error", "std"),
         )
         .reset_index()
     )
     table["reached"] = table["reached"].astype(int)
-    table["eligible"] = table["reached"] == table["search_seeds"]
+    table["reached_early"] = table["reached_early"].astype(int)
+    table["eligible"] = table["reached_early"] == table["search_seeds"]
     table["chosen"] = False
     table["at_edge"] = False
     for _, rows in table.groupby("arm", sort=False):
@@ -363,7 +382,8 @@ def read_rates(p: Mapping[str, Any], tables: Path) -> dict[str, float]:
         chosen = table[(table["arm"] == arm) & table["chosen"].astype(bool)]
         if len(chosen) != 1:
             raise ProtocolError(
-                f"{path}: arm {arm} has no rate at which every search seed reached the criterion; "
+                f"{path}: arm {arm} has no rate at which every search seed reached the criterion "
+                "(within tune.reach_within of the budget); "
                 "widen its grid or its budget and tune again"
             )
         # the grid's own float, so that the run config is exactly the tuned one
@@ -374,15 +394,18 @@ def read_rates(p: Mapping[str, Any], tables: Path) -> dict[str, float]:
 def tune_table(p: Mapping[str, Any], common: Mapping[str, Any]) -> pd.DataFrame:
     """The search's table from its finished runs (see :func:`choose_rates`), stamped with the hash."""
     rows = []
+    within = p["tune"].get("reach_within", 1.0)
     for s in tune_specs(p):
         result, folder = load_result(s, common)
         if result is None or "stop_reason" not in result:
             raise ProtocolError(f"tune run {folder} has no result: run tune again")
         reached = result.get("status") == "finished" and result["stop_reason"] == REACHED
-        val = result.get("val_error")
-        rows.append(
-            {"arm": s.arm, "lr": s.lr, "seed": s.seed, "reached": reached, "val_error": val}
-        )
+        steps = result.get("steps_trained")
+        row = {"arm": s.arm, "lr": s.lr, "seed": s.seed, "reached": reached}
+        row["val_error"] = result.get("val_error")
+        row["steps"] = steps if reached else np.nan
+        row["within"] = reached and steps <= within * s.values["max_steps"]
+        rows.append(row)
     table = choose_rates(pd.DataFrame(rows).astype({"val_error": float}))
     table.insert(0, "protocol", p["name"])
     table["tune_hash"] = tune_hash(p)

@@ -113,6 +113,29 @@ def test_the_best_validation_rate_is_not_chosen_when_a_seed_missed_the_criterion
     assert chosen["lr"].tolist() == [0.2] and not chosen["at_edge"].iloc[0]
 
 
+def test_a_rate_that_a_search_seed_met_only_late_in_its_budget_is_not_eligible():
+    # 0.4 is best on validation and both seeds met the criterion, one only after half the budget
+    rows = []
+    for lr, val, late in [(0.1, 0.30, False), (0.2, 0.20, False), (0.4, 0.10, True)]:
+        rows += [("a", lr, 0, True, val, 100, True), ("a", lr, 1, True, val, 900, not late)]
+    rows += [("a", lr, s, True, 0.5, 100, True) for lr in (0.8, 1.6) for s in (0, 1)]
+    runs = pd.DataFrame(
+        rows, columns=["arm", "lr", "seed", "reached", "val_error", "steps", "within"]
+    )
+    table = P.choose_rates(runs).set_index("lr")
+    assert table.loc[0.4, "reached"] == 2 and table.loc[0.4, "reached_early"] == 1
+    assert not table.loc[0.4, "eligible"] and table.loc[0.2, "chosen"]
+    assert table.loc[0.4, "max_steps_to_criterion"] == 900
+
+
+def test_reach_within_must_be_a_fraction_of_the_budget():
+    p = yaml.safe_load(TINY.read_text())
+    for bad in (0, 1.5, "half", True):
+        p["tune"]["reach_within"] = bad
+        with pytest.raises(P.ProtocolError, match="reach_within"):
+            P.check_protocol(p)
+
+
 def test_a_choice_at_the_grid_edge_is_flagged_and_an_arm_with_no_eligible_rate_has_none():
     grid = [0.1, 0.2, 0.4, 0.8, 1.6]
     rows = [("a", lr, s, True, 0.1 if lr == 1.6 else 0.3) for lr in grid for s in (0, 1)]
