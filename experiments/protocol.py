@@ -97,8 +97,11 @@ def check_protocol(p: Mapping[str, Any], where: str = "protocol") -> None:
     required = {"name", "base", "arms", "tune", "seeds", "comparisons"}
     if missing := sorted(required - set(p)):
         fail(f"missing key(s) {missing}")
-    if unknown := sorted(set(p) - required - {"secondary", "derived"}):
+    if unknown := sorted(set(p) - required - {"secondary", "derived", "history"}):
         fail(f"unknown key(s) {unknown}")
+    history = p.get("history", [])
+    if not isinstance(history, list) or not all(isinstance(h, str) for h in history):
+        fail("history must be a list of sentences (changes made after runs began, for the report)")
     arms, tune, base = p["arms"], p["tune"], p["base"]
     if not isinstance(arms, Mapping) or not arms:
         fail("arms must be a non-empty mapping of arm -> overrides")

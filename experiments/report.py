@@ -242,6 +242,9 @@ def protocol_section(
         for a, o in p["arms"].items()
     )
     lines += [f"Arms: {arms}. Final seeds: {len(p['seeds'])} per arm, paired.", ""]
+    if p.get("history"):
+        lines += ["Changes to this protocol after its first runs (from its config):", ""]
+        lines += [f"- {h}" for h in p["history"]] + [""]
     figure_number = 0
     for c in p["comparisons"]:
         rows = mine[mine["comparison"] == c["name"]]

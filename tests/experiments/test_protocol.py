@@ -338,6 +338,7 @@ def test_the_report_reads_every_number_from_the_verdict_tables(tiny, tmp_path):
     batch = verdicts[(verdicts["comparison"] == "batch") & (verdicts["part"] == "effect")].iloc[0]
     assert f"{100 * batch['mean_diff']:+.2f} pts" in text
     assert "momentum" in text and "not comparable" in text
+    assert "- a change made after the first runs, for the report" in text  # the protocol's history
     # per-seed numbers: seed 1's test error of the large arm, as the run recorded it
     large1 = runs["large", 1][0]["test_error"]
     assert f"{100 * large1:.2f}%" in text
