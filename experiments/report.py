@@ -89,7 +89,6 @@ def setup_section(protocols: dict, runs: pd.DataFrame, tables: Path, env: dict) 
         f"{', '.join(sorted(runs['device'].dropna().unique()))}.",
         "- **Seeds**: seed s gives the same initial weights and batch order in every arm; the "
         "search uses other seeds than the final runs.",
-        "",
     ]
     rows = []
     for name, p in protocols.items():
@@ -122,6 +121,21 @@ def setup_section(protocols: dict, runs: pd.DataFrame, tables: Path, env: dict) 
                 }
             )
     lines += [
+        "- **Measures** (on the weights saved at the criterion; settings as in each protocol's config):"
+    ]
+    for name, p in protocols.items():
+        settings = "; ".join(
+            f"`{m}` ({', '.join(f'{k}={v}' for k, v in (s or {}).items())})"
+            for m, s in p["base"].get("metrics", {}).items()
+        )
+        derived = "; ".join(
+            f"`{d}` (mean rise of {s['value']} at ±{s['at']} along the {s['surface']} surface's two "
+            "filter-normalised directions)"
+            for d, s in p.get("derived", {}).items()
+        )
+        lines.append(f"  - {name}: {settings}" + (f"; {derived}" if derived else ""))
+    lines += [
+        "",
         "Every arm is trained to the same training cross-entropy (the criterion, checked on the "
         "whole training set after every "
         + ", ".join(
@@ -131,7 +145,9 @@ def setup_section(protocols: dict, runs: pd.DataFrame, tables: Path, env: dict) 
         + ") under a budget counted in optimizer steps, and measured on the weights saved when "
         "the criterion was met. The learning rate of each arm is the one with the lowest mean "
         "validation error among the grid's rates at which every search seed met the criterion "
-        "(`results/tables/lr_<protocol>.md` has every rate's numbers); `edge!` flags a choice at "
+        "within a stated fraction of the budget ("
+        + ", ".join(f"{p['tune'].get('reach_within', 1.0):g} ({n})" for n, p in protocols.items())
+        + "; `results/tables/lr_<protocol>.md` has every rate's numbers); `edge!` flags a choice at "
         "the grid's edge. CPU min is the single-thread compute of the final runs (training and "
         "measurements).",
         "",
