@@ -233,12 +233,11 @@ def per_seed_table(paired: pd.DataFrame, comparison: str) -> pd.DataFrame:
     out = pd.DataFrame({"seed": sorted(rows["seed"].unique())})
     for q, sub in rows.groupby("quantity", sort=False):
         wide = sub.pivot(index="seed", columns="role", values="value").reindex(out["seed"])
-        arms = sub.drop_duplicates("role").set_index("role")["arm"]
         bound = sub.pivot(index="seed", columns="role", values="at_bound").reindex(out["seed"])
         for role in ("a", "b"):
             col = wide[role].map(lambda v, q=q: _num(v, q)).to_numpy()
             col = np.where(bound[role].astype(bool), "at bound", col)
-            out[f"{q} {arms[role]}"] = col
+            out[f"{q} {role}"] = col
         if q in PCT:
             out[f"{q} a−b (pts)"] = [f"{100 * d:+.2f}" for d in wide["a"] - wide["b"]]
         else:
