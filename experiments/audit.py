@@ -328,9 +328,11 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
             plot_audit(rows, name, args.out / "figures")
         print(judged.to_string(index=False))
         return judged
-    requested = (
-        OmegaConf.to_container(OmegaConf.load(CONF / "metrics" / f"{args.metrics}.yaml")) or {}
-    )
+    group = CONF / "metrics" / f"{args.metrics}.yaml"
+    if not group.exists():
+        known = ", ".join(sorted(f.stem for f in group.parent.glob("*.yaml")))
+        ap.error(f"--metrics {args.metrics!r}: no such group in conf/metrics (known: {known})")
+    requested = OmegaConf.to_container(OmegaConf.load(group)) or {}
     if args.subset is not None:
         requested = {
             m: {**s, "subset": args.subset} if "subset" in (s or {}) else s

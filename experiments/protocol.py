@@ -309,8 +309,8 @@ def dry_run(specs: list[Spec], jobs: int) -> None:
     print(
         f"{len(specs)} runs at --jobs {jobs}: at most {hours(bound + over)} if every run used its "
         f"whole step budget, roughly {hours(TYPICAL_FRACTION * bound + over)} if runs meet the "
-        f"criterion at ~{TYPICAL_FRACTION:.0%} of it (a 256-wide MLP on this 2-core CPU; finished "
-        "runs cost nothing)"
+        f"criterion at ~{TYPICAL_FRACTION:.0%} of it (the cost model is the quick scale's 256-wide "
+        "MLP on a 2-core CPU, one thread per run; finished runs cost nothing)"
     )
 
 
@@ -470,6 +470,8 @@ def main(argv: list[str] | None = None) -> int:
         help="full: the protocol's `full` block (more data, sized for one GPU), as <name>_full",
     )
     args = parser.parse_args(argv)
+    if args.jobs < 1:
+        parser.error(f"--jobs must be at least 1, got {args.jobs}")
     common = {"runs_dir": args.runs_dir, "data_dir": args.data_dir, "progress": False}
     try:
         if args.step == "verdicts":
@@ -483,10 +485,12 @@ def main(argv: list[str] | None = None) -> int:
             return alone(p, args, common)
         if args.step == "tune" and not args.dry_run:
             return tune(p, common, args.tables, args.jobs)
-        if args.step == "all":  # a dry run lists the search (the final rates are not known yet)
-            specs = tune_specs(p) + [
-                s for s in final_specs(p, {a: g[0] for a, g in p["tune"]["grid"].items()})
-            ]
+        if args.step == "all":  # the search's runs; the final runs' rates are not chosen yet
+            specs = tune_specs(p)
+            print(
+                f"then {len(final_specs(p, {a: 0.0 for a in p['arms']}))} final runs at the rates "
+                "the search chooses (not listed: not chosen yet), and the verdicts"
+            )
         else:
             specs = (
                 tune_specs(p) if args.step == "tune" else final_specs(p, read_rates(p, args.tables))
@@ -501,4 +505,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # run the importable module's main, so that ProtocolError raised in experiments.judge (which
+    # imports experiments.protocol) is the class main catches, not a copy in __main__
+    from experiments.protocol import main as module_main
+
+    sys.exit(module_main())

@@ -367,3 +367,15 @@ def test_all_runs_one_protocol_alone_without_touching_the_report_family(tiny, tm
     (tables / "lr_tiny.csv").unlink()
     assert P.main(["all", str(TINY), *args, "--tables", str(tables), "--jobs", "1"]) == 0
     assert (tables / "lr_tiny.csv").exists()
+
+
+def test_the_command_line_gives_one_line_errors_from_every_step(tmp_path):
+    import subprocess
+    import sys
+
+    base = [sys.executable, "-m", "experiments.protocol"]
+    empty = ["--tables", str(tmp_path / "none"), "--runs-dir", str(tmp_path / "runs")]
+    for args in (["verdicts", str(TINY), *empty], ["run", str(TINY), "--jobs", "0", *empty]):
+        out = subprocess.run(base + args, capture_output=True, text=True, cwd=CONF.parent)
+        assert out.returncode == 2, out.stderr
+        assert len(out.stderr.strip().splitlines()) <= 2 and "Traceback" not in out.stderr
