@@ -471,7 +471,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     if args.jobs < 1:
-        parser.error(f"--jobs must be at least 1, got {args.jobs}")
+        print(f"error: --jobs must be at least 1, got {args.jobs}", file=sys.stderr)
+        return 2
     common = {"runs_dir": args.runs_dir, "data_dir": args.data_dir, "progress": False}
     try:
         if args.step == "verdicts":
