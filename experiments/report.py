@@ -257,6 +257,25 @@ def protocol_section(
         for a, o in p["arms"].items()
     )
     lines += [f"Arms: {arms}. Final seeds: {len(p['seeds'])} per arm, paired.", ""]
+    mine_runs = runs[runs["protocol"] == name]
+    summary = mine_runs.groupby("arm", sort=False).agg(
+        reached=("stop_reason", lambda r: f"{(r == 'train_until_loss').sum()}/{len(r)}"),
+        train_loss=("train_loss", "mean"),
+        train_error=("train_error", "mean"),
+        val_error=("val_error", "mean"),
+        test_error=("test_error", "mean"),
+        test_error_sd=("test_error", "std"),
+        steps=("steps_trained", "median"),
+    )
+    for col in ("train_error", "val_error", "test_error", "test_error_sd"):
+        summary[col] = summary[col].map(lambda v: f"{100 * v:.2f}%")
+    lines += [
+        "Each arm at its criterion, mean over the seeds (test error SD across seeds; train and test "
+        "error side by side):",
+        "",
+        _md(summary.reset_index()),
+        "",
+    ]
     if p.get("history"):
         lines += ["Changes to this protocol after its first runs (from its config):", ""]
         lines += [f"- {h}" for h in p["history"]] + [""]
