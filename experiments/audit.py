@@ -246,11 +246,12 @@ def _models(args) -> list[tuple[str, Any]]:
         out.append((label or path.name, lambda path=path: from_run(path)))
     for ref in args.protocol_run:
         from experiments import protocol
+        from experiments.tune import read_rates
 
         try:
             name, arm, seed = ref.split("/")
             p = protocol.load_protocol(name)
-            rates = protocol.read_rates(p, args.out / "tables")
+            rates = read_rates(p, args.out / "tables")
             spec = next(
                 s for s in protocol.final_specs(p, rates) if (s.arm, s.seed) == (arm, int(seed))
             )

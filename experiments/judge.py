@@ -20,8 +20,8 @@ from experiments.protocol import (
     final_specs,
     load_protocol,
     load_result,
-    read_rates,
 )
+from experiments.tune import read_rates
 
 # --- verdicts -----------------------------------------------------------------------------------------
 

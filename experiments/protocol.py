@@ -9,7 +9,7 @@ every search seed reached the criterion, within `tune.reach_within` of the step 
 the grid's edge is flagged), and its seeds are
 paired with the other arms' (seed s: the same initial weights and batch order).
 
-    python -m experiments.protocol tune batch_size        # the search -> results/tables/lr_<name>.csv|md
+    python -m experiments.protocol tune batch_size        # the search (experiments.tune) -> results/tables/lr_<name>.csv|md
     python -m experiments.protocol run batch_size         # every arm x seed at the chosen rates
     python -m experiments.protocol verdicts batch_size optimizer visualisation   # one Holm family
     python -m experiments.protocol all batch_size         # one claim alone: search if its table is
@@ -23,9 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import hashlib
 import io
-import json
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -33,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF = ROOT / "conf"
@@ -149,16 +146,6 @@ def check_protocol(p: Mapping[str, Any], where: str = "protocol") -> None:
             validate_rule(c.get("rule"))
         except ValueError as exc:
             fail(f"comparison {c['name']}: {exc}")
-
-
-def tune_hash(p: Mapping[str, Any]) -> str:
-    """A hash of the search: its rule and every search run's arm, rate, seed and run id (which hashes
-    the whole resolved config that determines the weights). Any change to the protocol's base, arms
-    or tune block, or to a conf/ default they rely on, makes a table stale."""
-    runs = [(s.arm, s.lr, s.seed, run_dir(s, {}).name) for s in tune_specs(p)]
-    rule = {"rule": p["tune"]["rule"], "reach_within": p["tune"].get("reach_within", 1.0)}
-    text = json.dumps({**rule, "runs": runs})
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
 # --- runs ---------------------------------------------------------------------------------------------
@@ -321,124 +308,12 @@ def load_result(spec: Spec, common: Mapping[str, Any]) -> tuple[dict[str, Any] |
     return store.load_result(folder / "result.json"), folder
 
 
-# --- the learning-rate search ---------------------------------------------------------------------
-
-
-def choose_rates(runs: pd.DataFrame) -> pd.DataFrame:
-    """Per arm and rate over the search seeds (columns arm, lr, seed, reached, val_error, and
-    optionally steps and within): mean validation error, how many seeds reached the criterion, and the
-    choice: the lowest mean validation error among the rates where every seed reached it (ties: the
-    smaller rate), flagged at_edge when it is the grid's smallest or largest rate. With a ``within``
-    column (reached within the protocol's ``tune.reach_within`` fraction of the step budget), a rate is
-    eligible only when every seed reached it that early: a rate that two search seeds reach just
-    before the budget runs out is one that final seeds miss."""
-    runs = runs.copy()
-    if "within" not in runs:
-        runs["within"] = runs["reached"]
-    if "steps" not in runs:
-        runs["steps"] = np.nan
-    runs["within"] = runs["within"].astype(bool) & runs["reached"].astype(bool)
-    table = (
-        runs.groupby(["arm", "lr"], sort=False)
-        .agg(
-            search_seeds=("seed", "size"),
-            reached=("reached", "sum"),
-            reached_early=("within", "sum"),
-            max_steps_to_criterion=("steps", "max"),
-            mean_val_error=("val_error", "mean"),
-            sd_val_error=("val_error", "std"),
-        )
-        .reset_index()
-    )
-    table["reached"] = table["reached"].astype(int)
-    table["reached_early"] = table["reached_early"].astype(int)
-    table["eligible"] = table["reached_early"] == table["search_seeds"]
-    table["chosen"] = False
-    table["at_edge"] = False
-    for _, rows in table.groupby("arm", sort=False):
-        ok = rows[rows["eligible"] & rows["mean_val_error"].notna()]
-        if ok.empty:
-            continue
-        best = ok.sort_values(["mean_val_error", "lr"]).index[0]
-        table.loc[best, "chosen"] = True
-        table.loc[best, "at_edge"] = table.loc[best, "lr"] in (rows["lr"].min(), rows["lr"].max())
-    return table
-
-
-def read_rates(p: Mapping[str, Any], tables: Path) -> dict[str, float]:
-    """The chosen rate per arm from the committed table; refuses a missing or stale one."""
-    path = tables / f"lr_{p['name']}.csv"
-    if not path.exists():
-        raise ProtocolError(
-            f"no learning-rate table {path}: run `python -m experiments.protocol tune {p['name']}`"
-        )
-    table = pd.read_csv(path)
-    stamps = set(table.get("tune_hash", pd.Series(dtype=str)).astype(str))
-    current = tune_hash(p)
-    if stamps != {current}:
-        raise ProtocolError(
-            f"{path} is stale (tuned for {sorted(stamps)}, the protocol's search now hashes to "
-            f"{current}): run `python -m experiments.protocol tune {p['name']}` again"
-        )
-    rates = {}
-    for arm, grid in p["tune"]["grid"].items():
-        chosen = table[(table["arm"] == arm) & table["chosen"].astype(bool)]
-        if len(chosen) != 1:
-            raise ProtocolError(
-                f"{path}: arm {arm} has no rate at which every search seed reached the criterion "
-                "(within tune.reach_within of the budget); "
-                "widen its grid or its budget and tune again"
-            )
-        # the grid's own float, so that the run config is exactly the tuned one
-        rates[arm] = float(min(grid, key=lambda g: abs(g - chosen["lr"].iloc[0])))
-    return rates
-
-
-def tune_table(p: Mapping[str, Any], common: Mapping[str, Any]) -> pd.DataFrame:
-    """The search's table from its finished runs (see :func:`choose_rates`), stamped with the hash."""
-    rows = []
-    within = p["tune"].get("reach_within", 1.0)
-    for s in tune_specs(p):
-        result, folder = load_result(s, common)
-        if result is None or "stop_reason" not in result:
-            raise ProtocolError(f"tune run {folder} has no result: run tune again")
-        reached = result.get("status") == "finished" and result["stop_reason"] == REACHED
-        steps = result.get("steps_trained")
-        row = {"arm": s.arm, "lr": s.lr, "seed": s.seed, "reached": reached}
-        row["val_error"] = result.get("val_error")
-        row["steps"] = steps if reached else np.nan
-        row["within"] = reached and steps <= within * s.values["max_steps"]
-        rows.append(row)
-    table = choose_rates(pd.DataFrame(rows).astype({"val_error": float}))
-    table.insert(0, "protocol", p["name"])
-    table["tune_hash"] = tune_hash(p)
-    return table
-
-
-def tune(p: Mapping[str, Any], common: Mapping[str, Any], tables: Path, jobs: int) -> int:
-    from experiments.aggregate import write_table
-
-    failed = execute(tune_specs(p), common, jobs, f"{p['name']} tune")
-    table = tune_table(p, common)
-    write_table(table, tables, f"lr_{p['name']}")
-    print(table.drop(columns=["protocol", "tune_hash"]).to_string(index=False))
-    for arm in p["arms"]:
-        chosen = table[(table["arm"] == arm) & table["chosen"]]
-        if chosen.empty:
-            print(f"warning: arm {arm}: no rate reached the criterion in every search seed")
-        elif chosen["at_edge"].iloc[0]:
-            print(
-                f"warning: arm {arm}: the chosen rate {chosen['lr'].iloc[0]:g} is at the grid's edge"
-            )
-    print(f"wrote {tables / ('lr_' + p['name'])}.csv|md")
-    return 1 if failed else 0
-
-
 def alone(p: Mapping[str, Any], args, common: Mapping[str, Any]) -> int:
     """One protocol end to end, to iterate on one claim: the search when its table is missing or
     stale, the final runs, and verdicts over this protocol alone (its own Holm family), written to
     ``<tables>/alone/<name>/`` so the report's family is left as it is."""
     from experiments.judge import verdicts
+    from experiments.tune import read_rates, tune
 
     try:
         read_rates(p, args.tables)
@@ -484,6 +359,8 @@ def main(argv: list[str] | None = None) -> int:
         p = load_protocol(args.protocols[0], args.scale)
         if args.step == "all" and not args.dry_run:
             return alone(p, args, common)
+        from experiments.tune import read_rates, tune
+
         if args.step == "tune" and not args.dry_run:
             return tune(p, common, args.tables, args.jobs)
         if args.step == "all":  # the search's runs; the final runs' rates are not chosen yet

@@ -79,8 +79,8 @@ def setup_section(protocols: dict, runs: pd.DataFrame, tables: Path, env: dict) 
     lines += [
         f"- **Data**: MNIST-1D generated offline (`mnist1d`, {first.get('dataset.num_samples')} "
         f"samples): {int(n['num_train']):,} training, {int(n['num_val']):,} validation and "
-        f"{int(n['num_test']):,} test samples. Learning rates are chosen on the validation split "
-        "only; the test split is read once per final run.",
+        f"{int(n['num_test']):,} test samples. Learning rates are chosen on validation error "
+        "only (the search's runs record a test error too, which no choice reads).",
         f"- **Model**: {first.get('model')} of width {first.get('model.width')}"
         + (f" and depth {first['model.depth']}" if "model.depth" in first else "")
         + f" ({int(n['n_params']):,} parameters), ReLU.",

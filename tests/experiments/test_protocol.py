@@ -17,6 +17,7 @@ import yaml
 import flatness
 from experiments import judge as J
 from experiments import protocol as P
+from experiments import tune as T
 from experiments.checks import check_config
 from experiments.config import RunConfig
 from experiments.verdicts import part_test, rule_parts, validate_rule, verdict_family
@@ -106,7 +107,7 @@ def test_the_best_validation_rate_is_not_chosen_when_a_seed_missed_the_criterion
     for lr, val, reached in [(0.1, 0.30, True), (0.2, 0.20, True), (0.4, 0.10, False)]:
         rows += [("a", lr, 0, True, val), ("a", lr, 1, reached, val)]
     rows += [("a", lr, s, True, 0.5) for lr in (0.8, 1.6) for s in (0, 1)]
-    table = P.choose_rates(runs_table(rows))
+    table = T.choose_rates(runs_table(rows))
     best = table[table["lr"] == 0.4].iloc[0]
     assert best["reached"] == 1 and not best["eligible"] and not best["chosen"]
     chosen = table[table["chosen"]]
@@ -122,7 +123,7 @@ def test_a_rate_that_a_search_seed_met_only_late_in_its_budget_is_not_eligible()
     runs = pd.DataFrame(
         rows, columns=["arm", "lr", "seed", "reached", "val_error", "steps", "within"]
     )
-    table = P.choose_rates(runs).set_index("lr")
+    table = T.choose_rates(runs).set_index("lr")
     assert table.loc[0.4, "reached"] == 2 and table.loc[0.4, "reached_early"] == 1
     assert not table.loc[0.4, "eligible"] and table.loc[0.2, "chosen"]
     assert table.loc[0.4, "max_steps_to_criterion"] == 900
@@ -140,7 +141,7 @@ def test_a_choice_at_the_grid_edge_is_flagged_and_an_arm_with_no_eligible_rate_h
     grid = [0.1, 0.2, 0.4, 0.8, 1.6]
     rows = [("a", lr, s, True, 0.1 if lr == 1.6 else 0.3) for lr in grid for s in (0, 1)]
     rows += [("b", lr, s, s == 0, 0.1) for lr in grid for s in (0, 1)]
-    table = P.choose_rates(runs_table(rows))
+    table = T.choose_rates(runs_table(rows))
     chosen = table[table["chosen"]]
     assert chosen["arm"].tolist() == ["a"] and chosen["lr"].tolist() == [1.6]
     assert chosen["at_edge"].tolist() == [True]
@@ -197,14 +198,14 @@ def test_tune_writes_every_rate_and_skips_a_rate_that_missed_in_one_seed(tiny, t
         if s.lr == other:
             stop = "max_steps" if s.seed == p["tune"]["seeds"][1] else "train_until_loss"
             edit_result(P.run_dir(s, here), val_error=0.0, stop_reason=stop)
-    again = P.tune_table(p, here)
+    again = T.tune_table(p, here)
     row = again[(again["arm"] == "small") & (again["lr"] == other)].iloc[0]
     assert row["mean_val_error"] == 0.0 and row["reached"] == 1 and not row["chosen"]
     assert again[(again["arm"] == "small") & again["chosen"]]["lr"].tolist() == [chosen]
     for s in specs:
         if s.lr == top:
             edit_result(P.run_dir(s, here), val_error=0.0, stop_reason="train_until_loss")
-    again = P.tune_table(p, here)
+    again = T.tune_table(p, here)
     pick = again[(again["arm"] == "small") & again["chosen"]].iloc[0]
     assert pick["lr"] == top and pick["at_edge"]
 
