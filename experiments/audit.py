@@ -195,6 +195,11 @@ def plot_audit(rows: pd.DataFrame, name: str, out: Path) -> None:
     import matplotlib.pyplot as plt
 
     modes = list(dict.fromkeys(rows["mode"]))
+    metrics = [m for m in dict.fromkeys(rows["metric"]) if m != "test_error"]
+    # one colour and marker per metric, the same in every panel (tab20 has 20 distinct colours);
+    # metrics invariant to the transform dashed, so they do not hide under the test-error line
+    colours = dict(zip(metrics, plt.cm.tab20.colors, strict=False))
+    markers = dict(zip(metrics, "osD^v<>PXh*p8dH", strict=False))
     fig, axes = plt.subplots(1, len(modes), figsize=(6.5 * len(modes), 5), squeeze=False)
     for ax, mode in zip(axes[0], modes, strict=True):
         sub = rows[(rows["model"] == name) & (rows["mode"] == mode)]
@@ -202,12 +207,17 @@ def plot_audit(rows: pd.DataFrame, name: str, out: Path) -> None:
             if group.get("at_bound", pd.Series(False)).astype(bool).any():
                 continue  # a search at its bound has no value to draw (the table says "at bound")
             ratio = (group["value"] / group["reference"]).abs().to_numpy(dtype=float)
-            style = (
-                {"color": "black", "linewidth": 3, "zorder": 5}
-                if metric == "test_error"
-                else {"alpha": 0.8}
-            )
-            ax.plot(group["alpha"], ratio, "o-", label=metric, markersize=3, **style)
+            if metric == "test_error":
+                style = {"color": "black", "linewidth": 4, "alpha": 0.35, "marker": "o"}
+            else:
+                flat = bool(np.all(np.abs(ratio - 1) <= 1e-2))
+                style = {
+                    "color": colours.get(metric),
+                    "marker": markers.get(metric, "o"),
+                    "linestyle": "--" if flat else "-",
+                    "zorder": 6 if flat else 3,
+                }
+            ax.plot(group["alpha"], ratio, label=metric, markersize=4, **style)
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("α")

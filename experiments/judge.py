@@ -156,10 +156,22 @@ def run_rows(p: Mapping[str, Any], runs: Mapping, rates: Mapping[str, float]) ->
                 "device": result.get("device"),
                 "git_commit": result.get("git_commit"),
                 "n_params": _n_params(folder),
+                "settings": _settings(result.get("config") or {}),
                 "run_dir": str(folder),
             }
         )
     return rows
+
+
+def _settings(config: Mapping[str, Any]) -> str:
+    """Every setting of the optimizer, schedule, model and data as the run resolved it. The
+    optimizer group's own lr and weight_decay are left out: the run's top-level ``lr`` and
+    ``weight_decay`` override them, and are shown instead."""
+    shadowed = ("optimizer.lr", "optimizer.weight_decay")
+    keep = ("optimizer.", "model.", "dataset.", "lr_")
+    items = [(k, config[k]) for k in ("lr", "weight_decay", "batch_size") if k in config]
+    items += [(k, v) for k, v in sorted(config.items()) if k.startswith(keep) and k not in shadowed]
+    return "; ".join(f"{k}={v}" for k, v in items)
 
 
 def _n_params(folder: Path) -> int | None:

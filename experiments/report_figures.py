@@ -100,6 +100,6 @@ def tau_figure(
     ax.set_ylabel(LABELS.get(y, y))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, title="arm", title_fontsize=7)
-    ax.set_title(f"{comparison}: {len(wide)} models at equal train loss", fontsize=10)
+    ax.set_title(f"{comparison}: {len(wide)} models, each at its training criterion", fontsize=10)
     fig.tight_layout()
     return _save(fig, wide[["arm", "seed", x, y]], figures, name)

@@ -348,6 +348,17 @@ def test_the_report_reads_every_number_from_the_verdict_tables(tiny, tmp_path):
         assert (tables.parent / "figures" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
         drawn = pd.read_csv(tables.parent / "figures" / f"{name}.csv")
         assert len(drawn) > 0
+    # the pooled τ is decomposed: τ after removing each arm's mean, as scipy computes it
+    from scipy.stats import kendalltau
+
+    slices = pd.read_csv(tables / "paired_tiny.csv")
+    slices = slices[(slices["comparison"] == "slices") & slices["reached"]]
+    wide = slices.pivot_table(index=["arm", "seed"], columns="quantity", values="value")
+    centred = wide - wide.groupby("arm").transform("mean")
+    tau_c = kendalltau(centred["slice_sharpness"], centred["test_error"])[0]
+    assert f"After removing each arm's mean from both, τ = {tau_c:+.2f}" in text
+    # each arm's settings as resolved, with the run's own rate, not the optimizer group's default
+    assert "optimizer.lr=" not in text and "- `heavy`: lr=0.01;" in text
     drawn = pd.read_csv(tables.parent / "figures" / "tiny_batch.csv")
     assert set(drawn["quantity"]) == {"test_error", "lambda_max"}
     assert drawn["seed"].nunique() == 3
