@@ -13,6 +13,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
@@ -63,21 +64,25 @@ def paired_figure(
             data=sub, x="arm", y="value", hue="arm", order=order, hue_order=order, jitter=False,
             size=6, ax=ax, legend=False, zorder=2,
         )  # fmt: skip
-        means = sub.groupby("arm")["value"].mean()[order]
-        ax.scatter(order, means, marker="_", s=600, color="black", zorder=3, label="mean")
-        positive = (sub["value"] > 0).all()
-        if (
-            q not in ("test_error", "gap")
-            and positive
-            and sub["value"].max() > 3 * sub["value"].min()
-        ):
+        # sharpness on a log axis with its geometric mean: the test is on log(a/b)
+        log = q not in ("test_error", "gap") and bool((sub["value"] > 0).all())
+        if log:
+            means = np.exp(np.log(sub["value"]).groupby(sub["arm"]).mean())[order]
+        else:
+            means = sub.groupby("arm")["value"].mean()[order]
+        label = "geometric mean" if log else "mean"
+        ax.scatter(order, means, marker="_", s=600, color="black", zorder=3, label=label)
+        if log:
             ax.set_yscale("log")
         ax.set_xlabel("")
-        ax.set_ylabel(LABELS.get(q, q))
+        ax.set_ylabel(LABELS.get(q, q) + (" (log scale)" if log else " (axis not from 0)"))
         ax.grid(alpha=0.3)
-    axes[0][0].legend(fontsize=7, loc="best")
     n = rows["seed"].nunique()
-    fig.suptitle(f"{comparison}: {n} paired seeds (grey: one seed in both arms)", fontsize=10)
+    fig.suptitle(
+        f"{comparison}: {n} paired seeds (grey line: one seed in both arms; black bar: the mean, "
+        "geometric on a log axis)",
+        fontsize=9,
+    )
     fig.tight_layout()
     return _save(fig, rows[["arm", "role", "seed", "quantity", "value"]], figures, name)
 
