@@ -10,7 +10,7 @@ unless ``subset`` names the first N samples.
 
 from __future__ import annotations
 
-from flatness import curvature, norms, sharpness
+from flatness import curvature, minibatch, norms, sharpness
 from flatness.objective import Objective
 from flatness.registry import (
     NON_NEGATIVE,
@@ -153,6 +153,20 @@ register(
     limits=LANCZOS,
     description="largest Hessian eigenvalue of the training loss (Lanczos, residual error bound)",
     reference="Keskar et al. 2017; Ghorbani et al. 2019",
+)
+register(
+    "minibatch_lambda_max",
+    minibatch.minibatch_lambda_max,
+    limits={
+        "b": at_least(1),
+        "n_batches": at_least(1),
+        "tol": POSITIVE,
+        "max_iter": at_least(1),
+        "seed": SEED,
+        "subset": SUBSET,
+    },
+    description="mean largest Hessian eigenvalue of the loss on disjoint batches of b samples",
+    reference="the deck's averaging explanation; Keskar et al. 2017 (sharpness at the batch scale)",
 )
 register(
     "hessian_top_k",
