@@ -2,6 +2,7 @@
 whole-set value at b = n, and Jensen's inequality over nested batches (the mean can only fall as b
 grows), which any correct measurement must satisfy."""
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -10,6 +11,7 @@ from torch import nn
 import flatness
 from flatness.minibatch import minibatch_lambda_max
 from flatness.objective import Objective
+from tests.flatness.test_hessian import dense_hessian
 
 
 def tiny():
@@ -21,20 +23,7 @@ def tiny():
 
 
 def dense_lambda_max(model, x, y) -> float:
-    names = [n for n, _ in model.named_parameters()]
-    shapes = [p.shape for _, p in model.named_parameters()]
-    flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
-
-    def loss(theta):
-        params, i = {}, 0
-        for name, shape in zip(names, shapes, strict=True):
-            params[name] = theta[i : i + shape.numel()].reshape(shape)
-            i += shape.numel()
-        out = torch.func.functional_call(model, params, (x,))
-        return F.cross_entropy(out, y)
-
-    hessian = torch.autograd.functional.hessian(loss, flat)
-    return float(torch.linalg.eigvalsh(hessian)[-1])
+    return float(np.linalg.eigvalsh(dense_hessian(model, x, y, F.cross_entropy))[-1])
 
 
 def test_each_batch_is_the_dense_lambda_max_of_its_samples():
