@@ -48,7 +48,14 @@ def minibatch_lambda_max(
     values = []
     for i in range(count):
         idx = order[i * b : (i + 1) * b].to(x.device)
-        batch = Objective(obj.model, (x[idx], y[idx]), obj.loss_fn, batch_size=obj.batch_size)
+        batch = Objective(
+            obj.model,
+            (x[idx], y[idx]),
+            obj.loss_fn,
+            batch_size=obj.batch_size,
+            names=obj.names,  # the same parameters as the whole-set objective
+            graph_memory=obj.graph_memory,
+        )
         values.append(lambda_max(batch, tol=tol, max_iter=max_iter, seed=seed + i).value)
     mean = float(np.mean(values))
     stderr = float(np.std(values, ddof=1) / math.sqrt(count)) if count > 1 else math.nan
