@@ -137,9 +137,11 @@ RUN_FIELDS = (
 def run_rows(p: Mapping[str, Any], runs: Mapping, rates: Mapping[str, float]) -> list[dict]:
     """One row per final run: its arm, rate, seed, where training stopped and how long it took
     (the report's setup and per-seed tables read these, never the run directories)."""
-    rows = []
+    rows, params = [], {}
     for (arm, seed), (result, folder) in runs.items():
         timings = result.get("timings") or {}
+        if arm not in params:  # one architecture per arm: its first run's weights suffice
+            params[arm] = _n_params(folder)
         rows.append(
             {
                 "protocol": p["name"],
@@ -155,7 +157,7 @@ def run_rows(p: Mapping[str, Any], runs: Mapping, rates: Mapping[str, float]) ->
                 "num_test": result.get("num_test"),
                 "device": result.get("device"),
                 "git_commit": result.get("git_commit"),
-                "n_params": _n_params(folder),
+                "n_params": params[arm],
                 "settings": _settings(result.get("config") or {}),
                 "run_dir": str(folder),
             }

@@ -263,6 +263,7 @@ def protocol_section(
 ) -> list[str]:
     name = p["name"]
     paired = _table(tables, f"paired_{name}")
+    secondary = _table(tables, "secondary")
     mine = verdicts[verdicts["protocol"] == name]
     lines = ["", f"## {TITLES.get(name, name)}", ""]
     arms = ", ".join(
@@ -343,9 +344,9 @@ def protocol_section(
         if c.get("kind") == "kendall_tau":
             lines += within_arm_tau(paired, c)
         else:
-            lines += secondary_lines(tables, name, c["name"])
+            lines += secondary_lines(secondary, name, c["name"])
     if name == "batch_size":
-        lines += keskar_comparison(tables)
+        lines += keskar_comparison(secondary)
     lines += schedule_lines(p, mine_runs)
     settings = mine_runs.drop_duplicates("arm").set_index("arm")["settings"]
     lines += ["Every setting of each arm as its runs resolved it:", ""]
@@ -358,8 +359,7 @@ def within_arm_tau(paired: pd.DataFrame, c: dict) -> list[str]:
     arm's mean from both quantities (described, not tested; not part of the rule)."""
     from scipy.stats import kendalltau
 
-    sub = paired[(paired["comparison"] == c["name"]) & paired["reached"].astype(bool)]
-    wide = sub.pivot_table(index=["arm", "seed"], columns="quantity", values="value").reset_index()
+    wide = F.models_table(paired, c["name"])
     x, y = c["x"], c["y"]
     parts = []
     for arm, rows in wide.groupby("arm", sort=False):
@@ -384,10 +384,9 @@ def within_arm_tau(paired: pd.DataFrame, c: dict) -> list[str]:
     ]
 
 
-def secondary_lines(tables: Path, protocol: str, comparison: str) -> list[str]:
+def secondary_lines(sec: pd.DataFrame | None, protocol: str, comparison: str) -> list[str]:
     """The secondary measures of a comparison (described, not tested): mean in each arm and the
     ratio of means; shown so that a mechanism verdict on λmax can be read beside the others."""
-    sec = _table(tables, "secondary")
     if sec is None or sec.empty:
         return []
     rows = sec[(sec["protocol"] == protocol) & (sec["comparison"] == comparison)]
@@ -434,9 +433,8 @@ def schedule_lines(p: dict, runs: pd.DataFrame) -> list[str]:
     ]
 
 
-def keskar_comparison(tables: Path) -> list[str]:
+def keskar_comparison(sec: pd.DataFrame | None) -> list[str]:
     """Our large/small ratio of Keskar's ε-sharpness beside the ratios of his Table 3."""
-    sec = _table(tables, "secondary")
     if sec is None or sec.empty:
         return []
     sec = sec[(sec["protocol"] == "batch_size") & (sec["quantity"] == "keskar_sharpness")]

@@ -87,15 +87,20 @@ def paired_figure(
     return _save(fig, rows[["arm", "role", "seed", "quantity", "value"]], figures, name)
 
 
+def models_table(paired: pd.DataFrame, comparison: str) -> pd.DataFrame:
+    """One row per model (arm, seed) that met the criterion, one column per quantity."""
+    rows = paired[(paired["comparison"] == comparison) & paired["reached"].astype(bool)]
+    return rows.pivot_table(index=["arm", "seed"], columns="quantity", values="value").reset_index()
+
+
 def tau_figure(
     paired: pd.DataFrame, comparison: str, x: str, y: str, figures: Path, name: str
 ) -> str | None:
     """Every model of a rank-correlation comparison: x against y, one colour and marker per arm."""
-    rows = paired[(paired["comparison"] == comparison) & paired["reached"].astype(bool)]
-    wide = rows.pivot_table(index=["arm", "seed"], columns="quantity", values="value").reset_index()
+    wide = models_table(paired, comparison)
     if wide.empty or x not in wide or y not in wide:
         return None
-    arms = list(dict.fromkeys(rows["arm"]))
+    arms = list(dict.fromkeys(paired[paired["comparison"] == comparison]["arm"]))
     fig, ax = plt.subplots(figsize=(5.2, 4))
     sns.scatterplot(
         data=wide, x=x, y=y, hue="arm", style="arm", hue_order=arms, style_order=arms,
