@@ -10,7 +10,7 @@ unless ``subset`` names the first N samples.
 
 from __future__ import annotations
 
-from flatness import curvature, minibatch, norms, sharpness
+from flatness import barrier, curvature, minibatch, norms, sharpness
 from flatness.objective import Objective
 from flatness.registry import (
     NON_NEGATIVE,
@@ -105,6 +105,13 @@ register(
     description="Euclidean distance of the parameters from their initial values",
 )
 register("param_count", norms.param_count, description="number of trainable parameters")
+register(
+    "linear_barrier",
+    barrier.linear_barrier,
+    limits={"points": at_least(2), "subset": SUBSET},
+    description="largest rise of the training loss on the straight path from init above its chord",
+    reference="Frankle et al. 2020 (linear mode connectivity); the deck's Adam explanation",
+)
 register(
     "fisher_rao_norm",
     norms.fisher_rao_norm,

@@ -59,3 +59,21 @@ def test_it_is_a_registered_metric_with_validated_settings():
         flatness.validate({"minibatch_lambda_max": {"b": 0}})
     with pytest.raises(ValueError, match="exceeds"):
         minibatch_lambda_max(Objective(model, (x, y)), b=64)
+
+
+def test_quadratic_per_sample_loss_has_the_known_batch_lambda_max():
+    """Per-sample loss ½(aᵢ·w)²: the Hessian of a batch is its mean of aᵢaᵢᵀ, so λmax(L_1) is ‖aᵢ‖²
+    sample by sample and λmax(L_n) is the top eigenvalue of AᵀA/n."""
+    torch.manual_seed(0)
+    a = torch.randn(24, 6, dtype=torch.float64) * torch.linspace(0.5, 2, 24)[:, None]
+    model = nn.Linear(6, 1, bias=False).double()
+
+    def half_square(out, y):
+        return 0.5 * (out.squeeze(1) ** 2).mean()
+
+    obj = Objective(model, (a, torch.zeros(24)), half_square)
+    one = minibatch_lambda_max(obj, b=1, n_batches=24, tol=1e-10, seed=5)
+    order = torch.randperm(24, generator=torch.Generator().manual_seed(5))
+    assert one.extra["values"] == pytest.approx((a[order] ** 2).sum(1).tolist(), rel=1e-8)
+    whole = minibatch_lambda_max(obj, b=24, n_batches=1, tol=1e-10)
+    assert whole.value == pytest.approx(torch.linalg.eigvalsh(a.T @ a / 24)[-1].item(), rel=1e-8)
