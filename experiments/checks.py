@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -85,6 +86,9 @@ def check_config(cfg: Mapping[str, Any]) -> None:
                 f"epochs: must be null when max_steps is set, which alone ends the run (got {cfg['epochs']!r})"
             )
     number(cfg, "weight_decay", low=0)
+    init_from = cfg.get("init_from")
+    if init_from is not None and not (isinstance(init_from, str) and Path(init_from).is_file()):
+        raise ConfigError(f"init_from: expected the path of a weights file, got {init_from!r}")
     choice(cfg, "lr_schedule", LR_SCHEDULES)
     number(cfg, "lr_step_gamma", low=0, high=1, low_open=True)
     milestones = cfg.get("lr_step_milestones")

@@ -49,6 +49,7 @@ class RunConfig:
     metrics: dict[str, Any]
     surface: dict[str, Any]
     transform: dict[str, Any]
+    init_from: str | None  # weights to start from instead of the seed's initialisation
     values: dict[str, Any]  # the whole resolved config: what run ids hash and result.json records
 
     @classmethod
@@ -62,11 +63,12 @@ class RunConfig:
             )
         except OmegaConfBaseException as exc:
             raise ConfigError(f"config: {exc}".splitlines()[0]) from None
+        optional = {"init_from": None}  # keys added later: absent from older configs
         names = [f.name for f in fields(cls) if f.name != "values"]
-        missing = [n for n in names if n not in values]
+        missing = [n for n in names if n not in values and n not in optional]
         if missing:
             raise ConfigError(f"config: missing keys {missing}")
-        kwargs = {n: values[n] for n in names}
+        kwargs = {n: values.get(n, optional.get(n)) for n in names}
         for group in ("metrics", "surface", "transform"):
             kwargs[group] = kwargs[group] or ({} if group == "metrics" else {"kind": "none"})
         return cls(**kwargs, values=values)

@@ -87,6 +87,8 @@ def main(cfg: DictConfig) -> dict[str, Any]:
 
     torch.manual_seed(rc.seed)  # the model's initial weights
     model = build_model(rc.group("model"), data.input_shape, data.num_classes).to(device)
+    if rc.init_from is not None:
+        _start_from(model, rc.init_from)
     lr = scaled_lr(rc.lr, rc.batch_size, rc.base_batch_size, rc.lr_scaling)
     optimizer = build_optimizer(rc.group("optimizer"), model, lr, rc.weight_decay)
     check_transform(rc.transform, model, data.x_train)
@@ -101,6 +103,17 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     except RunLocked as exc:
         print(str(exc))
         return {"status": "running elsewhere", "run_dir": str(run_dir)}
+
+
+def _start_from(model: nn.Module, path: str) -> None:
+    """Load the weights a continuation starts from, or fail with one line before any directory."""
+    state = store.load_checkpoint(Path(path))
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ConfigError(f"init_from: {path} does not hold a model's weights")
+    own = model.state_dict()
+    if set(state) != set(own) or any(state[k].shape != own[k].shape for k in own):
+        raise ConfigError(f"init_from: {path} holds weights of another architecture than model")
+    model.load_state_dict(state)
 
 
 def _check_writable(run_dir: Path) -> None:

@@ -50,16 +50,32 @@ NON_DETERMINING_GROUP_KEYS = {"dataset": frozenset({"download"})}
 
 
 def determining_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
-    """The part of a resolved config that determines the result."""
+    """The part of a resolved config that determines the result. ``init_from`` (weights a run starts
+    from) enters as the digest of that file's bytes, not its path, and is left out when null, so
+    that runs made before the key existed keep their ids."""
     out = {}
     for key, value in cfg.items():
         if key in NON_DETERMINING_KEYS:
             continue
+        if key == "init_from":
+            if value is None:
+                continue
+            value = weights_digest(value)
         drop = NON_DETERMINING_GROUP_KEYS.get(key, frozenset())
         if isinstance(value, Mapping) and drop:
             value = {k: v for k, v in value.items() if k not in drop}
         out[key] = value
     return out
+
+
+def weights_digest(path: str | os.PathLike) -> str:
+    """sha256 of a weights file's bytes: what identifies the weights a continuation starts from."""
+    from experiments.errors import ConfigError
+
+    try:
+        return "sha256:" + hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError as exc:
+        raise ConfigError(f"init_from: cannot read {path} ({exc.strerror or exc})") from None
 
 
 def run_id(cfg: Mapping[str, Any]) -> str:

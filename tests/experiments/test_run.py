@@ -305,3 +305,41 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
     ha = [{k: v for k, v in r.items() if k not in drop} for r in read_history(run_dir)]
     hb = [{k: v for k, v in r.items() if k not in drop} for r in read_history(clean_file.parent)]
     assert ha == hb
+
+
+def test_init_from_continues_from_the_given_weights(make_cfg, tmp_path):
+    """A continuation starts at the source's final weights (its init.pt is them, so distance_from_init
+    and linear_barrier measure the way from them); its id hashes the weights' bytes, not the path."""
+    from omegaconf import OmegaConf
+
+    source = main(make_cfg(*TINY))
+    final = Path(source["run_dir"]) / "final.pt"
+    copy = tmp_path / "elsewhere.pt"
+    copy.write_bytes(final.read_bytes())
+    more = [*TINY, "epochs=2", "+metrics.linear_barrier={}"]
+    cont = main(make_cfg(*more, f"init_from={final}"))
+    start = torch.load(Path(cont["run_dir"]) / "init.pt", weights_only=True)
+    want = torch.load(final, weights_only=True)
+    assert all(torch.equal(start[k], want[k]) for k in want)
+    moved = cont["metrics"]["distance_from_init"]["value"]
+    assert 0 < moved < source["metrics"]["distance_from_init"]["value"]
+    assert cont["metrics"]["linear_barrier"]["value"] >= 0
+
+    def rid(*overrides):
+        return store.run_id(OmegaConf.to_container(make_cfg(*overrides), resolve=True))
+
+    assert rid(*more, f"init_from={final}") == rid(*more, f"init_from={copy}")
+    assert rid(*more, f"init_from={final}") != rid(*more)
+    copy.write_bytes((Path(source["run_dir"]) / "init.pt").read_bytes())  # other weights
+    assert rid(*more, f"init_from={final}") != rid(*more, f"init_from={copy}")
+
+
+@pytest.mark.parametrize("bad", ["missing.pt", "result.json", "init.pt@wide"])
+def test_init_from_refuses_what_is_not_this_models_weights(make_cfg, tmp_path, bad):
+    source = main(make_cfg(*TINY))
+    name, _, variant = bad.partition("@")
+    path = Path(source["run_dir"]) / name
+    extra = ["model.width=32"] if variant == "wide" else []
+    with pytest.raises(ConfigError, match="init_from"):
+        main(make_cfg(*TINY, *extra, f"init_from={path}", runs_dir=tmp_path / "other"))
+    assert not (tmp_path / "other").exists()
