@@ -58,13 +58,37 @@ def value_of(result: Mapping[str, Any], folder: Path, quantity: str, p: Mapping[
     """(value, at_bound) of a quantity of one run: a top-level number of result.json, a metric
     (``metrics.<name>.value``, bound from ``extra.at_bound``) or a derived one; NaN when absent."""
     if quantity in p.get("derived", {}):
-        return slice_sharpness(folder, p, p["derived"][quantity]), False
+        spec = p["derived"][quantity]
+        if "numerator" in spec:
+            return ratio_of(result, folder, spec, p)
+        return slice_sharpness(folder, p, spec), False
     if isinstance(result.get(quantity), (int, float)):
         return float(result[quantity]), False
     entry = result.get("metrics", {}).get(quantity)
     if entry is None or entry.get("value") is None:
         return math.nan, False
     return float(entry["value"]), bool((entry.get("extra") or {}).get("at_bound", False))
+
+
+def ratio_of(result: Mapping[str, Any], folder: Path, spec: Mapping[str, Any], p):
+    """A derived ratio: the geometric mean of the ``numerator`` quantities over the ``denominator``
+    quantity (e.g. mean small-batch λmax over whole-set λmax); at a bound if any part is."""
+    parts = [value_of(result, folder, q, p) for q in [*spec["numerator"], spec["denominator"]]]
+    values = np.array([v for v, _ in parts], dtype=float)
+    if not np.all(values > 0):
+        return math.nan, False
+    top = float(np.exp(np.mean(np.log(values[:-1]))))
+    return top / values[-1], any(b for _, b in parts)
+
+
+def reached_of(p: Mapping[str, Any], arm: str, result: Mapping[str, Any]) -> bool:
+    """Whether a run counts: at its criterion, or for a fixed-budget arm, through its whole budget."""
+    from experiments.protocol import BUDGET, arm_keys
+
+    done = result.get("status") == "finished"
+    if arm_keys(p, arm).get("fixed_budget"):
+        return done and result.get("stop_reason") == BUDGET
+    return done and result.get("stop_reason") == REACHED
 
 
 def tau_test(x, y, groups, margin: float, n_boot: int, alpha: float = 0.05, label: str = "τ"):
@@ -108,7 +132,7 @@ def tau_test(x, y, groups, margin: float, n_boot: int, alpha: float = 0.05, labe
 def collect(p: Mapping[str, Any], common: Mapping[str, Any], tables: Path) -> dict:
     """Every final run's result by (arm, seed); refuses missing runs."""
     runs, missing = {}, []
-    for s in final_specs(p, read_rates(p, tables)):
+    for s in final_specs(p, read_rates(p, tables), common):
         result, folder = load_result(s, common)
         if result is None or "stop_reason" not in result:
             missing.append(str(folder))
@@ -218,8 +242,10 @@ def comparison_rows(p, c, runs) -> tuple[list, list[dict]]:
     per-seed values (secondary quantities included)."""
     from experiments.verdicts import part_test, rule_parts
 
-    tau = c.get("kind", "paired") == "kendall_tau"
-    arms = c["arms"] if tau else [c["a"], c["b"]]
+    kind = c.get("kind", "paired")
+    tau, interaction = kind == "kendall_tau", kind == "interaction"
+    arms = c["arms"] if tau else c["a"] + c["b"] if interaction else [c["a"], c["b"]]
+    roles = ["a", "a2", "b", "b2"] if interaction else ["a", "b"]
     parts = rule_parts(c["rule"])
     quantities = [c["x"], c["y"]] if tau else [q.quantity for q in parts]
     extra = [] if tau else [q for q in p.get("secondary", []) if q not in quantities]
@@ -229,7 +255,7 @@ def comparison_rows(p, c, runs) -> tuple[list, list[dict]]:
             got.setdefault(q, {})[arm] = []
             for seed in p["seeds"]:
                 result, folder = runs[arm, seed]
-                reached = result["status"] == "finished" and result["stop_reason"] == REACHED
+                reached = reached_of(p, arm, result)
                 value, bound = value_of(result, folder, q, p) if reached else (math.nan, False)
                 if reached and not math.isfinite(value):
                     raise ProtocolError(
@@ -241,7 +267,7 @@ def comparison_rows(p, c, runs) -> tuple[list, list[dict]]:
                         "protocol": p["name"],
                         "comparison": c["name"],
                         "arm": arm,
-                        "role": "model" if tau else "ab"[i],
+                        "role": "model" if tau else roles[i],
                         "seed": seed,
                         "quantity": q,
                         "secondary": q in extra,
@@ -266,7 +292,11 @@ def comparison_rows(p, c, runs) -> tuple[list, list[dict]]:
             test = tau_test(x, y, groups, part.margin, n_boot, label=label) if comparable else None
             bound = flags[c["x"]] + flags[c["y"]]
         else:
-            a, b = column[part.quantity]
+            if interaction:  # (a − a2) − (b − b2): the a pair's difference beyond the b pair's
+                v = [np.asarray(x, dtype=float) for x in column[part.quantity]]
+                a, b = (v[0] - v[1]).tolist(), (v[2] - v[3]).tolist()
+            else:
+                a, b = column[part.quantity]
             try:
                 test = part_test(part, a, b) if comparable else None
             except ValueError as exc:
@@ -274,6 +304,11 @@ def comparison_rows(p, c, runs) -> tuple[list, list[dict]]:
             bound = flags[part.quantity]
         rows.append((f"{p['name']}/{c['name']}", part, test, bound, reached))
     return rows, tidy
+
+
+def _arms_text(arms) -> str:
+    """An arm, or an interaction's pair of arms as ``x−y``."""
+    return "−".join(arms) if isinstance(arms, list) else arms
 
 
 def summarise_secondary(tidy: pd.DataFrame) -> list[dict[str, Any]]:
@@ -336,6 +371,11 @@ def verdicts(
             tidy += values
             comparisons[f"{p['name']}/{c['name']}"] = (p, c)
         write_table(pd.DataFrame(tidy), out_dir, f"paired_{p['name']}")
+        if p.get("pairs"):
+            from experiments.pairs import pair_rows
+
+            pairs = pair_rows(p, read_rates(p, tables), common, measure=False)
+            write_table(pd.DataFrame(pairs), out_dir, f"pairs_{p['name']}")
         secondary += summarise_secondary(pd.DataFrame(tidy))
     family = verdict_family(
         [(claim, part.part, test, part.direction) for claim, part, test, _, _ in rows],
@@ -364,8 +404,8 @@ def verdicts(
                 "comparison": c["name"],
                 "hypothesis": c["rule"]["hypothesis"],
                 "kind": c.get("kind", "paired"),
-                "a": c.get("a", "+".join(c.get("arms", []))),
-                "b": c.get("b", ""),
+                "a": _arms_text(c.get("a", "+".join(c.get("arms", [])))),
+                "b": _arms_text(c.get("b", "")),
                 "part": part.part,
                 "quantity": part.quantity,
                 "direction": part.direction,

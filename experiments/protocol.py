@@ -37,7 +37,7 @@ CONF = ROOT / "conf"
 RULE = "lowest_val_error_where_all_reached"
 MIN_GRID = 5
 REACHED = "train_until_loss"
-KINDS = ("paired", "kendall_tau")
+KINDS = ("paired", "kendall_tau", "interaction")
 SCALES = ("quick", "full")
 # Rough cost of one training step with one thread, a + b * batch seconds: fitted to the 40-256-256-10
 # MLP on 16k MNIST-1D samples on this project's 2-core machine (batch 64: 4.4 ms, 1600: 64 ms).
@@ -69,7 +69,7 @@ def load_protocol(ref: str | Path, scale: str = "quick") -> dict[str, Any]:
         raise ProtocolError(f"scale must be one of {SCALES}, got {scale!r}")
     full = p.pop("full", None)
     if scale == "full":
-        if not full:
+        if full is None:
             raise ProtocolError(f"{path}: has no `full` block")
         if unknown := sorted(set(full) - {"base", "arms", "tune"}):
             raise ProtocolError(f"{path}: full: unknown key(s) {unknown}")
@@ -79,40 +79,115 @@ def load_protocol(ref: str | Path, scale: str = "quick") -> dict[str, Any]:
             if arm not in p["arms"]:
                 raise ProtocolError(f"{path}: full.arms.{arm} is not an arm")
             p["arms"][arm] = {**(p["arms"][arm] or {}), **over}
-        p["tune"] = {**p["tune"], "grid": {**p["tune"]["grid"], **full.get("tune", {})}}
+        if p.get("tune"):
+            p["tune"] = {**p["tune"], "grid": {**p["tune"]["grid"], **full.get("tune", {})}}
+    p["scale"] = scale
     check_protocol(p, str(path) + (" (full)" if scale == "full" else ""))
     return p
 
 
+# Arm keys the protocol resolves itself (the rest are run overrides):
+#   same_as: "<protocol>/<arm>"   the arm IS that protocol's arm (its runs and rate); this protocol's
+#                                 base.metrics are measured on them (metrics never change a run id)
+#   lr_from: {arm, factor, scaling}  the rate of another arm of this protocol x factor, x sqrt(B/B_arm)
+#                                 with scaling sqrt (Hoffer et al. 2017); the arm is not tuned
+#   steps_from: <arm>             max_steps = the steps that arm's run of the same seed trained
+#   init_from: <arm>              start from that arm's final weights of the same seed (a continuation)
+#   fixed_budget: true            trained for its budget, no criterion: "reached" means the budget ran out
+ARM_KEYS = ("same_as", "lr_from", "steps_from", "init_from", "fixed_budget")
+BUDGET = "max_steps"  # the stop_reason of a run that used its whole step budget
+
+
+def arm_keys(p: Mapping[str, Any], arm: str) -> dict[str, Any]:
+    return {k: v for k, v in (p["arms"][arm] or {}).items() if k in ARM_KEYS}
+
+
+def tuned_arms(p: Mapping[str, Any]) -> list[str]:
+    """Arms whose rate the search chooses (not taken from another arm or protocol)."""
+    return [a for a in p["arms"] if not {"same_as", "lr_from"} & set(arm_keys(p, a))]
+
+
+def dependent(p: Mapping[str, Any], arm: str) -> bool:
+    """Whether the arm's runs need another arm's finished runs (their steps or weights)."""
+    return bool({"steps_from", "init_from"} & set(arm_keys(p, arm)))
+
+
+def source_of(p: Mapping[str, Any], arm: str) -> tuple[dict[str, Any], str] | None:
+    """(protocol, arm) a ``same_as`` arm stands for, at this protocol's scale; None otherwise."""
+    ref = arm_keys(p, arm).get("same_as")
+    if ref is None:
+        return None
+    name, _, other = str(ref).rpartition("/")  # a protocol's name or path, then its arm
+    return load_protocol(name, p.get("scale", "quick")), other
+
+
 def check_protocol(p: Mapping[str, Any], where: str = "protocol") -> None:
     """Raise ProtocolError naming the first malformed key."""
-    from experiments.verdicts import validate_rule
 
     def fail(msg: str) -> None:
         raise ProtocolError(f"{where}: {msg}")
 
-    required = {"name", "base", "arms", "tune", "seeds", "comparisons"}
+    required = {"name", "base", "arms", "seeds", "comparisons"}
     if missing := sorted(required - set(p)):
         fail(f"missing key(s) {missing}")
-    if unknown := sorted(set(p) - required - {"secondary", "derived", "history"}):
+    optional = {"tune", "secondary", "derived", "history", "pairs", "scale"}
+    if unknown := sorted(set(p) - required - optional):
         fail(f"unknown key(s) {unknown}")
     history = p.get("history", [])
     if not isinstance(history, list) or not all(isinstance(h, str) for h in history):
         fail("history must be a list of sentences (changes made after runs began, for the report)")
-    arms, tune, base = p["arms"], p["tune"], p["base"]
+    arms, base = p["arms"], p["base"]
     if not isinstance(arms, Mapping) or not arms:
         fail("arms must be a non-empty mapping of arm -> overrides")
     for arm, over in arms.items():
-        if set(over or {}) & {"lr", "seed", "name"}:
+        over = over or {}
+        if set(over) & {"lr", "seed", "name", "init_from"} - set(ARM_KEYS):
             fail(f"arms.{arm}: lr, seed and name are set by the protocol")
-        cfg = {**base, **(over or {})}
-        if cfg.get("epochs", 100) is not None or not cfg.get("max_steps"):
-            fail(f"arms.{arm}: needs a max_steps budget with epochs: null")
+        keys = arm_keys(p, arm)
+        if "same_as" in keys:
+            if set(over) != {"same_as"} or not all(str(keys["same_as"]).rpartition("/")[::2]):
+                fail(f"arms.{arm}: same_as takes '<protocol>/<arm>' and nothing else")
+            try:
+                other, name = source_of(p, arm)
+            except ProtocolError as exc:
+                fail(f"arms.{arm}: same_as: {exc}")
+            if name not in other["arms"] or source_of(other, name):
+                fail(f"arms.{arm}: same_as: {keys['same_as']} is not a trained arm")
+            continue
+        for key in ("lr_from", "steps_from", "init_from"):
+            ref = keys.get(key)
+            ref = ref.get("arm") if isinstance(ref, Mapping) else ref
+            if key in keys and (ref not in arms or ref == arm or dependent(p, ref)):
+                fail(f"arms.{arm}: {key} must name another arm that depends on no other run")
+        lr_from = keys.get("lr_from")
+        if lr_from is not None and (
+            not isinstance(lr_from, Mapping)
+            or not set(lr_from) <= {"arm", "factor", "scaling"}
+            or lr_from.get("scaling", "none") not in ("none", "sqrt")
+            or not 0 < float(lr_from.get("factor", 1.0)) < float("inf")
+        ):
+            fail(f"arms.{arm}: lr_from is {{arm, factor (> 0), scaling (none | sqrt)}}")
+        cfg = {**base, **{k: v for k, v in over.items() if k not in ARM_KEYS}}
+        if cfg.get("epochs", 100) is not None or not (cfg.get("max_steps") or "steps_from" in keys):
+            fail(f"arms.{arm}: needs a max_steps budget (or steps_from) with epochs: null")
+        if keys.get("fixed_budget"):
+            if cfg.get("train_until_loss") is not None:
+                fail(f"arms.{arm}: a fixed_budget arm has train_until_loss: null")
+            continue
+        if "steps_from" in keys:
+            fail(f"arms.{arm}: steps_from sets a budget: declare the arm fixed_budget: true")
         if cfg.get("train_until_loss") is None:
             fail(f"arms.{arm}: needs train_until_loss")
         every, batch = cfg.get("criterion_every_samples", 4000), cfg.get("batch_size", 128)
         if every % batch:
             fail(f"arms.{arm}: criterion_every_samples {every} is not a multiple of batch {batch}")
+    tuned = tuned_arms(p)
+    tune = p.get("tune") or {}
+    if not tuned:
+        if tune:
+            fail("tune: no arm is tuned (every rate is taken from another arm or protocol)")
+        _check_comparisons(p, fail)
+        return
     if not {"seeds", "rule", "grid"} <= set(tune) <= {"seeds", "rule", "grid", "reach_within"}:
         fail(f"tune needs seeds, rule ({RULE!r}) and grid, and may have reach_within")
     if tune["rule"] != RULE:
@@ -120,22 +195,37 @@ def check_protocol(p: Mapping[str, Any], where: str = "protocol") -> None:
     within = tune.get("reach_within", 1.0)
     if isinstance(within, bool) or not isinstance(within, (int, float)) or not 0 < within <= 1:
         fail(f"tune.reach_within must be a fraction of the step budget in (0, 1], got {within!r}")
-    if not tune["seeds"] or set(tune["grid"]) != set(arms):
-        fail("tune: needs search seeds and one grid per arm")
+    if not tune["seeds"] or set(tune["grid"]) != set(tuned):
+        fail(f"tune: needs search seeds and one grid per tuned arm ({', '.join(tuned)})")
     for arm, grid in tune["grid"].items():
         g = np.asarray(grid, dtype=float)
         if len(g) < MIN_GRID or (g <= 0).any() or (np.diff(g) <= 0).any():
             fail(f"tune.grid.{arm}: needs >= {MIN_GRID} increasing positive rates")
         if np.ptp(np.diff(np.log(g))) > 0.01 * np.log(g[-1] / g[0]):
             fail(f"tune.grid.{arm}: rates must be log-spaced (a constant ratio)")
+    _check_comparisons(p, fail)
+
+
+def _check_comparisons(p: Mapping[str, Any], fail) -> None:
+    from experiments.verdicts import validate_rule
+
+    arms = p["arms"]
     if len(set(p["seeds"])) != len(p["seeds"]) or len(p["seeds"]) < 2:
         fail("seeds must be at least two distinct integers")
+    for pair in p.get("pairs", []):
+        if not {"name", "a", "b"} <= set(pair) or not {pair["a"], pair["b"]} <= set(arms):
+            fail(f"pairs: each needs a name and two arms a, b of the protocol, got {pair!r}")
     names = [c.get("name") for c in p["comparisons"]]
     if not names or None in names or len(set(names)) != len(names):
         fail("every comparison needs a unique name")
     for c in p["comparisons"]:
         kind = c.get("kind", "paired")
         used = c.get("arms", []) if kind == "kendall_tau" else [c.get("a"), c.get("b")]
+        if kind == "interaction":
+            a, b = c.get("a"), c.get("b")
+            if not (isinstance(a, list) and isinstance(b, list) and len(a) == len(b) == 2):
+                fail(f"comparison {c['name']}: an interaction's a and b are two arms each")
+            used = a + b
         if kind not in KINDS or not used or not set(used) <= set(arms):
             fail(f"comparison {c['name']}: kind in {KINDS} over arms of the protocol")
         if kind == "paired" and c["a"] == c["b"]:
@@ -191,25 +281,85 @@ def _fmt(v: Any) -> str:
 
 def _spec(p: Mapping[str, Any], arm: str, lr: float, seed: int, base=None, **extra: Any) -> Spec:
     base = p["base"] if base is None else base
-    values = {**base, **(p["arms"][arm] or {}), "lr": float(lr), "seed": int(seed), **extra}
+    over = {k: v for k, v in (p["arms"][arm] or {}).items() if k not in ARM_KEYS}
+    values = {**base, **over, "lr": float(lr), "seed": int(seed), **extra}
     return Spec(arm, float(lr), int(seed), values)
 
 
 def tune_specs(p: Mapping[str, Any]) -> list[Spec]:
-    """Every arm x rate x search seed, under ``<name>_tune``, measuring nothing beyond the core."""
+    """Every tuned arm x rate x search seed, under ``<name>_tune``, measuring nothing beyond the core."""
     base = {k: v for k, v in p["base"].items() if not k.startswith("surface.")}
     plain = {"name": f"{p['name']}_tune", "metrics": {}, "surface": "none"}
     return [
         _spec(p, arm, lr, s, base, **plain)
-        for arm in p["arms"]
+        for arm in tuned_arms(p)
         for lr in p["tune"]["grid"][arm]
         for s in p["tune"]["seeds"]
     ]
 
 
-def final_specs(p: Mapping[str, Any], rates: Mapping[str, float]) -> list[Spec]:
-    """Every arm x final seed at the arm's chosen rate, under ``<name>``."""
-    return [_spec(p, arm, rates[arm], s, name=p["name"]) for arm in p["arms"] for s in p["seeds"]]
+def arm_spec(
+    p: Mapping[str, Any],
+    arm: str,
+    rates: Mapping[str, float],
+    seed: int,
+    common: Mapping[str, Any] | None = None,
+) -> Spec:
+    """The final run of one arm and seed. A ``same_as`` arm is the other protocol's run (under its
+    name) measuring this protocol's metrics; ``steps_from`` and ``init_from`` read the named arm's
+    run of the same seed, which must have finished (``common`` says where runs live)."""
+    if found := source_of(p, arm):
+        other, name = found
+        spec = _spec(other, name, rates[arm], seed, name=other["name"])
+        values = {**spec.values, "metrics": p["base"].get("metrics", spec.values.get("metrics"))}
+        return Spec(arm, spec.lr, spec.seed, values)
+    keys, extra = arm_keys(p, arm), {}
+    for key in ("steps_from", "init_from"):
+        if key not in keys:
+            continue
+        source = arm_spec(p, keys[key], rates, seed, common)
+        result, folder = load_result(source, common or {})
+        if result is None or "steps_trained" not in result or not (folder / "final.pt").exists():
+            raise ProtocolError(
+                f"{p['name']}/{arm} seed {seed}: {key} needs the finished run of {keys[key]} "
+                f"({folder}): run `python -m experiments.protocol run {p['name']}`"
+            )
+        if key == "steps_from":
+            extra["max_steps"] = int(result["steps_trained"])
+        else:
+            extra["init_from"] = str(folder / "final.pt")
+    return _spec(p, arm, rates[arm], seed, name=p["name"], **extra)
+
+
+def final_specs(
+    p: Mapping[str, Any],
+    rates: Mapping[str, float],
+    common: Mapping[str, Any] | None = None,
+    arms: list[str] | None = None,
+) -> list[Spec]:
+    """Every arm (or the given ones) x final seed at the arm's chosen rate, under ``<name>``."""
+    return [
+        arm_spec(p, arm, rates, s, common)
+        for arm in (p["arms"] if arms is None else arms)
+        for s in p["seeds"]
+    ]
+
+
+def run_final(p: Mapping[str, Any], rates: Mapping[str, float], common, jobs: int) -> int:
+    """The final runs in two waves: the arms that depend on no other run, then those that continue
+    from or count the steps of a first-wave arm; then the protocol's pair measurements. The number
+    that failed."""
+    first = [a for a in p["arms"] if not dependent(p, a)]
+    failed = execute(final_specs(p, rates, common, first), common, jobs, f"{p['name']} run")
+    second = [a for a in p["arms"] if dependent(p, a)]
+    if second and not failed:
+        specs = final_specs(p, rates, common, second)
+        failed += execute(specs, common, jobs, f"{p['name']} continuations")
+    if p.get("pairs") and not failed:
+        from experiments.pairs import measure_pairs
+
+        failed += measure_pairs(p, rates, common)
+    return failed
 
 
 _COMPOSED: dict[tuple[str, ...], Any] = {}
@@ -318,10 +468,12 @@ def alone(p: Mapping[str, Any], args, common: Mapping[str, Any]) -> int:
     try:
         read_rates(p, args.tables)
     except ProtocolError as exc:
+        if not tuned_arms(p):
+            raise
         print(f"searching first: {exc}")
         if tune(p, common, args.tables, args.jobs):
             return 1
-    if execute(final_specs(p, read_rates(p, args.tables)), common, args.jobs, f"{p['name']} run"):
+    if run_final(p, read_rates(p, args.tables), common, args.jobs):
         return 1
     return verdicts([p], common, args.tables, out=args.tables / "alone" / p["name"])
 
@@ -361,18 +513,26 @@ def main(argv: list[str] | None = None) -> int:
             return alone(p, args, common)
         from experiments.tune import read_rates, tune
 
+        if args.step == "tune" and not tuned_arms(p):
+            print(f"{p['name']}: no arm is tuned (every rate comes from another arm or protocol)")
+            return 0
         if args.step == "tune" and not args.dry_run:
             return tune(p, common, args.tables, args.jobs)
+        if args.step == "run" and not args.dry_run:
+            return 1 if run_final(p, read_rates(p, args.tables), common, args.jobs) else 0
         if args.step == "all":  # the search's runs; the final runs' rates are not chosen yet
             specs = tune_specs(p)
             print(
                 f"then {len(final_specs(p, {a: 0.0 for a in p['arms']}))} final runs at the rates "
                 "the search chooses (not listed: not chosen yet), and the verdicts"
             )
-        else:
-            specs = (
-                tune_specs(p) if args.step == "tune" else final_specs(p, read_rates(p, args.tables))
-            )
+        elif args.step == "tune":
+            specs = tune_specs(p)
+        else:  # a dry run of the final runs: the continuations' budgets are not known yet
+            rates = read_rates(p, args.tables)
+            specs = final_specs(p, rates, common, [a for a in p["arms"] if not dependent(p, a)])
+            if later := [a for a in p["arms"] if dependent(p, a)]:
+                print(f"then {len(later) * len(p['seeds'])} runs of {', '.join(later)} (after)")
         if args.dry_run:
             dry_run(specs, args.jobs)
             return 0

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from experiments import report_explanations as E
 from experiments import report_figures as F
 from flatness.io import atomic_write_bytes
 
@@ -26,6 +27,9 @@ TITLES = {
     "batch_size": "Batch size (Keskar et al. 2017)",
     "optimizer": "SGD vs Adam, and optimizers beyond Adam (Wilson et al. 2017; Foret et al. 2021)",
     "visualisation": "Filter-normalised visualisation (Li et al. 2018)",
+    "batch_norm": "The deck's explanations, 1: batch-norm noise (Hoffer et al. 2017)",
+    "averaged_sharpness": "The deck's explanations, 2: per-sample sharpness averaged by the batch",
+    "adam_escape": "The deck's explanations, 3: does Adam get stuck in a local minimum?",
 }
 # Keskar et al. 2017, Table 3 ("Sharpness of Minima in Full Space"), ε = 1e-3: small-batch and
 # large-batch means over their networks F1, F2, C1-C4; their large/small ratio sits beside ours.
@@ -94,9 +98,13 @@ def setup_section(protocols: dict, runs: pd.DataFrame, tables: Path, env: dict) 
     for name, p in protocols.items():
         lr = _table(tables, f"lr_{name}")
         for arm, over in p["arms"].items():
-            cfg = {**p["base"], **(over or {})}
+            over = over or {}
+            if "same_as" in over:  # listed under the protocol that trains it
+                continue
+            cfg = {**p["base"], **over}
             mine = runs[(runs["protocol"] == name) & (runs["arm"] == arm)]
-            reached = (mine["stop_reason"] == "train_until_loss").sum()
+            fixed = bool(over.get("fixed_budget"))
+            reached = (mine["stop_reason"] == ("max_steps" if fixed else "train_until_loss")).sum()
             chosen = lr[(lr["arm"] == arm) & lr["chosen"].astype(bool)] if lr is not None else None
             edge = chosen is not None and len(chosen) and bool(chosen["at_edge"].iloc[0])
             # a choice whose next rate up missed the criterion sits at the limit of what reaches it
@@ -105,20 +113,34 @@ def setup_section(protocols: dict, runs: pd.DataFrame, tables: Path, env: dict) 
                 grid_rows = lr[lr["arm"] == arm].sort_values("lr")
                 above = grid_rows[grid_rows["lr"] > chosen["lr"].iloc[0]]
                 limit = not above.empty and not bool(above["eligible"].iloc[0])
-            grid = p["tune"]["grid"][arm]
+            grid = ((p.get("tune") or {}).get("grid") or {}).get(arm)
+            source = over.get("lr_from")
+            if grid:
+                grid_text = f"{grid[0]:g}…{grid[-1]:g} ({len(grid)})"
+            else:
+                grid_text = (
+                    f"from {source['arm']}"
+                    + (" × √(batch ratio)" if source.get("scaling") == "sqrt" else "")
+                    + (f" × {source['factor']:g}" if source.get("factor", 1) != 1 else "")
+                )
+            budget = cfg.get("max_steps") or f"= {over.get('steps_from')}'s steps"
             rows.append(
                 {
                     "protocol": name,
                     "arm": arm,
+                    "model": f"{cfg.get('model')} ({int(mine['n_params'].iloc[0]):,} params)",
+                    "train samples": int(mine["num_train"].iloc[0]),
                     "optimizer": cfg.get("optimizer"),
                     "batch": cfg.get("batch_size"),
                     "weight decay": cfg.get("weight_decay", "default"),
-                    "criterion (train CE)": cfg.get("train_until_loss"),
-                    "step budget": cfg.get("max_steps"),
-                    "lr grid": f"{grid[0]:g}…{grid[-1]:g} ({len(grid)})",
+                    "criterion (train CE)": "fixed budget"
+                    if fixed
+                    else cfg.get("train_until_loss"),
+                    "step budget": budget,
+                    "lr grid": grid_text,
                     "lr chosen": f"{mine['lr'].iloc[0]:g}"
                     + (" (edge!)" if edge else " (limit)" if limit else ""),
-                    "reached": f"{reached}/{len(mine)}",
+                    "reached": f"{reached}/{len(mine)}" + (" (budget)" if fixed else ""),
                     "steps to criterion (median, range)": (
                         f"{mine['steps_trained'].median():.0f} "
                         f"({mine['steps_trained'].min():.0f}–{mine['steps_trained'].max():.0f})"
@@ -136,8 +158,10 @@ def setup_section(protocols: dict, runs: pd.DataFrame, tables: Path, env: dict) 
             for m, s in p["base"].get("metrics", {}).items()
         )
         derived = "; ".join(
-            f"`{d}` (mean rise of {s['value']} at ±{s['at']} along the {s['surface']} surface's two "
-            "filter-normalised directions)"
+            f"`{d}` (geometric mean of {', '.join(s['numerator'])} over {s['denominator']})"
+            if "numerator" in s
+            else f"`{d}` (mean rise of {s['value']} at ±{s['at']} along the {s['surface']} "
+            "surface's two filter-normalised directions)"
             for d, s in p.get("derived", {}).items()
         )
         lines.append(f"  - {name}: {settings}" + (f"; {derived}" if derived else ""))
@@ -153,11 +177,19 @@ def setup_section(protocols: dict, runs: pd.DataFrame, tables: Path, env: dict) 
         "the criterion was met. The learning rate of each arm is the one with the lowest mean "
         "validation error among the grid's rates at which every search seed met the criterion "
         "within a stated fraction of the budget ("
-        + ", ".join(f"{p['tune'].get('reach_within', 1.0):g} ({n})" for n, p in protocols.items())
+        + ", ".join(
+            f"{p['tune'].get('reach_within', 1.0):g} ({n})"
+            for n, p in protocols.items()
+            if p.get("tune")
+        )
         + "; `results/tables/lr_<protocol>.md` has every rate's numbers); `edge!` flags a choice at "
         "the grid's edge, `limit` one whose next rate up was not eligible (the largest rate that "
         "reached the criterion reliably: the rule, not validation error alone, set it). CPU min "
-        "is the single-thread compute of the final runs (training and measurements).",
+        "is the single-thread compute of the final runs (training and measurements). Arms marked "
+        "`fixed budget` (Hoffer et al.'s regime adaptation, the continuations) have no criterion: "
+        "they train for their stated number of steps, and count as reached when they did; their "
+        "rates are derived from another arm's (`lr grid` says which). Arms that are another "
+        "protocol's runs (`same_as`) are listed under that protocol only.",
         "",
         _md(pd.DataFrame(rows)),
     ]
@@ -240,9 +272,25 @@ def verdict_summary(verdicts: pd.DataFrame) -> list[str]:
     ]
 
 
-def per_seed_table(paired: pd.DataFrame, comparison: str) -> pd.DataFrame:
-    """Seeds as rows; per quantity, arm a, arm b and a − b (a/b for sharpness)."""
+def interaction_table(paired: pd.DataFrame, c: dict) -> pd.DataFrame:
+    """Seeds as rows: the quantity in each of the four arms and (a − a2) − (b − b2) in points."""
+    rows = paired[(paired["comparison"] == c["name"]) & ~paired["secondary"].astype(bool)]
+    wide = rows.pivot(index="seed", columns="role", values="value")
+    out = pd.DataFrame({"seed": wide.index})
+    arms = dict(zip(rows["role"], rows["arm"], strict=False))
+    for role in ("a", "a2", "b", "b2"):
+        out[arms[role]] = [f"{100 * v:.2f}%" for v in wide[role]]
+    inter = (wide["a"] - wide["a2"]) - (wide["b"] - wide["b2"])
+    out["interaction (pts)"] = [f"{100 * v:+.2f}" for v in inter]
+    return out
+
+
+def per_seed_table(paired: pd.DataFrame, comparison: str, few: bool = True) -> pd.DataFrame:
+    """Seeds as rows; per quantity, arm a, arm b and a − b (a/b for sharpness); the secondary
+    quantities too when ``few``."""
     rows = paired[paired["comparison"] == comparison]
+    if not few:
+        rows = rows[~rows["secondary"].astype(bool)]
     out = pd.DataFrame({"seed": sorted(rows["seed"].unique())})
     for q, sub in rows.groupby("quantity", sort=False):
         wide = sub.pivot(index="seed", columns="role", values="value").reindex(out["seed"])
@@ -273,7 +321,8 @@ def protocol_section(
     lines += [f"Arms: {arms}. Final seeds: {len(p['seeds'])} per arm, paired.", ""]
     mine_runs = runs[runs["protocol"] == name]
     summary = mine_runs.groupby("arm", sort=False).agg(
-        reached=("stop_reason", lambda r: f"{(r == 'train_until_loss').sum()}/{len(r)}"),
+        reached=("stop_reason", lambda r: f"{r.isin(['train_until_loss']).sum()}/{len(r)}"),
+        budget_used=("stop_reason", lambda r: f"{(r == 'max_steps').sum()}/{len(r)}"),
         train_loss=("train_loss", "mean"),
         train_error=("train_error", "mean"),
         val_error=("val_error", "mean"),
@@ -284,8 +333,9 @@ def protocol_section(
     for col in ("train_error", "val_error", "test_error", "test_error_sd"):
         summary[col] = summary[col].map(lambda v: f"{100 * v:.2f}%")
     lines += [
-        "Each arm at its criterion, mean over the seeds (test error SD across seeds; train and test "
-        "error side by side):",
+        "Each arm at its criterion (or, for a fixed-budget arm, at the end of its budget), mean "
+        "over the seeds (test error SD across seeds; train and test error side by side; "
+        "`reached`: runs at the criterion, `budget_used`: runs that trained their whole budget):",
         "",
         _md(summary.reset_index()),
         "",
@@ -323,7 +373,19 @@ def protocol_section(
                 quantities.append(c["rule"]["mechanism"]["quantity"])
             made = F.paired_figure(paired, c["name"], quantities, figures, fig_name)
             rate = mine_runs.drop_duplicates("arm").set_index("arm")["lr"]
-            if rate[c["a"]] != rate[c["b"]]:
+            derived = (
+                any({"lr_from", "same_as"} & set(p["arms"][arm] or {}) for arm in (c["a"], c["b"]))
+                if c.get("kind", "paired") == "paired"
+                else False
+            )
+            if derived and rate[c["a"]] != rate[c["b"]]:
+                lines += [
+                    f"The arms run at different rates (a = {c['a']} at {rate[c['a']]:g}, b = "
+                    f"{c['b']} at {rate[c['b']]:g}), set by the protocol's rule for each arm "
+                    "(`lr_from` or `same_as` in its config), not chosen by a search of their own.",
+                    "",
+                ]
+            elif c.get("kind", "paired") == "paired" and rate[c["a"]] != rate[c["b"]]:
                 lines += [
                     f"The arms run at different rates, each its own validation choice (a = "
                     f"{c['a']} at {rate[c['a']]:g}, b = {c['b']} at {rate[c['b']]:g}): the "
@@ -332,13 +394,24 @@ def protocol_section(
                     "batch size at one rate (the search's table has every rate of both arms).",
                     "",
                 ]
-            lines += [
-                "Per seed (a = " + c["a"] + ", b = " + c["b"] + "; secondary measures included, "
-                "never part of a verdict):",
-                "",
-                _md(per_seed_table(paired, c["name"])),
-                "",
-            ]
+            if c.get("kind") == "interaction":
+                a, a2 = c["a"]
+                b, b2 = c["b"]
+                lines += [
+                    f"Per seed, {c['rule']['quantity']} of each arm and the interaction "
+                    f"({a} − {a2}) − ({b} − {b2}) in points:",
+                    "",
+                    _md(interaction_table(paired, c)),
+                    "",
+                ]
+            else:
+                lines += [
+                    "Per seed (a = " + c["a"] + ", b = " + c["b"] + "; secondary measures "
+                    "included when there are few, never part of a verdict):",
+                    "",
+                    _md(per_seed_table(paired, c["name"], few=len(p.get("secondary", [])) <= 3)),
+                    "",
+                ]
         if made:
             lines += [f"![{c['name']}](figures/{made})", ""]
         if c.get("kind") == "kendall_tau":
@@ -347,6 +420,7 @@ def protocol_section(
             lines += secondary_lines(secondary, name, c["name"])
     if name == "batch_size":
         lines += keskar_comparison(secondary)
+    lines += E.explanation_lines(p, tables, figures, runs)
     lines += schedule_lines(p, mine_runs)
     settings = mine_runs.drop_duplicates("arm").set_index("arm")["settings"]
     lines += ["Every setting of each arm as its runs resolved it:", ""]

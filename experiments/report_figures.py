@@ -49,11 +49,17 @@ def paired_figure(
     )
     if rows.empty:
         return None
-    order = [
-        rows[rows["role"] == r]["arm"].iloc[0] for r in ("b", "a") if (rows["role"] == r).any()
-    ]
+    order = list(
+        dict.fromkeys(
+            rows[rows["role"] == r]["arm"].iloc[0]
+            for r in ("b2", "b", "a2", "a")
+            if (rows["role"] == r).any()
+        )
+    )
+    rows = rows.drop_duplicates(["arm", "seed", "quantity"])  # an arm in two roles, drawn once
+    width = 3.6 if len(order) <= 2 else 1.3 * len(order) + 1
     fig, axes = plt.subplots(
-        1, len(quantities), figsize=(3.6 * len(quantities), 3.6), squeeze=False
+        1, len(quantities), figsize=(width * len(quantities), 3.6), squeeze=False
     )
     for ax, q in zip(axes[0], quantities, strict=True):
         sub = rows[rows["quantity"] == q]

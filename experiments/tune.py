@@ -19,10 +19,13 @@ import pandas as pd
 from experiments.protocol import (
     REACHED,
     ProtocolError,
+    arm_keys,
     execute,
     load_result,
     run_dir,
+    source_of,
     tune_specs,
+    tuned_arms,
 )
 
 
@@ -78,7 +81,32 @@ def choose_rates(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def read_rates(p: Mapping[str, Any], tables: Path) -> dict[str, float]:
-    """The chosen rate per arm from the committed table; refuses a missing or stale one."""
+    """The rate of every arm: a tuned arm's choice from the committed table (a missing or stale one
+    is refused), a ``same_as`` arm's from its protocol's table, an ``lr_from`` arm's from the arm it
+    names (x factor, x sqrt of the batch-size ratio with scaling sqrt)."""
+    rates = _tuned_rates(p, tables) if tuned_arms(p) else {}
+    for arm in p["arms"]:
+        if found := source_of(p, arm):
+            other, name = found
+            rates[arm] = read_rates(other, tables)[name]
+    for arm in p["arms"]:
+        rule = arm_keys(p, arm).get("lr_from")
+        if rule is not None:
+            rate = rates[rule["arm"]] * float(rule.get("factor", 1.0))
+            if rule.get("scaling", "none") == "sqrt":
+                rate *= (_batch(p, arm) / _batch(p, rule["arm"])) ** 0.5
+            rates[arm] = rate
+    return rates
+
+
+def _batch(p: Mapping[str, Any], arm: str) -> int:
+    if found := source_of(p, arm):
+        return _batch(*found)
+    over = {**p["base"], **(p["arms"][arm] or {})}
+    return int(over.get("batch_size", 128))
+
+
+def _tuned_rates(p: Mapping[str, Any], tables: Path) -> dict[str, float]:
     path = tables / f"lr_{p['name']}.csv"
     if not path.exists():
         raise ProtocolError(
@@ -134,7 +162,7 @@ def tune(p: Mapping[str, Any], common: Mapping[str, Any], tables: Path, jobs: in
     table = tune_table(p, common)
     write_table(table, tables, f"lr_{p['name']}")
     print(table.drop(columns=["protocol", "tune_hash"]).to_string(index=False))
-    for arm in p["arms"]:
+    for arm in tuned_arms(p):
         chosen = table[(table["arm"] == arm) & table["chosen"]]
         if chosen.empty:
             print(f"warning: arm {arm}: no rate reached the criterion in every search seed")

@@ -25,6 +25,10 @@ from tests.conftest import CONF
 
 TINY = Path(__file__).with_name("protocol_tiny.yaml")
 FILES = sorted((CONF / "protocol").glob("*.yaml"))
+# The claims' protocols (the MLP on 16k samples, each arm searched); the deck's explanations
+# (issue 13) have their own tests below
+CLAIMS = [f for f in FILES if f.stem in ("batch_size", "optimizer", "visualisation")]
+EXPLANATIONS = ("batch_norm", "averaged_sharpness", "adam_escape")
 
 
 def runs_table(rows):
@@ -34,11 +38,11 @@ def runs_table(rows):
 # --- the protocol files ---------------------------------------------------------------------------
 
 
-def test_the_three_protocols_exist():
-    assert {f.stem for f in FILES} >= {"batch_size", "optimizer", "visualisation"}
+def test_the_protocols_exist():
+    assert {f.stem for f in FILES} == {"batch_size", "optimizer", "visualisation", *EXPLANATIONS}
 
 
-@pytest.mark.parametrize("path", FILES, ids=lambda f: f.stem)
+@pytest.mark.parametrize("path", CLAIMS, ids=lambda f: f.stem)
 def test_protocol_file_loads_and_its_rules_validate(path):
     p = P.load_protocol(path.stem)
     assert p["name"] == path.stem
@@ -67,7 +71,7 @@ def test_protocol_file_loads_and_its_rules_validate(path):
             assert rc.max_steps and rc.epochs is None and rc.lr == spec.lr, arm
 
 
-@pytest.mark.parametrize("path", FILES, ids=lambda f: f.stem)
+@pytest.mark.parametrize("path", CLAIMS, ids=lambda f: f.stem)
 def test_the_full_scale_is_its_own_protocol_with_more_data(path):
     quick, full = P.load_protocol(path.stem), P.load_protocol(path.stem, "full")
     assert full["name"] == f"{quick['name']}_full" and full["seeds"] == quick["seeds"]
@@ -148,17 +152,6 @@ def test_a_choice_at_the_grid_edge_is_flagged_and_an_arm_with_no_eligible_rate_h
 
 
 # --- end to end on the tiny protocol ---------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    """One search (tables written) and one set of final runs, shared by the tests below."""
-    root = tmp_path_factory.mktemp("protocol")
-    args = ["--runs-dir", str(root / "runs"), "--data-dir", str(root / "data")]
-    args += ["--tables", str(root / "tables"), "--jobs", "1"]
-    assert P.main(["tune", str(TINY), *args]) == 0
-    assert P.main(["run", str(TINY), *args]) == 0
-    return root, args
 
 
 def common(root: Path) -> dict:
