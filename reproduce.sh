@@ -37,7 +37,9 @@ setup() {
     fi
 }
 
-PROTOCOLS="batch_size optimizer visualisation"
+# The claims, then the deck's explanations (averaged_sharpness measures the runs of batch_size and
+# batch_norm, adam_escape continues those of optimizer, so they come after them)
+PROTOCOLS="batch_size optimizer visualisation batch_norm adam_escape averaged_sharpness"
 
 reproduce() {  # $1: quick | full. Final runs at the committed learning rates, verdicts, audit, report
     local scale=$1 start=$SECONDS py="$VENV/bin/python" results=results

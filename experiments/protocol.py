@@ -496,6 +496,12 @@ def main(argv: list[str] | None = None) -> int:
         default="quick",
         help="full: the protocol's `full` block (more data, sized for one GPU), as <name>_full",
     )
+    parser.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        help="final seeds instead of the protocol's (e.g. to try a claim on fewer, or extend it)",
+    )
     args = parser.parse_args(argv)
     if args.jobs < 1:
         print(f"error: --jobs must be at least 1, got {args.jobs}", file=sys.stderr)
@@ -509,6 +515,10 @@ def main(argv: list[str] | None = None) -> int:
         if len(args.protocols) != 1:
             raise ProtocolError(f"{args.step} takes one protocol")
         p = load_protocol(args.protocols[0], args.scale)
+        if args.seeds:
+            if len(set(args.seeds)) != len(args.seeds) or min(args.seeds) < 0:
+                raise ProtocolError(f"--seeds must be distinct non-negative integers: {args.seeds}")
+            p["seeds"] = list(args.seeds)
         if args.step == "all" and not args.dry_run:
             return alone(p, args, common)
         from experiments.tune import read_rates, tune
