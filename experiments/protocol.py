@@ -112,6 +112,26 @@ def dependent(p: Mapping[str, Any], arm: str) -> bool:
     return bool({"steps_from", "init_from"} & set(arm_keys(p, arm)))
 
 
+def run_refs(p: Mapping[str, Any], arm: str) -> list[str]:
+    """The arms whose finished runs this arm's runs need (steps_from, init_from)."""
+    keys = arm_keys(p, arm)
+    return [keys[k] for k in ("steps_from", "init_from") if k in keys]
+
+
+def waves(p: Mapping[str, Any]) -> list[list[str]]:
+    """The arms in the order their runs can be made: each wave needs only earlier waves' runs."""
+    done: set[str] = set()
+    remaining, order = list(p["arms"]), []
+    while remaining:
+        ready = [a for a in remaining if set(run_refs(p, a)) <= done]
+        if not ready:
+            raise ProtocolError(f"{p['name']}: arms {remaining} depend on each other in a cycle")
+        order.append(ready)
+        done |= set(ready)
+        remaining = [a for a in remaining if a not in ready]
+    return order
+
+
 def source_of(p: Mapping[str, Any], arm: str) -> tuple[dict[str, Any], str] | None:
     """(protocol, arm) a ``same_as`` arm stands for, at this protocol's scale; None otherwise."""
     ref = arm_keys(p, arm).get("same_as")
@@ -130,7 +150,7 @@ def check_protocol(p: Mapping[str, Any], where: str = "protocol") -> None:
     required = {"name", "base", "arms", "seeds", "comparisons"}
     if missing := sorted(required - set(p)):
         fail(f"missing key(s) {missing}")
-    optional = {"tune", "secondary", "derived", "history", "pairs", "scale"}
+    optional = {"tune", "secondary", "derived", "history", "pairs", "scale", "deck"}
     if unknown := sorted(set(p) - required - optional):
         fail(f"unknown key(s) {unknown}")
     history = p.get("history", [])
@@ -157,8 +177,10 @@ def check_protocol(p: Mapping[str, Any], where: str = "protocol") -> None:
         for key in ("lr_from", "steps_from", "init_from"):
             ref = keys.get(key)
             ref = ref.get("arm") if isinstance(ref, Mapping) else ref
-            if key in keys and (ref not in arms or ref == arm or dependent(p, ref)):
-                fail(f"arms.{arm}: {key} must name another arm that depends on no other run")
+            if key in keys and (ref not in arms or ref == arm):
+                fail(f"arms.{arm}: {key} must name another arm of the protocol")
+            if key == "lr_from" and key in keys and "lr_from" in arm_keys(p, ref):
+                fail(f"arms.{arm}: lr_from must name an arm whose rate is its own")
         lr_from = keys.get("lr_from")
         if lr_from is not None and (
             not isinstance(lr_from, Mapping)
@@ -181,6 +203,10 @@ def check_protocol(p: Mapping[str, Any], where: str = "protocol") -> None:
         every, batch = cfg.get("criterion_every_samples", 4000), cfg.get("batch_size", 128)
         if every % batch:
             fail(f"arms.{arm}: criterion_every_samples {every} is not a multiple of batch {batch}")
+    try:
+        waves(p)
+    except ProtocolError as exc:
+        fail(str(exc))
     tuned = tuned_arms(p)
     tune = p.get("tune") or {}
     if not tuned:
@@ -346,15 +372,15 @@ def final_specs(
 
 
 def run_final(p: Mapping[str, Any], rates: Mapping[str, float], common, jobs: int) -> int:
-    """The final runs in two waves: the arms that depend on no other run, then those that continue
-    from or count the steps of a first-wave arm; then the protocol's pair measurements. The number
-    that failed."""
-    first = [a for a in p["arms"] if not dependent(p, a)]
-    failed = execute(final_specs(p, rates, common, first), common, jobs, f"{p['name']} run")
-    second = [a for a in p["arms"] if dependent(p, a)]
-    if second and not failed:
-        specs = final_specs(p, rates, common, second)
-        failed += execute(specs, common, jobs, f"{p['name']} continuations")
+    """The final runs in waves: the arms that depend on no other run, then those that continue
+    from or count the steps of an earlier wave's arm (:func:`waves`); then the protocol's pair
+    measurements. The number that failed."""
+    failed = 0
+    for i, arms in enumerate(waves(p)):
+        if failed:
+            break
+        desc = f"{p['name']} run" if i == 0 else f"{p['name']} continuations ({i})"
+        failed += execute(final_specs(p, rates, common, arms), common, jobs, desc)
     if p.get("pairs") and not failed:
         from experiments.pairs import measure_pairs
 

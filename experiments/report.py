@@ -314,6 +314,8 @@ def protocol_section(
     secondary = _table(tables, "secondary")
     mine = verdicts[verdicts["protocol"] == name]
     lines = ["", f"## {TITLES.get(name, name)}", ""]
+    if p.get("deck"):  # the explanation under test, in the deck's own words
+        lines += [f"The deck: *“{p['deck'].strip()}”*", ""]
     arms = ", ".join(
         f"`{a}` ({', '.join(f'{k}={v}' for k, v in (o or {}).items())})"
         for a, o in p["arms"].items()
@@ -615,12 +617,12 @@ def build(results: Path) -> Path:
         "",
         "## Not in this report",
         "",
-        "The deck's explanations (batch-norm noise, averaged sharpness, Adam's local minima) and "
-        "the correlation study of every measure against the generalisation gap (Jiang et al. "
-        "2020) are not reported here: the earlier sweeps behind them (`conf/experiment/`, 2 seeds, "
-        "fixed epochs, arms off the criterion) cannot support a verdict, and they are being "
-        "rebuilt on the protocols' footing. They still run alone: `python -m experiments.run -m "
-        "experiment=<name>`.",
+        "The correlation study of every measure against the generalisation gap (Jiang et al. "
+        "2020) is not reported here: the earlier sweep behind it (`conf/experiment/correlation`, "
+        "1 seed, fixed epochs, most runs off any criterion) cannot support a ranking, and it is "
+        "being rebuilt on the protocols' footing. It still runs alone: `python -m experiments.run "
+        "-m experiment=correlation`. The earlier batch-norm sweep (`conf/experiment/batchnorm`) is "
+        "superseded by the batch_norm protocol above.",
     ]
     path = results / "REPORT.md"
     atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
