@@ -383,8 +383,9 @@ def protocol_section(
             if derived and rate[c["a"]] != rate[c["b"]]:
                 lines += [
                     f"The arms run at different rates (a = {c['a']} at {rate[c['a']]:g}, b = "
-                    f"{c['b']} at {rate[c['b']]:g}), set by the protocol's rule for each arm "
-                    "(`lr_from` or `same_as` in its config), not chosen by a search of their own.",
+                    f"{c['b']} at {rate[c['b']]:g}): a `same_as` arm is another protocol's runs "
+                    "at the rate that protocol's search chose, an `lr_from` arm derives its rate "
+                    "from another arm's by the rule in its config; neither is searched here.",
                     "",
                 ]
             elif c.get("kind", "paired") == "paired" and rate[c["a"]] != rate[c["b"]]:
