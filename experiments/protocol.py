@@ -181,6 +181,10 @@ def check_protocol(p: Mapping[str, Any], where: str = "protocol") -> None:
                 fail(f"arms.{arm}: {key} must name another arm of the protocol")
             if key == "lr_from" and key in keys and "lr_from" in arm_keys(p, ref):
                 fail(f"arms.{arm}: lr_from must name an arm whose rate is its own")
+        if not isinstance(keys.get("fixed_budget", False), bool):
+            fail(f"arms.{arm}: fixed_budget is true or false, got {keys['fixed_budget']!r}")
+        if "steps_from" in keys and "max_steps" in over:
+            fail(f"arms.{arm}: steps_from sets max_steps; give one of them")
         lr_from = keys.get("lr_from")
         if lr_from is not None and (
             not isinstance(lr_from, Mapping)
@@ -252,8 +256,11 @@ def _check_comparisons(p: Mapping[str, Any], fail) -> None:
             if not (isinstance(a, list) and isinstance(b, list) and len(a) == len(b) == 2):
                 fail(f"comparison {c['name']}: an interaction's a and b are two arms each")
             used = a + b
-        if kind not in KINDS or not used or not set(used) <= set(arms):
-            fail(f"comparison {c['name']}: kind in {KINDS} over arms of the protocol")
+        if kind not in KINDS:
+            fail(f"comparison {c['name']}: kind must be one of {KINDS}, got {kind!r}")
+        if not used or not set(used) <= set(arms):
+            unknown = sorted(str(a) for a in set(used) - set(arms)) or "none given"
+            fail(f"comparison {c['name']}: arms not in the protocol: {unknown}")
         if kind == "paired" and c["a"] == c["b"]:
             fail(f"comparison {c['name']}: a and b must differ")
         if kind == "kendall_tau" and not (c.get("x") and c.get("y")):
@@ -473,7 +480,8 @@ def dry_run(specs: list[Spec], jobs: int) -> None:
         f"{len(specs)} runs at --jobs {jobs}: at most {hours(bound + over)} if every run used its "
         f"whole step budget, roughly {hours(TYPICAL_FRACTION * bound + over)} if runs meet the "
         f"criterion at ~{TYPICAL_FRACTION:.0%} of it (the cost model is the quick scale's 256-wide "
-        "MLP on a 2-core CPU, one thread per run; finished runs cost nothing)"
+        "MLP on a 2-core CPU, one thread per run; every listed run is counted, though a "
+        "finished one is skipped when run)"
     )
 
 
@@ -534,16 +542,24 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     common = {"runs_dir": args.runs_dir, "data_dir": args.data_dir, "progress": False}
     try:
+        if args.seeds is not None and (
+            len(set(args.seeds)) != len(args.seeds) or len(args.seeds) < 2 or min(args.seeds) < 0
+        ):
+            raise ProtocolError(
+                f"--seeds must be at least two distinct non-negative integers (a paired test "
+                f"needs two), got {args.seeds}"
+            )
         if args.step == "verdicts":
             from experiments.judge import verdicts  # the verdict half imports this module
 
-            return verdicts(args.protocols, common, args.tables, args.scale)
+            loaded = [load_protocol(ref, args.scale) for ref in args.protocols]
+            for q in loaded:
+                q["seeds"] = list(args.seeds or q["seeds"])
+            return verdicts(loaded, common, args.tables, args.scale)
         if len(args.protocols) != 1:
             raise ProtocolError(f"{args.step} takes one protocol")
         p = load_protocol(args.protocols[0], args.scale)
         if args.seeds:
-            if len(set(args.seeds)) != len(args.seeds) or min(args.seeds) < 0:
-                raise ProtocolError(f"--seeds must be distinct non-negative integers: {args.seeds}")
             p["seeds"] = list(args.seeds)
         if args.step == "all" and not args.dry_run:
             return alone(p, args, common)
@@ -556,21 +572,32 @@ def main(argv: list[str] | None = None) -> int:
             return tune(p, common, args.tables, args.jobs)
         if args.step == "run" and not args.dry_run:
             return 1 if run_final(p, read_rates(p, args.tables), common, args.jobs) else 0
-        if args.step == "all":  # the search's runs; the final runs' rates are not chosen yet
+        later = [a for a in p["arms"] if dependent(p, a)]
+        if args.step == "all" and tuned_arms(p):  # the search's runs; final rates not chosen yet
             specs = tune_specs(p)
-            print(
-                f"then {len(final_specs(p, {a: 0.0 for a in p['arms']}))} final runs at the rates "
-                "the search chooses (not listed: not chosen yet), and the verdicts"
+            after = (
+                f"then {len(p['arms']) * len(p['seeds'])} final runs at the rates the search "
+                "chooses (not listed: not chosen yet), and the verdicts"
             )
         elif args.step == "tune":
-            specs = tune_specs(p)
-        else:  # a dry run of the final runs: the continuations' budgets are not known yet
+            specs, after = tune_specs(p), ""
+        else:  # the final runs' first wave: the later waves' budgets and starts are not known yet
             rates = read_rates(p, args.tables)
-            specs = final_specs(p, rates, common, [a for a in p["arms"] if not dependent(p, a)])
-            if later := [a for a in p["arms"] if dependent(p, a)]:
-                print(f"then {len(later) * len(p['seeds'])} runs of {', '.join(later)} (after)")
+            specs = final_specs(p, rates, common, waves(p)[0])
+            after = (
+                f"then {len(later) * len(p['seeds'])} runs of {', '.join(later)} (not listed: "
+                "they start from or count the steps of the runs above)"
+                if later
+                else ""
+            )
+            if args.step == "all":
+                after += ("; " if after else "then ") + "the verdicts"
         if args.dry_run:
+            for arm in dict.fromkeys(s.arm for s in specs):  # every arm composes, or one line
+                configure(next(s for s in specs if s.arm == arm), common)
             dry_run(specs, args.jobs)
+            if after:
+                print(after)
             return 0
         return 1 if execute(specs, common, args.jobs, f"{p['name']} run") else 0
     except ProtocolError as exc:

@@ -311,6 +311,15 @@ def adam_escape_lines(p: dict, tables: Path, figures: Path, runs: pd.DataFrame) 
         "How far each continuation moved in its fixed budget: " + "; ".join(moved) + ".",
         "",
     ]
+    barrier = paired[(paired["comparison"] == "escape") & (paired["quantity"] == "linear_barrier")]
+    if not barrier.empty and (barrier["value"] == 0).all():
+        lines += [
+            "Both continuations' barriers are 0 in every seed: the loss on the straight path from "
+            "the Adam minimum to where each continuation ends never rises above the chord between "
+            "its end values (the barrier is floored at 0 by definition), so the `escape` verdict's "
+            "zero spread is this, not a lack of data.",
+            "",
+        ]
     criterion = 0.01  # the optimizer protocol's, at which the Adam minima were taken
     loss = values.get(("train_loss", "adam_then_momentum"))
     if loss is not None and (loss > criterion).any():

@@ -107,12 +107,19 @@ def main(cfg: DictConfig) -> dict[str, Any]:
 
 def _start_from(model: nn.Module, path: str) -> None:
     """Load the weights a continuation starts from, or fail with one line before any directory."""
-    state = store.load_checkpoint(Path(path))
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        state = None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ConfigError(f"init_from: {path} does not hold a model's weights")
+        raise ConfigError(f"init_from: {path} does not hold a model's weights (a state dict)")
     own = model.state_dict()
-    if set(state) != set(own) or any(state[k].shape != own[k].shape for k in own):
-        raise ConfigError(f"init_from: {path} holds weights of another architecture than model")
+    differ = sorted(set(state) ^ set(own)) or [k for k in own if state[k].shape != own[k].shape]
+    if differ:
+        raise ConfigError(
+            f"init_from: {path} holds weights of another architecture than model (first "
+            f"difference: {differ[0]})"
+        )
     model.load_state_dict(state)
 
 

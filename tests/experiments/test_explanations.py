@@ -231,3 +231,35 @@ def test_explanation_runs_verdicts_and_report(tiny, tmp_path):
     text = report.build(results).read_text()
     assert "### inter:" in text and "large − small) − (regime − small)" in text
     assert "fixed budget" in text
+
+
+def test_dry_run_lists_the_first_wave_and_refuses_what_would_fail_later(tiny, tmp_path, capsys):
+    root, _ = tiny
+    shutil.copytree(root / "tables", tmp_path / "tables")
+    args = ["--runs-dir", str(tmp_path / "none"), "--tables", str(tmp_path / "tables")]
+    p = explain(tmp_path)
+    path = write(tmp_path, p)
+    assert P.main(["all", str(path), "--dry-run", *args]) == 0  # no run exists: nothing to read
+    out = capsys.readouterr().out
+    assert "arm=small" in out and "arm=regime" not in out
+    assert "then 6 runs of" in out and "the verdicts" in out
+    assert {"cont", "regime"} <= set(out.split("then 6 runs of ")[1].split(" (")[0].split(", "))
+    typo = {**p, "name": "typo"}  # a key misspelt in a searched arm: refused before any run
+    typo["arms"] = {**p["arms"], "large": {"batch_size": 64, "max_steps": 60, "init_form": "x"}}
+    typo["tune"] = {"seeds": [100, 101], "rule": P.RULE,
+                    "grid": {"large": [0.1, 0.2, 0.4, 0.8, 1.6]}}  # fmt: skip
+    assert P.main(["tune", str(write(tmp_path, typo)), "--dry-run", *args]) == 2
+    assert "init_form" in capsys.readouterr().err
+    assert P.main(["run", str(path), "--seeds", "0", *args]) == 2  # one seed: nothing to pair
+    assert "at least two" in capsys.readouterr().err
+
+
+def test_verdicts_take_the_seeds_given(tiny, tmp_path):
+    root, _ = tiny
+    shutil.copytree(root / "runs", tmp_path / "runs")
+    shutil.copytree(root / "tables", tmp_path / "tables")
+    args = ["--runs-dir", str(tmp_path / "runs"), "--tables", str(tmp_path / "tables")]
+    assert P.main(["verdicts", str(TINY), "--seeds", "0", "1", *args]) == 0
+    paired = pd.read_csv(tmp_path / "tables" / "paired_tiny.csv")
+    assert set(paired["seed"]) == {0, 1}
+    assert (pd.read_csv(tmp_path / "tables" / "verdicts.csv")["n_seeds"] == 2).all()
