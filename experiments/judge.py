@@ -248,7 +248,9 @@ def comparison_rows(p, c, runs) -> tuple[list, list[dict]]:
     roles = ["a", "a2", "b", "b2"] if interaction else ["a", "b"]
     parts = rule_parts(c["rule"])
     quantities = [c["x"], c["y"]] if tau else [q.quantity for q in parts]
-    extra = [] if tau else [q for q in p.get("secondary", []) if q not in quantities]
+    # secondary quantities are described a vs b: not for a rank correlation nor an interaction,
+    # whose a and b are not two arms
+    extra = [] if tau or interaction else [q for q in p.get("secondary", []) if q not in quantities]
     tidy, got = [], {}  # got[q][arm]: (value, at_bound, reached) per seed
     for q in quantities + extra:
         for i, arm in enumerate(arms):
@@ -419,6 +421,9 @@ def verdicts(
                 "p_raw": test.p_signflip if test else math.nan,
                 "p_holm": pv.adjusted_p if pv.adjusted_p is not None else math.nan,
                 "p_tost": test.p_tost if test else math.nan,
+                # the (1 − 2α) interval TOST reads: one-sided bounds of the difference
+                "tost_ci_low": test.tost_ci_low if test else math.nan,
+                "tost_ci_high": test.tost_ci_high if test else math.nan,
                 "sd_diff": test.sd_diff if test else math.nan,
                 # the margin that n seeds resolve at this spread (TOST, power 0.8): what "not
                 # reproduced" could have meant here
@@ -429,6 +434,7 @@ def verdicts(
                 "family_size": size,
                 "reason": reason,
                 "rule": json.dumps(c["rule"], sort_keys=True),
+                "caveat": c.get("caveat", ""),
             }
         )
     table = pd.DataFrame(out)

@@ -249,6 +249,8 @@ def _check_comparisons(p: Mapping[str, Any], fail) -> None:
     if not names or None in names or len(set(names)) != len(names):
         fail("every comparison needs a unique name")
     for c in p["comparisons"]:
+        if not isinstance(c.get("caveat", ""), str):
+            fail(f"comparison {c['name']}: caveat must be a sentence")
         kind = c.get("kind", "paired")
         used = c.get("arms", []) if kind == "kendall_tau" else [c.get("a"), c.get("b")]
         if kind == "interaction":

@@ -80,14 +80,23 @@ def setup_section(protocols: dict, runs: pd.DataFrame, tables: Path, env: dict) 
     lines = ["## Setup", ""]
     first = next(iter(protocols.values()))["base"]
     n = runs.iloc[0]
+    sizes = runs.drop_duplicates("protocol").set_index("protocol")
+    other = [
+        f"{name}: {int(r.num_train):,} / {int(r.num_val):,} / {int(r.num_test):,}"
+        for name, r in sizes.iterrows()
+        if (r.num_train, r.num_val, r.num_test) != (n["num_train"], n["num_val"], n["num_test"])
+    ]
     lines += [
         f"- **Data**: MNIST-1D generated offline (`mnist1d`, {first.get('dataset.num_samples')} "
         f"samples): {int(n['num_train']):,} training, {int(n['num_val']):,} validation and "
-        f"{int(n['num_test']):,} test samples. Learning rates are chosen on validation error "
+        f"{int(n['num_test']):,} test samples"
+        + (f" (other splits, training / validation / test: {'; '.join(other)})" if other else "")
+        + ". Learning rates are chosen on validation error "
         "only (the search's runs record a test error too, which no choice reads).",
         f"- **Model**: {first.get('model')} of width {first.get('model.width')}"
         + (f" and depth {first['model.depth']}" if "model.depth" in first else "")
-        + f" ({int(n['n_params']):,} parameters), ReLU.",
+        + f" ({int(n['n_params']):,} parameters), ReLU; the model and size of every arm are in "
+        "the table below.",
         f"- **Hardware**: {env.get('cpu')} ({env.get('cores')} cores), torch {env.get('torch')}, "
         f"Python {env.get('python')}; every run on one thread, device "
         f"{', '.join(sorted(runs['device'].dropna().unique()))}.",
@@ -141,7 +150,7 @@ def setup_section(protocols: dict, runs: pd.DataFrame, tables: Path, env: dict) 
                     "lr chosen": f"{mine['lr'].iloc[0]:g}"
                     + (" (edge!)" if edge else " (limit)" if limit else ""),
                     "reached": f"{reached}/{len(mine)}" + (" (budget)" if fixed else ""),
-                    "steps to criterion (median, range)": (
+                    "steps trained (median, range)": (
                         f"{mine['steps_trained'].median():.0f} "
                         f"({mine['steps_trained'].min():.0f}–{mine['steps_trained'].max():.0f})"
                     ),
@@ -172,6 +181,7 @@ def setup_section(protocols: dict, runs: pd.DataFrame, tables: Path, env: dict) 
         + ", ".join(
             f"{p['base'].get('criterion_every_samples')} samples ({n})"
             for n, p in protocols.items()
+            if p["base"].get("criterion_every_samples")
         )
         + ") under a budget counted in optimizer steps, and measured on the weights saved when "
         "the criterion was met. The learning rate of each arm is the one with the lowest mean "
@@ -242,15 +252,30 @@ def statistics_section(verdicts: pd.DataFrame) -> list[str]:
             f"{i}. {r.protocol}/{r.comparison} — {r.part}: {r.quantity} ({r.direction}), raw p = "
             f"{r.p_raw:.3g}, Holm p = {r.p_holm:.3g}{resolvable}"
         )
+    # a significant part whose adjusted p is near α depends on the family's size: say by how much
+    close = tested[(tested["p_holm"] < 0.05) & (tested["p_holm"] >= 0.04)]
+    for r in close.itertuples():
+        lines += [
+            "",
+            f"Borderline: {r.protocol}/{r.comparison} ({r.part}) has Holm p = {r.p_holm:.3g}, "
+            f"its raw p {r.p_raw:.3g} times the {round(r.p_holm / r.p_raw)} tests at or after its "
+            "rank: one more test ranked before it would take it over 0.05. Its verdict stands "
+            f"for the family of {size} tests the report states, and would not survive a larger one.",
+        ]
     return lines
 
 
 def verdict_summary(verdicts: pd.DataFrame) -> list[str]:
     n = int(verdicts["n_seeds"].min())
-    rows = []
+    rows, notes = [], []
     for (proto, comp), parts in verdicts.groupby(["protocol", "comparison"], sort=False):
         by = {r.part: r for r in parts.itertuples()}
         eff, mech = by.get("effect"), by.get("mechanism")
+        caveat = getattr(eff, "caveat", "")
+        mark = ""
+        if isinstance(caveat, str) and caveat:
+            notes.append(f"{len(notes) + 1}. {proto}/{comp}: {caveat}")
+            mark = f" (note {len(notes)})"
         rows.append(
             {
                 "claim": f"{proto}/{comp}",
@@ -259,9 +284,12 @@ def verdict_summary(verdicts: pd.DataFrame) -> list[str]:
                 "mechanism": (
                     f"{mech.part_verdict}: {_diff(pd.Series(mech._asdict()))}" if mech else "–"
                 ),
-                "verdict": f"**{eff.verdict}**",
+                "verdict": f"**{eff.verdict}**{mark}",
             }
         )
+    if notes:
+        notes = ["", "Notes, from each comparison's config (what the verdict does and does not "
+                 "bear on):", "", *notes]  # fmt: skip
     return [
         "## Verdicts",
         "",
@@ -270,7 +298,27 @@ def verdict_summary(verdicts: pd.DataFrame) -> list[str]:
         "with every p-value, is in its section below and in `results/tables/verdicts.md`.",
         "",
         _md(pd.DataFrame(rows)),
+        *notes,
     ]
+
+
+def one_sided(r) -> str:
+    """For an inconclusive part: whether its one-sided (1 − 2α) bound already excludes an effect of
+    the stated margin in the claimed direction, or in the other."""
+    if r.part_verdict != "inconclusive" or math.isnan(r.tost_ci_low):
+        return ""
+    scale = "log ratio" if r.margin_is_ratio else "difference"
+    margin = math.log1p(r.margin) if r.margin_is_ratio else r.margin  # the scale TOST tests on
+    if r.direction == "greater" and r.tost_ci_high < margin:
+        side = f"its upper bound {r.tost_ci_high:+.3g} lies below +{margin:.3g}"
+    elif r.direction == "less" and r.tost_ci_low > -margin:
+        side = f"its lower bound {r.tost_ci_low:+.3g} lies above −{margin:.3g}"
+    else:
+        return ""
+    return (
+        f" One-sided, the 90% interval of the {scale} excludes an effect of the stated size in "
+        f"the claimed direction ({side}); what stays open is an effect the other way."
+    )
 
 
 def interaction_table(paired: pd.DataFrame, c: dict) -> pd.DataFrame:
@@ -353,6 +401,7 @@ def protocol_section(
         for r in rows.itertuples():
             lines.append(
                 f"- **{r.part}** ({r.quantity}, {r.direction}): *{r.part_verdict}*. {r.reason}"
+                + (one_sided(r) if hasattr(r, "tost_ci_low") else "")
             )
         lines += [
             "",
@@ -360,6 +409,8 @@ def protocol_section(
             f"made after its first runs are in its history above): `{rows['rule'].iloc[0]}`",
             "",
         ]
+        if c.get("caveat"):
+            lines += [f"**Caveat** (from the config): {c['caveat']}", ""]
         if paired is None:
             continue
         figure_number += 1

@@ -57,6 +57,8 @@ def paired_figure(
         )
     )
     rows = rows.drop_duplicates(["arm", "seed", "quantity"])  # an arm in two roles, drawn once
+    if rows["arm"].nunique() < 2:  # one arm has no comparable value: nothing paired to draw
+        return None
     width = 3.6 if len(order) <= 2 else 1.3 * len(order) + 1
     fig, axes = plt.subplots(
         1, len(quantities), figsize=(width * len(quantities), 3.6), squeeze=False
@@ -85,8 +87,8 @@ def paired_figure(
         ax.grid(alpha=0.3)
     n = rows["seed"].nunique()
     fig.suptitle(
-        f"{comparison}: {n} paired seeds (grey line: one seed in both arms; black bar: the mean, "
-        "geometric on a log axis)",
+        f"{comparison}: {n} paired seeds (grey line: one seed across the arms; black bar: the "
+        "mean; on a log axis, the geometric mean)",
         fontsize=9,
     )
     fig.tight_layout()

@@ -121,6 +121,7 @@ def explain(tmp_path: Path) -> dict:
                 "name": "cont",
                 "a": "cont",
                 "b": "small",
+                "caveat": "a sentence for the reader",
                 "rule": {
                     "hypothesis": "h",
                     "quantity": "linear_barrier",
@@ -231,6 +232,25 @@ def test_explanation_runs_verdicts_and_report(tiny, tmp_path):
     text = report.build(results).read_text()
     assert "### inter:" in text and "large − small) − (regime − small)" in text
     assert "fixed budget" in text
+    assert "explain/cont: a sentence for the reader" in text  # the note under the verdicts
+    assert "**Caveat** (from the config): a sentence for the reader" in text
+
+
+def test_one_sided_reads_the_tost_interval_on_the_scale_it_was_tested_on():
+    from types import SimpleNamespace as Row
+
+    def row(**kw):
+        base = dict(part_verdict="inconclusive", direction="greater", margin=0.25,
+                    margin_is_ratio=True, tost_ci_low=-0.3, tost_ci_high=0.2)  # fmt: skip
+        return Row(**{**base, **kw})
+
+    # a ratio margin of 0.25 is tested as log(1.25) = 0.223 on the log scale
+    assert "below +0.223" in report.one_sided(row())
+    assert report.one_sided(row(tost_ci_high=0.23)) == ""
+    assert "above −0.01" in report.one_sided(
+        row(direction="less", margin=0.01, margin_is_ratio=False, tost_ci_low=-0.005)
+    )
+    assert report.one_sided(row(part_verdict="reproduced")) == ""
 
 
 def test_dry_run_lists_the_first_wave_and_refuses_what_would_fail_later(tiny, tmp_path, capsys):
