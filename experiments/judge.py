@@ -189,6 +189,29 @@ def run_rows(p: Mapping[str, Any], runs: Mapping, rates: Mapping[str, float]) ->
     return rows
 
 
+def metric_rows(p: Mapping[str, Any], runs: Mapping) -> list[dict]:
+    """Every recorded metric of every final run, one row each (value, error bound, at a bound):
+    what the report shows beside the verdicts when no comparison names a quantity."""
+    rows = []
+    for (arm, seed), (result, _) in runs.items():
+        for name, entry in (result.get("metrics") or {}).items():
+            value = entry.get("value") if isinstance(entry, Mapping) else None
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                continue  # lists (spectra) and failures are in the run's own records
+            rows.append(
+                {
+                    "protocol": p["name"],
+                    "arm": arm,
+                    "seed": seed,
+                    "metric": name,
+                    "value": float(value),
+                    "error_bound": entry.get("error_bound"),
+                    "at_bound": bool((entry.get("extra") or {}).get("at_bound", False)),
+                }
+            )
+    return rows
+
+
 def _settings(config: Mapping[str, Any]) -> str:
     """Every setting of the optimizer, schedule, model and data as the run resolved it. The
     optimizer group's own lr and weight_decay are left out: the run's top-level ``lr`` and
@@ -258,7 +281,9 @@ def comparison_rows(p, c, runs) -> tuple[list, list[dict]]:
             for seed in p["seeds"]:
                 result, folder = runs[arm, seed]
                 reached = reached_of(p, arm, result)
-                value, bound = value_of(result, folder, q, p) if reached else (math.nan, False)
+                # read even where the arm missed its criterion (shown in the per-seed tables,
+                # flagged by `reached`); such values enter no test
+                value, bound = value_of(result, folder, q, p)
                 if reached and not math.isfinite(value):
                     raise ProtocolError(
                         f"{folder}: no value of {q}; measure it (experiments.measure)"
@@ -321,11 +346,14 @@ def summarise_secondary(tidy: pd.DataFrame) -> list[dict[str, Any]]:
     out = []
     if tidy.empty or not tidy["secondary"].any():
         return out
-    for (proto, comp, q), rows in tidy[tidy["secondary"]].groupby(
+    usable = tidy[tidy["secondary"] & tidy["reached"].astype(bool)]
+    for (proto, comp, q), rows in usable.groupby(
         ["protocol", "comparison", "quantity"], sort=False
     ):
         wide = rows.pivot(index="seed", columns="role", values="value").dropna()
         arms = rows.drop_duplicates("role").set_index("role")["arm"]
+        if not {"a", "b"} <= set(wide.columns):  # an arm with no seed at its criterion
+            continue
         row = {
             "protocol": proto,
             "comparison": comp,
@@ -362,10 +390,11 @@ def verdicts(
     names = [p["name"] for p in protocols]
     if len(set(names)) != len(names):
         raise ProtocolError(f"a protocol is named twice: {names}")
-    rows, comparisons, secondary, per_run = [], {}, [], []
+    rows, comparisons, secondary, per_run, metrics = [], {}, [], [], []
     for p in protocols:
         runs = collect(p, common, tables)
         per_run += run_rows(p, runs, read_rates(p, tables))
+        metrics += metric_rows(p, runs)
         tidy = []
         for c in p["comparisons"]:
             got, values = comparison_rows(p, c, runs)
@@ -441,6 +470,8 @@ def verdicts(
     write_table(table, out_dir, "verdicts")
     write_table(pd.DataFrame(secondary), out_dir, "secondary")
     write_table(pd.DataFrame(per_run), out_dir, "protocol_runs")
+    # one row per run and metric: long, so CSV only
+    pd.DataFrame(metrics).to_csv(out_dir / "run_metrics.csv", index=False)
     (out_dir / "environment.json").write_text(json.dumps(environment(), indent=1) + "\n")
     # the protocols as judged (the report describes each from this, not from conf/ as it is now)
     (out_dir / "protocols.json").write_text(json.dumps(protocols, indent=1) + "\n")

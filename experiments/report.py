@@ -196,7 +196,9 @@ def setup_section(protocols: dict, runs: pd.DataFrame, tables: Path, env: dict) 
         "the grid's edge, `limit` one whose next rate up was not eligible (the largest rate that "
         "reached the criterion reliably: the rule, not validation error alone, set it). CPU min "
         "is the single-thread compute of the final runs (training, and the latest measuring pass of "
-        "each run: for the runs another protocol measures again through `same_as`, that pass). Arms marked "
+        "each run: for the runs another protocol measures again through `same_as`, that pass; "
+        "likewise the `git_commit` each run records, in `protocol_runs.csv`, is that of its latest "
+        "measuring pass, not necessarily of its training). Arms marked "
         "`fixed budget` (Hoffer et al.'s regime adaptation, the continuations) have no criterion: "
         "they train for their stated number of steps, and count as reached when they did; their "
         "rates are derived from another arm's (`lr grid` says which). Arms that are another "
@@ -251,6 +253,11 @@ def statistics_section(verdicts: pd.DataFrame) -> list[str]:
         lines.append(
             f"{i}. {r.protocol}/{r.comparison} — {r.part}: {r.quantity} ({r.direction}), raw p = "
             f"{r.p_raw:.3g}, Holm p = {r.p_holm:.3g}{resolvable}"
+            + (
+                f" = ±log(1 + {r.margin:g}) = ±{math.log1p(r.margin):.3g}"
+                if r.margin_is_ratio and resolvable
+                else ""
+            )
         )
     # a significant part whose adjusted p is near α depends on the family's size: say by how much
     close = tested[(tested["p_holm"] < 0.05) & (tested["p_holm"] >= 0.04)]
@@ -259,8 +266,11 @@ def statistics_section(verdicts: pd.DataFrame) -> list[str]:
             "",
             f"Borderline: {r.protocol}/{r.comparison} ({r.part}) has Holm p = {r.p_holm:.3g}, "
             f"its raw p {r.p_raw:.3g} times the {round(r.p_holm / r.p_raw)} tests at or after its "
-            "rank: one more test ranked before it would take it over 0.05. Its verdict stands "
-            f"for the family of {size} tests the report states, and would not survive a larger one.",
+            "rank: one more test with a larger raw p (ranked after it) would take it over 0.05. "
+            f"Its verdict stands for the family of {size} tests the report states, and would not "
+            "survive a larger one. The family is kept as declared: taking out tests after seeing "
+            "them (even uninformative ones, see the notes under the verdicts) would lower every "
+            "other adjusted p after the fact.",
         ]
     return lines
 

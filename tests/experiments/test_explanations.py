@@ -218,6 +218,10 @@ def test_explanation_runs_verdicts_and_report(tiny, tmp_path):
     want = part_test(part, ratio["large"], ratio["small"])
     assert table.loc["ratio", "mean_diff"] == pytest.approx(want.mean_diff)
     assert table.loc["cont", "verdict"] != "not comparable"  # fixed-budget arms are comparable
+    recorded = pd.read_csv(tmp_path / "tables" / "run_metrics.csv")
+    for seed in p["seeds"]:
+        got = recorded[(recorded["arm"] == "small") & (recorded["seed"] == seed)]
+        assert got.set_index("metric")["value"]["lmax_b1"] == metric("small", seed, "lmax_b1")
     pairs = pd.read_csv(tmp_path / "tables" / "pairs_explain.csv")
     assert len(pairs) == 3 and (pairs["barrier"] >= 0).all()
     for r in pairs.itertuples():
