@@ -354,9 +354,12 @@ def per_seed_table(paired: pd.DataFrame, comparison: str, few: bool = True) -> p
     for q, sub in rows.groupby("quantity", sort=False):
         wide = sub.pivot(index="seed", columns="role", values="value").reindex(out["seed"])
         bound = sub.pivot(index="seed", columns="role", values="at_bound").reindex(out["seed"])
+        met = sub.pivot(index="seed", columns="role", values="reached").reindex(out["seed"])
         for role in ("a", "b"):
             col = wide[role].map(lambda v, q=q: _num(v, q)).to_numpy()
             col = np.where(bound[role].astype(bool), "at bound", col)
+            # a run off its criterion: its value is shown but enters no test
+            col = np.where(met[role].astype(bool), col, np.char.add(col.astype(str), " ✗"))
             out[f"{q} {role}"] = col
         if q in PCT:
             out[f"{q} a−b (pts)"] = [f"{100 * d:+.2f}" for d in wide["a"] - wide["b"]]
@@ -472,7 +475,8 @@ def protocol_section(
             else:
                 lines += [
                     "Per seed (a = " + c["a"] + ", b = " + c["b"] + "; secondary measures "
-                    "included when there are few, never part of a verdict):",
+                    "included when there are few, never part of a verdict; ✗ marks a run that "
+                    "missed its criterion or budget, shown but in no test):",
                     "",
                     _md(per_seed_table(paired, c["name"], few=len(p.get("secondary", [])) <= 3)),
                     "",
