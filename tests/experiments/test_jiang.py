@@ -1,0 +1,80 @@
+"""Jiang et al. 2020's conditional mutual information on hand-made data with known answers: the gap
+itself scores 1 under every conditioning set, an independent measure about 0, a measure that only
+echoes a hyperparameter 0 once that hyperparameter is conditioned on, and a three-model case worked
+out by hand."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from experiments.jiang import jiang_cmi, normalized_cmi
+
+
+def grid(seed: int = 0, seeds_per_config: int = 3) -> pd.DataFrame:
+    """Models on a 2 x 2 x 2 grid of axes (lr, width, wd), several seeds each."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for lr in (0.1, 0.01):
+        for width in (64, 256):
+            for wd in (0.0, 1e-4):
+                for s in range(seeds_per_config):
+                    rows.append({"lr": lr, "width": width, "wd": wd, "seed": s})
+    models = pd.DataFrame(rows)
+    models["gap"] = (
+        2.0 * (models["lr"] == 0.1) + 0.5 * (models["width"] == 256) + rng.normal(0, 1, len(models))
+    )
+    return models
+
+
+AXES = ["lr", "width", "wd"]
+
+
+@pytest.mark.parametrize("subset", [(), ("lr",), ("lr", "width"), ("width", "wd")])
+def test_the_gap_itself_and_its_negative_score_one_under_any_conditioning(subset):
+    models = grid()
+    models["same"], models["flipped"] = models["gap"], -models["gap"]
+    assert normalized_cmi(models, "same", "gap", subset) == pytest.approx(1.0)
+    assert normalized_cmi(models, "flipped", "gap", subset) == pytest.approx(1.0)
+
+
+def test_an_independent_measure_scores_about_zero():
+    # pairs share models, so the plug-in estimate's bias and spread shrink with the number of
+    # models (about τ² of a null Kendall τ), not of pairs: 320 models
+    models = grid(seed=1, seeds_per_config=40)
+    models["noise"] = np.random.default_rng(7).normal(size=len(models))
+    value, _ = jiang_cmi(models, "noise", "gap", AXES)
+    assert 0 <= value < 0.01
+    assert normalized_cmi(models, "noise", "gap", ()) < 0.01
+
+
+def test_a_measure_that_only_echoes_a_hyperparameter_is_explained_away_by_it():
+    models = grid(seed=2, seeds_per_config=40)
+    rng = np.random.default_rng(3)
+    models["echo"] = (models["lr"] == 0.1) + rng.normal(0, 0.05, len(models))
+    unconditioned = normalized_cmi(models, "echo", "gap", ())
+    value, where = jiang_cmi(models, "echo", "gap", AXES)
+    assert unconditioned > 0.1  # it does track the gap, through lr
+    assert value < 0.01 and "lr" in where
+    # a measure that tracks the gap within each setting too is not explained away
+    models["tracks"] = models["gap"] + rng.normal(0, 0.3, len(models))
+    assert jiang_cmi(models, "tracks", "gap", AXES)[0] > 0.3
+
+
+def test_three_models_by_hand():
+    # ordered pairs: (g, μ) signs (−,−) twice, (+,+) twice, (−,+) once, (+,−) once
+    models = pd.DataFrame({"gap": [0.0, 1.0, 2.0], "m": [0.0, 2.0, 1.0], "a": [1, 1, 1]})
+    h_joint = 2 / 3 * math.log(3) + 1 / 3 * math.log(6)
+    want = (2 * math.log(2) - h_joint) / math.log(2)
+    assert normalized_cmi(models, "m", "gap", ()) == pytest.approx(want)
+    # conditioning on an axis with one value changes nothing
+    assert normalized_cmi(models, "m", "gap", ("a",)) == pytest.approx(want)
+
+
+def test_ties_of_the_gap_carry_no_sign_and_missing_values_are_left_out():
+    models = pd.DataFrame({"gap": [0.0, 0.0, 1.0, np.nan], "m": [0.0, 5.0, 1.0, 3.0]})
+    # pairs left: (0,2), (2,0), (1,2), (2,1); V_μ agrees in the first two, not the last two
+    assert normalized_cmi(models, "m", "gap", ()) == pytest.approx(0.0)
+    models["m2"] = [0.0, 0.5, 1.0, 3.0]
+    assert normalized_cmi(models, "m2", "gap", ()) == pytest.approx(1.0)
