@@ -78,3 +78,31 @@ def test_ties_of_the_gap_carry_no_sign_and_missing_values_are_left_out():
     assert normalized_cmi(models, "m", "gap", ()) == pytest.approx(0.0)
     models["m2"] = [0.0, 0.5, 1.0, 3.0]
     assert normalized_cmi(models, "m2", "gap", ()) == pytest.approx(1.0)
+
+
+def test_ranking_orders_measures_with_bootstrap_intervals_over_configurations_and_seeds():
+    from experiments.jiang import ranking
+
+    models = grid(seed=4, seeds_per_config=6)
+    rng = np.random.default_rng(5)
+    models["test_error"] = models["gap"] + 0.1
+    models["tracks"] = models["gap"] + rng.normal(0, 0.3, len(models))
+    models["echo"] = (models["lr"] == 0.1) + rng.normal(0, 0.05, len(models))
+    models["noise"] = rng.normal(size=len(models))
+    table = ranking(models, ["noise", "echo", "tracks"], "gap", AXES, test="test_error",
+                    n_boot=30, seed=0)  # fmt: skip
+    assert table["measure"].tolist()[0] == "tracks"  # the one the hyperparameters do not explain
+    row = table.set_index("measure")
+    assert row.loc["tracks", "tau_gap"] == pytest.approx(row.loc["tracks", "tau_test"])
+    for m in ("noise", "echo", "tracks"):
+        for key in ("tau_gap", "psi"):
+            assert row.loc[m, f"{key}_lo"] <= row.loc[m, key] + 1e-9
+            assert row.loc[m, key] <= row.loc[m, f"{key}_hi"] + 1e-9
+        # K(μ) is a plug-in estimate, biased upwards near 0, so its percentile interval need not
+        # hold the point estimate; only its order is checked
+        assert 0 <= row.loc[m, "cmi_lo"] <= row.loc[m, "cmi_hi"] <= 1
+    assert row.loc["noise", "tau_gap_lo"] < 0 < row.loc["noise", "tau_gap_hi"]
+    assert row.loc["echo", "psi[lr]"] > 0.5  # within an lr pair of configurations it ranks the gap
+    assert "lr" in row.loc["echo", "cmi_given"]
+    again = ranking(models, ["noise"], "gap", AXES, n_boot=30, seed=0)
+    assert again["cmi_lo"].iloc[0] == row.loc["noise", "cmi_lo"]  # seeded
