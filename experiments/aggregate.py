@@ -62,7 +62,9 @@ def load_runs(roots: Iterable[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
             row.update({f"config.{k}": _hashable(v) for k, v in result["config"].items()})
             row.update({k: result.get(k) for k in CORE})
             row.update({k: result[k] for k in VALIDATION if k in result})
-            row.update({k: result.get(k) for k in ("stop_reason", "epochs_trained")})
+            row.update(
+                {k: result.get(k) for k in ("stop_reason", "epochs_trained", "steps_trained")}
+            )
             row.update({f"metric.{k}": v["value"] for k, v in result.get("metrics", {}).items()})
             failures = result.get("metric_failures") or {}
             if failures:

@@ -1,0 +1,132 @@
+"""``python -m experiments.correlate DIR [DIR ...]``: which measure predicts generalisation, over any
+set of finished runs (a sweep of this suite, or several): Jiang et al. 2020's ranking.
+
+Runs are read from their run directories (``config.yaml`` + ``result.json``); the hyperparameter axes
+are the configuration keys that take more than one value (the seed excluded). As in Jiang et al.,
+only models that fit their training set count: runs below ``--min-train-acc`` (default 0.99) are
+dropped, and how many were dropped is printed and written per axis value. Every recorded metric is a
+measure, beside three baselines that are not flatness: the number of optimizer steps the run took,
+the final training loss, and a random number per run (the floor any measure should beat). A metric
+that failed on a run is missing for that run, never a value. For each measure: Kendall τ with the
+gap and with the test error, the granulated Ψ per axis and averaged, and the conditional mutual
+information K(μ) with the conditioning set that minimises it (:mod:`experiments.jiang`), each with a
+two-stage bootstrap interval (configurations, then seeds).
+
+    python -m experiments.correlate runs/correlation              # -> results/tables/correlation_ranking.csv|md
+    python -m experiments.correlate runs/a runs/b --name mine --out /tmp/tables --bootstrap 500
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from experiments.aggregate import GAP, axes, load_runs, write_table
+from experiments.jiang import ranking
+
+BASELINES = ("baseline.steps", "baseline.train_loss", "baseline.random")
+
+
+def models_table(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str], list[str]]:
+    """(one row per model with its axes, gap, test error and every measure; the axes; the measures)."""
+    found = axes(runs)
+    models = runs[found].rename(columns=lambda c: c.removeprefix("config.")).astype(str)
+    models[GAP] = runs[GAP].astype(float)
+    models["test_error"] = runs["test_error"].astype(float)
+    measures = []
+    for column in runs.columns:
+        if column.startswith("metric.") and pd.api.types.is_numeric_dtype(runs[column]):
+            models[column] = runs[column].astype(float)
+            measures.append(column)
+    models["baseline.steps"] = runs.get("steps_trained", pd.Series(np.nan, index=runs.index))
+    models["baseline.train_loss"] = runs["train_loss"].astype(float)
+    # a fixed random number per run (its id hashed): the same on every reading of the runs
+    models["baseline.random"] = [
+        int(hashlib.sha256(str(rid).encode()).hexdigest()[:8], 16) / 16**8 for rid in runs["run_id"]
+    ]
+    return models, [c.removeprefix("config.") for c in found], measures + list(BASELINES)
+
+
+def dropped_by_axis(runs: pd.DataFrame, kept: pd.Series) -> pd.DataFrame:
+    """Per axis value: runs read, runs dropped for not fitting the training set."""
+    rows = []
+    for axis in axes(runs):
+        for value, group in runs.groupby(runs[axis].astype(str)):
+            rows.append(
+                {
+                    "axis": axis.removeprefix("config."),
+                    "value": value,
+                    "runs": len(group),
+                    "dropped": int((~kept[group.index]).sum()),
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def correlate(
+    roots: list[Path],
+    out: Path,
+    name: str,
+    min_train_acc: float = 0.99,
+    n_boot: int = 200,
+    seed: int = 0,
+) -> pd.DataFrame:
+    runs, problems = load_runs(roots)
+    if runs.empty:
+        raise SystemExit(f"error: no finished run under {', '.join(map(str, roots))}")
+    kept = runs["train_acc"].astype(float) >= min_train_acc
+    write_table(dropped_by_axis(runs, kept), out, f"{name}_dropped")
+    used = runs[kept].reset_index(drop=True)
+    if len(used) < 3:
+        raise SystemExit(
+            f"error: {len(used)} of {len(runs)} runs reach train accuracy {min_train_acc}; "
+            "a ranking needs at least 3"
+        )
+    models, found, measures = models_table(used)
+    if not found:
+        raise SystemExit("error: the runs share every setting but the seed: no axis to rank over")
+    table = ranking(models, measures, GAP, found, test="test_error", n_boot=n_boot, seed=seed)
+    counts = models[measures].notna().sum()
+    table.insert(1, "models", [int(counts[m]) for m in table["measure"]])
+    table["measure"] = table["measure"].str.removeprefix("metric.")
+    write_table(table, out, f"{name}_ranking")
+    print(
+        f"{len(used)} models over axes {', '.join(found)} ({len(runs) - len(used)} dropped below "
+        f"train accuracy {min_train_acc}; {len(problems)} problem runs listed by "
+        "experiments.aggregate)"
+    )
+    keep = ["measure", "models", "tau_gap", "psi", "cmi", "cmi_lo", "cmi_hi", "cmi_given"]
+    print(table[keep].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(f"wrote {out / (name + '_ranking')}.csv|md and {name}_dropped")
+    return table
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m experiments.correlate", description=__doc__.split("\n\n")[0]
+    )
+    ap.add_argument("roots", nargs="+", type=Path, help="directories holding finished runs")
+    ap.add_argument("--out", type=Path, default=Path("results/tables"))
+    ap.add_argument("--name", help="table name prefix (default: the first directory's name)")
+    ap.add_argument("--min-train-acc", type=float, default=0.99)
+    ap.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples")
+    args = ap.parse_args(argv)
+    missing = [str(r) for r in args.roots if not r.is_dir()]
+    if missing:
+        print(f"error: not a directory: {', '.join(missing)}", file=sys.stderr)
+        return 2
+    if not 0 <= args.min_train_acc <= 1 or args.bootstrap < 1:
+        print("error: --min-train-acc is in [0, 1] and --bootstrap at least 1", file=sys.stderr)
+        return 2
+    correlate(args.roots, args.out, args.name or args.roots[0].name, args.min_train_acc,
+              args.bootstrap)  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,69 @@
+"""``python -m experiments.correlate`` on hand-made run directories: the models below the train
+accuracy floor are dropped and counted per axis value, a measure equal to the gap ranks first with
+K = 1, the baselines are there, a failed metric is missing rather than a value, and errors are one
+line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from experiments import correlate as C
+
+
+def fake_runs(root: Path, seed: int = 0) -> None:
+    rng = np.random.default_rng(seed)
+    i = 0
+    for lr in (0.1, 0.01):
+        for width in (64, 256):
+            for s in range(4):
+                gap = 0.05 * (lr == 0.1) + 0.02 * (width == 256) + rng.normal(0, 0.01)
+                train_acc = 0.95 if (lr == 0.01 and s == 0) else 1.0  # two runs do not fit
+                metrics = {
+                    "sharp": {"value": gap + rng.normal(0, 0.002)},
+                    "noise": {"value": float(rng.normal())},
+                }
+                if i == 3:
+                    metrics.pop("noise")  # failed on this run: missing, not a value
+                result = {
+                    "status": "finished",
+                    "run_id": f"r{i}",
+                    "config": {"lr": lr, "model.width": width, "seed": s, "name": "t"},
+                    "train_loss": 0.01, "train_acc": train_acc, "train_error": 1 - train_acc,
+                    "test_loss": 0.5, "test_acc": train_acc - gap, "test_error": 1 - train_acc + gap,
+                    "gap": gap, "gap_loss": 0.4, "stop_reason": "train_until_loss",
+                    "steps_trained": int(1000 * (1 + (lr == 0.01))), "metrics": metrics,
+                    "metric_failures": {} if i != 3 else {"noise": "failed"},
+                }  # fmt: skip
+                d = root / f"r{i}"
+                d.mkdir(parents=True)
+                (d / "config.yaml").write_text("name: t\n")
+                (d / "result.json").write_text(json.dumps(result))
+                i += 1
+
+
+def test_correlate_ranks_drops_and_counts(tmp_path, capsys):
+    fake_runs(tmp_path / "runs")
+    assert C.main([str(tmp_path / "runs"), "--out", str(tmp_path / "t"), "--bootstrap", "20"]) == 0
+    table = pd.read_csv(tmp_path / "t" / "runs_ranking.csv").set_index("measure")
+    assert table.index[0] == "sharp" and table.loc["sharp", "cmi"] > 0.5
+    assert set(C.BASELINES) <= set(table.index)
+    assert table.loc["sharp", "models"] == 14  # 16 runs, 2 below train accuracy 0.99
+    assert table.loc["noise", "models"] == 13  # and one whose metric failed
+    assert table.loc["baseline.random", "cmi"] < table.loc["sharp", "cmi"]
+    dropped = pd.read_csv(tmp_path / "t" / "runs_dropped.csv", dtype={"value": str})
+    by = dropped.set_index(["axis", "value"])["dropped"]
+    assert by["lr", "0.01"] == 2 and by["lr", "0.1"] == 0 and by["model.width", "64"] == 1
+    assert "14 models over axes" in capsys.readouterr().out
+
+
+def test_correlate_refuses_what_it_cannot_rank(tmp_path, capsys):
+    assert C.main([str(tmp_path / "nowhere")]) == 2
+    assert "not a directory" in capsys.readouterr().err
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit, match="no finished run"):
+        C.main([str(tmp_path / "empty"), "--out", str(tmp_path / "t")])
