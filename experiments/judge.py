@@ -232,7 +232,7 @@ def _n_params(folder: Path) -> int | None:
         state = torch.load(folder / "init.pt", weights_only=True)
     except (OSError, RuntimeError):
         return None
-    skip = ("running_mean", "running_var", "num_batches_tracked")
+    skip = ("running_mean", "running_var", "num_batches_tracked", "_extra_state")
     return sum(v.numel() for k, v in state.items() if not k.endswith(skip))
 
 

@@ -8,6 +8,7 @@ can walk it layer by layer.
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import torch
@@ -33,6 +34,36 @@ def _positive_int(key: str, value: Any) -> int:
     return value
 
 
+class SeededDropout(nn.Dropout):
+    """Dropout whose masks come from its own generator, seeded from the run's seed and the layer's
+    position, never from the global one. Its state travels in the model's state dict (extra state),
+    so a run resumed from a checkpoint draws the same masks as one that never stopped, and adding
+    dropout does not change the initial weights of the same seed."""
+
+    def __init__(self, p: float, seed: int):
+        super().__init__(p)
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        keep = torch.rand(x.shape, generator=self.generator) >= self.p  # on the CPU: reproducible
+        return x * keep.to(device=x.device, dtype=x.dtype) / (1 - self.p)
+
+    def get_extra_state(self) -> torch.Tensor:
+        return self.generator.get_state()
+
+    def set_extra_state(self, state: torch.Tensor) -> None:
+        self.generator.set_state(state)
+
+
+def _dropout_seed(layer: int) -> int:
+    """A seed for the dropout layer ``layer`` from the run's seed (``torch.initial_seed()``, set by
+    the runner before building the model), without drawing from the global generator."""
+    text = f"dropout-{torch.initial_seed()}-{layer}".encode()
+    return int(hashlib.sha256(text).hexdigest()[:15], 16)
+
+
 def mlp(
     input_shape: tuple[int, ...],
     num_classes: int,
@@ -40,16 +71,22 @@ def mlp(
     depth: int = 2,
     batch_norm: bool = False,
     ghost_batch_size: int | None = None,
+    dropout: float = 0.0,
 ) -> nn.Sequential:
-    """``depth`` hidden layers of ``width`` ReLU units (the default is the 40-100-100-10 MLP)."""
+    """``depth`` hidden layers of ``width`` ReLU units (the default is the 40-100-100-10 MLP), each
+    followed by dropout of rate ``dropout`` when it is above 0 (Jiang et al. 2020's dropout axis)."""
     width, depth = _positive_int("width", width), _positive_int("depth", depth)
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+        raise ConfigError(f"model.dropout: must be a rate in [0, 1) (got {dropout!r})")
     layers: list[nn.Module] = [nn.Flatten()]
     fan_in = int(torch.tensor(input_shape).prod())
-    for _ in range(depth):
+    for i in range(depth):
         layers.append(nn.Linear(fan_in, width))
         if batch_norm:
             layers.append(batch_norm_layer(1, width, ghost_batch_size))
         layers.append(nn.ReLU())
+        if dropout > 0:
+            layers.append(SeededDropout(float(dropout), _dropout_seed(i)))
         fan_in = width
     layers.append(nn.Linear(fan_in, num_classes))
     return nn.Sequential(*layers)

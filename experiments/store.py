@@ -47,6 +47,9 @@ NON_DETERMINING_KEYS = frozenset(
 )
 # Keys inside config groups that only say where files come from.
 NON_DETERMINING_GROUP_KEYS = {"dataset": frozenset({"download"})}
+# Keys added after runs existed, at the value that reproduces what runs did before them: left out of
+# the hash at that value, so that those runs keep their ids (and anything else changes the id).
+ADDED_AT_DEFAULT = {("model", "dropout"): 0.0}
 
 
 def determining_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
@@ -64,6 +67,12 @@ def determining_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
         drop = NON_DETERMINING_GROUP_KEYS.get(key, frozenset())
         if isinstance(value, Mapping) and drop:
             value = {k: v for k, v in value.items() if k not in drop}
+        if isinstance(value, Mapping):
+            value = {
+                k: v
+                for k, v in value.items()
+                if (key, k) not in ADDED_AT_DEFAULT or v != ADDED_AT_DEFAULT[key, k]
+            }
         out[key] = value
     return out
 
