@@ -12,7 +12,6 @@ import torch
 from torch import nn
 
 from experiments.data import Dataset
-from flatness import plot
 from flatness.directions import pca_directions
 from flatness.surface import surface_1d, surface_2d
 
@@ -103,6 +102,8 @@ def compute_surface(
         )
         surf.settings["trajectory"] = trajectory.tolist()
     written = [p.name for p in surf.save(run_dir / f"surface_{kind}")]
+    if cfg["plots"]:
+        from flatness import plot  # matplotlib only when a plot is asked for: runs start faster
     for name in cfg["plots"]:
         if kind == "1d":
             fig = plot.plot_1d(surf)
