@@ -32,40 +32,79 @@ from experiments.jiang import ranking
 BASELINES = ("baseline.steps", "baseline.train_loss", "baseline.random")
 
 
-def models_table(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str], list[str]]:
-    """(one row per model with its axes, gap, test error and every measure; the axes; the measures)."""
+def models_from_runs(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    """The runs of :func:`experiments.aggregate.load_runs` as one row per model (its axis values,
+    gap, test error, train accuracy and loss, steps, id and every numeric metric) and the axes: the
+    settings that vary between runs, the seed excluded."""
     found = axes(runs)
     models = runs[found].rename(columns=lambda c: c.removeprefix("config.")).astype(str)
-    models[GAP] = runs[GAP].astype(float)
-    models["test_error"] = runs["test_error"].astype(float)
-    measures = []
+    for key in ("gap", "test_error", "train_acc", "train_loss", "steps_trained"):
+        models[key] = runs[key].astype(float) if key in runs else np.nan
+    models["run_id"] = runs["run_id"]
     for column in runs.columns:
         if column.startswith("metric.") and pd.api.types.is_numeric_dtype(runs[column]):
             models[column] = runs[column].astype(float)
-            measures.append(column)
-    models["baseline.steps"] = runs.get("steps_trained", pd.Series(np.nan, index=runs.index))
-    models["baseline.train_loss"] = runs["train_loss"].astype(float)
-    # a fixed random number per run (its id hashed): the same on every reading of the runs
-    models["baseline.random"] = [
-        int(hashlib.sha256(str(rid).encode()).hexdigest()[:8], 16) / 16**8 for rid in runs["run_id"]
-    ]
-    return models, [c.removeprefix("config.") for c in found], measures + list(BASELINES)
+    return models, [c.removeprefix("config.") for c in found]
 
 
-def dropped_by_axis(runs: pd.DataFrame, kept: pd.Series) -> pd.DataFrame:
-    """Per axis value: runs read, runs dropped for not fitting the training set."""
+def dropped_by_axis(models: pd.DataFrame, found: list[str], kept: pd.Series) -> pd.DataFrame:
+    """Per axis value: models read, models dropped for not fitting the training set."""
     rows = []
-    for axis in axes(runs):
-        for value, group in runs.groupby(runs[axis].astype(str)):
+    for axis in found:
+        for value, group in models.groupby(models[axis].astype(str)):
             rows.append(
                 {
-                    "axis": axis.removeprefix("config."),
+                    "axis": axis,
                     "value": value,
                     "runs": len(group),
                     "dropped": int((~kept[group.index]).sum()),
                 }
             )
     return pd.DataFrame(rows)
+
+
+def rank_models(
+    models: pd.DataFrame,
+    found: list[str],
+    out: Path,
+    name: str,
+    min_train_acc: float,
+    n_boot: int,
+    write_table,
+    seed: int = 0,
+) -> pd.DataFrame:
+    """Drop the models below ``min_train_acc`` (counted per axis value in ``<name>_dropped``), add
+    the baselines, rank every measure (``<name>_ranking``) and print the table."""
+    if not found:
+        raise SystemExit("error: the runs share every setting but the seed: no axis to rank over")
+    kept = models["train_acc"].astype(float) >= min_train_acc
+    write_table(dropped_by_axis(models, found, kept), out, f"{name}_dropped")
+    used = models[kept].reset_index(drop=True).copy()
+    if len(used) < 3:
+        raise SystemExit(
+            f"error: {len(used)} of {len(models)} models reach train accuracy {min_train_acc}; "
+            "a ranking needs at least 3"
+        )
+    used["baseline.steps"] = used["steps_trained"]
+    used["baseline.train_loss"] = used["train_loss"]
+    # a fixed random number per run (its id hashed): the same on every reading of the runs
+    used["baseline.random"] = [
+        int(hashlib.sha256(str(rid).encode()).hexdigest()[:8], 16) / 16**8 for rid in used["run_id"]
+    ]
+    measures = [c for c in used.columns if c.startswith("metric.")] + list(BASELINES)
+    table = ranking(used, measures, GAP, found, test="test_error", n_boot=n_boot, seed=seed)
+    counts = used[measures].notna().sum()
+    table.insert(1, "models", [int(counts[m]) for m in table["measure"]])
+    table["measure"] = table["measure"].str.removeprefix("metric.")
+    write_table(table, out, f"{name}_ranking")
+    print(
+        f"{len(used)} models over axes {', '.join(found)} ({len(models) - len(used)} dropped below "
+        f"train accuracy {min_train_acc})"
+    )
+    keep = ["measure", "models", "tau_gap", "psi", "cmi", "cmi_lo", "cmi_hi", "cmi_given"]
+    print(table[keep].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(f"wrote {out / (name + '_ranking')}.csv|md and {name}_dropped")
+    return table
 
 
 def correlate(
@@ -79,31 +118,11 @@ def correlate(
     runs, problems = load_runs(roots)
     if runs.empty:
         raise SystemExit(f"error: no finished run under {', '.join(map(str, roots))}")
-    kept = runs["train_acc"].astype(float) >= min_train_acc
-    write_table(dropped_by_axis(runs, kept), out, f"{name}_dropped")
-    used = runs[kept].reset_index(drop=True)
-    if len(used) < 3:
-        raise SystemExit(
-            f"error: {len(used)} of {len(runs)} runs reach train accuracy {min_train_acc}; "
-            "a ranking needs at least 3"
-        )
-    models, found, measures = models_table(used)
-    if not found:
-        raise SystemExit("error: the runs share every setting but the seed: no axis to rank over")
-    table = ranking(models, measures, GAP, found, test="test_error", n_boot=n_boot, seed=seed)
-    counts = models[measures].notna().sum()
-    table.insert(1, "models", [int(counts[m]) for m in table["measure"]])
-    table["measure"] = table["measure"].str.removeprefix("metric.")
-    write_table(table, out, f"{name}_ranking")
-    print(
-        f"{len(used)} models over axes {', '.join(found)} ({len(runs) - len(used)} dropped below "
-        f"train accuracy {min_train_acc}; {len(problems)} problem runs listed by "
-        "experiments.aggregate)"
-    )
-    keep = ["measure", "models", "tau_gap", "psi", "cmi", "cmi_lo", "cmi_hi", "cmi_given"]
-    print(table[keep].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    print(f"wrote {out / (name + '_ranking')}.csv|md and {name}_dropped")
-    return table
+    if len(problems):
+        print(f"{len(problems)} problem runs (unfinished, failed, a failed metric) are listed by "
+              "`python -m experiments.aggregate`")  # fmt: skip
+    models, found = models_from_runs(runs)
+    return rank_models(models, found, out, name, min_train_acc, n_boot, write_table, seed)
 
 
 def main(argv: list[str] | None = None) -> int:

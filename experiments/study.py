@@ -1,0 +1,167 @@
+"""``python -m experiments.study run|rank NAME``: a correlation study in the manner of Jiang et al.
+2020 (issue 14), from ``conf/study/<name>.yaml``: a full factorial grid of hyperparameter axes, each
+configuration trained to a criterion under a step budget for every seed, then every measure ranked
+against the generalisation gap (:mod:`experiments.jiang`, through :mod:`experiments.correlate`).
+
+A study file holds ``name``; ``base`` (run overrides common to every run, with ``metrics``: the
+measures taken on every model); ``axes`` (axis → level label → the overrides of that level; a level
+may set ``lr_factor``, which multiplies the rate the other levels set, so that a learning-rate axis
+can sit beside an optimizer axis whose levels each bring their own rate); ``seeds``; and
+``min_train_acc`` (models below it are dropped, as in Jiang et al.). Runs go through the runner (a
+finished run is never retrained) under ``runs/<name>/``, two at a time by default.
+
+    python -m experiments.study run jiang --dry-run     # the runs and their number
+    python -m experiments.study run jiang               # train and measure every configuration x seed
+    python -m experiments.study rank jiang              # -> results/tables/study_jiang_ranking.csv|md
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from experiments.protocol import CONF, ProtocolError, Spec, execute, load_result
+
+STUDY_KEYS = {"name", "base", "axes", "seeds", "min_train_acc"}
+
+
+def load_study(ref: str | Path) -> dict[str, Any]:
+    """A study by name (``conf/study/<name>.yaml``) or path, checked; errors are one line."""
+    from omegaconf import OmegaConf
+
+    path = Path(ref)
+    if not path.exists():
+        path = CONF / "study" / f"{ref}.yaml"
+    if not path.exists():
+        raise ProtocolError(f"no study {ref!r} (looked for {path})")
+    s = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    if missing := sorted({"name", "base", "axes", "seeds"} - set(s)):
+        raise ProtocolError(f"{path}: missing key(s) {missing}")
+    if unknown := sorted(set(s) - STUDY_KEYS):
+        raise ProtocolError(f"{path}: unknown key(s) {unknown}")
+    axes = s["axes"]
+    if not isinstance(axes, Mapping) or not axes:
+        raise ProtocolError(f"{path}: axes must map each axis to its levels")
+    for axis, levels in axes.items():
+        if not isinstance(levels, Mapping) or len(levels) < 2:
+            raise ProtocolError(f"{path}: axes.{axis} needs at least two levels")
+        for label, over in levels.items():
+            if not isinstance(over, Mapping) or not over:
+                raise ProtocolError(f"{path}: axes.{axis}.{label} must be overrides")
+            if set(over) & {"seed", "name"}:
+                raise ProtocolError(f"{path}: axes.{axis}.{label}: seed and name are the study's")
+            factor = over.get("lr_factor", 1.0)
+            if isinstance(factor, bool) or not isinstance(factor, (int, float)) or factor <= 0:
+                raise ProtocolError(f"{path}: axes.{axis}.{label}.lr_factor must be positive")
+    if len(set(s["seeds"])) != len(s["seeds"]) or not s["seeds"]:
+        raise ProtocolError(f"{path}: seeds must be distinct integers")
+    floor = s.setdefault("min_train_acc", 0.99)
+    if not 0 <= floor <= 1:
+        raise ProtocolError(f"{path}: min_train_acc must be in [0, 1]")
+    return s
+
+
+def configurations(s: Mapping[str, Any]) -> list[dict[str, str]]:
+    """Every configuration of the grid as {axis: level label}."""
+    axes = s["axes"]
+    return [dict(zip(axes, labels, strict=True)) for labels in itertools.product(*axes.values())]
+
+
+def study_specs(s: Mapping[str, Any]) -> list[Spec]:
+    """One run per configuration and seed; its ``arm`` names the configuration's levels."""
+    specs = []
+    for config in configurations(s):
+        values: dict[str, Any] = dict(s["base"])
+        factor = 1.0
+        for axis, label in config.items():
+            over = dict(s["axes"][axis][label])
+            factor *= float(over.pop("lr_factor", 1.0))
+            values.update(over)
+        if "lr" not in values:
+            raise ProtocolError(f"configuration {config}: no level or base sets lr")
+        lr = float(values.pop("lr")) * factor
+        arm = ",".join(f"{a}={v}" for a, v in config.items())
+        for seed in s["seeds"]:
+            specs.append(Spec(arm, lr, int(seed), {**values, "lr": lr, "seed": int(seed),
+                                                    "name": s["name"]}))  # fmt: skip
+    return specs
+
+
+def models_frame(s: Mapping[str, Any], common: Mapping[str, Any]) -> tuple[pd.DataFrame, int]:
+    """One row per finished model (its axis levels, gap, test error, training accuracy, steps,
+    train loss and every recorded metric) and the number of runs without a result."""
+    rows, missing = [], 0
+    for spec in study_specs(s):
+        result, _ = load_result(spec, common)
+        if result is None or result.get("status") != "finished":
+            missing += 1
+            continue
+        row = dict(item.split("=", 1) for item in spec.arm.split(","))
+        row.update({"seed": spec.seed, "run_id": result.get("run_id")})
+        row.update({k: result.get(k) for k in ("gap", "test_error", "train_acc", "train_loss",
+                                                "steps_trained")})  # fmt: skip
+        for name, entry in (result.get("metrics") or {}).items():
+            value = entry.get("value") if isinstance(entry, Mapping) else None
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                row[f"metric.{name}"] = float(value)
+        rows.append(row)
+    return pd.DataFrame(rows), missing
+
+
+def rank(s: Mapping[str, Any], common: Mapping[str, Any], out: Path, n_boot: int) -> pd.DataFrame:
+    from experiments.aggregate import write_table
+    from experiments.correlate import rank_models
+
+    models, missing = models_frame(s, common)
+    if missing:
+        print(f"warning: {missing} runs of the study have no finished result", file=sys.stderr)
+    if models.empty:
+        raise ProtocolError(f"study {s['name']}: no finished run: run it first")
+    return rank_models(models, list(s["axes"]), out, f"study_{s['name']}", s["min_train_acc"],
+                       n_boot, write_table)  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(
+        prog="python -m experiments.study", description=__doc__.split("\n\n")[0]
+    )
+    ap.add_argument("step", choices=["run", "rank"])
+    ap.add_argument("study", help="a name in conf/study/ or a path")
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--dry-run", action="store_true")
+    ap.add_argument("--runs-dir", default="runs")
+    ap.add_argument("--data-dir", default="data")
+    ap.add_argument("--out", type=Path, default=Path("results/tables"))
+    ap.add_argument("--bootstrap", type=int, default=200)
+    args = ap.parse_args(argv)
+    common = {"runs_dir": args.runs_dir, "data_dir": args.data_dir, "progress": False}
+    try:
+        s = load_study(args.study)
+        if args.step == "rank":
+            rank(s, common, args.out, args.bootstrap)
+            return 0
+        specs = study_specs(s)
+        if args.dry_run:
+            from experiments.protocol import configure
+
+            for arm in dict.fromkeys(sp.arm for sp in specs):  # every configuration composes
+                configure(next(sp for sp in specs if sp.arm == arm), common)
+            print(f"{len(specs)} runs: {len(specs) // len(s['seeds'])} configurations x "
+                  f"{len(s['seeds'])} seeds over axes {', '.join(s['axes'])}")  # fmt: skip
+            return 0
+        return 1 if execute(specs, common, args.jobs, f"{s['name']} run") else 0
+    except ProtocolError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    from experiments.study import main as module_main
+
+    sys.exit(module_main())
