@@ -91,7 +91,9 @@ def config_columns(runs: pd.DataFrame) -> list[str]:
 
 def axes(runs: pd.DataFrame) -> list[str]:
     """The hyperparameter axes of a sweep: configuration columns that take more than one value."""
-    return [c for c in config_columns(runs) if runs[c].astype(str).nunique() > 1]
+    # map(str), not astype(str): pandas keeps a missing value missing under astype, so a setting
+    # that is null in some runs (e.g. ghost_batch_size) would not count as varying
+    return [c for c in config_columns(runs) if runs[c].map(str).nunique() > 1]
 
 
 def summarize(runs: pd.DataFrame) -> pd.DataFrame:

@@ -37,27 +37,36 @@ def models_from_runs(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     gap, test error, train accuracy and loss, steps, id and every numeric metric) and the axes: the
     settings that vary between runs, the seed excluded."""
     found = axes(runs)
-    models = runs[found].rename(columns=lambda c: c.removeprefix("config.")).astype(str)
+    models = runs[found].rename(columns=lambda c: c.removeprefix("config.")).map(str)
     for key in ("gap", "test_error", "train_acc", "train_loss", "steps_trained"):
         models[key] = runs[key].astype(float) if key in runs else np.nan
     models["run_id"] = runs["run_id"]
+    # a run with a criterion that stopped for another reason is not at the criterion
+    criterion = runs.get("config.train_until_loss", pd.Series(None, index=runs.index))
+    models["reached"] = criterion.isna() | (runs.get("stop_reason") == "train_until_loss")
     for column in runs.columns:
         if column.startswith("metric.") and pd.api.types.is_numeric_dtype(runs[column]):
             models[column] = runs[column].astype(float)
     return models, [c.removeprefix("config.") for c in found]
 
 
-def dropped_by_axis(models: pd.DataFrame, found: list[str], kept: pd.Series) -> pd.DataFrame:
-    """Per axis value: models read, models dropped for not fitting the training set."""
+def dropped_by_axis(
+    models: pd.DataFrame, found: list[str], fits: pd.Series, reached: pd.Series
+) -> pd.DataFrame:
+    """Per axis value: models read, models that missed their training criterion, models below the
+    train-accuracy floor, and models dropped for either."""
     rows = []
     for axis in found:
-        for value, group in models.groupby(models[axis].astype(str)):
+        for value, group in models.groupby(models[axis].map(str)):
+            i = group.index
             rows.append(
                 {
                     "axis": axis,
                     "value": value,
                     "runs": len(group),
-                    "dropped": int((~kept[group.index]).sum()),
+                    "missed_criterion": int((~reached[i]).sum()),
+                    "below_train_acc": int((~fits[i]).sum()),
+                    "dropped": int((~(fits[i] & reached[i])).sum()),
                 }
             )
     return pd.DataFrame(rows)
@@ -77,8 +86,14 @@ def rank_models(
     the baselines, rank every measure (``<name>_ranking``) and print the table."""
     if not found:
         raise SystemExit("error: the runs share every setting but the seed: no axis to rank over")
-    kept = models["train_acc"].astype(float) >= min_train_acc
-    write_table(dropped_by_axis(models, found, kept), out, f"{name}_dropped")
+    fits = models["train_acc"].astype(float) >= min_train_acc
+    reached = (
+        models["reached"].astype(bool)
+        if "reached" in models
+        else pd.Series(True, index=models.index)
+    )
+    kept = fits & reached
+    write_table(dropped_by_axis(models, found, fits, reached), out, f"{name}_dropped")
     used = models[kept].reset_index(drop=True).copy()
     if len(used) < 3:
         raise SystemExit(
@@ -98,12 +113,19 @@ def rank_models(
     table["measure"] = table["measure"].str.removeprefix("metric.")
     write_table(table, out, f"{name}_ranking")
     print(
-        f"{len(used)} models over axes {', '.join(found)} ({len(models) - len(used)} dropped below "
+        f"{len(used)} models over axes {', '.join(found)} ({len(models) - len(used)} dropped: "
+        f"{int((~reached).sum())} missed their training criterion, {int((~fits).sum())} below "
         f"train accuracy {min_train_acc})"
     )
+    if len(used) < 30:
+        print(f"warning: {len(used)} models is a small sample for rank statistics")
     keep = ["measure", "models", "tau_gap", "psi", "cmi", "cmi_lo", "cmi_hi", "cmi_given"]
     print(table[keep].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    print(f"wrote {out / (name + '_ranking')}.csv|md and {name}_dropped")
+    print(
+        f"wrote {out / (name + '_ranking')}.csv|md and {out / (name + '_dropped')}.csv|md "
+        "(cmi: K(μ), the CMI minimised over conditioning sets, cmi_given the set; intervals are "
+        "bootstrap percentiles, which for K(μ) near 0 can lie above the estimate)"
+    )
     return table
 
 
@@ -139,8 +161,13 @@ def main(argv: list[str] | None = None) -> int:
     if missing:
         print(f"error: not a directory: {', '.join(missing)}", file=sys.stderr)
         return 2
-    if not 0 <= args.min_train_acc <= 1 or args.bootstrap < 1:
-        print("error: --min-train-acc is in [0, 1] and --bootstrap at least 1", file=sys.stderr)
+    if not 0 <= args.min_train_acc <= 1:
+        print(
+            f"error: --min-train-acc must be in [0, 1], got {args.min_train_acc}", file=sys.stderr
+        )
+        return 2
+    if args.bootstrap < 1:
+        print(f"error: --bootstrap must be at least 1, got {args.bootstrap}", file=sys.stderr)
         return 2
     correlate(args.roots, args.out, args.name or args.roots[0].name, args.min_train_acc,
               args.bootstrap)  # fmt: skip

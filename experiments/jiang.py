@@ -40,7 +40,7 @@ def _cell_codes(models: pd.DataFrame, axes: Sequence[str]) -> np.ndarray:
     off = ~np.eye(n, dtype=bool)
     code = np.zeros(n * (n - 1), dtype=np.int64)
     for axis in axes:
-        levels, index = np.unique(models[axis].astype(str).to_numpy(), return_inverse=True)
+        levels, index = np.unique(models[axis].map(str).to_numpy(), return_inverse=True)
         k = len(levels)
         pair = (index[:, None] * k + index[None, :])[off]
         code = code * (k * k) + pair

@@ -9,6 +9,7 @@ can walk it layer by layer.
 from __future__ import annotations
 
 import hashlib
+import inspect
 from typing import Any
 
 import torch
@@ -25,6 +26,9 @@ def build_model(cfg: Any, input_shape: tuple[int, ...], num_classes: int) -> nn.
             f"model.name: unknown model {cfg.name!r}; choose one of {sorted(builders)}"
         )
     settings = {k: v for k, v in cfg.items() if k != "name"}
+    accepted = inspect.signature(builders[cfg.name]).parameters
+    if unknown := sorted(set(settings) - set(accepted)):
+        raise ConfigError(f"model.{unknown[0]}: model={cfg.name} has no such setting")
     return builders[cfg.name](tuple(input_shape), num_classes, **settings)
 
 

@@ -36,7 +36,7 @@ def load_study(ref: str | Path) -> dict[str, Any]:
     from omegaconf import OmegaConf
 
     path = Path(ref)
-    if not path.exists():
+    if not path.exists() and path.suffix != ".yaml" and "/" not in str(ref):
         path = CONF / "study" / f"{ref}.yaml"
     if not path.exists():
         raise ProtocolError(f"no study {ref!r} (looked for {path})")
@@ -103,7 +103,10 @@ def models_frame(s: Mapping[str, Any], common: Mapping[str, Any]) -> tuple[pd.Da
             missing += 1
             continue
         row = dict(item.split("=", 1) for item in spec.arm.split(","))
-        row.update({"seed": spec.seed, "run_id": result.get("run_id")})
+        reached = spec.values.get("train_until_loss") is None or (
+            result.get("stop_reason") == "train_until_loss"
+        )
+        row.update({"seed": spec.seed, "run_id": result.get("run_id"), "reached": reached})
         row.update({k: result.get(k) for k in ("gap", "test_error", "train_acc", "train_loss",
                                                 "steps_trained")})  # fmt: skip
         for name, entry in (result.get("metrics") or {}).items():
@@ -148,10 +151,19 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         specs = study_specs(s)
         if args.dry_run:
+            from experiments.checks import check_config
+            from experiments.config import RunConfig
+            from experiments.errors import ConfigError
             from experiments.protocol import configure
 
             for arm in dict.fromkeys(sp.arm for sp in specs):  # every configuration composes
-                configure(next(sp for sp in specs if sp.arm == arm), common)
+                rc = RunConfig.from_hydra(
+                    configure(next(sp for sp in specs if sp.arm == arm), common)
+                )
+                try:
+                    check_config(rc.values)
+                except ConfigError as exc:
+                    raise ProtocolError(f"configuration {arm}: {exc}") from None
             print(f"{len(specs)} runs: {len(specs) // len(s['seeds'])} configurations x "
                   f"{len(s['seeds'])} seeds over axes {', '.join(s['axes'])}")  # fmt: skip
             return 0

@@ -67,3 +67,21 @@ def test_correlate_refuses_what_it_cannot_rank(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
     with pytest.raises(SystemExit, match="no finished run"):
         C.main([str(tmp_path / "empty"), "--out", str(tmp_path / "t")])
+
+
+def test_a_setting_null_in_some_runs_is_an_axis_and_a_missed_criterion_is_dropped(tmp_path, capsys):
+    root = tmp_path / "runs"
+    fake_runs(root)
+    for i, d in enumerate(sorted(root.iterdir())):
+        result = json.loads((d / "result.json").read_text())
+        result["config"]["model.ghost"] = None if i % 2 else 8  # null in half the runs
+        result["config"]["train_until_loss"] = 0.01
+        if i == 5:
+            result["stop_reason"] = "max_steps"  # fits its training set, but missed the criterion
+        (d / "result.json").write_text(json.dumps(result))
+    assert C.main([str(root), "--out", str(tmp_path / "t"), "--bootstrap", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "model.ghost" in out.split("over axes")[1].split("(")[0]
+    dropped = pd.read_csv(tmp_path / "t" / "runs_dropped.csv")
+    assert dropped.groupby("axis")["missed_criterion"].sum()["lr"] == 1
+    assert "13 models" in out  # 16 runs, 2 below the floor, 1 off its criterion

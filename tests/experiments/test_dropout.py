@@ -93,3 +93,9 @@ def test_run_ids_ignore_dropout_at_zero_and_the_rate_is_checked():
     for bad in (1.0, -0.1, True, "half"):
         with pytest.raises(ConfigError, match="model.dropout"):
             model(bad)
+
+
+def test_a_setting_the_model_does_not_have_is_one_line():
+    cfg = OmegaConf.create({"name": "cnn1d", "channels": 4, "dropout": 0.2})
+    with pytest.raises(ConfigError, match="model.dropout: model=cnn1d has no such setting"):
+        build_model(cfg, (40,), 10)
