@@ -88,19 +88,43 @@ def normalized_cmi(models: pd.DataFrame, measure: str, gap: str, axes: Sequence[
     return mi / h if h > 0 else float("nan")
 
 
+class PairTable:
+    """The pairs of one set of models, prepared once for every measure: the gap's signs, each
+    conditioning set's cells, and which pairs have a gap tie. :meth:`k` is K(μ) of one measure."""
+
+    def __init__(self, models: pd.DataFrame, gap: str, axes: Sequence[str], max_size: int = 2):
+        self.off = ~np.eye(len(models), dtype=bool)
+        values = models[gap].to_numpy(dtype=float)
+        self.gap_ok = np.isfinite(values)
+        self.v_g = _pair_codes(np.nan_to_num(values))
+        self.subsets = [
+            subset for size in range(max_size + 1) for subset in itertools.combinations(axes, size)
+        ]
+        self.cells = {subset: _cell_codes(models, subset) for subset in self.subsets}
+
+    def k(self, measure: np.ndarray) -> tuple[float, tuple[str, ...]]:
+        """K(μ) and its conditioning set for the measure's values (NaN: left out)."""
+        measure = np.asarray(measure, dtype=float)
+        valid = self.gap_ok & np.isfinite(measure)
+        keep = (valid[:, None] & valid[None, :])[self.off] & (self.v_g != 0)
+        v_m = _pair_codes(np.nan_to_num(measure))[keep]
+        v_g = self.v_g[keep]
+        best, where = float("inf"), ()
+        for subset in self.subsets:
+            mi, h = conditional_mi(v_m, v_g, self.cells[subset][keep])
+            value = mi / h if h > 0 else float("nan")
+            if np.isfinite(value) and value < best:
+                best, where = value, subset
+        return (best if np.isfinite(best) else float("nan")), where
+
+
 def jiang_cmi(
     models: pd.DataFrame, measure: str, gap: str, axes: Sequence[str], max_size: int = 2
 ) -> tuple[float, tuple[str, ...]]:
     """Jiang et al.'s K(μ): the smallest normalised conditional mutual information over every
     conditioning set of at most ``max_size`` of ``axes`` (the empty set included), and that set.
     ``models`` has one row per trained model: the measure, the gap and each axis's value."""
-    best, where = float("inf"), ()
-    for size in range(max_size + 1):
-        for subset in itertools.combinations(axes, size):
-            value = normalized_cmi(models, measure, gap, subset)
-            if np.isfinite(value) and value < best:
-                best, where = value, subset
-    return (best if np.isfinite(best) else float("nan")), where
+    return PairTable(models, gap, axes, max_size).k(models[measure].to_numpy(dtype=float))
 
 
 def _resample(models: pd.DataFrame, config_cols: Sequence[str], rng) -> pd.DataFrame:
@@ -116,18 +140,30 @@ def _resample(models: pd.DataFrame, config_cols: Sequence[str], rng) -> pd.DataF
     return pd.concat(parts, ignore_index=True)
 
 
-def _scores(models: pd.DataFrame, measure: str, gap: str, test: str | None, axes, max_size: int):
+def _scores(
+    models: pd.DataFrame,
+    measures: Sequence[str],
+    gap: str,
+    test: str | None,
+    axes: Sequence[str],
+    max_size: int,
+) -> dict[str, tuple[dict[str, float], tuple[str, ...]]]:
+    """Every measure's scores on one set of models, sharing its pairs and its configurations."""
     from experiments.aggregate import granulated_psi, kendall_tau
 
-    out = {"tau_gap": kendall_tau(models[measure], models[gap])}
-    if test is not None:
-        out["tau_test"] = kendall_tau(models[measure], models[test])
-    configs = models.groupby(list(axes), as_index=False)[[measure, gap]].mean()
-    psi, per_axis = granulated_psi(configs, measure, gap, list(axes))
-    out["psi"] = psi
-    out.update({f"psi[{a}]": v for a, v in per_axis.items()})
-    out["cmi"], where = jiang_cmi(models, measure, gap, axes, max_size)
-    return out, where
+    pairs = PairTable(models, gap, axes, max_size)
+    configs = models.groupby(list(axes), as_index=False)[[*measures, gap]].mean()
+    out = {}
+    for measure in measures:
+        row = {"tau_gap": kendall_tau(models[measure], models[gap])}
+        if test is not None:
+            row["tau_test"] = kendall_tau(models[measure], models[test])
+        psi, per_axis = granulated_psi(configs, measure, gap, list(axes))
+        row["psi"] = psi
+        row.update({f"psi[{a}]": v for a, v in per_axis.items()})
+        row["cmi"], where = pairs.k(models[measure].to_numpy(dtype=float))
+        out[measure] = (row, where)
+    return out
 
 
 def ranking(
@@ -150,11 +186,16 @@ def ranking(
     duplicated models thin the pairs), so its percentile interval can lie above a point estimate
     near 0: read it as the estimate's spread, not as a coverage statement."""
     rng = np.random.default_rng(seed)
-    draws = [_resample(models, axes, rng) for _ in range(n_boot)]
+    measures = list(measures)
+    points = _scores(models, measures, gap, test, axes, max_size)
+    draws = [
+        _scores(_resample(models, axes, rng), measures, gap, test, axes, max_size)
+        for _ in range(n_boot)
+    ]
     rows = []
     for measure in measures:
-        point, where = _scores(models, measure, gap, test, axes, max_size)
-        boot = pd.DataFrame([_scores(d, measure, gap, test, axes, max_size)[0] for d in draws])
+        point, where = points[measure]
+        boot = pd.DataFrame([d[measure][0] for d in draws])
         row = {"measure": measure, "cmi_given": "+".join(where) or "∅"}
         for key, value in point.items():
             lo, hi = (
