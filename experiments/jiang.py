@@ -140,6 +140,50 @@ def _resample(models: pd.DataFrame, config_cols: Sequence[str], rng) -> pd.DataF
     return pd.concat(parts, ignore_index=True)
 
 
+def _tau_b(x: np.ndarray, y: np.ndarray) -> float:
+    """Kendall's τ-b of a few points by their pairwise signs (NaN when either side is constant):
+    the statistic scipy.stats.kendalltau computes, without its per-call overhead."""
+    i, j = np.triu_indices(len(x), 1)
+    sx, sy = np.sign(x[i] - x[j]), np.sign(y[i] - y[j])
+    n0 = len(i)
+    denom = np.sqrt(float((n0 - (sx == 0).sum()) * (n0 - (sy == 0).sum())))
+    return float((sx * sy).sum() / denom) if denom > 0 else float("nan")
+
+
+def granulated_psi_all(
+    configs: pd.DataFrame, measures: Sequence[str], gap: str, axes: Sequence[str]
+) -> dict[str, tuple[float, dict[str, float]]]:
+    """:func:`experiments.aggregate.granulated_psi` of every measure, its groups formed once: per
+    axis, the mean τ within each group of configurations that differ only in that axis, and the
+    mean of those over axes."""
+    groups = {}
+    for axis in axes:
+        others = [a for a in axes if a != axis]
+        parts = (
+            configs.groupby(others, dropna=False).indices.values()
+            if others
+            else [np.arange(len(configs))]
+        )
+        levels = configs[axis].map(str).to_numpy()
+        groups[axis] = [idx for idx in parts if len(set(levels[idx])) > 1]
+    g = configs[gap].to_numpy(dtype=float)
+    out = {}
+    for measure in measures:
+        m = configs[measure].to_numpy(dtype=float)
+        per_axis = {}
+        for axis, parts in groups.items():
+            taus = []
+            for idx in parts:
+                keep = idx[np.isfinite(m[idx]) & np.isfinite(g[idx])]
+                if len(keep) >= 2:
+                    taus.append(_tau_b(m[keep], g[keep]))
+            taus = [t for t in taus if np.isfinite(t)]
+            per_axis[axis] = float(np.mean(taus)) if taus else float("nan")
+        finite = [v for v in per_axis.values() if np.isfinite(v)]
+        out[measure] = (float(np.mean(finite)) if finite else float("nan"), per_axis)
+    return out
+
+
 def _scores(
     models: pd.DataFrame,
     measures: Sequence[str],
@@ -149,16 +193,17 @@ def _scores(
     max_size: int,
 ) -> dict[str, tuple[dict[str, float], tuple[str, ...]]]:
     """Every measure's scores on one set of models, sharing its pairs and its configurations."""
-    from experiments.aggregate import granulated_psi, kendall_tau
+    from experiments.aggregate import kendall_tau
 
     pairs = PairTable(models, gap, axes, max_size)
     configs = models.groupby(list(axes), as_index=False)[[*measures, gap]].mean()
+    psis = granulated_psi_all(configs, measures, gap, axes)
     out = {}
     for measure in measures:
         row = {"tau_gap": kendall_tau(models[measure], models[gap])}
         if test is not None:
             row["tau_test"] = kendall_tau(models[measure], models[test])
-        psi, per_axis = granulated_psi(configs, measure, gap, list(axes))
+        psi, per_axis = psis[measure]
         row["psi"] = psi
         row.update({f"psi[{a}]": v for a, v in per_axis.items()})
         row["cmi"], where = pairs.k(models[measure].to_numpy(dtype=float))

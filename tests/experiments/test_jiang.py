@@ -106,3 +106,22 @@ def test_ranking_orders_measures_with_bootstrap_intervals_over_configurations_an
     assert "lr" in row.loc["echo", "cmi_given"]
     again = ranking(models, ["noise"], "gap", AXES, n_boot=30, seed=0)
     assert again["cmi_lo"].iloc[0] == row.loc["noise", "cmi_lo"]  # seeded
+
+
+def test_the_fast_psi_equals_aggregates_granulated_psi():
+    """granulated_psi_all forms the groups once and computes τ-b by pairwise signs; it must give
+    aggregate.granulated_psi's numbers (scipy's τ-b), ties and missing values included."""
+    from experiments.aggregate import granulated_psi
+    from experiments.jiang import granulated_psi_all
+
+    models = grid(seed=6, seeds_per_config=1)
+    rng = np.random.default_rng(8)
+    models["a"] = models["gap"] + rng.normal(0, 1, len(models))
+    models["b"] = np.round(rng.normal(size=len(models)))  # ties
+    models.loc[3, "a"] = np.nan
+    configs = models.groupby(AXES, as_index=False)[["a", "b", "gap"]].mean()
+    fast = granulated_psi_all(configs, ["a", "b"], "gap", AXES)
+    for m in ("a", "b"):
+        psi, per_axis = granulated_psi(configs, m, "gap", AXES)
+        assert fast[m][0] == pytest.approx(psi, nan_ok=True)
+        assert fast[m][1] == pytest.approx(per_axis, nan_ok=True)
