@@ -282,8 +282,15 @@ def comparison_rows(p, c, runs) -> tuple[list, list[dict]]:
                 result, folder = runs[arm, seed]
                 reached = reached_of(p, arm, result)
                 # read even where the arm missed its criterion (shown in the per-seed tables,
-                # flagged by `reached`); such values enter no test
-                value, bound = value_of(result, folder, q, p)
+                # flagged by `reached`); such values enter no test, and a run that diverged or
+                # lacks the record simply has none
+                if reached:
+                    value, bound = value_of(result, folder, q, p)
+                else:
+                    try:
+                        value, bound = value_of(result, folder, q, p)
+                    except (OSError, ValueError, KeyError, ProtocolError):
+                        value, bound = math.nan, False
                 if reached and not math.isfinite(value):
                     raise ProtocolError(
                         f"{folder}: no value of {q}; measure it (experiments.measure)"

@@ -287,3 +287,22 @@ def test_verdicts_take_the_seeds_given(tiny, tmp_path):
     paired = pd.read_csv(tmp_path / "tables" / "paired_tiny.csv")
     assert set(paired["seed"]) == {0, 1}
     assert (pd.read_csv(tmp_path / "tables" / "verdicts.csv")["n_seeds"] == 2).all()
+
+
+def test_a_run_off_its_criterion_without_a_record_is_shown_as_missing_not_a_crash(tiny, tmp_path):
+    root, _ = tiny
+    shutil.copytree(root / "runs", tmp_path / "runs")
+    shutil.copytree(root / "tables", tmp_path / "tables")
+    here = common(tmp_path)
+    p = P.load_protocol(TINY)
+    runs = J.collect(p, here, tmp_path / "tables")
+    folder = runs["large", 2][1]
+    result = json.loads((folder / "result.json").read_text())
+    result.update(status="diverged", stop_reason="diverged", metrics={})
+    (folder / "result.json").write_text(json.dumps(result))
+    for record in folder.glob("surface_2d*"):  # no slice record either
+        record.unlink()
+    assert J.verdicts([str(TINY)], here, tmp_path / "tables") == 0
+    paired = pd.read_csv(tmp_path / "tables" / "paired_tiny.csv")
+    off = paired[(paired["arm"] == "large") & (paired["seed"] == 2)]
+    assert not off["reached"].any() and off["value"].isna().any()
