@@ -78,14 +78,8 @@ def conditional_mi(measure: np.ndarray, gap: np.ndarray, cells: np.ndarray) -> t
 def normalized_cmi(models: pd.DataFrame, measure: str, gap: str, axes: Sequence[str]) -> float:
     """I(V_μ; V_g | U_S) / H(V_g | U_S) for the conditioning set ``axes`` (NaN when the gap's sign
     is fixed within every cell, so that there is nothing to explain)."""
-    keep = models[[measure, gap]].notna().all(axis=1).to_numpy()
-    models = models[keep]
-    v_g = _pair_codes(models[gap].to_numpy(dtype=float))
-    v_m = _pair_codes(models[measure].to_numpy(dtype=float))
-    cells = _cell_codes(models, axes)
-    ok = v_g != 0
-    mi, h = conditional_mi(v_m[ok], v_g[ok], cells[ok])
-    return mi / h if h > 0 else float("nan")
+    pairs = PairTable(models, gap, axes, len(axes))
+    return pairs.normalized(models[measure].to_numpy(dtype=float), tuple(axes))
 
 
 class PairTable:
@@ -102,17 +96,25 @@ class PairTable:
         ]
         self.cells = {subset: _cell_codes(models, subset) for subset in self.subsets}
 
-    def k(self, measure: np.ndarray) -> tuple[float, tuple[str, ...]]:
-        """K(μ) and its conditioning set for the measure's values (NaN: left out)."""
+    def _signs(self, measure: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(pairs kept, V_μ, V_g) over the pairs where both models have a value and the gap no tie."""
         measure = np.asarray(measure, dtype=float)
         valid = self.gap_ok & np.isfinite(measure)
         keep = (valid[:, None] & valid[None, :])[self.off] & (self.v_g != 0)
-        v_m = _pair_codes(np.nan_to_num(measure))[keep]
-        v_g = self.v_g[keep]
+        return keep, _pair_codes(np.nan_to_num(measure))[keep], self.v_g[keep]
+
+    def normalized(self, measure: np.ndarray, subset: tuple[str, ...], signs=None) -> float:
+        """The normalised CMI of the measure's values under one conditioning set."""
+        keep, v_m, v_g = self._signs(measure) if signs is None else signs
+        mi, h = conditional_mi(v_m, v_g, self.cells[subset][keep])
+        return mi / h if h > 0 else float("nan")
+
+    def k(self, measure: np.ndarray) -> tuple[float, tuple[str, ...]]:
+        """K(μ) and its conditioning set for the measure's values (NaN: left out)."""
+        signs = self._signs(measure)
         best, where = float("inf"), ()
         for subset in self.subsets:
-            mi, h = conditional_mi(v_m, v_g, self.cells[subset][keep])
-            value = mi / h if h > 0 else float("nan")
+            value = self.normalized(measure, subset, signs)
             if np.isfinite(value) and value < best:
                 best, where = value, subset
         return (best if np.isfinite(best) else float("nan")), where
