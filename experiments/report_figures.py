@@ -7,6 +7,7 @@ one colour and marker per arm across every figure of a protocol.
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import matplotlib
@@ -86,11 +87,12 @@ def paired_figure(
         ax.set_ylabel(LABELS.get(q, q) + (" (log scale)" if log else " (axis not from 0)"))
         ax.grid(alpha=0.3)
     n = rows["seed"].nunique()
-    fig.suptitle(
+    title = (
         f"{comparison}: {n} paired seeds (grey line: one seed across the arms; black bar: the "
-        "mean; on a log axis, the geometric mean)",
-        fontsize=9,
+        "mean; on a log axis, the geometric mean)"
     )
+    # wrapped to the figure's width: a one- or two-panel figure is narrower than the sentence
+    fig.suptitle(textwrap.fill(title, int(12 * fig.get_figwidth())), fontsize=9)
     fig.tight_layout()
     return _save(fig, rows[["arm", "role", "seed", "quantity", "value"]], figures, name)
 
