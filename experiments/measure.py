@@ -101,9 +101,18 @@ class Records:
         )
 
 
+# Settings a measure gained after records of it existed, at the value that reproduces what those
+# records measured: left out of a record's key at that value, so that the records stay valid (as
+# store.ADDED_AT_DEFAULT does for run ids), while any other value makes a new record.
+ADDED_SETTINGS = {"average_sharpness": {"norm": "l2"}}
+
+
 def record_key(name: str, requested: dict[str, Any], resolved: dict[str, Any]) -> dict[str, Any]:
     """What identifies a measurement: the registered metric behind ``name`` and every setting."""
-    return {**resolved, "metric": (requested.get(name) or {}).get("metric", name)}
+    metric = (requested.get(name) or {}).get("metric", name)
+    added = ADDED_SETTINGS.get(metric, {})
+    kept = {k: v for k, v in resolved.items() if k not in added or v != added[k]}
+    return {**kept, "metric": metric}
 
 
 def _entry(m: flatness.Measurement, seconds: float) -> dict[str, Any]:

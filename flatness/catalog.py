@@ -10,7 +10,7 @@ unless ``subset`` names the first N samples.
 
 from __future__ import annotations
 
-from flatness import barrier, curvature, minibatch, norms, sharpness
+from flatness import barrier, curvature, margin, minibatch, norms, sharpness
 from flatness.objective import Objective
 from flatness.registry import (
     NON_NEGATIVE,
@@ -118,6 +118,13 @@ register(
     limits={"subset": SUBSET},
     description="sqrt(E⟨θ, ∇θ ℓ_i⟩²) over training samples, eval mode",
     reference=f"Liang et al. 2019; {JIANG}, App. C (norm-based)",
+)
+register(
+    "output_margin",
+    margin.output_margin,
+    limits={"quantile": Limit(low=0, high=1, low_open=True, high_open=True), "subset": SUBSET},
+    description="1/γ², γ the 10th percentile of the training margins f(x)_y − max_{j≠y} f(x)_j",
+    reference=f"{JIANG}, App. C.1 (output & margin based)",
 )
 register(
     "frobenius_sum",
@@ -265,8 +272,8 @@ register(
 register(
     "average_sharpness",
     sharpness.average_sharpness,
-    limits={**SHARP, "samples": at_least(2), "subset": SUBSET},
-    description="E L(w+δ) − L(w), δ ~ N(0, ρ²) (scaled by |w|+η if adaptive), Monte Carlo",
+    limits={**SHARP, "norm": one_of("l2", "linf"), "samples": at_least(2), "subset": SUBSET},
+    description="E L(w+δ) − L(w), δ ~ N(0, ρ²) or U[−ρ, ρ] (ℓ2/ℓ∞; scaled by |w|+η if adaptive)",
     reference=f"Andriushchenko et al. 2023; {JIANG}, App. C (flatness-based)",
 )
 

@@ -6,7 +6,7 @@ adaptive, with m-sharpness), and PAC-Bayes flatness.
   i.i.d. N(0, 1) entries; maximised by L-BFGS-B (scipy, 10 iterations as in the paper) or by projected
   gradient ascent. Both stay inside the box.
 - Worst-case sharpness max_{‖δ‖≤ρ} L(w+δ) − L(w) in ℓ2 or ℓ∞ by projected gradient ascent, and
-  average-case sharpness E L(w+δ) − L(w) with δ ~ N(0, ρ²I). Adaptive variants scale δ elementwise by
+  average-case sharpness E L(w+δ) − L(w) with δ ~ N(0, ρ²I) (ℓ2) or uniform in [−ρ, ρ]^d (ℓ∞). Adaptive variants scale δ elementwise by
   T = |w| + η (Kwon et al. 2021; Andriushchenko et al. 2023), which makes them invariant to the
   α-rescaling of Dinh et al. 2017 when η = 0. m-sharpness (Foret et al. 2021; Andriushchenko et al.
   2023) averages the worst case over batches of m samples.
@@ -221,17 +221,21 @@ def average_sharpness(
     obj: Objective,
     rho: float = 0.01,
     *,
+    norm: str = "l2",
     adaptive: bool = False,
     eta: float = 0.0,
     samples: int = 20,
     seed: int = 0,
     subset: int | None = None,
 ) -> Measurement:
-    """E_δ L(w + T⊙δ) − L(w) with δ ~ N(0, ρ²I), by Monte Carlo; ``error_bound`` is its standard
-    error."""
+    """E_δ L(w + T⊙δ) − L(w) by Monte Carlo, δ ~ N(0, ρ²I) for ``norm="l2"`` or uniform in the box
+    [−ρ, ρ]^d for ``"linf"`` (the two average-case models of Andriushchenko et al. 2023);
+    ``error_bound`` is its standard error."""
     obj = obj.subset(subset)
     if not rho > 0:
         raise ValueError(f"rho must be > 0 (got {rho!r})")
+    if norm not in ("l2", "linf"):
+        raise ValueError(f"norm must be 'l2' or 'linf' (got {norm!r})")
     if not (isinstance(samples, int) and samples >= 2):
         raise ValueError(f"samples must be an integer >= 2 (got {samples!r})")
     T = _scale(obj, adaptive, eta)
@@ -239,10 +243,16 @@ def average_sharpness(
     f0 = obj.value()
     rises = []
     for _ in range(samples):
-        noise = {
-            k: torch.randn(v.shape, generator=g, dtype=v.dtype).to(v.device)
-            for k, v in obj.params.items()
-        }
+        if norm == "l2":
+            noise = {
+                k: torch.randn(v.shape, generator=g, dtype=v.dtype).to(v.device)
+                for k, v in obj.params.items()
+            }
+        else:
+            noise = {
+                k: (2 * torch.rand(v.shape, generator=g, dtype=v.dtype) - 1).to(v.device)
+                for k, v in obj.params.items()
+            }
         rises.append(obj.value({k: obj.params[k] + rho * T[k] * noise[k] for k in noise}) - f0)
     return Measurement(
         float(np.mean(rises)),

@@ -67,6 +67,20 @@ def test_measured_settings_are_part_of_the_record_key(make_cfg):
     assert b["metrics"]["lambda_max"]["settings"]["tol"] == 1e-5
 
 
+def test_a_setting_added_later_keeps_older_records_at_its_default_value():
+    import flatness
+
+    requested = {"average_sharpness": {"rho": 0.01}}
+    resolved = flatness.validate(requested)["average_sharpness"]
+    assert resolved["norm"] == "l2"
+    key = M.record_key("average_sharpness", requested, resolved)
+    older = {k: v for k, v in resolved.items() if k != "norm"}  # a record made before `norm`
+    assert key == {**older, "metric": "average_sharpness"}
+    box = {"average_sharpness": {"rho": 0.01, "norm": "linf"}}
+    other = M.record_key("average_sharpness", box, flatness.validate(box)["average_sharpness"])
+    assert other["norm"] == "linf" and M.settings_hash(other) != M.settings_hash(key)
+
+
 def test_run_id_ignores_what_is_measured(make_cfg):
     from omegaconf import OmegaConf
 

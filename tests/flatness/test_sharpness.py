@@ -57,6 +57,17 @@ def test_average_sharpness_at_a_minimum_is_half_rho_squared_trace(quadratic_at_m
     assert abs(res.value - exact) <= 4 * res.error_bound  # the standard error
 
 
+def test_box_average_sharpness_at_a_minimum_is_a_third_of_the_gaussian_one(quadratic_at_minimum):
+    # δ uniform in [−ρ, ρ] has variance ρ²/3 per coordinate, so E rise = ½(ρ²/3) tr(H)
+    obj, H = quadratic_at_minimum
+    rho = 0.05
+    res = average_sharpness(obj, rho, norm="linf", samples=400, seed=1)
+    exact = 0.5 * rho**2 / 3 * np.trace(H)
+    assert abs(res.value - exact) <= 4 * res.error_bound
+    with pytest.raises(ValueError, match="norm"):
+        average_sharpness(obj, rho, norm="l1")
+
+
 def test_m_sharpness_with_one_batch_of_everything_is_worst_case_sharpness(quadratic_at_minimum):
     obj, _ = quadratic_at_minimum
     m = m_sharpness(obj, 0.05, m=obj.n, batches=1, seed=0, steps=10)
