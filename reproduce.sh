@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # flatness: set up the environment if needed, then run one mode.
-#   ./reproduce.sh            the protocols' final runs (committed learning rates), verdicts, audit, report
+#   ./reproduce.sh            the protocols' final runs (committed learning rates), verdicts, audit,
+#                             the correlation study (conf/study/jiang.yaml), report
 #   ./reproduce.sh test [...] lint, format check and the test suite (extra args go to pytest)
 #   ./reproduce.sh full       the same at each protocol's full scale, search included (sized for one GPU)
 #   ./reproduce.sh tune       the learning-rate search of every protocol in conf/protocol (on validation)
@@ -59,6 +60,13 @@ reproduce() {  # $1: quick | full. Final runs at the committed learning rates, v
         "batch_size$suffix/momentum_small/0" "batch_size$suffix/momentum_large/0" | tail -n 1
     say "[$((SECONDS - start))s] Wilson et al.'s counter-example"
     $py -m experiments.wilson --out "$results/tables" > /dev/null
+    local studies=jiang
+    [ "$scale" = full ] && studies="jiang_full jiang_cnn_full"
+    for study in $studies; do
+        say "[$((SECONDS - start))s] correlation study $study: train and measure the grid ($JOBS at a time)"
+        $py -m experiments.study run "$study" --jobs "$JOBS" || die "the runs of study $study failed"
+        $py -m experiments.study rank "$study" --out "$results/tables" | tail -n 2
+    done
     say "[$((SECONDS - start))s] report"
     $py -m experiments.report --results "$results"
     say "done in $((SECONDS - start))s: $results/REPORT.md"
@@ -102,7 +110,7 @@ case "$mode" in
         say "done: results/tables/lr_<protocol>.csv|md (commit them; final runs read them)"
         ;;
     -h|--help|help)
-        sed -n '2,6p' "$0"
+        sed -n '2,7p' "$0"
         ;;
     *)
         die "unknown mode '$mode'; use one of: quick (default), test, full, tune"

@@ -1,93 +1,83 @@
-"""A slice of a correlation grid (issue 14), timed: train each configuration of a small factorial
-slice to the criterion, ``--jobs`` at a time, and print a table of steps and seconds per run, the wall
-time, and the throughput it implies for a full grid. Sizes the grid from a measured throughput rather
-than a guess (run it on the machine the grid will run on; on a GPU, ``--device cuda``).
+"""A slice of a correlation study's grid (issue 14), timed: the corner configurations of
+``conf/study/<name>.yaml`` (every axis at its first or last level, the hardest to train to the
+criterion), one seed each, trained and measured as the study would, ``--jobs`` at a time, in a
+scratch directory. Prints a table (steps, whether the criterion was met, training and measuring
+seconds per run) and the wall time the whole grid implies at a given number of parallel jobs, so a
+grid is sized from a measured throughput rather than a guess. Run it on the machine the grid will
+run on (on a GPU machine, ``device=auto`` picks CUDA).
 
-    python benchmarks/grid_slice.py --device cpu --jobs 2 --out /tmp/slice
+    python benchmarks/grid_slice.py jiang_full --corners 8 --jobs 2
+    python benchmarks/grid_slice.py jiang_cnn_full --corners 8 --jobs 16 --grid-jobs 16
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
-import json
-import subprocess
+import random
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-BASE = [
-    "dataset=mnist1d",
-    "dataset.num_samples=6250",  # 4k training / 1k validation / 1.25k test samples
-    "dataset.train_split=0.8",
-    "dataset.val_split=0.2",
-    "model=mlp",
-    "model.width=256",
-    "model.depth=2",
-    "epochs=null",
-    "max_steps=20000",
-    "train_until_loss=0.01",
-    "criterion_every_samples=2048",
-    "metrics=none",
-    "progress=false",
-]
-# the slice: batch size x optimizer (with its rate) x dropout
-AXES = {
-    "batch_size": ["batch_size=64", "batch_size=256"],
-    "optimizer": ["optimizer=momentum lr=0.05", "optimizer=adam lr=0.001"],
-    "dropout": ["model.dropout=0.0", "model.dropout=0.1"],
-}
+import pandas as pd
+
+from experiments.protocol import execute, load_result
+from experiments.study import configurations, load_study, study_specs
 
 
-def one(overrides: list[str], out: Path, device: str) -> dict:
-    start = time.perf_counter()
-    cmd = [sys.executable, "-m", "experiments.run", *BASE, *overrides]
-    cmd += [f"device={device}", f"runs_dir={out}", "name=slice"]
-    done = subprocess.run(cmd, capture_output=True, text=True)
-    seconds = time.perf_counter() - start
-    result = {}
-    for line in done.stdout.splitlines():
-        if "-> " in line and line.strip().endswith("result.json"):
-            result = json.loads(Path(line.split("-> ")[-1].strip()).read_text())
-    return {
-        "config": " ".join(overrides),
-        "rc": done.returncode,
-        "stop": result.get("stop_reason"),
-        "steps": result.get("steps_trained"),
-        "train_acc": result.get("train_acc"),
-        "seconds": round(seconds, 1),
-        "error": done.stderr.strip().splitlines()[-1] if done.returncode else "",
-    }
+def corners(s: dict, n: int, seed: int = 0) -> list[str]:
+    """``n`` of the grid's corner configurations (a fixed random choice), as the specs' arm names."""
+    axes = s["axes"]
+    ends = {a: [list(levels)[0], list(levels)[-1]] for a, levels in axes.items()}
+    every = [
+        c for c in configurations(s) if all(c[a] in ends[a] for a in axes)
+    ]  # 2^k corners of the 3^k grid (all of a 2^k grid)
+    chosen = random.Random(seed).sample(every, min(n, len(every)))
+    return [",".join(f"{a}={v}" for a, v in c.items()) for c in chosen]
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--device", default="cpu")
+    ap.add_argument("study", help="a name in conf/study/ or a path")
+    ap.add_argument("--corners", type=int, default=8)
     ap.add_argument("--jobs", type=int, default=2)
-    ap.add_argument("--out", type=Path, default=Path("/tmp/grid_slice"))
     ap.add_argument(
-        "--grid", type=int, default=128 * 2, help="runs in the full grid, to extrapolate"
+        "--grid-jobs", type=int, default=16, help="parallel jobs of the full grid's machine"
     )
+    ap.add_argument("--out", type=Path, default=Path("/tmp/grid_slice"))
     args = ap.parse_args()
-    configs = [" ".join(c).split() for c in itertools.product(*AXES.values())]
+    s = load_study(args.study)
+    every = study_specs(s)
+    arms = corners(s, args.corners)
+    specs = [sp for sp in every if sp.arm in arms and sp.seed == s["seeds"][0]]
+    common = {"runs_dir": str(args.out), "data_dir": "data", "progress": False}
     start = time.perf_counter()
-    with ThreadPoolExecutor(args.jobs) as pool:
-        rows = list(pool.map(lambda c: one(c, args.out, args.device), configs))
+    execute(specs, common, args.jobs, f"{s['name']} slice")
     wall = time.perf_counter() - start
-    for r in rows:
-        print(
-            " | ".join(
-                str(r[k])
-                for k in ("config", "rc", "stop", "steps", "train_acc", "seconds", "error")
-            )
-        )
-    per_run = wall / len(rows)
+    rows = []
+    for sp in specs:
+        result, _ = load_result(sp, common)
+        result = result or {}
+        timings = result.get("timings") or {}
+        rows.append({
+            "configuration": sp.arm,
+            "status": result.get("status"),
+            "met criterion": result.get("stop_reason") == "train_until_loss",
+            "steps": result.get("steps_trained"),
+            "train acc": result.get("train_acc"),
+            "train s": round(timings.get("train_s", float("nan")), 1),
+            "measure s": round(timings.get("measure_s", float("nan")), 1),
+        })  # fmt: skip
+    table = pd.DataFrame(rows)
+    print(table.to_markdown(index=False))
+    per_run = (table["train s"] + table["measure s"]).mean()
     print(
-        f"{len(rows)} runs in {wall:.0f} s wall at --jobs {args.jobs} on {args.device}: {per_run:.1f} s "
-        f"per run; a grid of {args.grid} runs would take about {per_run * args.grid / 60:.0f} min"
+        f"\n{len(specs)} corner runs of {s['name']} in {wall:.0f} s wall at --jobs {args.jobs}; "
+        f"{int(table['met criterion'].sum())}/{len(table)} met the criterion. Mean "
+        f"{per_run:.1f} s of one core per run (training + measuring; corners are the slow end): "
+        f"the grid's {len(every)} runs ≈ {per_run * len(every) / 3600:.1f} core-hours, "
+        f"≈ {per_run * len(every) / args.grid_jobs / 3600:.1f} h at {args.grid_jobs} jobs"
     )
-    return 0 if all(r["rc"] == 0 for r in rows) else 1
+    return 0 if table["met criterion"].all() else 1
 
 
 if __name__ == "__main__":

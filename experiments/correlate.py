@@ -7,7 +7,10 @@ only models that fit their training set count: runs below ``--min-train-acc`` (d
 dropped, and how many were dropped is printed and written per axis value. Every recorded metric is a
 measure, beside three baselines that are not flatness: the number of optimizer steps the run took,
 the final training loss, and a random number per run (the floor any measure should beat). A metric
-that failed on a run is missing for that run, never a value. For each measure: Kendall τ with the
+that failed on a run, or whose search stopped at its bound (PAC-Bayes σ at ``sigma_min`` or
+``sigma_max``), is missing for that run, never a value, and the table counts those runs
+(``at_bound``). A PAC-Bayes σ also enters in Jiang et al.'s 1/σ² form (``<name>.inv_sq``) and, where
+the initial weights were known, as their bound ‖w − w₀‖²/(4σ²) + log(m/σ) + 10 (``<name>.bound``). For each measure: Kendall τ with the
 gap and with the test error, the granulated Ψ per axis and averaged, and the conditional mutual
 information K(μ) with the conditioning set that minimises it (:mod:`experiments.jiang`), each with a
 two-stage bootstrap interval (configurations, then seeds).
@@ -21,15 +24,40 @@ from __future__ import annotations
 import argparse
 import hashlib
 import sys
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from experiments.aggregate import GAP, axes, load_runs, write_table
 from experiments.jiang import ranking
+from experiments.store import load_result
 
 BASELINES = ("baseline.steps", "baseline.train_loss", "baseline.random")
+# Forms of a measure that Jiang et al. 2020 rank beside it, read from the measurement's extras
+DERIVED = {"inverse_sigma_squared": "inv_sq", "bound_term": "bound"}
+
+
+def measure_columns(metrics: Mapping[str, Any]) -> dict[str, float]:
+    """A run's recorded metrics (result.json's ``metrics``) as ``metric.<name>`` values, plus the
+    derived forms of :data:`DERIVED`; a measurement at its search bound is NaN, and flagged in
+    ``at_bound.<name>`` (1.0) so that the ranking can count it."""
+    row: dict[str, float] = {}
+    for name, entry in metrics.items():
+        value = entry.get("value") if isinstance(entry, Mapping) else None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        extra = entry.get("extra") or {}
+        bounded = bool(extra.get("at_bound"))
+        row[f"metric.{name}"] = np.nan if bounded else float(value)
+        row[f"at_bound.metric.{name}"] = float(bounded)
+        for key, suffix in DERIVED.items():
+            if isinstance(extra.get(key), (int, float)):
+                row[f"metric.{name}.{suffix}"] = np.nan if bounded else float(extra[key])
+                row[f"at_bound.metric.{name}.{suffix}"] = float(bounded)
+    return row
 
 
 def models_from_runs(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
@@ -44,9 +72,13 @@ def models_from_runs(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     # a run with a criterion that stopped for another reason is not at the criterion
     criterion = runs.get("config.train_until_loss", pd.Series(None, index=runs.index))
     models["reached"] = criterion.isna() | (runs.get("stop_reason") == "train_until_loss")
-    for column in runs.columns:
-        if column.startswith("metric.") and pd.api.types.is_numeric_dtype(runs[column]):
-            models[column] = runs[column].astype(float)
+    # every metric again from result.json, with its extras (search bounds, derived forms)
+    measured = pd.DataFrame(
+        [measure_columns((load_result(Path(d) / "result.json") or {}).get("metrics") or {})
+         for d in runs["run_dir"]],
+        index=runs.index,
+    )  # fmt: skip
+    models = pd.concat([models, measured], axis=1)
     return models, [c.removeprefix("config.") for c in found]
 
 
@@ -81,9 +113,11 @@ def rank_models(
     n_boot: int,
     write_table,
     seed: int = 0,
+    jobs: int = 1,
 ) -> pd.DataFrame:
     """Drop the models below ``min_train_acc`` (counted per axis value in ``<name>_dropped``), add
-    the baselines, rank every measure (``<name>_ranking``) and print the table."""
+    the baselines, rank every measure (``<name>_ranking``), write the ranked models
+    (``<name>_models.csv``) and print the table."""
     if not found:
         raise SystemExit("error: the runs share every setting but the seed: no axis to rank over")
     fits = models["train_acc"].astype(float) >= min_train_acc
@@ -107,11 +141,20 @@ def rank_models(
         int(hashlib.sha256(str(rid).encode()).hexdigest()[:8], 16) / 16**8 for rid in used["run_id"]
     ]
     measures = [c for c in used.columns if c.startswith("metric.")] + list(BASELINES)
-    table = ranking(used, measures, GAP, found, test="test_error", n_boot=n_boot, seed=seed)
+    table = ranking(
+        used, measures, GAP, found, test="test_error", n_boot=n_boot, seed=seed, jobs=jobs
+    )
     counts = used[measures].notna().sum()
     table.insert(1, "models", [int(counts[m]) for m in table["measure"]])
+    bounded = {m: int(used[f"at_bound.{m}"].fillna(0).sum()) if f"at_bound.{m}" in used else 0
+               for m in table["measure"]}  # fmt: skip
+    table.insert(2, "at_bound", [bounded[m] for m in table["measure"]])
     table["measure"] = table["measure"].str.removeprefix("metric.")
     write_table(table, out, f"{name}_ranking")
+    # every model that was ranked, with its levels and measures: what the report's scatter draws
+    columns = [*found, "seed", "run_id", GAP, "test_error", "train_acc", "train_loss",
+               "steps_trained", *measures]  # fmt: skip
+    used[[c for c in columns if c in used]].to_csv(out / f"{name}_models.csv", index=False)
     print(
         f"{len(used)} models over axes {', '.join(found)} ({len(models) - len(used)} dropped: "
         f"{int((~reached).sum())} missed their training criterion, {int((~fits).sum())} below "
@@ -122,7 +165,8 @@ def rank_models(
     keep = ["measure", "models", "tau_gap", "psi", "cmi", "cmi_lo", "cmi_hi", "cmi_given"]
     print(table[keep].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(
-        f"wrote {out / (name + '_ranking')}.csv|md and {out / (name + '_dropped')}.csv|md "
+        f"wrote {out / (name + '_ranking')}.csv|md, {out / (name + '_dropped')}.csv|md and "
+        f"{out / (name + '_models')}.csv "
         "(cmi: K(μ), the CMI minimised over conditioning sets, cmi_given the set; intervals are "
         "bootstrap percentiles, which for K(μ) near 0 can lie above the estimate)"
     )
@@ -136,6 +180,7 @@ def correlate(
     min_train_acc: float = 0.99,
     n_boot: int = 200,
     seed: int = 0,
+    jobs: int = 1,
 ) -> pd.DataFrame:
     runs, problems = load_runs(roots)
     if runs.empty:
@@ -144,7 +189,7 @@ def correlate(
         print(f"{len(problems)} problem runs (unfinished, failed, a failed metric) are listed by "
               "`python -m experiments.aggregate`")  # fmt: skip
     models, found = models_from_runs(runs)
-    return rank_models(models, found, out, name, min_train_acc, n_boot, write_table, seed)
+    return rank_models(models, found, out, name, min_train_acc, n_boot, write_table, seed, jobs)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -156,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--name", help="table name prefix (default: the first directory's name)")
     ap.add_argument("--min-train-acc", type=float, default=0.99)
     ap.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples")
+    ap.add_argument("--jobs", type=int, default=1, help="bootstrap resamples scored in parallel")
     args = ap.parse_args(argv)
     missing = [str(r) for r in args.roots if not r.is_dir()]
     if missing:
@@ -169,8 +215,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.bootstrap < 1:
         print(f"error: --bootstrap must be at least 1, got {args.bootstrap}", file=sys.stderr)
         return 2
+    if args.jobs < 1:
+        print(f"error: --jobs must be at least 1, got {args.jobs}", file=sys.stderr)
+        return 2
     correlate(args.roots, args.out, args.name or args.roots[0].name, args.min_train_acc,
-              args.bootstrap)  # fmt: skip
+              args.bootstrap, jobs=args.jobs)  # fmt: skip
     return 0
 
 

@@ -223,6 +223,7 @@ def ranking(
     max_size: int = 2,
     n_boot: int = 200,
     seed: int = 0,
+    jobs: int = 1,
 ) -> pd.DataFrame:
     """Per measure: Kendall τ with the gap (and with ``test``, e.g. the test error) over models,
     Jiang et al.'s granulated Ψ per axis and averaged (over configurations, each the mean of its
@@ -232,13 +233,16 @@ def ranking(
     K(μ) is a plug-in estimate biased upwards near 0 (more so in a bootstrap sample, whose
     duplicated models thin the pairs), so its percentile interval can lie above a point estimate
     near 0: read it as the estimate's spread, not as a coverage statement."""
+    from joblib import Parallel, delayed
+
     rng = np.random.default_rng(seed)
     measures = list(measures)
     points = _scores(models, measures, gap, test, axes, max_size)
-    draws = [
-        _scores(_resample(models, axes, rng), measures, gap, test, axes, max_size)
-        for _ in range(n_boot)
-    ]
+    # the samples are drawn here, in order, so the intervals do not depend on ``jobs``
+    samples = [_resample(models, axes, rng) for _ in range(n_boot)]
+    draws = Parallel(n_jobs=jobs)(
+        delayed(_scores)(sample, measures, gap, test, axes, max_size) for sample in samples
+    )
     rows = []
     for measure in measures:
         point, where = points[measure]

@@ -21,6 +21,7 @@ import pandas as pd
 
 from experiments import report_explanations as E
 from experiments import report_figures as F
+from experiments.report_study import study_lines
 from flatness.io import atomic_write_bytes
 
 TITLES = {
@@ -680,16 +681,16 @@ def build(results: Path) -> Path:
             lines += protocol_section(p, verdicts, tables, figures, runs)
     lines += audit_section(tables)
     lines += wilson_section(tables)
+    for described in sorted(tables.glob("study_*.json")):
+        lines += study_lines(tables, figures, described.stem.removeprefix("study_"))
     lines += [
         "",
         "## Not in this report",
         "",
-        "The correlation study of every measure against the generalisation gap (Jiang et al. "
-        "2020) is not reported here: the earlier sweep behind it (`conf/experiment/correlation`, "
-        "1 seed, fixed epochs, most runs off any criterion) cannot support a ranking, and it is "
-        "being rebuilt on the protocols' footing. It still runs alone: `python -m experiments.run "
-        "-m experiment=correlation`. The earlier batch-norm sweep (`conf/experiment/batchnorm`) is "
-        "superseded by the batch_norm protocol above.",
+        "The earlier correlation sweep (`conf/experiment/correlation`: 1 seed, fixed epochs, most "
+        "runs off any criterion) is superseded by the correlation study above; it still runs "
+        "alone (`python -m experiments.run -m experiment=correlation`). The earlier batch-norm "
+        "sweep (`conf/experiment/batchnorm`) is superseded by the batch_norm protocol above.",
     ]
     path = results / "REPORT.md"
     atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())

@@ -7,12 +7,13 @@ A study file holds ``name``; ``base`` (run overrides common to every run, with `
 measures taken on every model); ``axes`` (axis → level label → the overrides of that level; a level
 may set ``lr_factor``, which multiplies the rate the other levels set, so that a learning-rate axis
 can sit beside an optimizer axis whose levels each bring their own rate); ``seeds``; and
-``min_train_acc`` (models below it are dropped, as in Jiang et al.). Runs go through the runner (a
+``min_train_acc`` (models below it are dropped, as in Jiang et al.); and optionally ``notes``, a
+sentence for the report (why these levels). Runs go through the runner (a
 finished run is never retrained) under ``runs/<name>/``, two at a time by default.
 
     python -m experiments.study run jiang --dry-run     # the runs and their number
     python -m experiments.study run jiang               # train and measure every configuration x seed
-    python -m experiments.study rank jiang              # -> results/tables/study_jiang_ranking.csv|md
+    python -m experiments.study rank jiang              # -> results/tables/study_jiang_*
 """
 
 from __future__ import annotations
@@ -27,8 +28,9 @@ from typing import Any
 import pandas as pd
 
 from experiments.protocol import CONF, ProtocolError, Spec, execute, load_result
+from experiments.store import atomic_write_json
 
-STUDY_KEYS = {"name", "base", "axes", "seeds", "min_train_acc"}
+STUDY_KEYS = {"name", "base", "axes", "seeds", "min_train_acc", "notes"}
 
 
 def load_study(ref: str | Path) -> dict[str, Any]:
@@ -95,8 +97,12 @@ def study_specs(s: Mapping[str, Any]) -> list[Spec]:
 
 def models_frame(s: Mapping[str, Any], common: Mapping[str, Any]) -> tuple[pd.DataFrame, int]:
     """One row per finished model (its axis levels, gap, test error, training accuracy, steps,
-    train loss and every recorded metric) and the number of runs without a result."""
+    train loss and the study's measures, with the columns of
+    :func:`experiments.correlate.measure_columns`) and the number of runs without a result."""
+    from experiments.correlate import measure_columns
+
     rows, missing = [], 0
+    wanted = set(s["base"].get("metrics") or {})
     for spec in study_specs(s):
         result, _ = load_result(spec, common)
         if result is None or result.get("status") != "finished":
@@ -109,15 +115,16 @@ def models_frame(s: Mapping[str, Any], common: Mapping[str, Any]) -> tuple[pd.Da
         row.update({"seed": spec.seed, "run_id": result.get("run_id"), "reached": reached})
         row.update({k: result.get(k) for k in ("gap", "test_error", "train_acc", "train_loss",
                                                 "steps_trained")})  # fmt: skip
-        for name, entry in (result.get("metrics") or {}).items():
-            value = entry.get("value") if isinstance(entry, Mapping) else None
-            if isinstance(value, (int, float)) and not isinstance(value, bool):
-                row[f"metric.{name}"] = float(value)
+        # the study's own measures only: a run may hold others, recorded by an earlier request
+        recorded = result.get("metrics") or {}
+        row.update(measure_columns({k: v for k, v in recorded.items() if k in wanted}))
         rows.append(row)
     return pd.DataFrame(rows), missing
 
 
-def rank(s: Mapping[str, Any], common: Mapping[str, Any], out: Path, n_boot: int) -> pd.DataFrame:
+def rank(
+    s: Mapping[str, Any], common: Mapping[str, Any], out: Path, n_boot: int, jobs: int = 1
+) -> pd.DataFrame:
     from experiments.aggregate import write_table
     from experiments.correlate import rank_models
 
@@ -126,8 +133,12 @@ def rank(s: Mapping[str, Any], common: Mapping[str, Any], out: Path, n_boot: int
         print(f"warning: {missing} runs of the study have no finished result", file=sys.stderr)
     if models.empty:
         raise ProtocolError(f"study {s['name']}: no finished run: run it first")
-    return rank_models(models, list(s["axes"]), out, f"study_{s['name']}", s["min_train_acc"],
-                       n_boot, write_table)  # fmt: skip
+    table = rank_models(models, list(s["axes"]), out, f"study_{s['name']}", s["min_train_acc"],
+                        n_boot, write_table, jobs=jobs)  # fmt: skip
+    # the study as it was ranked (grid, seeds, settings, every measure's settings), for the report
+    described = {**s, "models": len(models), "missing": missing, "bootstrap": n_boot}
+    atomic_write_json(out / f"study_{s['name']}.json", described)
+    return table
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -147,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         s = load_study(args.study)
         if args.step == "rank":
-            rank(s, common, args.out, args.bootstrap)
+            rank(s, common, args.out, args.bootstrap, args.jobs)
             return 0
         specs = study_specs(s)
         if args.dry_run:

@@ -85,3 +85,37 @@ def test_a_setting_null_in_some_runs_is_an_axis_and_a_missed_criterion_is_droppe
     dropped = pd.read_csv(tmp_path / "t" / "runs_dropped.csv")
     assert dropped.groupby("axis")["missed_criterion"].sum()["lr"] == 1
     assert "13 models" in out  # 16 runs, 2 below the floor, 1 off its criterion
+
+
+def test_a_search_at_its_bound_is_no_value_and_derived_forms_follow_the_measure():
+    entry = {"value": 0.02, "extra": {"at_bound": False, "inverse_sigma_squared": 2500.0,
+                                      "bound_term": 12.5}}  # fmt: skip
+    row = C.measure_columns({"pb": entry, "lam": {"value": 3.0}, "topk": {"value": [1.0, 2.0]}})
+    assert row["metric.pb"] == 0.02 and row["metric.pb.inv_sq"] == 2500.0
+    assert row["metric.pb.bound"] == 12.5 and row["metric.lam"] == 3.0
+    assert "metric.topk" not in row  # a list is not a measure of one number
+    capped = C.measure_columns(
+        {"pb": {"value": 1.0, "extra": {**entry["extra"], "at_bound": True}}}
+    )
+    assert np.isnan(capped["metric.pb"]) and np.isnan(capped["metric.pb.inv_sq"])
+    assert capped["at_bound.metric.pb"] == 1.0
+
+
+def test_runs_at_a_search_bound_are_counted_and_left_out_of_the_ranking(tmp_path):
+    fake_runs(tmp_path / "runs")
+    for i, d in enumerate(sorted((tmp_path / "runs").iterdir())):
+        result = json.loads((d / "result.json").read_text())
+        sigma = 0.5 - result["gap"]  # flatter (larger σ) where the gap is smaller
+        result["metrics"]["pb"] = {
+            "value": 1.0 if i < 3 else sigma,  # three searches stopped at sigma_max
+            "extra": {"at_bound": i < 3, "inverse_sigma_squared": 1 / sigma**2},
+        }
+        (d / "result.json").write_text(json.dumps(result))
+    assert C.main([str(tmp_path / "runs"), "--out", str(tmp_path / "t"), "--bootstrap", "10"]) == 0
+    table = pd.read_csv(tmp_path / "t" / "runs_ranking.csv").set_index("measure")
+    # the three capped runs (r0, r1, r10) fit their training set, so 14 - 3 remain
+    assert table.loc["pb", "at_bound"] == 3 and table.loc["pb", "models"] == 11
+    assert table.loc["pb.inv_sq", "models"] == 11 and table.loc["sharp", "at_bound"] == 0
+    # 1/σ² is a decreasing function of σ: its τ is σ's with the sign flipped
+    assert table.loc["pb.inv_sq", "tau_gap"] == pytest.approx(-table.loc["pb", "tau_gap"])
+    assert table.loc["pb.inv_sq", "tau_gap"] > 0.5

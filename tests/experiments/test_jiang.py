@@ -106,6 +106,8 @@ def test_ranking_orders_measures_with_bootstrap_intervals_over_configurations_an
     assert "lr" in row.loc["echo", "cmi_given"]
     again = ranking(models, ["noise"], "gap", AXES, n_boot=30, seed=0)
     assert again["cmi_lo"].iloc[0] == row.loc["noise", "cmi_lo"]  # seeded
+    parallel = ranking(models, ["noise"], "gap", AXES, n_boot=30, seed=0, jobs=2)
+    pd.testing.assert_frame_equal(parallel, again)  # the same resamples, whatever the jobs
 
 
 def test_the_fast_psi_equals_aggregates_granulated_psi():

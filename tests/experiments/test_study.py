@@ -4,6 +4,8 @@ the study's own axes, and malformed studies refused with one line naming the key
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import pytest
 import yaml
@@ -68,6 +70,14 @@ def test_a_study_runs_once_and_ranks_over_its_own_axes(tmp_path, capsys):
     assert (table["models"] <= 16).all()
     dropped = pd.read_csv(tmp_path / "t" / "study_tinystudy_dropped.csv")
     assert set(dropped["axis"]) == {"width", "opt", "batch"}
+    models = pd.read_csv(tmp_path / "t" / "study_tinystudy_models.csv")
+    kept = int(
+        dropped.groupby("axis")["runs"].sum().iloc[0]
+        - dropped.groupby("axis")["dropped"].sum().iloc[0]
+    )
+    assert len(models) == kept and {"width", "seed", "gap", "metric.lambda_max"} <= set(models)
+    described = json.loads((tmp_path / "t" / "study_tinystudy.json").read_text())
+    assert described["models"] == 16 and set(described["axes"]) == {"width", "opt", "batch"}
 
 
 @pytest.mark.parametrize(
