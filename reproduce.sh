@@ -77,7 +77,7 @@ mode=${1:-quick}
 case "$mode" in
     quick)
         setup
-        say "quick reproduction: the protocols' final runs at the committed learning rates, verdicts, audit, report"
+        say "quick reproduction: the protocols' final runs at the committed learning rates, verdicts, audit, correlation study, report"
         reproduce quick
         ;;
     test)

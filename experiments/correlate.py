@@ -2,7 +2,8 @@
 set of finished runs (a sweep of this suite, or several): Jiang et al. 2020's ranking.
 
 Runs are read from their run directories (``config.yaml`` + ``result.json``); the hyperparameter axes
-are the configuration keys that take more than one value (the seed excluded). As in Jiang et al.,
+are the configuration keys that take more than one value (the seed excluded), keys that always change
+together (an optimizer and its rate) making one axis. As in Jiang et al.,
 only models that fit their training set count: runs below ``--min-train-acc`` (default 0.99) are
 dropped, and how many were dropped is printed and written per axis value. Every recorded metric is a
 measure, beside three baselines that are not flatness: the number of optimizer steps the run took,
@@ -32,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from experiments.aggregate import GAP, axes, load_runs, write_table
-from experiments.jiang import ranking
+from experiments.jiang import null_k, ranking
 from experiments.store import load_result
 
 BASELINES = ("baseline.steps", "baseline.train_loss", "baseline.random")
@@ -79,7 +80,27 @@ def models_from_runs(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
         index=runs.index,
     )  # fmt: skip
     models = pd.concat([models, measured], axis=1)
-    return models, [c.removeprefix("config.") for c in found]
+    if "config.seed" in runs:
+        models["seed"] = runs["config.seed"]
+    return merge_coupled(models, [c.removeprefix("config.") for c in found])
+
+
+def merge_coupled(models: pd.DataFrame, found: list[str]) -> tuple[pd.DataFrame, list[str]]:
+    """Settings that always change together (an optimizer and its own rate and momentum) split the
+    runs the same way: they are one axis, named ``a+b``, with values ``va/vb``, so that Ψ and the
+    conditioning sets see the grid's real axes rather than copies of one."""
+    groups: dict[tuple[int, ...], list[str]] = {}
+    for axis in found:
+        groups.setdefault(tuple(pd.factorize(models[axis])[0]), []).append(axis)
+    merged = []
+    for columns in groups.values():
+        if len(columns) == 1:
+            merged.append(columns[0])
+            continue
+        name = "+".join(columns)
+        models[name] = models[columns].astype(str).agg("/".join, axis=1)
+        merged.append(name)
+    return models, merged
 
 
 def dropped_by_axis(
@@ -151,6 +172,12 @@ def rank_models(
     table.insert(2, "at_bound", [bounded[m] for m in table["measure"]])
     table["measure"] = table["measure"].str.removeprefix("metric.")
     write_table(table, out, f"{name}_ranking")
+    # the floor: K(μ) of measures that know nothing, drawn as many times as the bootstrap
+    null = null_k(used, GAP, found, n=max(n_boot, 20), seed=seed)
+    quantiles = {f"q{q}": float(np.quantile(null, q / 100)) for q in (50, 95, 99)}
+    pd.DataFrame([{"draws": len(null), **quantiles, "max": float(null.max())}]).to_csv(
+        out / f"{name}_null.csv", index=False
+    )
     # every model that was ranked, with its levels and measures: what the report's scatter draws
     columns = [*found, "seed", "run_id", GAP, "test_error", "train_acc", "train_loss",
                "steps_trained", *measures]  # fmt: skip
@@ -160,13 +187,16 @@ def rank_models(
         f"{int((~reached).sum())} missed their training criterion, {int((~fits).sum())} below "
         f"train accuracy {min_train_acc})"
     )
+    print(f"K(μ) of {len(null)} random measures (the floor): median {quantiles['q50']:.4f}, "
+          f"95th percentile {quantiles['q95']:.4f}")  # fmt: skip
     if len(used) < 30:
         print(f"warning: {len(used)} models is a small sample for rank statistics")
-    keep = ["measure", "models", "tau_gap", "psi", "cmi", "cmi_lo", "cmi_hi", "cmi_given"]
+    keep = ["measure", "models", "tau_gap", "psi", "cmi", "cmi_lo", "cmi_hi", "rank_lo", "rank_hi",
+            "cmi_given"]  # fmt: skip
     print(table[keep].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(
-        f"wrote {out / (name + '_ranking')}.csv|md, {out / (name + '_dropped')}.csv|md and "
-        f"{out / (name + '_models')}.csv "
+        f"wrote {out / (name + '_ranking')}.csv|md, {out / (name + '_dropped')}.csv|md, "
+        f"{out / (name + '_models')}.csv and {out / (name + '_null')}.csv "
         "(cmi: K(μ), the CMI minimised over conditioning sets, cmi_given the set; intervals are "
         "bootstrap percentiles, which for K(μ) near 0 can lie above the estimate)"
     )

@@ -198,6 +198,9 @@ def _scores(
     from experiments.aggregate import kendall_tau
 
     pairs = PairTable(models, gap, axes, max_size)
+    # Ψ compares configurations that differ in one axis; in a bootstrap sample the copies of a
+    # configuration drawn twice are averaged into one (counting them apart would add within-level
+    # pairs of copies, which pull every Ψ towards 0), so a resample's Ψ rests on fewer pairs
     configs = models.groupby(list(axes), as_index=False)[[*measures, gap]].mean()
     psis = granulated_psi_all(configs, measures, gap, axes)
     out = {}
@@ -228,8 +231,11 @@ def ranking(
     """Per measure: Kendall τ with the gap (and with ``test``, e.g. the test error) over models,
     Jiang et al.'s granulated Ψ per axis and averaged (over configurations, each the mean of its
     seeds), and K(μ) with the conditioning set that minimises it, each with a 95% percentile
-    interval from a two-stage bootstrap (configurations, then seeds within them). ``models`` has one
-    row per trained model. Sorted by K(μ), highest first (Jiang et al.'s ranking criterion).
+    interval from a two-stage bootstrap (configurations, then seeds within them; for Ψ the copies of
+    a configuration drawn twice are averaged into one), its resamples scored ``jobs`` at a time; and the measure's place by
+    K(μ) (``rank``, 1 the highest, ties sharing a place) with the 95% range of that place over the
+    resamples. ``models`` has one row per trained model. Sorted by K(μ), highest first (Jiang et
+    al.'s ranking criterion).
     K(μ) is a plug-in estimate biased upwards near 0 (more so in a bootstrap sample, whose
     duplicated models thin the pairs), so its percentile interval can lie above a point estimate
     near 0: read it as the estimate's spread, not as a coverage statement."""
@@ -242,6 +248,13 @@ def ranking(
     samples = [_resample(models, axes, rng) for _ in range(n_boot)]
     draws = Parallel(n_jobs=jobs)(
         delayed(_scores)(sample, measures, gap, test, axes, max_size) for sample in samples
+    )
+    # each measure's place by K(μ) in every resample (ties share the better place), for rank intervals
+    places = pd.DataFrame([{m: d[m][0]["cmi"] for m in measures} for d in draws]).rank(
+        axis=1, ascending=False, method="min"
+    )
+    place = pd.Series({m: points[m][0]["cmi"] for m in measures}).rank(
+        ascending=False, method="min"
     )
     rows = []
     for measure in measures:
@@ -258,5 +271,23 @@ def ranking(
                 )
             )
             row.update({key: value, f"{key}_lo": float(lo), f"{key}_hi": float(hi)})
+        lo, hi = np.nanpercentile(places[measure], [2.5, 97.5]) if n_boot else (np.nan, np.nan)
+        row.update({"rank": place[measure], "rank_lo": float(lo), "rank_hi": float(hi)})
         rows.append(row)
     return pd.DataFrame(rows).sort_values("cmi", ascending=False, ignore_index=True)
+
+
+def null_k(
+    models: pd.DataFrame,
+    gap: str,
+    axes: Sequence[str],
+    n: int = 200,
+    seed: int = 0,
+    max_size: int = 2,
+) -> np.ndarray:
+    """K(μ) of ``n`` measures that know nothing: an independent uniform number per model each time.
+    Its upper quantiles are the floor a measure must clear (a permutation null of K, which is
+    biased upwards near 0), rather than the one random measure ranked beside the others."""
+    rng = np.random.default_rng(seed)
+    pairs = PairTable(models, gap, axes, max_size)
+    return np.array([pairs.k(rng.random(len(models)))[0] for _ in range(n)])

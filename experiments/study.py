@@ -1,5 +1,5 @@
 """``python -m experiments.study run|rank NAME``: a correlation study in the manner of Jiang et al.
-2020 (issue 14), from ``conf/study/<name>.yaml``: a full factorial grid of hyperparameter axes, each
+2020, from ``conf/study/<name>.yaml``: a full factorial grid of hyperparameter axes, each
 configuration trained to a criterion under a step budget for every seed, then every measure ranked
 against the generalisation gap (:mod:`experiments.jiang`, through :mod:`experiments.correlate`).
 
@@ -145,15 +145,21 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m experiments.study", description=__doc__.split("\n\n")[0]
     )
-    ap.add_argument("step", choices=["run", "rank"])
+    ap.add_argument("step", choices=["run", "rank"], help="train and measure the grid, or rank it")
     ap.add_argument("study", help="a name in conf/study/ or a path")
-    ap.add_argument("--jobs", type=int, default=2)
-    ap.add_argument("--dry-run", action="store_true")
-    ap.add_argument("--runs-dir", default="runs")
-    ap.add_argument("--data-dir", default="data")
-    ap.add_argument("--out", type=Path, default=Path("results/tables"))
-    ap.add_argument("--bootstrap", type=int, default=200)
+    ap.add_argument("--jobs", type=int, default=2, help="runs (or bootstrap resamples) at a time")
+    ap.add_argument(
+        "--dry-run", action="store_true", help="compose and check every run; train none"
+    )
+    ap.add_argument("--runs-dir", default="runs", help="where runs go (<runs-dir>/<name>/)")
+    ap.add_argument("--data-dir", default="data", help="where datasets are read or generated")
+    ap.add_argument("--out", type=Path, default=Path("results/tables"), help="tables of rank")
+    ap.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples of rank")
     args = ap.parse_args(argv)
+    for flag, value in (("--jobs", args.jobs), ("--bootstrap", args.bootstrap)):
+        if value < 1:
+            print(f"error: {flag} must be at least 1, got {value}", file=sys.stderr)
+            return 2
     common = {"runs_dir": args.runs_dir, "data_dir": args.data_dir, "progress": False}
     try:
         s = load_study(args.study)

@@ -120,8 +120,8 @@ register(
     reference=f"Liang et al. 2019; {JIANG}, App. C (norm-based)",
 )
 register(
-    "output_margin",
-    margin.output_margin,
+    "inverse_margin",
+    margin.inverse_margin,
     limits={"quantile": Limit(low=0, high=1, low_open=True, high_open=True), "subset": SUBSET},
     description="1/γ², γ the 10th percentile of the training margins f(x)_y − max_{j≠y} f(x)_j",
     reference=f"{JIANG}, App. C.1 (output & margin based)",

@@ -31,7 +31,7 @@ def margins(obj: Objective) -> torch.Tensor:
 
 
 @records_settings
-def output_margin(
+def inverse_margin(
     obj: Objective, quantile: float = 0.1, *, subset: int | None = None
 ) -> Measurement:
     """1/γ², γ the ``quantile`` of the training margins (Jiang et al. 2020, eq. 22 and App. C.1).

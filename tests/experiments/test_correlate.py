@@ -55,6 +55,8 @@ def test_correlate_ranks_drops_and_counts(tmp_path, capsys):
     assert table.loc["sharp", "models"] == 14  # 16 runs, 2 below train accuracy 0.99
     assert table.loc["noise", "models"] == 13  # and one whose metric failed
     assert table.loc["baseline.random", "cmi"] < table.loc["sharp", "cmi"]
+    null = pd.read_csv(tmp_path / "t" / "runs_null.csv").iloc[0]
+    assert null["draws"] == 20 and null["q50"] <= null["q95"] < table.loc["sharp", "cmi"]
     dropped = pd.read_csv(tmp_path / "t" / "runs_dropped.csv", dtype={"value": str})
     by = dropped.set_index(["axis", "value"])["dropped"]
     assert by["lr", "0.01"] == 2 and by["lr", "0.1"] == 0 and by["model.width", "64"] == 1
@@ -119,3 +121,18 @@ def test_runs_at_a_search_bound_are_counted_and_left_out_of_the_ranking(tmp_path
     # 1/σ² is a decreasing function of σ: its τ is σ's with the sign flipped
     assert table.loc["pb.inv_sq", "tau_gap"] == pytest.approx(-table.loc["pb", "tau_gap"])
     assert table.loc["pb.inv_sq", "tau_gap"] > 0.5
+
+
+def test_settings_that_always_change_together_are_one_axis():
+    models = pd.DataFrame({
+        "optimizer.name": ["adam", "adam", "sgd", "sgd"], "lr": ["0.001", "0.001", "0.1", "0.1"],
+        "width": ["64", "256", "64", "256"],
+    })  # fmt: skip
+    merged, found = C.merge_coupled(models, ["optimizer.name", "lr", "width"])
+    assert found == ["optimizer.name+lr", "width"]
+    assert merged["optimizer.name+lr"].tolist() == [
+        "adam/0.001",
+        "adam/0.001",
+        "sgd/0.1",
+        "sgd/0.1",
+    ]

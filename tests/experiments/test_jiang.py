@@ -106,6 +106,9 @@ def test_ranking_orders_measures_with_bootstrap_intervals_over_configurations_an
     assert "lr" in row.loc["echo", "cmi_given"]
     again = ranking(models, ["noise"], "gap", AXES, n_boot=30, seed=0)
     assert again["cmi_lo"].iloc[0] == row.loc["noise", "cmi_lo"]  # seeded
+    assert row.loc["tracks", "rank"] == 1 and row.loc["tracks", "rank_lo"] == 1
+    for m in ("noise", "echo", "tracks"):
+        assert 1 <= row.loc[m, "rank_lo"] <= row.loc[m, "rank"] <= row.loc[m, "rank_hi"] <= 3
     parallel = ranking(models, ["noise"], "gap", AXES, n_boot=30, seed=0, jobs=2)
     pd.testing.assert_frame_equal(parallel, again)  # the same resamples, whatever the jobs
 
@@ -127,3 +130,15 @@ def test_the_fast_psi_equals_aggregates_granulated_psi():
         psi, per_axis = granulated_psi(configs, m, "gap", AXES)
         assert fast[m][0] == pytest.approx(psi, nan_ok=True)
         assert fast[m][1] == pytest.approx(per_axis, nan_ok=True)
+
+
+def test_the_null_floor_of_k_is_near_0_and_far_below_the_gap_itself():
+    from experiments.jiang import jiang_cmi, null_k
+
+    models = grid(seed=6, seeds_per_config=4)
+    null = null_k(models, "gap", AXES, n=60, seed=1)
+    assert len(null) == 60 and (null >= 0).all()
+    assert np.quantile(null, 0.95) < 0.05  # knowing nothing scores about 0
+    models["copy"] = models["gap"]
+    assert jiang_cmi(models, "copy", "gap", AXES)[0] == pytest.approx(1.0)  # the gap itself: 1
+    assert (null_k(models, "gap", AXES, n=60, seed=1) == null).all()  # seeded

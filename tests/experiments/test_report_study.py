@@ -78,7 +78,22 @@ def test_the_section_draws_what_rank_saved(saved):
         row["K(μ)"] == ranking.set_index("measure").loc["sharp_l2", "cmi"]
         and "| worst case |" in lines
     )
-    assert "24 models, 24 ranked" in lines and "`good`" in lines
+    assert "24 models, all ranked" in lines and "`good`" in lines
+
+
+def test_signs_follow_each_measures_theory_and_the_gap_is_decomposed():
+    metrics = {"pb": {"metric": "pacbayes_sigma"}}
+    row = {"tau_gap_lo": -0.6, "tau_gap_hi": -0.4}
+    assert R.sign_mark({"measure": "pb", **row}, metrics) == "✓"  # larger σ, flatter, smaller gap
+    assert R.sign_mark({"measure": "pb.inv_sq", **row}, metrics) == "✗"  # 1/σ² must rise with it
+    assert R.sign_mark({"measure": "norm", "tau_gap_lo": -0.1, "tau_gap_hi": 0.2}, {}) == "?"
+    assert R.sign_mark({"measure": "baseline.steps", **row}, {}) == "–"
+    d = R.gap_drivers(grid(), ["a", "b", "c"], n_test=1000)
+    assert list(d["axes"])[0] == "a" and d["axes"]["a"] > 0.9 and d["between"] > d["axes"]["a"]
+    assert d["axes"]["c"] < 0.05 and 0 < d["close_pairs"] < 1
+    assert d["se"] == pytest.approx(
+        np.sqrt(grid()["test_error"].mean() * (1 - grid()["test_error"].mean()) / 1000)
+    )
 
 
 def test_moving_axis_is_the_share_of_rank_variance_an_axis_explains():

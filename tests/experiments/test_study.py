@@ -107,3 +107,11 @@ def test_the_jiang_study_file_loads_and_its_corner_configurations_compose():
         rc = RunConfig.from_hydra(configure(spec, {"runs_dir": "runs"}))
         check_config(rc.values)
         assert rc.train_until_loss == 0.01 and rc.max_steps and rc.epochs is None
+
+
+@pytest.mark.parametrize("flag", ["--jobs", "--bootstrap"])
+def test_a_count_below_one_is_one_line_before_anything_is_written(tmp_path, capsys, flag):
+    path = tiny(tmp_path)
+    assert S.main(["rank", path, "--out", str(tmp_path / "t"), flag, "0"]) == 2
+    assert f"{flag} must be at least 1" in capsys.readouterr().err
+    assert not (tmp_path / "t").exists()

@@ -58,3 +58,14 @@ def test_fast_cross_entropy_equals_torch_including_extreme_logits():
     ref = F.cross_entropy(logits.double(), y, reduction="sum").item()
     assert cross_entropy_sum(logits, y).item() == pytest.approx(ref, rel=1e-6)
     assert torch.isfinite(cross_entropy_sum(logits * 1e4, y))  # no overflow: logsumexp is stable
+
+
+def test_an_atomic_write_gets_the_permissions_of_any_new_file(tmp_path):
+    import os
+
+    from flatness.io import atomic_write_bytes
+
+    atomic_write_bytes(tmp_path / "a.csv", b"x\n")
+    (tmp_path / "b.csv").write_bytes(b"x\n")  # a plain new file, for comparison
+    mode = lambda p: os.stat(p).st_mode & 0o777  # noqa: E731
+    assert mode(tmp_path / "a.csv") == mode(tmp_path / "b.csv")

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import flatness
-from flatness.margin import margins, output_margin
+from flatness.margin import inverse_margin, margins
 
 
 def identity_model(classes: int = 3) -> nn.Module:
@@ -35,13 +35,13 @@ def test_value_is_inverse_square_of_the_quantile_margin_and_scales_with_the_outp
     best_other = x.scatter(1, y[:, None], float("-inf")).amax(1)
     gamma = np.quantile((own - best_other).double().numpy(), 0.1)
     model = identity_model()
-    got = output_margin(flatness.Objective(model, (x, y), batch_size=64))
+    got = inverse_margin(flatness.Objective(model, (x, y), batch_size=64))
     assert got.value == pytest.approx(1 / gamma**2, rel=1e-6)
     assert got.extra["margin"] == pytest.approx(gamma, rel=1e-6)
     assert got.settings["quantile"] == 0.1
     with torch.no_grad():
         model.weight.mul_(2.0)  # outputs twice as large: 1/γ² falls by 4
-    assert output_margin(flatness.Objective(model, (x, y))).value == pytest.approx(
+    assert inverse_margin(flatness.Objective(model, (x, y))).value == pytest.approx(
         got.value / 4, rel=1e-6
     )
 
@@ -51,8 +51,8 @@ def test_undefined_when_too_many_samples_are_misclassified():
     y = torch.zeros(10, dtype=torch.long)  # half wrong: the 10th percentile margin is −1
     obj = flatness.Objective(identity_model(), (x, y))
     with pytest.raises(ValueError, match="undefined"):
-        output_margin(obj)
+        inverse_margin(obj)
     recorded = flatness.measure(
-        identity_model(), (x, y), metrics={"output_margin": {}}, on_error="record"
+        identity_model(), (x, y), metrics={"inverse_margin": {}}, on_error="record"
     )
-    assert recorded["output_margin"].failure and "undefined" in recorded["output_margin"].failure
+    assert recorded["inverse_margin"].failure and "undefined" in recorded["inverse_margin"].failure
