@@ -45,6 +45,7 @@ FAMILIES = {
     "m_sharpness": "sharpness",
     "pacbayes_sigma": "PAC-Bayes",
 }
+MODELS = {"mlp": "MLP", "cnn1d": "1D CNN", "cnn": "CNN"}
 SHARPNESS = ("worst_case_sharpness", "average_sharpness", "m_sharpness", "keskar_sharpness")
 BASELINE_NOTES = {
     "baseline.steps": "optimizer steps to the criterion",
@@ -360,7 +361,8 @@ def study_lines(tables: Path, figures: Path, name: str = "jiang") -> list[str]:
         for a, levels in s["axes"].items()
     )
     lines = head + [
-        f"*Scope: one dataset (MNIST-1D), the {base.get('model')} only, {len(s['seeds'])} seeds, "
+        f"*Scope: one dataset (MNIST-1D), the {MODELS.get(base.get('model'), base.get('model'))} "
+        f"only, {len(s['seeds'])} seeds, "
         f"{n_config} configurations at "
         f"{'/'.join(sorted({str(len(v)) for v in s['axes'].values()}))} levels per axis"
         + ("" if lr_axis else ", the learning rate tied to the optimizer rather than an axis")
@@ -622,7 +624,8 @@ def dissection_lines(ranking: pd.DataFrame, metrics: Mapping[str, Any]) -> list[
         parts = []
         for (kind, adaptive), group in table.groupby(["kind", "adaptive"], sort=True):
             v = group["_psi_depth"]
-            parts.append(f"{adaptive} {kind} {v.min():+.2f} to {v.max():+.2f}")
+            span = f"{v.min():+.2f}" if v.min() == v.max() else f"{v.min():+.2f} to {v.max():+.2f}"
+            parts.append(f"{adaptive} {kind} {span}")
         reading.append("Ψ on depth: " + "; ".join(parts) + ".")
     return [
         "**Andriushchenko et al.'s dissection of sharpness**, each kind at the study's three "
