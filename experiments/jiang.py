@@ -131,14 +131,13 @@ def jiang_cmi(
 
 def _resample(models: pd.DataFrame, config_cols: Sequence[str], rng) -> pd.DataFrame:
     """A two-stage bootstrap sample: configurations with replacement, then, within each drawn
-    configuration, its models (seeds) with replacement; each draw is a new configuration."""
+    configuration, its models (seeds) with replacement. Every drawn model is a row of its own, so
+    τ and K(μ) count copies apart; Ψ averages a configuration's copies into one (see _scores)."""
     groups = [g for _, g in models.groupby(list(config_cols), sort=False)]
     parts = []
-    for k, i in enumerate(rng.integers(0, len(groups), len(groups))):
+    for i in rng.integers(0, len(groups), len(groups)):
         g = groups[i]
-        part = g.iloc[rng.integers(0, len(g), len(g))].copy()
-        part["_draw"] = k  # copies of one configuration stay distinct configurations
-        parts.append(part)
+        parts.append(g.iloc[rng.integers(0, len(g), len(g))])
     return pd.concat(parts, ignore_index=True)
 
 
@@ -250,11 +249,17 @@ def ranking(
         delayed(_scores)(sample, measures, gap, test, axes, max_size) for sample in samples
     )
     # each measure's place by K(μ) in every resample (ties share the better place), for rank intervals
-    places = pd.DataFrame([{m: d[m][0]["cmi"] for m in measures} for d in draws]).rank(
-        axis=1, ascending=False, method="min"
+    # K rounded before ranking, so that a measure and a monotone transform of it (σ and 1/σ²),
+    # equal up to float rounding, tie as they should
+    places = (
+        pd.DataFrame([{m: d[m][0]["cmi"] for m in measures} for d in draws])
+        .round(12)
+        .rank(axis=1, ascending=False, method="min")
     )
-    place = pd.Series({m: points[m][0]["cmi"] for m in measures}).rank(
-        ascending=False, method="min"
+    place = (
+        pd.Series({m: points[m][0]["cmi"] for m in measures})
+        .round(12)
+        .rank(ascending=False, method="min")
     )
     rows = []
     for measure in measures:
@@ -271,7 +276,15 @@ def ranking(
                 )
             )
             row.update({key: value, f"{key}_lo": float(lo), f"{key}_hi": float(hi)})
-        lo, hi = np.nanpercentile(places[measure], [2.5, 97.5]) if n_boot else (np.nan, np.nan)
+        # places are whole numbers: the range's ends are places that occurred, not interpolations
+        lo, hi = (
+            (
+                np.nanpercentile(places[measure], 2.5, method="lower"),
+                np.nanpercentile(places[measure], 97.5, method="higher"),
+            )
+            if n_boot
+            else (np.nan, np.nan)
+        )
         row.update({"rank": place[measure], "rank_lo": float(lo), "rank_hi": float(hi)})
         rows.append(row)
     return pd.DataFrame(rows).sort_values("cmi", ascending=False, ignore_index=True)

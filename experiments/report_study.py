@@ -165,7 +165,7 @@ def gap_drivers(models: pd.DataFrame, axes: list[str], n_test: int) -> dict[str,
         "between": float(between / total),
         "axes": dict(sorted(shares.items(), key=lambda kv: -kv[1])),
         "se": se,
-        "close_pairs": float((np.abs(gap[i] - gap[j]) < se).mean()),
+        "close_pairs": float((np.abs(gap[i] - gap[j]) < np.sqrt(2) * se).mean()),
         "tau_test_vs_gap": float(np.abs(models["test_error"] - models["gap"]).max()),
     }
 
@@ -383,7 +383,7 @@ def study_lines(tables: Path, figures: Path, name: str = "jiang") -> list[str]:
     drivers = gap_drivers(models, axes, n_test)
     driver = next(iter(drivers["axes"]))
     lines += gap_lines(drivers)
-    lines += method_lines(s, metrics, null, models)
+    lines += method_lines(s, metrics, null, models, ranking)
     lines += [_md(ranking_table(ranking, axes, metrics)), ""]
     lines += [
         "*sign*: ✓ when τ's 95% interval lies on the side of 0 the measure's theory predicts "
@@ -430,14 +430,24 @@ def gap_lines(d: Mapping[str, Any]) -> list[str]:
         f"**What the measures must predict.** The gap runs from {d['min']:.3f} to {d['max']:.3f} "
         f"(mean {d['mean']:.3f}). Configurations hold {d['between']:.0%} of its variance and "
         f"seeds the rest; one axis at a time, the levels explain: {shares}. The test error's "
-        f"binomial standard error is about {d['se']:.3f}, and {d['close_pairs']:.0%} of model "
-        "pairs have gaps closer than that, so their signs are largely noise. A τ over all models "
+        f"binomial standard error is about {d['se']:.3f}, so a difference of two gaps has one of "
+        f"about {np.sqrt(2) * d['se']:.3f}; {d['close_pairs']:.0%} of model pairs have gaps closer "
+        "than that, and their signs are largely noise. A τ over all models "
         "therefore mostly asks how closely a measure follows the first few of those axes.",
         "",
     ]
 
 
-def method_lines(s: Mapping, metrics: Mapping, null: pd.Series | None, models) -> list[str]:
+def bound_text(ranking: pd.DataFrame) -> str:
+    hits = int(ranking["at_bound"].sum()) if "at_bound" in ranking else 0
+    if not hits:
+        return "none did (`at_bound` is 0 for every measure)."
+    return f"{hits} searches did (the `at bound` column)."
+
+
+def method_lines(
+    s: Mapping, metrics: Mapping, null: pd.Series | None, models, ranking: pd.DataFrame
+) -> list[str]:
     floor = (
         f" A measure that knows nothing (an independent random number per model, {int(null['draws'])} "
         f"draws) scores K = {null['q50']:.4f} at the median and {null['q95']:.4f} at the 95th "
@@ -469,28 +479,31 @@ def method_lines(s: Mapping, metrics: Mapping, null: pd.Series | None, models) -
         "with the distance from initialisation (`.bound`); `inverse_margin`, Jiang's 1/γ² of the "
         "10th-percentile output margin; and three baselines that are not flatness. "
         + radius_text(metrics, models)
-        + " A search that stopped at its bound counts as no value (none did here unless the "
-        "table has an `at bound` column).",
+        + " A search that stopped at its bound counts as no value; "
+        + bound_text(ranking),
         "",
     ]
 
 
 def radius_text(metrics: Mapping[str, Any], models: pd.DataFrame) -> str:
-    """The loss rises the sharpness radii actually produced, and the radii at the noise floor."""
+    """The loss rises the sharpness radii actually produced, and how many models' rise was ≤ 0
+    (a Monte-Carlo average or an ascent that found no rise)."""
     names = [n for n, v in metrics.items() if (v or {}).get("metric") in SHARPNESS[:3]]
-    values = [models[f"metric.{n}"] for n in names if f"metric.{n}" in models]
-    if not values:
+    columns = [f"metric.{n}" for n in names if f"metric.{n}" in models]
+    if not columns:
         return ""
-    every = pd.concat(values)
-    floor = [n for n in names if f"metric.{n}" in models and (models[f"metric.{n}"] <= 0).any()]
+    every = pd.concat([models[c] for c in columns])
+    nonpositive = {c.removeprefix("metric."): int((models[c] <= 0).sum()) for c in columns}
+    nonpositive = {n: k for n, k in nonpositive.items() if k}
     text = (
         "The radii were calibrated on four models to give loss rises of about 1e-3 to 1; over "
-        f"all models the rises run from {every[every > 0].min():.1g} to {every.max():.2g}."
+        f"all models they run from {every.min():.2g} to {every.max():.2g}."
     )
-    if floor:
+    if nonpositive:
         text += (
-            " At " + ", ".join(f"`{n}`" for n in floor) + " some models' rise is ≤ 0: those "
-            "radii sit at the Monte-Carlo or ascent noise floor, and their τ near 0 is that."
+            " A rise ≤ 0 (Monte-Carlo noise at the smallest radii) occurs in "
+            + ", ".join(f"{k} of {len(models)} models at `{n}`" for n, k in nonpositive.items())
+            + "."
         )
     return text
 
@@ -503,17 +516,21 @@ def reading_lines(
     drivers: Mapping[str, Any],
     axes: list[str],
 ) -> list[str]:
-    """What the ranking says, in numbers read from it."""
+    """What the ranking says, in numbers read from it. Places are among all the table's rows
+    (measures and baselines); counts of measures leave the baselines out."""
     r = ranking.set_index("measure")
     measures = ranking[~ranking["measure"].str.startswith("baseline.")]
     marks = {row["measure"]: sign_mark(row, metrics) for _, row in ranking.iterrows()}
     top = measures.iloc[0]
     right = measures[[marks[m] == "✓" for m in measures["measure"]]]
     wrong = [m for m in measures["measure"] if marks[m] == "✗"]
+    rows = len(ranking)
     out = [
-        f"**Reading.** The highest K(μ) is `{top['measure']}`'s ({family(top['measure'], metrics)}; "
-        f"K = {top['cmi']:.3f}, place range {int(top['rank_lo'])}–{int(top['rank_hi'])}), "
-        f"with τ {top['tau_gap']:+.2f} [{top['tau_gap_lo']:+.2f}, {top['tau_gap_hi']:+.2f}]"
+        f"**Reading.** Places are among the table's {rows} rows ({len(measures)} measures, "
+        f"{rows - len(measures)} baselines). The highest K(μ) is `{top['measure']}`'s (family: "
+        f"{family(top['measure'], metrics)}; K = {top['cmi']:.3f}, place range "
+        f"{int(top['rank_lo'])}–{int(top['rank_hi'])}), with τ {top['tau_gap']:+.2f} "
+        f"[{top['tau_gap_lo']:+.2f}, {top['tau_gap_hi']:+.2f}]"
         + (
             ": the sign its theory does not predict, so it ranks the gap well but backwards. "
             if marks[top["measure"]] == "✗"
@@ -525,32 +542,51 @@ def reading_lines(
         out[0] += (
             f"The highest with the predicted sign is `{b['measure']}` (K = {b['cmi']:.3f}, place "
             f"{int(b['rank'])}, range {int(b['rank_lo'])}–{int(b['rank_hi'])}, τ "
-            f"{b['tau_gap']:+.2f}). The places overlap widely: the data do not order the top "
-            "measures finely."
+            f"{b['tau_gap']:+.2f}). The place ranges overlap widely: the data do not order the "
+            "top measures finely."
         )
     bullets = []
     if null is not None:
         above = int((measures["cmi"] > null["q95"]).sum())
+        above_max = int((measures["cmi"] > null["max"]).sum())
         bullets.append(
             f"{above} of {len(measures)} measures score K above the random floor's 95th percentile "
-            f"({null['q95']:.4f})."
+            f"({null['q95']:.4f}), {above_max} above the largest of its {int(null['draws'])} "
+            f"draws ({null['max']:.4f}), which allows for having looked at {len(measures)}."
         )
     if wrong:
+        dropout = "dropout" in axes and all(r.loc[m, "psi[dropout]"] <= -0.5 for m in wrong
+                                            if registered(m, metrics) != "param_count")  # fmt: skip
         bullets.append(
             "τ has the unpredicted sign over its whole interval for "
             + ", ".join(f"`{m}`" for m in wrong)
-            + ": larger norms go with smaller gaps here, against reading them as complexity."
+            + ": larger norms go with smaller gaps here"
+            + (
+                "; each has Ψ[dropout] ≤ −0.5: dropout raises the weights' norms while it lowers "
+                "the gap."
+                if dropout
+                else "."
+            )
+        )
+    bound = [m for m in measures["measure"] if m.endswith(".bound")]
+    if bound and marks.get("distance_from_init") == "✗":
+        bullets.append(
+            "Jiang's bound forms (" + ", ".join(f"`{m}`" for m in bound) + ") add "
+            "‖w − w₀‖²/(4σ²) + log(m/σ) to σ: the distance from initialisation has the "
+            "unpredicted sign here, and the bounds score below σ alone."
         )
     if "baseline.train_loss" in r.index:
         t = r.loc["baseline.train_loss"]
         beaten = int((measures["cmi"] < t["cmi"]).sum())
         loss = models["train_loss"]
         bullets.append(
-            f"The final training loss, a baseline, scores K = {t['cmi']:.3f} (τ {t['tau_gap']:+.2f}) "
-            f"and beats {beaten} of the {len(measures)} measures. It only records how far each run "
-            f"overshoots the stopping check ({loss.min():.4f} to {loss.max():.4f}, under the "
-            "0.01 criterion), which differs by batch size and optimizer: that many measures "
-            "do no better than the leftover of the stopping rule."
+            f"The final training loss, a baseline, scores K = {t['cmi']:.3f} (place "
+            f"{int(t['rank'])}, range {int(t['rank_lo'])}–{int(t['rank_hi'])}; τ "
+            f"{t['tau_gap']:+.2f}), above {beaten} of the {len(measures)} measures at the point "
+            f"estimate. It only records how far each run overshoots the stopping check "
+            f"({loss.min():.4f} to {loss.max():.4f}, under the 0.01 criterion), which differs by "
+            "batch size and optimizer: many measures do no better than the leftover of the "
+            "stopping rule."
         )
     if "baseline.steps" in r.index:
         t = r.loc["baseline.steps"]
@@ -558,7 +594,8 @@ def reading_lines(
             f"Steps to the criterion, Jiang et al.'s optimisation baseline: K = {t['cmi']:.3f}, "
             f"τ {t['tau_gap']:+.2f}."
         )
-    bullets += axis_failure_lines(measures, metrics, axes, drivers)
+    bullets += axis_failure_lines(measures, metrics, axes, drivers, marks)
+    bullets += seed_lines(models, measures, metrics, axes)
     design = [m for m in measures["measure"] if registered(m, metrics) == "param_count"]
     for m in design:
         bullets.append(
@@ -569,16 +606,55 @@ def reading_lines(
     return [out[0], ""] + [f"- {b}" for b in bullets] + [""]
 
 
-def axis_failure_lines(
-    measures: pd.DataFrame, metrics: Mapping, axes: list[str], drivers: Mapping
+def seed_lines(
+    models: pd.DataFrame, measures: pd.DataFrame, metrics: Mapping, axes: list[str]
 ) -> list[str]:
-    """The axis on which most measures rank the gap backwards (oriented Ψ ≤ −0.5), who fails and
-    who does not; and the axes too weak in the gap for their Ψ to mean much."""
+    """Whether any measure follows the gap from seed to seed within a configuration: per measure,
+    the mean sign agreement of (measure, gap) differences over the configurations' seed pairs."""
+    groups = [g for _, g in models.groupby(axes) if len(g) == 2]
+    if len(groups) < 8:
+        return []
+    agreement = {}
+    for m in measures["measure"]:
+        if m.endswith(".inv_sq") or registered(m, metrics) == "param_count":
+            continue
+        c = column(m)
+        if c not in models:
+            continue
+        signs = [np.sign(g[c].iloc[1] - g[c].iloc[0]) * np.sign(g["gap"].iloc[1] - g["gap"].iloc[0])
+                 for g in groups]  # fmt: skip
+        agreement[m] = expected_sign(m, metrics) * float(np.nanmean(signs))
+    if not agreement:
+        return []
+    values = pd.Series(agreement)
+    se = 1 / np.sqrt(len(groups))
+    return [
+        f"Seed to seed, within each of the {len(groups)} configurations, the measures' sign "
+        f"agreement with the gap (oriented, 1 = always together) runs from {values.min():+.2f} to "
+        f"{values.max():+.2f} (`{values.idxmax()}` highest), against a standard error of "
+        f"{se:.2f} for a measure that knows nothing: no measure clearly follows the gap between "
+        "seeds; what they rank is the configurations."
+    ]
+
+
+def axis_failure_lines(
+    measures: pd.DataFrame,
+    metrics: Mapping,
+    axes: list[str],
+    drivers: Mapping,
+    marks: Mapping[str, str],
+) -> list[str]:
+    """The axis on which most measures rank the gap backwards (oriented Ψ ≤ −0.5 at the point
+    estimate), who fails and who does not; and the axes too weak in the gap for their Ψ to mean
+    much."""
     oriented = {}
     for _, row in measures.iterrows():
-        sign = expected_sign(row["measure"], metrics)
-        if sign is not None and not row["measure"].endswith(".inv_sq"):  # σ stands for both
-            oriented[row["measure"]] = {a: sign * row[f"psi[{a}]"] for a in axes}
+        m = row["measure"]
+        sign = expected_sign(m, metrics)
+        # σ stands for its 1/σ²; a design variable has no Ψ of its own to judge
+        if sign is None or m.endswith(".inv_sq") or registered(m, metrics) == "param_count":
+            continue
+        oriented[m] = {a: sign * row[f"psi[{a}]"] for a in axes}
     if not oriented:
         return []
     frame = pd.DataFrame(oriented).T
@@ -589,12 +665,14 @@ def axis_failure_lines(
         failing = frame.index[frame[axis] <= -0.5]
         holding = frame.index[frame[axis] >= 0.5]
         fam = pd.Series([family(m, metrics) for m in failing]).value_counts()
+        named = [f"`{m}`" + (" (overall sign ✗)" if marks.get(m) == "✗" else "") for m in holding]
         out.append(
-            f"On {axis}, {counts[axis]} measures rank the gap backwards (Ψ[{axis}] ≤ −0.5 once "
-            f"oriented; {', '.join(f'{n} {f}' for f, n in fam.items())}): across the "
+            f"On {axis}, {counts[axis]} of {len(frame)} measures rank the gap backwards (Ψ[{axis}] "
+            f"≤ −0.5 once oriented, point estimates each a mean of one sign per pair of "
+            f"configurations; {', '.join(f'{n} {f}' for f, n in fam.items())}): across the "
             f"{axis} levels the measure moves one way and the gap the other. Those that hold on "
             f"{axis} (oriented Ψ ≥ 0.5): "
-            + (", ".join(f"`{m}`" for m in holding) if len(holding) else "none")
+            + (", ".join(named) if named else "none")
             + ". An averaged Ψ hides this, as Dziugaite et al. 2020 warn."
         )
     weak = [a for a, v in drivers["axes"].items() if v < 0.05]
@@ -602,7 +680,7 @@ def axis_failure_lines(
         out.append(
             f"{' and '.join(weak)} explain{'s' if len(weak) == 1 else ''} under 5% of the gap's "
             "variance each: Ψ on them is mostly noise (each a mean of signs with a standard error "
-            "near 0.18)."
+            "near 0.18), and the mean Ψ includes them, as Jiang et al.'s does."
         )
     return out
 
@@ -627,6 +705,19 @@ def dissection_lines(ranking: pd.DataFrame, metrics: Mapping[str, Any]) -> list[
             span = f"{v.min():+.2f}" if v.min() == v.max() else f"{v.min():+.2f} to {v.max():+.2f}"
             parts.append(f"{adaptive} {kind} {span}")
         reading.append("Ψ on depth: " + "; ".join(parts) + ".")
+        flat = table[table["_tau"].abs() < 0.1]
+        if len(flat):
+            reading.append(
+                f"Where τ is near 0 (|τ| < 0.1: {len(flat)} rows, all worst case at the smallest "
+                "radii)"
+                if (flat["kind"] != "average").all()
+                else f"Where τ is near 0 (|τ| < 0.1: {len(flat)} rows)"
+            )
+            reading[-1] += (
+                f", Ψ on depth is {flat['_psi_depth'].min():+.2f} to "
+                f"{flat['_psi_depth'].max():+.2f}: deeper networks are sharper there and "
+                "generalise better, which cancels what the other axes contribute."
+            )
     return [
         "**Andriushchenko et al.'s dissection of sharpness**, each kind at the study's three "
         "radii (τ and Ψ with 95% bootstrap intervals). " + " ".join(reading),
@@ -643,7 +734,8 @@ def published_lines() -> list[str]:
         "2,187 CIFAR-10 networks (7 axes × 3 levels) trained to cross-entropy 0.01; their "
         "conclusions are that sharpness- and PAC-Bayes-based measures, the magnitude-aware ones "
         "above all, predict generalisation best, and that norm-based measures, the spectral "
-        "product in particular, correlate negatively with it. Andriushchenko et al. 2023 (ICML, "
+        "product in particular, correlate negatively with the generalisation gap (their τ). "
+        "Andriushchenko et al. 2023 (ICML, "
         'arXiv 2302.07011) find that sharpness "does not correlate well with generalization '
         "but rather with some training parameters like the learning rate\"; the authors' summary "
         "figure (repository `tml-epfl/sharpness-vs-generalization`, `images/summary_slide.png`) "
@@ -657,12 +749,13 @@ def published_lines() -> list[str]:
     ]
 
 
-def _interval_word(lo: float, hi: float, expected: str) -> str:
-    """Whether a 95% interval agrees with the expected sign ("negative", "positive", "near 0")."""
+def _interval_word(lo: float, hi: float, expected: str, width: float = 0.1) -> str:
+    """Whether a 95% interval agrees with the expected sign ("negative", "positive") or with
+    "near 0" (inside ±``width``)."""
     if expected == "near 0":
-        if lo >= -0.1 and hi <= 0.1:
+        if lo >= -width and hi <= width:
             return "agrees"
-        return "differs" if lo > 0.1 or hi < -0.1 else "inconclusive"
+        return "differs" if lo > width or hi < -width else "inconclusive"
     inside = hi < 0 if expected == "negative" else lo > 0
     outside = lo > 0 if expected == "negative" else hi < 0
     return "agrees" if inside else ("differs" if outside else "inconclusive")
@@ -676,9 +769,8 @@ def agreement_lines(
     95% interval excludes the other sign; "τ ≈ 0" when the interval lies within ±0.1; "among the
     best" when the bootstrap range of the measure's place lies within the top quarter."""
     measures = ranking[~ranking["measure"].str.startswith("baseline.")].reset_index(drop=True)
-    distinct = measures[~measures["measure"].str.endswith(".inv_sq")]
-    n, rows = len(distinct), []
-    mag = [m for m in distinct["measure"] if registered(m, metrics) == "pacbayes_sigma"
+    n, rows = len(ranking), []  # places are among all the table's rows, baselines included
+    mag = [m for m in measures["measure"] if registered(m, metrics) == "pacbayes_sigma"
            and settings_of(m, metrics).get("magnitude_aware") and not m.endswith(".bound")]  # fmt: skip
     if mag:
         r = measures.set_index("measure").loc[mag[0]]
@@ -690,7 +782,7 @@ def agreement_lines(
         )
         rows.append({
             "published": "Jiang et al.: magnitude-aware PAC-Bayes flatness is among the best",
-            "here": f"`{mag[0]}` place {int(r['rank'])} of {n} (range {int(r['rank_lo'])}–"
+            "here": f"`{mag[0]}` place {int(r['rank'])} of {n} rows (range {int(r['rank_lo'])}–"
                     f"{int(r['rank_hi'])}; top quarter: ≤ {quarter:.0f}), K = {r['cmi']:.3f}",
             "reading": word,
         })  # fmt: skip
@@ -711,6 +803,10 @@ def agreement_lines(
             "here": f"`{m}` (ρ = {settings_of(m, metrics).get('rho'):g}): τ with the test error "
                     f"{r['tau_test']:+.2f} [{r['tau_test_lo']:+.2f}, {r['tau_test_hi']:+.2f}]",
             "reading": _interval_word(r["tau_test_lo"], r["tau_test_hi"], "near 0"),
+            "at ±0.05 / ±0.15": " / ".join(
+                _interval_word(r["tau_test_lo"], r["tau_test_hi"], "near 0", width)
+                for width in (0.05, 0.15)
+            ),
         })  # fmt: skip
     if not rows:
         return []
@@ -722,7 +818,7 @@ def agreement_lines(
         "section, after a first ranking of these models had been seen: they are descriptive, not "
         "pre-registered like the protocols' decision rules.",
         "",
-        _md(pd.DataFrame(rows)),
+        _md(pd.DataFrame(rows).fillna("")),
         "",
     ]
     notes = []

@@ -109,6 +109,14 @@ def test_ranking_orders_measures_with_bootstrap_intervals_over_configurations_an
     assert row.loc["tracks", "rank"] == 1 and row.loc["tracks", "rank_lo"] == 1
     for m in ("noise", "echo", "tracks"):
         assert 1 <= row.loc[m, "rank_lo"] <= row.loc[m, "rank"] <= row.loc[m, "rank_hi"] <= 3
+        assert row.loc[m, "rank_lo"] == int(row.loc[m, "rank_lo"])  # a place that occurred
+        assert row.loc[m, "rank_hi"] == int(row.loc[m, "rank_hi"])
+    models["inverse"] = 1 / (models["tracks"] - models["tracks"].min() + 1)  # monotone: same K
+    tied = ranking(models, ["tracks", "inverse"], "gap", AXES, n_boot=20, seed=0).set_index(
+        "measure"
+    )
+    assert tied.loc["tracks", "rank"] == tied.loc["inverse", "rank"] == 1
+    assert tied.loc["tracks", "rank_hi"] == tied.loc["inverse", "rank_hi"] == 1
     parallel = ranking(models, ["noise"], "gap", AXES, n_boot=30, seed=0, jobs=2)
     pd.testing.assert_frame_equal(parallel, again)  # the same resamples, whatever the jobs
 

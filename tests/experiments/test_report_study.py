@@ -108,3 +108,14 @@ def test_moving_axis_is_the_share_of_rank_variance_an_axis_explains():
 def test_before_the_study_ran_the_section_says_how_to_run_it(tmp_path):
     lines = R.study_lines(tmp_path, tmp_path / "figures", "jiang")
     assert "python -m experiments.study run jiang" in "\n".join(lines)
+
+
+def test_seed_agreement_is_one_for_the_gap_and_about_zero_for_noise():
+    rng = np.random.default_rng(3)
+    g = grid()
+    two = g[g["seed"] < 2].copy()  # 8 configurations x 2 seeds
+    two["metric.copy"] = two["gap"]
+    two["metric.noise"] = rng.normal(size=len(two))
+    measures = pd.DataFrame({"measure": ["copy", "noise"]})
+    (line,) = R.seed_lines(two, measures, {}, ["a", "b", "c"])
+    assert "+1.00 (`copy` highest)" in line and "8 configurations" in line
