@@ -119,3 +119,4 @@ def test_seed_agreement_is_one_for_the_gap_and_about_zero_for_noise():
     measures = pd.DataFrame({"measure": ["copy", "noise"]})
     (line,) = R.seed_lines(two, measures, {}, ["a", "b", "c"])
     assert "+1.00 (`copy` highest)" in line and "8 configurations" in line
+    assert "1 of the 2 measures looked at" in line  # the copy, at 1, beyond 2.5 standard errors
