@@ -11,8 +11,11 @@ writes:
   |Δlogits| / max |logits| ≤ ``--function-tolerance``, else every verdict is "function changed");
   a metric is "invariant" when every ratio is within ``--tolerance`` of 1, "at bound" when a search
   of it hit its bound at some α (no ratio is shown for it), otherwise the factor it moves by;
-- ``results/figures/audit_<model>.png``: test error flat across α while the other metrics move;
-- ``results/figures/audit_<model>_slice.png``: the filter-normalised 1D slice before and after.
+- ``results/figures/audit_<model>.png``: small multiples, a panel per metric family and rescaling
+  mode: test error flat across α while the other metrics move (the report redraws it from the
+  tables);
+- ``results/figures/audit_<model>_slice.png``: the filter-normalised 1D slice before and after;
+  each figure with the CSV of what it draws beside it.
 """
 
 from __future__ import annotations
@@ -191,45 +194,12 @@ def write_tables(rows: pd.DataFrame, judged: pd.DataFrame, out: Path) -> None:
     (out / "audit.md").write_text(table.to_markdown(index=False, floatfmt=".4g") + "\n")
 
 
-def plot_audit(rows: pd.DataFrame, name: str, out: Path) -> None:
-    import matplotlib.pyplot as plt
+def plot_audit(rows: pd.DataFrame, judged: pd.DataFrame, name: str, out: Path) -> None:
+    """The audit figure of one model, drawn from the two tables just written (the report draws the
+    same figure from the same tables), with its CSV beside it."""
+    from experiments.report_figures import audit_figure
 
-    modes = list(dict.fromkeys(rows["mode"]))
-    metrics = [m for m in dict.fromkeys(rows["metric"]) if m != "test_error"]
-    # one colour and marker per metric, the same in every panel (tab20 has 20 distinct colours);
-    # metrics invariant to the transform dashed, so they do not hide under the test-error line
-    colours = dict(zip(metrics, plt.cm.tab20.colors, strict=False))
-    markers = dict(zip(metrics, "osD^v<>PXh*p8dH", strict=False))
-    fig, axes = plt.subplots(1, len(modes), figsize=(6.5 * len(modes), 5), squeeze=False)
-    for ax, mode in zip(axes[0], modes, strict=True):
-        sub = rows[(rows["model"] == name) & (rows["mode"] == mode)]
-        for metric, group in sub.groupby("metric", sort=False):
-            if group.get("at_bound", pd.Series(False)).astype(bool).any():
-                continue  # a search at its bound has no value to draw (the table says "at bound")
-            ratio = (group["value"] / group["reference"]).abs().to_numpy(dtype=float)
-            if metric == "test_error":
-                style = {"color": "black", "linewidth": 4, "alpha": 0.35, "marker": "o"}
-            else:
-                flat = bool(np.all(np.abs(ratio - 1) <= 1e-2))
-                style = {
-                    "color": colours.get(metric),
-                    "marker": markers.get(metric, "o"),
-                    "linestyle": "--" if flat else "-",
-                    "zorder": 6 if flat else 3,
-                }
-            ax.plot(group["alpha"], ratio, label=metric, markersize=4, **style)
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("α")
-        ax.set_ylabel("|value / value of the original model|")
-        ax.set_title(f"{name}: {mode}-wise rescaling (same function)", fontsize=10)
-        ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=6, loc="center left", bbox_to_anchor=(1.0, 0.5))
-    fig.suptitle(
-        "Dinh et al. 2017: test error stays flat while raw sharpness measures move", fontsize=11
-    )
-    fig.tight_layout()
-    plot.save_figure(fig, out / f"audit_{name}.png")
+    audit_figure(rows, judged, name, out)
 
 
 def plot_slices(model, data, name: str, out: Path, alpha: float = 10.0) -> None:
@@ -243,7 +213,16 @@ def plot_slices(model, data, name: str, out: Path, alpha: float = 10.0) -> None:
         surfaces,
         title=f"{name}: filter-normalised slice before and after rescaling (2000 train samples)",
     )
-    plot.save_figure(fig, out / f"audit_{name}_slice.png")
+    from experiments.report_figures import _save
+
+    tidy = pd.concat(
+        [
+            pd.DataFrame({"curve": label, "t": s.coords[0], **{k: v for k, v in s.values.items()}})
+            for label, s in surfaces.items()
+        ],
+        ignore_index=True,
+    )
+    _save(fig, tidy, out, f"audit_{name}_slice")
 
 
 def _models(args) -> list[tuple[str, Any]]:
@@ -336,7 +315,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         judged = verdicts(rows, args.tolerance, args.function_tolerance)
         write_tables(rows, judged, args.out / "tables")
         for name in dict.fromkeys(rows["model"]):
-            plot_audit(rows, name, args.out / "figures")
+            plot_audit(rows, judged, name, args.out / "figures")
         print(judged.to_string(index=False))
         return judged
     group = CONF / "metrics" / f"{args.metrics}.yaml"
@@ -368,7 +347,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     judged = verdicts(rows, args.tolerance, args.function_tolerance)
     write_tables(rows, judged, args.out / "tables")
     for name, _ in models:
-        plot_audit(rows, name, args.out / "figures")
+        plot_audit(rows, judged, name, args.out / "figures")
     print(judged.to_string(index=False))
     print(f"tables in {args.out / 'tables'}, figures in {args.out / 'figures'}")
     return judged

@@ -597,7 +597,7 @@ def keskar_comparison(sec: pd.DataFrame | None) -> list[str]:
     ]
 
 
-def audit_section(tables: Path) -> list[str]:
+def audit_section(tables: Path, figures: Path) -> list[str]:
     audit = _table(tables, "audit")
     if audit is None:
         return []
@@ -620,8 +620,20 @@ def audit_section(tables: Path) -> list[str]:
     ]
     keep = [c for c in audit.columns if c not in ("spread",)]
     lines += [_md(audit[keep], ".3g"), ""]
+    values = _table(tables, "audit_values")
     for model in dict.fromkeys(audit["model"]):
-        lines += [f"![audit {model}](figures/audit_{model}.png)", ""]
+        if values is None:
+            break
+        made = F.audit_figure(values, audit, model, figures)
+        lines += [
+            f"![audit {model}](figures/{made})",
+            "",
+            f"*Figure: {model}, each metric's |value / original| against α, one panel per metric "
+            "family and a row per rescaling mode; the grey band is the test error, which the "
+            "rescaling leaves at 1; dashed lines with hollow markers are the metrics the table "
+            f"calls invariant. Data: `figures/{made.replace('.png', '.csv')}`.*",
+            "",
+        ]
     return lines
 
 
@@ -679,7 +691,7 @@ def build(results: Path) -> Path:
         lines += statistics_section(verdicts)
         for p in protocols.values():
             lines += protocol_section(p, verdicts, tables, figures, runs)
-    lines += audit_section(tables)
+    lines += audit_section(tables, figures)
     lines += wilson_section(tables)
     for described in sorted(tables.glob("study_*.json")):
         lines += study_lines(tables, figures, described.stem.removeprefix("study_"))

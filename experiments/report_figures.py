@@ -123,3 +123,75 @@ def tau_figure(
     ax.set_title(f"{comparison}: {len(wide)} models, each at its training criterion", fontsize=10)
     fig.tight_layout()
     return _save(fig, wide[["arm", "seed", x, y]], figures, name)
+
+
+# The audit's metrics by family, one panel each (metrics not listed go to "other")
+AUDIT_FAMILIES = {
+    "norms": [
+        "param_norm",
+        "frobenius_product",
+        "spectral_product",
+        "path_norm",
+        "fisher_rao_norm",
+    ],
+    "Hessian": ["lambda_max", "hessian_trace"],
+    "sharpness": ["keskar_sharpness", "worst_case_sharpness", "average_sharpness"],
+    "adaptive sharpness": ["adaptive_worst_case_sharpness", "adaptive_average_sharpness"],
+    "PAC-Bayes": ["pacbayes_sigma"],
+}
+
+
+def audit_figure(values: pd.DataFrame, audit: pd.DataFrame, model: str, figures: Path) -> str:
+    """Dinh et al.'s audit of one model as small multiples: a row per rescaling mode, a panel per
+    metric family, each metric's |value / original| against α, the test error (which must not
+    move) as a grey band in every panel. Each metric's line style follows its verdict in the audit
+    table (solid: moves; dashed, hollow markers: invariant), read from that table, not recomputed."""
+    rows = values[(values["model"] == model) & ~values["at_bound"].astype(bool)].copy()
+    rows["ratio"] = (rows["value"] / rows["reference"]).abs()
+    verdicts = audit[audit["model"] == model].set_index(["mode", "metric"])["verdict"]
+    rows["verdict"] = [
+        verdicts.get((m, k), "") for m, k in zip(rows["mode"], rows["metric"], strict=True)
+    ]
+    family_of = {m: f for f, ms in AUDIT_FAMILIES.items() for m in ms}
+    rows["family"] = rows["metric"].map(
+        lambda m: "test error" if m == "test_error" else family_of.get(m, "other")
+    )
+    families = [f for f in [*AUDIT_FAMILIES, "other"] if f in set(rows["family"])]
+    modes = list(dict.fromkeys(rows["mode"]))
+    # colours distinct within a panel and the same for a metric in every audit figure
+    tab = sns.color_palette("tab10", 10)
+    others = sorted(m for m in set(rows["metric"]) - {"test_error"} if m not in family_of)
+    palette = {
+        m: tab[k % 10] for ms in [*AUDIT_FAMILIES.values(), others] for k, m in enumerate(ms)
+    }
+    fig, axes = plt.subplots(len(modes), len(families), figsize=(3.3 * len(families), 3.1 * len(modes)),
+                             squeeze=False, sharex=True, sharey=True)  # fmt: skip
+    for i, mode in enumerate(modes):
+        test = rows[(rows["mode"] == mode) & (rows["metric"] == "test_error")]
+        for j, fam in enumerate(families):
+            ax = axes[i][j]
+            ax.plot(
+                test["alpha"], test["ratio"], color="grey", lw=6, alpha=0.35, label="test error"
+            )
+            for metric, group in rows[(rows["mode"] == mode) & (rows["family"] == fam)].groupby(
+                "metric"
+            ):
+                invariant = group["verdict"].iloc[0] == "invariant"
+                ax.plot(group["alpha"], group["ratio"], color=palette[metric], marker="o", ms=5,
+                        ls="--" if invariant else "-", mfc="white" if invariant else palette[metric],
+                        label=f"{metric} ({group['verdict'].iloc[0]})")  # fmt: skip
+            ax.set_xscale("log")
+            ax.set_yscale("log")
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=6, loc="upper center")
+            if i == 0:
+                ax.set_title(fam, fontsize=10)
+            if j == 0:
+                ax.set_ylabel(f"{mode}-wise: |value / original|")
+            if i == len(modes) - 1:
+                ax.set_xlabel("α (the same function at every α)")
+    fig.suptitle(f"{model}: which metrics the α-rescaling moves (Dinh et al. 2017); "
+                 "grey: test error, which must stay at 1", fontsize=11)  # fmt: skip
+    fig.tight_layout()
+    tidy = rows[["model", "mode", "family", "metric", "alpha", "ratio", "verdict"]]
+    return _save(fig, tidy, figures, f"audit_{model}")

@@ -43,6 +43,17 @@ def test_audit_writes_tables_and_figures_with_the_expected_verdicts(tmp_path, da
     assert (out / "tables" / "audit.md").read_text().startswith("|")
     for name in ("audit_mlp.png", "audit_mlp_slice.png"):
         assert (out / "figures" / name).read_bytes()[:4] == b"\x89PNG"
+    # each figure with the CSV of what it draws: the ratios and verdicts of the table
+    drawn = pd.read_csv(out / "figures" / "audit_mlp.csv")
+    values = pd.read_csv(out / "tables" / "audit_values.csv")
+    assert len(drawn) == (~values["at_bound"].astype(bool)).sum()
+    judged = table.set_index(["mode", "metric"])["verdict"]
+    assert all(
+        judged[m, k] == v
+        for m, k, v in zip(drawn["mode"], drawn["metric"], drawn["verdict"], strict=True)
+    )
+    slice_ = pd.read_csv(out / "figures" / "audit_mlp_slice.csv")
+    assert slice_["curve"].nunique() == 3 and {"t", "train_loss"} <= set(slice_.columns)
 
 
 def test_invariant_norms_are_judged_invariant(tmp_path, data_dir):
