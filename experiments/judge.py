@@ -22,8 +22,38 @@ from experiments.protocol import (
     load_result,
 )
 from experiments.tune import read_rates
+from flatness.io import atomic_write_bytes
 
 # --- verdicts -----------------------------------------------------------------------------------------
+
+
+def surface_frame(p: Mapping[str, Any], runs: Mapping) -> pd.DataFrame:
+    """Every final run's saved loss surface (its run's ``surface_<kind>`` record) as tidy rows: arm,
+    seed, whether the run met its criterion and its training loss there, then one row per grid
+    point with x (and y) and each surface value. The report draws the surfaces from this table, so
+    that a figure of them reads what the runs measured and never measures."""
+    from flatness.surface import Surface
+
+    kind = p["base"].get("surface")
+    if kind not in ("1d", "2d"):
+        return pd.DataFrame()
+    parts = []
+    for (arm, seed), (result, folder) in sorted(runs.items()):
+        if result is None or not (folder / f"surface_{kind}.npz").exists():
+            continue
+        surf = Surface.load(folder / f"surface_{kind}")
+        grid = np.meshgrid(*surf.coords, indexing="ij")
+        frame = {
+            "arm": arm,
+            "seed": seed,
+            "reached": reached_of(p, arm, result),
+            "run_train_loss": result.get("train_loss"),
+            "x": grid[0].ravel(),
+            "y": grid[1].ravel() if len(grid) > 1 else 0.0,
+        }
+        frame.update({k: np.asarray(v).ravel() for k, v in surf.values.items()})
+        parts.append(pd.DataFrame(frame))
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
 def slice_sharpness(folder: Path, p: Mapping[str, Any], spec: Mapping[str, Any]) -> float:
@@ -409,6 +439,11 @@ def verdicts(
             tidy += values
             comparisons[f"{p['name']}/{c['name']}"] = (p, c)
         write_table(pd.DataFrame(tidy), out_dir, f"paired_{p['name']}")
+        surfaces = surface_frame(p, runs)
+        if not surfaces.empty:  # a csv only: thousands of grid points make no markdown table
+            atomic_write_bytes(
+                out_dir / f"surfaces_{p['name']}.csv", surfaces.to_csv(index=False).encode()
+            )
         if p.get("pairs"):
             from experiments.pairs import pair_rows
 

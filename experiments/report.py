@@ -490,12 +490,45 @@ def protocol_section(
             lines += secondary_lines(secondary, name, c["name"])
     if name == "batch_size":
         lines += keskar_comparison(secondary)
+    lines += surfaces_lines(p, tables, figures)
     lines += E.explanation_lines(p, tables, figures, runs)
     lines += schedule_lines(p, mine_runs)
     settings = mine_runs.drop_duplicates("arm").set_index("arm")["settings"]
     lines += ["Every setting of each arm as its runs resolved it:", ""]
     lines += [f"- `{arm}`: {text}" for arm, text in settings.items()] + [""]
     return lines
+
+
+def surfaces_lines(p: dict, tables: Path, figures: Path) -> list[str]:
+    """The protocol's saved loss surfaces (``surfaces_<name>.csv``, exported by the verdicts step
+    from the runs' own records) drawn as Li et al.'s contours and slices, with a sentence on them."""
+    path = tables / f"surfaces_{p['name']}.csv"
+    if not path.exists():
+        return []
+    surfaces = pd.read_csv(path)
+    made = F.surfaces_figure(surfaces, list(p["arms"]), figures, f"{p['name']}_surfaces")
+    if made is None:
+        return []
+    centre = surfaces[(surfaces["x"].abs() < 1e-9) & (surfaces["y"].abs() < 1e-9)]
+    edge = surfaces[
+        (surfaces["y"].abs() < 1e-9) & (surfaces["x"].abs() == surfaces["x"].abs().max())
+    ]
+    rise = (edge.groupby(["arm", "seed"])["train_loss"].mean()
+            / centre.set_index(["arm", "seed"])["train_loss"]).groupby("arm").median()  # fmt: skip
+    reached = int(surfaces.drop_duplicates(["arm", "seed"])["reached"].astype(bool).sum())
+    runs = surfaces[["arm", "seed"]].drop_duplicates().shape[0]
+    return [
+        f"![surfaces](figures/{made})",
+        "",
+        f"*Figure: the runs' own filter-normalised planes (seed 0 per arm, shared log levels) and "
+        f"the slice through each centre for every seed; {reached} of {runs} runs met the criterion. "
+        f"Data: `figures/{made.replace('.png', '.csv')}`, from `tables/{path.name}`.* "
+        "At the end of the first direction the training loss is, at the median over seeds, "
+        + ", ".join(f"{rise[a]:.3g}× its centre value for {a}" for a in p["arms"] if a in rise)
+        + ": how much steeper one minimum looks than another in the pictures people compare, "
+        "which the verdict above tests against test error.",
+        "",
+    ]
 
 
 def within_arm_tau(paired: pd.DataFrame, c: dict) -> list[str]:

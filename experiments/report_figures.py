@@ -195,3 +195,60 @@ def audit_figure(values: pd.DataFrame, audit: pd.DataFrame, model: str, figures:
     fig.tight_layout()
     tidy = rows[["model", "mode", "family", "metric", "alpha", "ratio", "verdict"]]
     return _save(fig, tidy, figures, f"audit_{model}")
+
+
+def surfaces_figure(
+    surfaces: pd.DataFrame, arms: list[str], figures: Path, name: str
+) -> str | None:
+    """Li et al. 2018's pictures of the minima the runs saved: the training-loss plane of each arm
+    (seed 0) as contours on one shared, logarithmic set of levels with one colour bar, and below
+    them the slice through the centre along the first direction, training and test loss, every seed
+    of every arm (all at their training criterion). Reads the runs' surfaces; measures nothing."""
+    from matplotlib.colors import LogNorm
+
+    data = surfaces[surfaces["arm"].isin(arms)].copy()
+    if data.empty or len(arms) < 2:
+        return None
+    seed0 = data[data["seed"] == data["seed"].min()]
+    levels = np.geomspace(seed0["train_loss"].min(), seed0["train_loss"].max(), 15)
+    fig = plt.figure(figsize=(3.4 * len(arms), 7.2))
+    grid = fig.add_gridspec(2, len(arms) + 1, width_ratios=[1] * len(arms) + [0.06])
+    colours = dict(zip(arms, sns.color_palette("tab10", 10), strict=False))  # distinct at a glance
+    last = None
+    for k, arm in enumerate(arms):
+        ax = fig.add_subplot(grid[0, k])
+        part = seed0[seed0["arm"] == arm]
+        table = part.pivot_table(index="y", columns="x", values="train_loss")
+        last = ax.contourf(table.columns, table.index, table.to_numpy(), levels=levels,
+                           norm=LogNorm(levels[0], levels[-1]), cmap="viridis")  # fmt: skip
+        ax.plot(0, 0, "w+", ms=10)
+        centre = part.loc[(part["x"].abs() + part["y"].abs()).idxmin()]
+        ax.set_title(f"{arm}, seed {int(part['seed'].iloc[0])}\ntrain loss {centre['train_loss']:.3g}, "
+                     f"test acc {centre['test_acc']:.3f} at the centre", fontsize=8)  # fmt: skip
+        ax.set_xlabel("direction 1 (filter-normalised)")
+        if k == 0:
+            ax.set_ylabel("direction 2 (filter-normalised)")
+    cbar = fig.colorbar(last, cax=fig.add_subplot(grid[0, -1]))
+    cbar.set_label("training loss (shared log levels)")
+    cbar.set_ticks(levels[::2], labels=[f"{v:.2g}" for v in levels[::2]])
+    row = data[data["y"].abs() < 1e-9]
+    for k, (value, label) in enumerate(
+        (("train_loss", "training loss"), ("test_loss", "test loss"))
+    ):
+        ax = fig.add_subplot(grid[1, k * (len(arms) // 2) : (k + 1) * (len(arms) // 2)])
+        for (arm, seed), line in row.groupby(["arm", "seed"]):
+            ax.plot(line["x"], line[value], color=colours[arm], lw=0.8, alpha=0.6,
+                    label=arm if seed == row["seed"].min() else None)  # fmt: skip
+        ax.set_yscale("log")
+        ax.set_xlabel("distance along direction 1 (filter-normalised)")
+        ax.set_ylabel(label)
+        ax.set_title(f"{label} through the centre, every seed", fontsize=9)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle("Filter-normalised loss surfaces of the final runs, each at its training criterion "
+                 "(Li et al. 2018)", fontsize=11)  # fmt: skip
+    fig.tight_layout()
+    drawn = pd.concat([seed0, row]).drop_duplicates()
+    columns = ["arm", "seed", "reached", "run_train_loss", "x", "y", "train_loss", "test_loss",
+               "train_acc", "test_acc"]  # fmt: skip
+    return _save(fig, drawn[[c for c in columns if c in drawn]], figures, name)

@@ -316,3 +316,40 @@ def test_part_test_absolute_and_ratio():
         part_test(mechanism, b - 1.5, b)
     with pytest.raises(ValueError, match="length"):
         part_test(mechanism, b[:9], b)
+
+
+def test_saved_surfaces_are_exported_as_a_table_and_drawn_from_it(tmp_path):
+    """The verdicts step exports every run's own surface record; the report's figure draws that
+    table (seed 0's planes, every seed's centre slice) and writes exactly what it drew."""
+    import numpy as np
+    import pandas as pd
+
+    from experiments.judge import surface_frame
+    from experiments.report_figures import surfaces_figure
+    from flatness.surface import Surface
+
+    p = {"name": "t", "base": {"surface": "2d"}, "arms": {"a": {}, "b": {}}}
+    xs = np.linspace(-1, 1, 5)
+    runs = {}
+    for arm, steep in (("a", 1.0), ("b", 3.0)):
+        for seed in (0, 1):
+            folder = tmp_path / f"{arm}{seed}"
+            folder.mkdir()
+            loss = steep * (xs[:, None] ** 2 + 0.5 * xs[None, :] ** 2) + 0.01 * (seed + 1)
+            values = {"train_loss": loss, "test_loss": loss + 0.3, "train_acc": 1 - loss / 9,
+                      "test_acc": 0.9 - loss / 9}  # fmt: skip
+            Surface([xs, xs], values).save(folder / "surface_2d")
+            runs[arm, seed] = ({"status": "finished", "stop_reason": "train_until_loss",
+                                "train_loss": 0.01}, folder)  # fmt: skip
+    frame = surface_frame(p, runs)
+    assert len(frame) == 4 * 25 and frame["reached"].all()
+    point = frame[
+        (frame["arm"] == "b") & (frame["seed"] == 1) & (frame["x"] == 1.0) & (frame["y"] == 0.5)
+    ]
+    assert point["train_loss"].item() == pytest.approx(3.0 * (1 + 0.5 * 0.25) + 0.02)  # ij indexing
+    assert surface_frame({"base": {}}, runs).empty  # a protocol without surfaces exports nothing
+    made = surfaces_figure(frame, ["a", "b"], tmp_path / "figures", "t_surfaces")
+    drawn = pd.read_csv(tmp_path / "figures" / "t_surfaces.csv")
+    assert made == "t_surfaces.png" and set(drawn["arm"]) == {"a", "b"}
+    assert set(drawn[drawn["y"] != 0]["seed"]) == {0}  # the planes: seed 0 only
+    assert set(drawn[drawn["y"] == 0]["seed"]) == {0, 1}  # the slices: every seed
