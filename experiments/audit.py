@@ -181,7 +181,7 @@ def write_tables(rows: pd.DataFrame, judged: pd.DataFrame, out: Path) -> None:
     ref = (
         rows.groupby(["model", "mode", "metric"], sort=False)["reference"]
         .first()
-        .rename("value (α=1, original)")
+        .rename("value (original, unrescaled)")
     )
     table = (
         pd.concat([ref, wide], axis=1).reset_index().merge(judged, on=["model", "mode", "metric"])

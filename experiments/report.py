@@ -654,20 +654,37 @@ def audit_section(tables: Path, figures: Path) -> list[str]:
     keep = [c for c in audit.columns if c not in ("spread",)]
     lines += [_md(audit[keep], ".3g"), ""]
     values = _table(tables, "audit_values")
+    runs = _table(tables, "protocol_runs")
     for model in dict.fromkeys(audit["model"]):
         if values is None:
             break
-        made = F.audit_figure(values, audit, model, figures)
+        label = _audited(model, runs)
+        alphas = ", ".join(f"{a:g}" for a in sorted(values["alpha"].unique()))
+        made = F.audit_figure(values, audit, model, figures, label)
         lines += [
             f"![audit {model}](figures/{made})",
             "",
-            f"*Figure: {model}, each metric's |value / original| against α, one panel per metric "
-            "family and a row per rescaling mode; the grey band is the test error, which the "
-            "rescaling leaves at 1; dashed lines with hollow markers are the metrics the table "
-            f"calls invariant. Data: `figures/{made.replace('.png', '.csv')}`.*",
+            f"*Figure: {label}, each metric's value over the original model's against α (measured "
+            f"at α = {alphas} only; the lines join those points), one panel per metric family and "
+            "a row per rescaling mode. The grey band is the test error, which the rescaling leaves "
+            "at 1. Dashed lines with hollow markers are the metrics the table calls invariant (every "
+            "ratio within 1% of 1: judge by the table, not by the band's width); a flat line away "
+            "from 1 is a metric the transform changed by the same factor at every α. Neuron-wise, "
+            "each unit's factor is one random draw around α, so α = 1 is itself a rescaling: the "
+            "star marks the original model, from which the table's factors are measured. Data: "
+            f"`figures/{made.replace('.png', '.csv')}`.*",
             "",
         ]
     return lines
+
+
+def _audited(model: str, runs: pd.DataFrame | None) -> str:
+    """A readable name for an audited final run (``momentum_small_seed0``): its protocol arm,
+    batch size and seed, read from the runs table."""
+    for _, r in (runs if runs is not None else pd.DataFrame()).iterrows():
+        if model == f"{r['arm']}_seed{r['seed']}" and r["protocol"] == "batch_size":
+            return f"{r['arm']} (batch {int(r['batch_size'])}, seed {int(r['seed'])})"
+    return model
 
 
 def wilson_section(tables: Path) -> list[str]:

@@ -141,11 +141,15 @@ AUDIT_FAMILIES = {
 }
 
 
-def audit_figure(values: pd.DataFrame, audit: pd.DataFrame, model: str, figures: Path) -> str:
+def audit_figure(
+    values: pd.DataFrame, audit: pd.DataFrame, model: str, figures: Path, label: str = ""
+) -> str:
     """Dinh et al.'s audit of one model as small multiples: a row per rescaling mode, a panel per
     metric family, each metric's |value / original| against α, the test error (which must not
     move) as a grey band in every panel. Each metric's line style follows its verdict in the audit
-    table (solid: moves; dashed, hollow markers: invariant), read from that table, not recomputed."""
+    table (solid: moves; dashed, hollow: invariant), read from that table, not recomputed; metrics
+    drawn on top of each other stay visible as concentric hollow markers of different shapes. A
+    neuron-wise rescaling at α = 1 is not the original model, which is marked at ratio 1."""
     rows = values[(values["model"] == model) & ~values["at_bound"].astype(bool)].copy()
     rows["ratio"] = (rows["value"] / rows["reference"]).abs()
     verdicts = audit[audit["model"] == model].set_index(["mode", "metric"])["verdict"]
@@ -158,13 +162,16 @@ def audit_figure(values: pd.DataFrame, audit: pd.DataFrame, model: str, figures:
     )
     families = [f for f in [*AUDIT_FAMILIES, "other"] if f in set(rows["family"])]
     modes = list(dict.fromkeys(rows["mode"]))
-    # colours distinct within a panel and the same for a metric in every audit figure
-    tab = sns.color_palette("tab10", 10)
+    # one colour per metric across every panel and figure; shapes and sizes tell stacked lines apart
     others = sorted(m for m in set(rows["metric"]) - {"test_error"} if m not in family_of)
-    palette = {
-        m: tab[k % 10] for ms in [*AUDIT_FAMILIES.values(), others] for k, m in enumerate(ms)
+    ordered = [m for ms in [*AUDIT_FAMILIES.values(), others] for m in ms]
+    palette = dict(zip(ordered, sns.color_palette("tab20", 20) * 2, strict=False))
+    shape = {
+        m: (k, "osD^vP"[k % 6])
+        for ms in [*AUDIT_FAMILIES.values(), others]
+        for k, m in enumerate(ms)
     }
-    fig, axes = plt.subplots(len(modes), len(families), figsize=(3.3 * len(families), 3.1 * len(modes)),
+    fig, axes = plt.subplots(len(modes), len(families), figsize=(4.3 * len(families), 4.0 * len(modes)),
                              squeeze=False, sharex=True, sharey=True)  # fmt: skip
     for i, mode in enumerate(modes):
         test = rows[(rows["mode"] == mode) & (rows["metric"] == "test_error")]
@@ -173,25 +180,29 @@ def audit_figure(values: pd.DataFrame, audit: pd.DataFrame, model: str, figures:
             ax.plot(
                 test["alpha"], test["ratio"], color="grey", lw=6, alpha=0.35, label="test error"
             )
-            for metric, group in rows[(rows["mode"] == mode) & (rows["family"] == fam)].groupby(
-                "metric"
-            ):
+            if mode != "layer":
+                ax.plot([1], [1], marker="*", color="black", ms=11, ls="none",
+                        label="original model (ratio 1)")  # fmt: skip
+            panel = rows[(rows["mode"] == mode) & (rows["family"] == fam)]
+            for metric, group in panel.groupby("metric"):
                 invariant = group["verdict"].iloc[0] == "invariant"
-                ax.plot(group["alpha"], group["ratio"], color=palette[metric], marker="o", ms=5,
-                        ls="--" if invariant else "-", mfc="white" if invariant else palette[metric],
-                        label=f"{metric} ({group['verdict'].iloc[0]})")  # fmt: skip
+                k, marker = shape[metric]
+                ax.plot(group["alpha"], group["ratio"], color=palette[metric], marker=marker,
+                        ms=11 - 2 * k if invariant else 6, mfc="none" if invariant else palette[metric],
+                        mew=1.5, ls="--" if invariant else "-",
+                        label=f"{metric}: {group['verdict'].iloc[0]}")  # fmt: skip
             ax.set_xscale("log")
             ax.set_yscale("log")
             ax.grid(alpha=0.3)
-            ax.legend(fontsize=6, loc="upper center")
+            ax.legend(fontsize=7.5, loc="best", framealpha=0.85)
             if i == 0:
-                ax.set_title(fam, fontsize=10)
+                ax.set_title(fam, fontsize=11)
             if j == 0:
-                ax.set_ylabel(f"{mode}-wise: |value / original|")
+                ax.set_ylabel(f"{mode}-wise: value / original")
             if i == len(modes) - 1:
                 ax.set_xlabel("α (the same function at every α)")
-    fig.suptitle(f"{model}: which metrics the α-rescaling moves (Dinh et al. 2017); "
-                 "grey: test error, which must stay at 1", fontsize=11)  # fmt: skip
+    fig.suptitle(f"{label or model}: which metrics the α-rescaling moves (Dinh et al. 2017); "
+                 "grey: test error, which must stay at 1", fontsize=12)  # fmt: skip
     fig.tight_layout()
     tidy = rows[["model", "mode", "family", "metric", "alpha", "ratio", "verdict"]]
     return _save(fig, tidy, figures, f"audit_{model}")
