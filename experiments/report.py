@@ -509,24 +509,31 @@ def surfaces_lines(p: dict, tables: Path, figures: Path) -> list[str]:
     made = F.surfaces_figure(surfaces, list(p["arms"]), figures, f"{p['name']}_surfaces")
     if made is None:
         return []
-    centre = surfaces[(surfaces["x"].abs() < 1e-9) & (surfaces["y"].abs() < 1e-9)]
-    edge = surfaces[
-        (surfaces["y"].abs() < 1e-9) & (surfaces["x"].abs() == surfaces["x"].abs().max())
-    ]
-    rise = (edge.groupby(["arm", "seed"])["train_loss"].mean()
-            / centre.set_index(["arm", "seed"])["train_loss"]).groupby("arm").median()  # fmt: skip
     reached = int(surfaces.drop_duplicates(["arm", "seed"])["reached"].astype(bool).sum())
     runs = surfaces[["arm", "seed"]].drop_duplicates().shape[0]
+    centre = surfaces[(surfaces["x"].abs() < 1e-9) & (surfaces["y"].abs() < 1e-9)]
+    paired = _table(tables, f"paired_{p['name']}")
+    sharp = ""
+    if paired is not None and "slice_sharpness" in set(paired["quantity"]):
+        q = paired[paired["quantity"] == "slice_sharpness"].groupby("arm")["value"].median()
+        sharp = (
+            " What the verdict above tests is the slice sharpness (the rise of the training loss at "
+            "±0.5 along both directions), whose median over seeds is "
+            + ", ".join(f"{q[a]:.2f} for {a}" for a in p["arms"] if a in q)
+            + "; it ranks the arms, and within an arm it does not follow the test error (see where "
+            "the association comes from, above)."
+        )
     return [
         f"![surfaces](figures/{made})",
         "",
-        f"*Figure: the runs' own filter-normalised planes (seed 0 per arm, shared log levels) and "
-        f"the slice through each centre for every seed; {reached} of {runs} runs met the criterion. "
-        f"Data: `figures/{made.replace('.png', '.csv')}`, from `tables/{path.name}`.* "
-        "At the end of the first direction the training loss is, at the median over seeds, "
-        + ", ".join(f"{rise[a]:.3g}× its centre value for {a}" for a in p["arms"] if a in rise)
-        + ": how much steeper one minimum looks than another in the pictures people compare, "
-        "which the verdict above tests against test error.",
+        f"*Figure: the runs' own filter-normalised planes (seed 0 per arm; each cell one point of "
+        f"the grid, no interpolation; one log colour scale) and the slice through each centre "
+        f"(median over seeds, band: every seed); {reached} of {runs} runs met the criterion. The "
+        f"surfaces are evaluated on their own training samples, so the centre's loss "
+        f"({centre['train_loss'].min():.3f} to {centre['train_loss'].max():.3f}) is not the "
+        f"criterion check's. At ±1 along a filter-normalised direction each filter is perturbed "
+        f"by its own norm: the ends describe broken models. Data: "
+        f"`figures/{made.replace('.png', '.csv')}`, from `tables/{path.name}`.*" + sharp,
         "",
     ]
 

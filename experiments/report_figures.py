@@ -211,53 +211,59 @@ def audit_figure(
 def surfaces_figure(
     surfaces: pd.DataFrame, arms: list[str], figures: Path, name: str
 ) -> str | None:
-    """Li et al. 2018's pictures of the minima the runs saved: the training-loss plane of each arm
-    (seed 0) as contours on one shared, logarithmic set of levels with one colour bar, and below
-    them the slice through the centre along the first direction, training and test loss, every seed
-    of every arm (all at their training criterion). Reads the runs' surfaces; measures nothing."""
+    """Li et al. 2018's pictures of the minima the runs saved: each arm's training-loss plane
+    (seed 0) as its grid's cells on one shared logarithmic colour scale (no interpolation between
+    the grid points), and below them the slice through the centre along the first direction,
+    training and test loss, the median over seeds with the range of every seed. Reads the runs'
+    surfaces; measures nothing."""
     from matplotlib.colors import LogNorm
 
     data = surfaces[surfaces["arm"].isin(arms)].copy()
     if data.empty or len(arms) < 2:
         return None
     seed0 = data[data["seed"] == data["seed"].min()]
-    levels = np.geomspace(seed0["train_loss"].min(), seed0["train_loss"].max(), 15)
-    fig = plt.figure(figsize=(3.4 * len(arms), 7.2))
+    norm = LogNorm(seed0["train_loss"].min(), seed0["train_loss"].max())
+    fig = plt.figure(figsize=(3.9 * len(arms), 8.4))
     grid = fig.add_gridspec(2, len(arms) + 1, width_ratios=[1] * len(arms) + [0.06])
-    colours = dict(zip(arms, sns.color_palette("tab10", 10), strict=False))  # distinct at a glance
-    last = None
+    colours = dict(zip(arms, sns.color_palette("colorblind", 10), strict=False))
+    mesh = None
     for k, arm in enumerate(arms):
         ax = fig.add_subplot(grid[0, k])
         part = seed0[seed0["arm"] == arm]
         table = part.pivot_table(index="y", columns="x", values="train_loss")
-        last = ax.contourf(table.columns, table.index, table.to_numpy(), levels=levels,
-                           norm=LogNorm(levels[0], levels[-1]), cmap="viridis")  # fmt: skip
-        ax.plot(0, 0, "w+", ms=10)
+        mesh = ax.pcolormesh(table.columns, table.index, table.to_numpy(), norm=norm,
+                             cmap="viridis", shading="nearest")  # fmt: skip
+        ax.plot(0, 0, "w+", ms=12)
         centre = part.loc[(part["x"].abs() + part["y"].abs()).idxmin()]
-        ax.set_title(f"{arm}, seed {int(part['seed'].iloc[0])}\ntrain loss {centre['train_loss']:.3g}, "
-                     f"test acc {centre['test_acc']:.3f} at the centre", fontsize=8)  # fmt: skip
-        ax.set_xlabel("direction 1 (filter-normalised)")
+        ax.set_title(f"{arm}, seed {int(part['seed'].iloc[0])}\ncentre: train loss "
+                     f"{centre['train_loss']:.3f}, test acc {centre['test_acc']:.3f}", fontsize=10)  # fmt: skip
+        ax.set_xlabel("direction 1 (filter-normalised)", fontsize=10)
         if k == 0:
-            ax.set_ylabel("direction 2 (filter-normalised)")
-    cbar = fig.colorbar(last, cax=fig.add_subplot(grid[0, -1]))
-    cbar.set_label("training loss (shared log levels)")
-    cbar.set_ticks(levels[::2], labels=[f"{v:.2g}" for v in levels[::2]])
+            ax.set_ylabel("direction 2 (filter-normalised)", fontsize=10)
+    cbar = fig.colorbar(mesh, cax=fig.add_subplot(grid[0, -1]))
+    cbar.set_label("training loss on the surface's samples (log scale)", fontsize=10)
     row = data[data["y"].abs() < 1e-9]
+    half = len(arms) // 2
     for k, (value, label) in enumerate(
         (("train_loss", "training loss"), ("test_loss", "test loss"))
     ):
-        ax = fig.add_subplot(grid[1, k * (len(arms) // 2) : (k + 1) * (len(arms) // 2)])
-        for (arm, seed), line in row.groupby(["arm", "seed"]):
-            ax.plot(line["x"], line[value], color=colours[arm], lw=0.8, alpha=0.6,
-                    label=arm if seed == row["seed"].min() else None)  # fmt: skip
+        ax = fig.add_subplot(grid[1, k * half : (k + 1) * half])
+        for arm in arms:
+            lines = row[row["arm"] == arm].pivot_table(index="x", columns="seed", values=value)
+            ax.fill_between(lines.index, lines.min(axis=1), lines.max(axis=1), color=colours[arm],
+                            alpha=0.2, lw=0)  # fmt: skip
+            ax.plot(lines.index, lines.median(axis=1), color=colours[arm], marker="o", ms=4,
+                    lw=1.8, label=f"{arm} (median, band: all {lines.shape[1]} seeds)")  # fmt: skip
         ax.set_yscale("log")
-        ax.set_xlabel("distance along direction 1 (filter-normalised)")
-        ax.set_ylabel(label)
-        ax.set_title(f"{label} through the centre, every seed", fontsize=9)
+        ax.set_xlabel(
+            "position along direction 1 (filter-normalised; grid points marked)", fontsize=10
+        )
+        ax.set_ylabel(label, fontsize=10)
+        ax.set_title(f"{label} through the centre", fontsize=11)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.suptitle("Filter-normalised loss surfaces of the final runs, each at its training criterion "
-                 "(Li et al. 2018)", fontsize=11)  # fmt: skip
+        ax.legend(fontsize=9)
+    fig.suptitle("Filter-normalised loss surfaces of the final runs (Li et al. 2018), every run at its "
+                 "training criterion", fontsize=12)  # fmt: skip
     fig.tight_layout()
     drawn = pd.concat([seed0, row]).drop_duplicates()
     columns = ["arm", "seed", "reached", "run_train_loss", "x", "y", "train_loss", "test_loss",
