@@ -16,10 +16,17 @@ import torch
 from experiments.protocol import ProtocolError, arm_spec, load_result
 
 DEFAULTS = {"points": 21, "subset": 4000}
+# Keskar et al. 2017's Fig. 3 (``test: true``): train and test loss and accuracy along the line from
+# a's weights (t = 0) to b's (t = 1) and beyond, t from −0.5 to 1.5. A key of a record only when on,
+# so the records made before it existed keep their names.
+INTERPOLATION_TS = [round(-0.5 + 0.1 * i, 10) for i in range(21)]
 
 
 def settings_of(pair: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: pair.get(k, v) for k, v in DEFAULTS.items()}
+    settings = {k: pair.get(k, v) for k, v in DEFAULTS.items()}
+    if pair.get("test"):
+        settings["test"] = True
+    return settings
 
 
 def record_path(folder_a: Path, folder_b: Path, settings: Mapping[str, Any]) -> Path:
@@ -39,7 +46,7 @@ def measure_pair(folder_a: Path, folder_b: Path, settings: Mapping[str, Any]) ->
     ts, losses = path_losses(obj, start=end, points=settings["points"])  # t = 0: b, t = 1: a
     a = torch.cat([p.detach().reshape(-1) for p in obj.params.values()])
     b = torch.cat([end[k].reshape(-1).to(a) for k in obj.names])
-    return {
+    record = {
         "distance": float((a - b).norm()),
         "barrier": barrier_of(ts, losses),
         "t": ts.tolist(),
@@ -47,6 +54,19 @@ def measure_pair(folder_a: Path, folder_b: Path, settings: Mapping[str, Any]) ->
         "n_samples": obj.n,
         "settings": dict(settings),
     }
+    if settings.get("test"):
+        import copy
+
+        from flatness.surface import interpolate
+
+        other = copy.deepcopy(model)
+        other.load_state_dict(end)
+        n = settings["subset"]
+        line = interpolate(model, other, (data.x_train[:n], data.y_train[:n]),
+                           (data.x_test, data.y_test), ts=INTERPOLATION_TS)  # fmt: skip
+        record["interpolation"] = {"t": [float(t) for t in line.coords[0]],
+                                   **{k: v.tolist() for k, v in line.values.items()}}  # fmt: skip
+    return record
 
 
 def pair_rows(
@@ -88,6 +108,10 @@ def pair_rows(
                     "path_t": json.dumps(record["t"]),
                     "path_loss": json.dumps(record["loss"]),
                     "n_samples": record["n_samples"],
+                    # a → b (t = 0 → 1): train/test loss and accuracy, for Keskar's figure
+                    "interpolation": json.dumps(record["interpolation"])
+                    if "interpolation" in record
+                    else None,
                     "run_a": str(fa),
                     "run_b": str(fb),
                 }

@@ -491,6 +491,7 @@ def protocol_section(
     if name == "batch_size":
         lines += keskar_comparison(secondary)
     lines += surfaces_lines(p, tables, figures)
+    lines += interpolation_lines(p, tables, figures)
     lines += E.explanation_lines(p, tables, figures, runs)
     lines += schedule_lines(p, mine_runs)
     settings = mine_runs.drop_duplicates("arm").set_index("arm")["settings"]
@@ -534,6 +535,33 @@ def surfaces_lines(p: dict, tables: Path, figures: Path) -> list[str]:
         f"criterion check's. At ±1 along a filter-normalised direction each filter is perturbed "
         f"by its own norm: the ends describe broken models. Data: "
         f"`figures/{made.replace('.png', '.csv')}`, from `tables/{path.name}`.*" + sharp,
+        "",
+    ]
+
+
+def interpolation_lines(p: dict, tables: Path, figures: Path) -> list[str]:
+    """Keskar's interpolation, when the protocol's pairs measured it (``pairs_<name>.csv``)."""
+    pairs = _table(tables, f"pairs_{p['name']}")
+    if pairs is None or "interpolation" not in pairs or pairs["interpolation"].isna().all():
+        return []
+    made = F.interpolation_figure(pairs, figures, f"{p['name']}_interpolation")
+    if made is None:
+        return []
+    data = pd.read_csv(figures / made.replace(".png", ".csv"))
+    mid = data[data["t"].between(0.01, 0.99)].groupby(["pair", "seed"])["train_loss"].max()
+    ends = data[data["t"].isin([0.0, 1.0])].groupby(["pair", "seed"])["train_loss"].max()
+    over = (mid > ends).groupby("pair").sum()
+    seeds = data.groupby("pair")["seed"].nunique()
+    return [
+        f"![interpolation](figures/{made})",
+        "",
+        "*Figure: Keskar et al.'s picture of the two minima of each seed, from the pairs the "
+        "protocol measured after its runs (training loss on the first 4,000 training samples, "
+        f"test loss on the test set). Data: `figures/{made.replace('.png', '.csv')}`.* Between the "
+        "two minima the training loss rises above both ends (a barrier on the straight line) in "
+        + ", ".join(f"{int(over[q])} of {int(seeds[q])} seeds for {q}" for q in over.index)
+        + ". The picture alone does not say which minimum generalises better; the verdict above "
+        "does.",
         "",
     ]
 

@@ -7,6 +7,7 @@ one colour and marker per arm across every figure of a protocol.
 
 from __future__ import annotations
 
+import json
 import textwrap
 from pathlib import Path
 
@@ -269,3 +270,54 @@ def surfaces_figure(
     columns = ["arm", "seed", "reached", "run_train_loss", "x", "y", "train_loss", "test_loss",
                "train_acc", "test_acc"]  # fmt: skip
     return _save(fig, drawn[[c for c in columns if c in drawn]], figures, name)
+
+
+def interpolation_figure(pairs: pd.DataFrame, figures: Path, name: str) -> str | None:
+    """Keskar et al. 2017's Fig. 3 from the pairs the runs measured: for each pair, training and
+    test loss (left) and accuracy (right) on the line from arm a's minimum (t = 0) to arm b's
+    (t = 1) of the same seed, the median over seeds with every seed's range as a band; the legend
+    gives both accuracies at both minima."""
+    rows = []
+    for _, r in pairs.dropna(subset=["interpolation"]).iterrows():
+        line = json.loads(r["interpolation"])
+        for k, t in enumerate(line["t"]):
+            rows.append({"pair": r["pair"], "a": r["a"], "b": r["b"], "seed": r["seed"], "t": t,
+                         **{q: line[q][k] for q in ("train_loss", "test_loss", "train_acc",
+                                                     "test_acc")}})  # fmt: skip
+    data = pd.DataFrame(rows)
+    if data.empty:
+        return None
+    names = list(dict.fromkeys(data["pair"]))
+    fig, axes = plt.subplots(len(names), 2, figsize=(11, 3.9 * len(names)), squeeze=False)
+    style = {"train": ("tab:blue", "-"), "test": ("tab:orange", "--")}
+    for i, pair in enumerate(names):
+        part = data[data["pair"] == pair]
+        a, b = part["a"].iloc[0], part["b"].iloc[0]
+        for j, kind in enumerate(("loss", "acc")):
+            ax = axes[i][j]
+            for split, (colour, ls) in style.items():
+                wide = part.pivot_table(index="t", columns="seed", values=f"{split}_{kind}")
+                ends = (
+                    wide.loc[[0.0, 1.0]].median(axis=1) if {0.0, 1.0} <= set(wide.index) else None
+                )
+                label = f"{split} {'loss' if kind == 'loss' else 'accuracy'}"
+                if kind == "acc" and ends is not None:
+                    label += f" ({a}: {ends[0.0]:.3f}, {b}: {ends[1.0]:.3f})"
+                ax.fill_between(wide.index, wide.min(axis=1), wide.max(axis=1), color=colour,
+                                alpha=0.2, lw=0)  # fmt: skip
+                ax.plot(wide.index, wide.median(axis=1), color=colour, ls=ls, marker="o", ms=3,
+                        label=label)  # fmt: skip
+            for t in (0.0, 1.0):
+                ax.axvline(t, color="grey", lw=0.8, ls=":")
+            if kind == "loss":
+                ax.set_yscale("log")
+            ax.set_xlabel(f"t: (1 − t)·θ[{a}] + t·θ[{b}], same seed")
+            ax.set_ylabel("loss" if kind == "loss" else "accuracy")
+            ax.set_title(f"{pair}: {'loss' if kind == 'loss' else 'accuracy'} (median over "
+                         f"{part['seed'].nunique()} seeds, band: every seed)", fontsize=10)  # fmt: skip
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+    fig.suptitle("Linear interpolation between the small- and the large-batch minimum of each seed "
+                 "(Keskar et al. 2017, Fig. 3)", fontsize=12)  # fmt: skip
+    fig.tight_layout()
+    return _save(fig, data, figures, name)

@@ -353,3 +353,39 @@ def test_saved_surfaces_are_exported_as_a_table_and_drawn_from_it(tmp_path):
     assert made == "t_surfaces.png" and set(drawn["arm"]) == {"a", "b"}
     assert set(drawn[drawn["y"] != 0]["seed"]) == {0}  # the planes: seed 0 only
     assert set(drawn[drawn["y"] == 0]["seed"]) == {0, 1}  # the slices: every seed
+
+
+def test_keskars_interpolation_is_drawn_from_the_measured_pairs(tmp_path):
+    import json
+
+    import pandas as pd
+
+    from experiments.report_figures import interpolation_figure
+
+    ts = [-0.5, 0.0, 0.5, 1.0, 1.5]
+    rows = []
+    for seed in (0, 1, 2):
+        line = {"t": ts, "train_loss": [1.0, 0.01, 0.5 + seed, 0.02, 2.0],
+                "test_loss": [1.2, 0.3, 0.9, 0.4, 2.2], "train_acc": [0.5, 1.0, 0.8, 1.0, 0.3],
+                "test_acc": [0.4, 0.85 + 0.01 * seed, 0.7, 0.8, 0.2]}  # fmt: skip
+        rows.append({"pair": "small_to_large", "a": "small", "b": "large", "seed": seed,
+                     "interpolation": json.dumps(line)})  # fmt: skip
+    rows.append({"pair": "other", "a": "x", "b": "y", "seed": 0, "interpolation": None})
+    made = interpolation_figure(pd.DataFrame(rows), tmp_path, "t_interpolation")
+    drawn = pd.read_csv(tmp_path / "t_interpolation.csv")
+    assert made == "t_interpolation.png" and set(drawn["pair"]) == {"small_to_large"}
+    assert len(drawn) == 3 * len(ts) and set(drawn["seed"]) == {0, 1, 2}
+    mid = drawn[(drawn["t"] == 0.5)].sort_values("seed")["train_loss"].tolist()
+    assert mid == [0.5, 1.5, 2.5]  # every seed's own line, as measured
+    assert interpolation_figure(pd.DataFrame(rows[-1:]), tmp_path, "none") is None
+
+
+def test_a_pair_without_the_interpolation_keeps_its_record_name():
+    from pathlib import Path
+
+    from experiments.pairs import record_path, settings_of
+
+    plain = settings_of({"name": "p", "a": "x", "b": "y"})
+    assert plain == {"points": 21, "subset": 4000}  # as before the test key existed
+    assert settings_of({"name": "p", "a": "x", "b": "y", "test": True})["test"] is True
+    assert record_path(Path("a"), Path("b"), plain).name == "b-points21-subset4000.json"
