@@ -313,11 +313,10 @@ def interpolation_figure(pairs: pd.DataFrame, figures: Path, name: str) -> str |
                 ax.set_yscale("log")
             ax.set_xlabel(f"t: (1 − t)·θ[{a}] + t·θ[{b}], same seed")
             ax.set_ylabel("loss" if kind == "loss" else "accuracy")
-            ax.set_title(f"{pair}: {'loss' if kind == 'loss' else 'accuracy'} (median over "
-                         f"{part['seed'].nunique()} seeds, band: every seed)", fontsize=10)  # fmt: skip
+            ax.set_title(f"{pair}: {'loss' if kind == 'loss' else 'accuracy'}", fontsize=10)
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8)
-    fig.suptitle("Linear interpolation between the small- and the large-batch minimum of each seed "
-                 "(Keskar et al. 2017, Fig. 3)", fontsize=12)  # fmt: skip
+    fig.suptitle("Linear interpolation between two minima of each seed (Keskar et al. 2017, Fig. 3): "
+                 f"median over {data['seed'].nunique()} seeds, band: every seed", fontsize=12)  # fmt: skip
     fig.tight_layout()
     return _save(fig, data, figures, name)
