@@ -272,7 +272,9 @@ def surfaces_figure(
     return _save(fig, drawn[[c for c in columns if c in drawn]], figures, name)
 
 
-def interpolation_figure(pairs: pd.DataFrame, figures: Path, name: str) -> str | None:
+def interpolation_figure(
+    pairs: pd.DataFrame, figures: Path, name: str, labels: dict[str, str] | None = None
+) -> str | None:
     """Keskar et al. 2017's Fig. 3 from the pairs the runs measured: for each pair, training and
     test loss (left) and accuracy (right) on the line from arm a's minimum (t = 0) to arm b's
     (t = 1) of the same seed, the median over seeds with every seed's range as a band; the legend
@@ -288,11 +290,14 @@ def interpolation_figure(pairs: pd.DataFrame, figures: Path, name: str) -> str |
     if data.empty:
         return None
     names = list(dict.fromkeys(data["pair"]))
-    fig, axes = plt.subplots(len(names), 2, figsize=(11, 3.9 * len(names)), squeeze=False)
+    labels = labels or {}
+    fig, axes = plt.subplots(len(names), 2, figsize=(12, 4.3 * len(names)), squeeze=False,
+                             sharey="col")  # fmt: skip
     style = {"train": ("tab:blue", "-"), "test": ("tab:orange", "--")}
     for i, pair in enumerate(names):
         part = data[data["pair"] == pair]
         a, b = part["a"].iloc[0], part["b"].iloc[0]
+        la, lb = labels.get(a, a), labels.get(b, b)
         for j, kind in enumerate(("loss", "acc")):
             ax = axes[i][j]
             for split, (colour, ls) in style.items():
@@ -301,8 +306,8 @@ def interpolation_figure(pairs: pd.DataFrame, figures: Path, name: str) -> str |
                     wide.loc[[0.0, 1.0]].median(axis=1) if {0.0, 1.0} <= set(wide.index) else None
                 )
                 label = f"{split} {'loss' if kind == 'loss' else 'accuracy'}"
-                if kind == "acc" and ends is not None:
-                    label += f" ({a}: {ends[0.0]:.3f}, {b}: {ends[1.0]:.3f})"
+                if kind == "acc" and split == "test" and ends is not None:
+                    label += f" ({la}: {ends[0.0]:.3f}, {lb}: {ends[1.0]:.3f})"
                 ax.fill_between(wide.index, wide.min(axis=1), wide.max(axis=1), color=colour,
                                 alpha=0.2, lw=0)  # fmt: skip
                 ax.plot(wide.index, wide.median(axis=1), color=colour, ls=ls, marker="o", ms=3,
@@ -311,12 +316,12 @@ def interpolation_figure(pairs: pd.DataFrame, figures: Path, name: str) -> str |
                 ax.axvline(t, color="grey", lw=0.8, ls=":")
             if kind == "loss":
                 ax.set_yscale("log")
-            ax.set_xlabel(f"t: (1 − t)·θ[{a}] + t·θ[{b}], same seed")
+            ax.set_xlabel(f"t: (1 − t)·θ[{la}] + t·θ[{lb}], same seed", fontsize=10)
             ax.set_ylabel("loss" if kind == "loss" else "accuracy")
             ax.set_title(f"{pair}: {'loss' if kind == 'loss' else 'accuracy'}", fontsize=10)
             ax.grid(alpha=0.3)
-            ax.legend(fontsize=8)
+            ax.legend(fontsize=9)
     fig.suptitle("Linear interpolation between two minima of each seed (Keskar et al. 2017, Fig. 3): "
-                 f"median over {data['seed'].nunique()} seeds, band: every seed", fontsize=12)  # fmt: skip
+                 f"median over {data['seed'].nunique()} seeds, band: range over seeds", fontsize=12)  # fmt: skip
     fig.tight_layout()
     return _save(fig, data, figures, name)
