@@ -1,6 +1,7 @@
 """Measurements of two runs of the same seed, declared in a protocol's ``pairs`` block: the distance
 between their final weights and the loss barrier on the straight path between them (Frankle et al.
-2020), on the training set. Issue 13 asks it of the Adam and SGD minima of one seed: one basin, or two?
+2020), on the training set; with ``test: true`` also Keskar et al. 2017's interpolation (train and
+test loss and accuracy from a's minimum to b's and beyond), which the report draws. Issue 13 asks it of the Adam and SGD minima of one seed: one basin, or two?
 Each pair is measured once and kept in the first run's directory
 (``measurements/pairs/<other run id>-<settings>.json``), so the verdicts step only reads it."""
 

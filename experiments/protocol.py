@@ -245,6 +245,10 @@ def _check_comparisons(p: Mapping[str, Any], fail) -> None:
     for pair in p.get("pairs", []):
         if not {"name", "a", "b"} <= set(pair) or not {pair["a"], pair["b"]} <= set(arms):
             fail(f"pairs: each needs a name and two arms a, b of the protocol, got {pair!r}")
+        if unknown := sorted(set(pair) - {"name", "a", "b", "points", "subset", "test"}):
+            fail(
+                f"pairs: {pair.get('name')}: unknown key(s) {unknown} (known: points, subset, test)"
+            )
     names = [c.get("name") for c in p["comparisons"]]
     if not names or None in names or len(set(names)) != len(names):
         fail("every comparison needs a unique name")

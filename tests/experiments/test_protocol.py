@@ -101,6 +101,11 @@ def test_a_malformed_protocol_is_refused_with_the_key(tmp_path):
     p["base"]["criterion_every_samples"] = 100  # not a multiple of 32
     with pytest.raises(P.ProtocolError, match="criterion_every_samples"):
         P.check_protocol(p)
+    p = yaml.safe_load(TINY.read_text())
+    arms = list(p["arms"])
+    p["pairs"] = [{"name": "ab", "a": arms[0], "b": arms[1], "tset": True}]  # a misspelt key
+    with pytest.raises(P.ProtocolError, match=r"pairs: ab: unknown key\(s\) \['tset'\]"):
+        P.check_protocol(p)
 
 
 # --- the learning-rate rule -------------------------------------------------------------------------
