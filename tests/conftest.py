@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import pytest
@@ -35,3 +36,23 @@ def make_cfg(tmp_path, data_dir):
 
 # A tiny, fast configuration for tests of the machinery (not of the science).
 TINY = ["dataset=synthetic", "epochs=5", "batch_size=32", "model.width=16"]
+
+
+@contextlib.contextmanager
+def killed_at_epoch(epoch: int):
+    """Training raises KeyboardInterrupt, as a kill would, when epoch ``epoch``'s evaluation starts;
+    the evaluation is put back on leaving the block."""
+    from experiments import train as T
+
+    real = T._evaluate_row
+
+    def crash(*args, **kwargs):
+        if kwargs["epoch"] == epoch:
+            raise KeyboardInterrupt("killed")
+        return real(*args, **kwargs)
+
+    T._evaluate_row = crash
+    try:
+        yield
+    finally:
+        T._evaluate_row = real

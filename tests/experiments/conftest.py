@@ -4,6 +4,7 @@ they change."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -22,3 +23,16 @@ def tiny(tmp_path_factory):
     assert P.main(["tune", str(TINY), *args]) == 0
     assert P.main(["run", str(TINY), *args]) == 0
     return root, args
+
+
+def copy_tiny(tiny, tmp_path: Path) -> dict:
+    """The shared tiny runs and tables copied into ``tmp_path`` (a test changes its copy only), and
+    the run settings that point at the copy."""
+    root, _ = tiny
+    shutil.copytree(root / "runs", tmp_path / "runs")
+    shutil.copytree(root / "tables", tmp_path / "tables")
+    return {
+        "runs_dir": str(tmp_path / "runs"),
+        "data_dir": str(tmp_path / "data"),
+        "progress": False,
+    }

@@ -14,6 +14,7 @@ from experiments import store
 from experiments.errors import ConfigError
 from experiments.models import SeededDropout, build_model
 from experiments.train import TrainSettings, train
+from tests.conftest import killed_at_epoch
 from tests.experiments.test_train import CLASSES, DIM, blobs
 
 
@@ -57,8 +58,7 @@ def test_the_generator_state_travels_in_the_state_dict():
     assert torch.equal(a(x), b(x))
 
 
-def test_a_crashed_run_with_dropout_resumes_bit_identically(tmp_path, monkeypatch):
-    import experiments.train as T
+def test_a_crashed_run_with_dropout_resumes_bit_identically(tmp_path):
 
     data = blobs()
     settings = {"epochs": 6, "batch_size": 50, "lr": 0.1, "seed": 0, "checkpoint_every": 2}
@@ -69,17 +69,8 @@ def test_a_crashed_run_with_dropout_resumes_bit_identically(tmp_path, monkeypatc
         return m, train(m, opt, data, TrainSettings(**settings), run_dir)
 
     clean, _ = go(tmp_path / "clean")
-    real = T._evaluate_row
-
-    def crash_at_epoch_3(*args, **kwargs):
-        if kwargs["epoch"] == 3:
-            raise KeyboardInterrupt("killed")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(T, "_evaluate_row", crash_at_epoch_3)
-    with pytest.raises(KeyboardInterrupt):
+    with killed_at_epoch(3), pytest.raises(KeyboardInterrupt):
         go(tmp_path / "killed")
-    monkeypatch.setattr(T, "_evaluate_row", real)
     resumed, outcome = go(tmp_path / "killed")
     assert outcome.resumed_from_epoch == 2
     assert all(torch.equal(resumed.state_dict()[k], v) for k, v in clean.state_dict().items())

@@ -24,7 +24,8 @@ from experiments.checks import check_config
 from experiments.config import RunConfig
 from experiments.tune import read_rates
 from experiments.verdicts import part_test, rule_parts
-from tests.experiments.test_protocol import EXPLANATIONS, TINY, common
+from tests.experiments.conftest import copy_tiny
+from tests.experiments.test_protocol import EXPLANATIONS, TINY
 
 TABLES = Path(__file__).resolve().parents[2] / "results" / "tables"
 
@@ -168,10 +169,7 @@ def test_a_malformed_explanation_is_refused_with_the_arm(tmp_path):
 
 
 def test_explanation_runs_verdicts_and_report(tiny, tmp_path):
-    root, _ = tiny
-    shutil.copytree(root / "runs", tmp_path / "runs")
-    shutil.copytree(root / "tables", tmp_path / "tables")
-    here = common(tmp_path)
+    here = copy_tiny(tiny, tmp_path)
     path = write(tmp_path, explain(tmp_path))
     args = ["--runs-dir", here["runs_dir"], "--data-dir", here["data_dir"]]
     args += ["--tables", str(tmp_path / "tables"), "--jobs", "1"]
@@ -290,10 +288,7 @@ def test_verdicts_take_the_seeds_given(tiny, tmp_path):
 
 
 def test_a_run_off_its_criterion_without_a_record_is_shown_as_missing_not_a_crash(tiny, tmp_path):
-    root, _ = tiny
-    shutil.copytree(root / "runs", tmp_path / "runs")
-    shutil.copytree(root / "tables", tmp_path / "tables")
-    here = common(tmp_path)
+    here = copy_tiny(tiny, tmp_path)
     p = P.load_protocol(TINY)
     runs = J.collect(p, here, tmp_path / "tables")
     folder = runs["large", 2][1]

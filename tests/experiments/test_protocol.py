@@ -22,6 +22,7 @@ from experiments.checks import check_config
 from experiments.config import RunConfig
 from experiments.verdicts import part_test, rule_parts, validate_rule, verdict_family
 from tests.conftest import CONF
+from tests.experiments.conftest import copy_tiny
 
 TINY = Path(__file__).with_name("protocol_tiny.yaml")
 FILES = sorted((CONF / "protocol").glob("*.yaml"))
@@ -241,10 +242,7 @@ def values(p, runs, arm, quantity):
 
 
 def test_verdicts_match_verdict_family_and_mark_a_missed_criterion_not_comparable(tiny, tmp_path):
-    root, _ = tiny
-    shutil.copytree(root / "runs", tmp_path / "runs")
-    shutil.copytree(root / "tables", tmp_path / "tables")
-    here = common(tmp_path)
+    here = copy_tiny(tiny, tmp_path)
     p = P.load_protocol(TINY)
     runs = J.collect(p, here, tmp_path / "tables")
     edit_result(runs["heavy", 1][1], stop_reason="max_steps")  # heavy missed in seed 1

@@ -23,7 +23,7 @@ from experiments.data import Dataset
 from experiments.errors import ConfigError
 from experiments.train import TrainSettings, train
 from flatness.evaluate import evaluate
-from tests.conftest import ROOT, TINY
+from tests.conftest import ROOT, TINY, killed_at_epoch
 
 DIM, CLASSES = 10, 3
 
@@ -152,28 +152,18 @@ def test_the_lr_schedule_follows_the_step_budget(schedule):
     assert lrs == pytest.approx(expected, rel=1e-12)
 
 
-def test_a_crash_after_a_mid_epoch_check_resumes_bit_identically(tmp_path, monkeypatch):
-    import experiments.train as T
+def test_a_crash_after_a_mid_epoch_check_resumes_bit_identically(tmp_path):
 
     data = blobs()
     kw = {"batch_size": 50, "train_until_loss": 0.05, "criterion_every_samples": 300}
     clean_model, _, clean = run(data, tmp_path / "clean", **kw)
     assert clean.stop_reason == "train_until_loss" and clean.samples_seen % 400 != 0
 
-    real = T._evaluate_row
-
-    def crash_at_epoch_3(*args, **kwargs):
-        if kwargs["epoch"] == 3:
-            raise KeyboardInterrupt("killed")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(T, "_evaluate_row", crash_at_epoch_3)
-    with pytest.raises(KeyboardInterrupt):
+    with killed_at_epoch(3), pytest.raises(KeyboardInterrupt):
         run(data, tmp_path / "killed", checkpoint_every=2, **kw)
     # checkpoint after epoch 2, but criterion.csv already holds the checks at 900 and 1200 samples
     assert torch.load(tmp_path / "killed" / "checkpoint.pt", weights_only=True)["epoch"] == 2
     assert int(read_csv(tmp_path / "killed" / "criterion.csv")[-1]["samples"]) == 1200
-    monkeypatch.setattr(T, "_evaluate_row", real)
     model, _, resumed = run(data, tmp_path / "killed", checkpoint_every=2, **kw)
     assert resumed.resumed_from_epoch == 2
     assert all(torch.equal(model.state_dict()[k], v) for k, v in clean_model.state_dict().items())
