@@ -566,13 +566,27 @@ def interpolation_lines(p: dict, tables: Path, figures: Path) -> list[str]:
             f"than on the {labels.get(b, b)} side (t = {wide.index.max():g}: "
             f"{outer_b.median():.2g}) in {int((outer_a > outer_b).sum())} of {wide.shape[1]} seeds"
         )
+    runs = _table(tables, "protocol_runs")
+    met = ""
+    if runs is not None:
+        ends = {
+            a for part in data.groupby("pair") for a in (part[1]["a"].iloc[0], part[1]["b"].iloc[0])
+        }
+        mine = runs[(runs["protocol"] == p["name"]) & runs["arm"].isin(ends)]
+        met = (
+            f" {int((mine['stop_reason'] == 'train_until_loss').sum())} of {len(mine)} of these "
+            "runs met the training criterion, so every line joins two minima that met the same "
+            "criterion."
+        )
     return [
         f"![interpolation](figures/{made})",
         "",
         "*Figure: Keskar et al.'s picture of the two minima of each seed, from the pairs the "
         "protocol measured after its runs (training loss on the first 4,000 training samples, "
         "test loss and accuracy on the test set; loss on a log scale, which makes both dips look "
-        f"alike: compare the outer walls). Data: `figures/{made.replace('.png', '.csv')}`.* Along "
+        f"alike: compare the outer walls). Data: `figures/{made.replace('.png', '.csv')}`.*"
+        + met
+        + " Along "
         "this one line, " + "; ".join(lines) + ". The rise between them means the two minima are "
         "not linearly connected, not that they are separate basins by any other path. Keskar et "
         "al. found the large-batch end the steeper; where the small-batch side climbs higher here, "

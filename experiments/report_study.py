@@ -130,17 +130,23 @@ def moving_axis(models: pd.DataFrame, measure: str, axes: list[str]) -> tuple[st
     return (best, shares[best]) if best and shares[best] > 0 else ("", 0.0)
 
 
-def rank_shares(models: pd.DataFrame, measure: str, axes: list[str]) -> dict[str, float]:
-    """Per axis, the share of the measure's rank variance its levels explain, one axis at a time."""
-    ranks = models[measure].rank()
-    keep = ranks.notna()
-    total = ((ranks[keep] - ranks[keep].mean()) ** 2).sum()
+def level_shares(values: pd.Series, models: pd.DataFrame, axes: list[str]) -> dict[str, float]:
+    """Per axis, the share of the values' variance that the axis's levels explain alone (η²:
+    between-level over total sum of squares), over the models with a value."""
+    keep = values.notna()
+    v = values[keep]
+    total = ((v - v.mean()) ** 2).sum()
     shares = {}
     for axis in axes:
-        groups = ranks[keep].groupby(models.loc[keep, axis].astype(str))
-        between = (groups.count() * (groups.mean() - ranks[keep].mean()) ** 2).sum()
+        groups = v.groupby(models.loc[keep, axis].astype(str))
+        between = (groups.count() * (groups.mean() - v.mean()) ** 2).sum()
         shares[axis] = float(between / total) if total > 0 else 0.0
     return shares
+
+
+def rank_shares(models: pd.DataFrame, measure: str, axes: list[str]) -> dict[str, float]:
+    """Per axis, the share of the measure's rank variance its levels explain, one axis at a time."""
+    return level_shares(models[measure].rank(), models, axes)
 
 
 def gap_drivers(models: pd.DataFrame, axes: list[str], n_test: int) -> dict[str, Any]:
@@ -151,10 +157,7 @@ def gap_drivers(models: pd.DataFrame, axes: list[str], n_test: int) -> dict[str,
     total = ((gap - gap.mean()) ** 2).sum()
     config_mean = models.groupby(axes)["gap"].transform("mean").to_numpy()
     between = ((config_mean - gap.mean()) ** 2).sum()
-    shares = {}
-    for axis in axes:
-        level_mean = models.groupby(models[axis].astype(str))["gap"].transform("mean").to_numpy()
-        shares[axis] = float(((level_mean - gap.mean()) ** 2).sum() / total)
+    shares = level_shares(models["gap"].astype(float), models, axes)
     p = float(models["test_error"].mean())
     se = float(np.sqrt(p * (1 - p) / n_test)) if n_test else float("nan")
     i, j = np.triu_indices(len(gap), 1)
