@@ -20,6 +20,7 @@ from experiments.protocol import (
     final_specs,
     load_protocol,
     load_result,
+    source_of,
 )
 from experiments.tune import read_rates
 from flatness.io import atomic_write_bytes
@@ -28,32 +29,35 @@ from flatness.io import atomic_write_bytes
 
 
 def surface_frame(p: Mapping[str, Any], runs: Mapping) -> pd.DataFrame:
-    """Every final run's saved loss surface (its run's ``surface_<kind>`` record) as tidy rows: arm,
-    seed, whether the run met its criterion and its training loss there, then one row per grid
-    point with x (and y) and each surface value. The report draws the surfaces from this table, so
-    that a figure of them reads what the runs measured and never measures."""
-    from flatness.surface import Surface
+    """Every final run's saved 1D/2D loss surface as tidy rows (:func:`experiments.exports.surface_frame`)."""
+    from experiments import exports
 
-    kind = p["base"].get("surface")
-    if kind not in ("1d", "2d"):
-        return pd.DataFrame()
-    parts = []
-    for (arm, seed), (result, folder) in sorted(runs.items()):
-        if result is None or not (folder / f"surface_{kind}.npz").exists():
-            continue
-        surf = Surface.load(folder / f"surface_{kind}")
-        grid = np.meshgrid(*surf.coords, indexing="ij")
-        frame = {
-            "arm": arm,
-            "seed": seed,
-            "reached": reached_of(p, arm, result),
-            "run_train_loss": result.get("train_loss"),
-            "x": grid[0].ravel(),
-            "y": grid[1].ravel() if len(grid) > 1 else 0.0,
-        }
-        frame.update({k: np.asarray(v).ravel() for k, v in surf.values.items()})
-        parts.append(pd.DataFrame(frame))
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+    return exports.surface_frame(runs, lambda arm, result: reached_of(p, arm, result))
+
+
+FIGURE_TABLES = ("surfaces", "pca_planes", "pca_paths", "tracked", "spectra")
+
+
+def figure_tables(p: Mapping[str, Any], runs: Mapping) -> dict[str, pd.DataFrame]:
+    """The tables the report's pictures of this protocol read (:mod:`experiments.exports`), by the
+    name they are saved under; only those the runs recorded, and only of the protocol's own arms
+    (a ``same_as`` arm's runs are pictured with the protocol that trained them)."""
+    from experiments import exports
+
+    runs = {key: value for key, value in runs.items() if source_of(p, key[0]) is None}
+
+    def reached(arm, result):
+        return reached_of(p, arm, result)
+
+    planes, paths = exports.pca_frames(runs, reached)
+    tables = {
+        "surfaces": exports.surface_frame(runs, reached),
+        "pca_planes": planes,
+        "pca_paths": paths,
+        "tracked": exports.tracked_frame(runs, reached),
+        "spectra": exports.spectra_frame(runs, reached),
+    }
+    return {name: frame for name, frame in tables.items() if not frame.empty}
 
 
 def slice_sharpness(folder: Path, p: Mapping[str, Any], spec: Mapping[str, Any]) -> float:
@@ -439,11 +443,13 @@ def verdicts(
             tidy += values
             comparisons[f"{p['name']}/{c['name']}"] = (p, c)
         write_table(pd.DataFrame(tidy), out_dir, f"paired_{p['name']}")
-        surfaces = surface_frame(p, runs)
-        if not surfaces.empty:  # a csv only: thousands of grid points make no markdown table
-            atomic_write_bytes(
-                out_dir / f"surfaces_{p['name']}.csv", surfaces.to_csv(index=False).encode()
-            )
+        pictures = figure_tables(p, runs)
+        for kind in FIGURE_TABLES:
+            path = out_dir / f"{kind}_{p['name']}.csv"
+            if kind in pictures:  # a csv only: thousands of grid points make no markdown table
+                atomic_write_bytes(path, pictures[kind].to_csv(index=False).encode())
+            else:  # what the runs no longer record is not drawn from an older table
+                path.unlink(missing_ok=True)
         if p.get("pairs"):
             from experiments.pairs import pair_rows
 

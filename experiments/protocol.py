@@ -318,19 +318,31 @@ def _fmt(v: Any) -> str:
     return "'" + s.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def _spec(p: Mapping[str, Any], arm: str, lr: float, seed: int, base=None, **extra: Any) -> Spec:
+def _spec(
+    p: Mapping[str, Any], arm: str, lr: float, seed: int, base=None, plain=False, **extra: Any
+) -> Spec:
+    """``plain``: without the keys that only say what to measure on the run (a search run
+    measures nothing beyond the core, so its ``surface.*`` settings are dropped with its surface)."""
     base = p["base"] if base is None else base
     over = {k: v for k, v in (p["arms"][arm] or {}).items() if k not in ARM_KEYS}
+    if plain:
+        base, over = (
+            {k: v for k, v in d.items() if not k.startswith("surface.")} for d in (base, over)
+        )
     values = {**base, **over, "lr": float(lr), "seed": int(seed), **extra}
     return Spec(arm, float(lr), int(seed), values)
 
 
 def tune_specs(p: Mapping[str, Any]) -> list[Spec]:
     """Every tuned arm x rate x search seed, under ``<name>_tune``, measuring nothing beyond the core."""
-    base = {k: v for k, v in p["base"].items() if not k.startswith("surface.")}
-    plain = {"name": f"{p['name']}_tune", "metrics": {}, "surface": "none"}
+    plain = {
+        "name": f"{p['name']}_tune",
+        "metrics": {},
+        "surface": "none",
+        "track_sharpness_every": 0,
+    }
     return [
-        _spec(p, arm, lr, s, base, **plain)
+        _spec(p, arm, lr, s, plain=True, **plain)
         for arm in tuned_arms(p)
         for lr in p["tune"]["grid"][arm]
         for s in p["tune"]["seeds"]

@@ -21,6 +21,7 @@ import pandas as pd
 
 from experiments import report_explanations as E
 from experiments import report_figures as F
+from experiments import report_landscape as L
 from experiments.report_study import study_lines
 from flatness.io import atomic_write_bytes
 
@@ -483,7 +484,7 @@ def protocol_section(
                     "",
                 ]
         if made:
-            lines += [f"![{c['name']}](figures/{made})", ""]
+            lines += [f"![{c['name']}](figures/{made})", "", figure_caption(figures, made, c), ""]
         if c.get("kind") == "kendall_tau":
             lines += within_arm_tau(paired, c)
         else:
@@ -492,12 +493,45 @@ def protocol_section(
         lines += keskar_comparison(secondary)
     lines += surfaces_lines(p, tables, figures)
     lines += interpolation_lines(p, tables, figures)
+    lines += L.landscape_lines(p, tables, figures)
     lines += E.explanation_lines(p, tables, figures, runs)
     lines += schedule_lines(p, mine_runs)
     settings = mine_runs.drop_duplicates("arm").set_index("arm")["settings"]
     lines += ["Every setting of each arm as its runs resolved it:", ""]
     lines += [f"- `{arm}`: {text}" for arm, text in settings.items()] + [""]
     return lines
+
+
+def figure_caption(figures: Path, made: str, c: dict) -> str:
+    """A comparison figure's caption, read from the figure's own data: what it draws, and per
+    quantity in how many seeds arm a lies above arm b (the direction the rule tests)."""
+    data = pd.read_csv(figures / made.replace(".png", ".csv"))
+    source = f"Data: `figures/{made.replace('.png', '.csv')}`."
+    if c.get("kind") == "kendall_tau":
+        return (
+            f"*Figure: each of the {len(data)} models that met the criterion, {c['x']} against "
+            f"{c['y']}, one colour and marker per arm; the verdict's τ pools every model, and the "
+            f"lines below show how much of it comes from between the arms. {source}*"
+        )
+    arms = list(dict.fromkeys(data["arm"]))
+    counts = []
+    if c.get("kind", "paired") == "paired":
+        for q, part in data.groupby("quantity", sort=False):
+            wide = part.pivot_table(index="seed", columns="arm", values="value").dropna()
+            if {c["a"], c["b"]} <= set(wide.columns):
+                above = int((wide[c["a"]] > wide[c["b"]]).sum())
+                counts.append(f"{q}: {above} of {len(wide)}")
+    told = (
+        f" {c['a']} lies above {c['b']} in " + "; ".join(counts) + " paired seeds; whether that "
+        "exceeds the seeds' spread is what the verdict above tests."
+        if counts
+        else ""
+    )
+    return (
+        f"*Figure: every seed's value in {', '.join(arms)}, each run at its training criterion "
+        f"(runs that missed the criterion, or whose measure hit its search bound, are left out; grey lines join one seed's runs).{told} "
+        f"{source}*"
+    )
 
 
 def surfaces_lines(p: dict, tables: Path, figures: Path) -> list[str]:
@@ -527,9 +561,9 @@ def surfaces_lines(p: dict, tables: Path, figures: Path) -> list[str]:
     return [
         f"![surfaces](figures/{made})",
         "",
-        f"*Figure: the runs' own filter-normalised planes (seed 0 per arm; each cell one point of "
-        f"the grid, no interpolation; one log colour scale) and the slice through each centre "
-        f"(median over seeds, band: every seed); {reached} of {runs} runs met the criterion. The "
+        f"*Figure: the runs' own filter-normalised planes (each arm's lowest seed that met the "
+        f"criterion; each cell one point of the grid, no interpolation; one log colour scale with "
+        f"its bar); {reached} of {runs} runs met the criterion. The "
         f"surfaces are evaluated on their own training samples, so the centre's loss "
         f"({centre['train_loss'].min():.3f} to {centre['train_loss'].max():.3f}) is not the "
         f"criterion check's. At ±1 along a filter-normalised direction each filter is perturbed "
@@ -811,6 +845,7 @@ def build(results: Path) -> Path:
     lines += wilson_section(tables)
     for described in sorted(tables.glob("study_*.json")):
         lines += study_lines(tables, figures, described.stem.removeprefix("study_"))
+    lines += sources_section(lines, results)
     lines += [
         "",
         "## Not in this report",
@@ -823,6 +858,99 @@ def build(results: Path) -> Path:
     path = results / "REPORT.md"
     atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
     return path
+
+
+def figure_sources(lines: list[str], results: Path) -> pd.DataFrame:
+    """Every run each figure of the report draws, one row per (figure, run): read from the
+    figure's own CSV (its arm and seed columns, or its pairs' two arms; an audit figure's model; a
+    study figure's models) and the runs tables, so the list is of what was drawn, not what was
+    meant to be."""
+    import re
+
+    tables, figures = results / "tables", results / "figures"
+    runs = _table(tables, "protocol_runs")
+    runs = (
+        runs if runs is not None else pd.DataFrame(columns=["protocol", "arm", "seed", "run_dir"])
+    )
+    names = sorted(set(runs["protocol"]), key=len, reverse=True)
+    rows = []
+    for name in dict.fromkeys(re.findall(r"\]\(figures/([^)]+)\.png\)", "\n".join(lines))):
+        data = pd.read_csv(figures / f"{name}.csv")
+        if name.startswith("study_"):
+            study = next(
+                (s.stem.removesuffix("_models").removeprefix("study_")
+                 for s in tables.glob("study_*_models.csv")
+                 if name.startswith(s.stem.removesuffix("_models") + "_")),
+                None,
+            )  # fmt: skip
+            models = _table(tables, f"study_{study}_models") if study else None
+            for r in (models if models is not None else pd.DataFrame()).itertuples():
+                rows.append({"figure": name, "source": f"study {study}", "arm": "", "seed": r.seed,
+                             "run_id": r.run_id})  # fmt: skip
+            continue
+        if name.startswith("audit_") and "model" in data:
+            protocol, drawn = "batch_size", set()
+            for model in set(data["model"]):
+                found = re.fullmatch(r"(.+)_seed(\d+)", model)
+                if found:
+                    drawn.add((found[1], int(found[2])))
+        else:
+            protocol = next((n for n in names if name.startswith(n + "_")), None)
+            if protocol is None:
+                continue
+            if "arm" in data:
+                drawn = set(zip(data["arm"], data["seed"].astype(int), strict=True))
+            else:  # a pair's figure: both arms of each pair it draws
+                pairs = _table(tables, f"pairs_{protocol}")
+                keys = data[["pair", "seed"]].drop_duplicates().merge(pairs, on=["pair", "seed"])
+                drawn = {(r[a], int(r["seed"])) for _, r in keys.iterrows() for a in ("a", "b")}
+        mine = runs[runs["protocol"] == protocol]
+        for arm, seed in sorted(drawn):
+            match = mine[(mine["arm"] == arm) & (mine["seed"] == seed)]
+            folder = Path(match["run_dir"].iloc[0]) if len(match) else None
+            rows.append({"figure": name, "source": f"protocol {protocol}", "arm": arm,
+                         "seed": seed, "run_id": folder.name if folder else ""})  # fmt: skip
+    return pd.DataFrame(rows, columns=["figure", "source", "arm", "seed", "run_id"])
+
+
+def sources_section(lines: list[str], results: Path) -> list[str]:
+    """The report's list of each figure's source runs, saved whole as
+    ``tables/figure_sources.csv`` (one row per figure and run, with the run id)."""
+    sources = figure_sources(lines, results)
+    if sources.empty:
+        return []
+    atomic_write_bytes(
+        results / "tables" / "figure_sources.csv", sources.to_csv(index=False).encode()
+    )
+    rows = []
+    for (figure, source), part in sources.groupby(["figure", "source"], sort=False):
+        if source.startswith("study"):
+            arms = f"{len(part)} models of the grid"
+        else:
+            arms = ", ".join(
+                f"{arm} (seeds {_seeds(group['seed'])})"
+                for arm, group in part.groupby("arm", sort=False)
+            )
+        missing = int((part["run_id"] == "").sum())
+        rows.append({"figure": f"`{figure}.png`", "runs of": source, "arms and seeds drawn": arms,
+                     "runs": len(part) - missing})  # fmt: skip
+    return [
+        "",
+        "## Figures and the runs they draw",
+        "",
+        "Read from each figure's own data file (`results/figures/<name>.csv`); every run's id, "
+        "the name of its directory under `runs/<protocol>/`, is in `tables/figure_sources.csv`.",
+        "",
+        _md(pd.DataFrame(rows)),
+    ]
+
+
+def _seeds(seeds: pd.Series) -> str:
+    """``0–9`` for a contiguous run of seeds, else the list."""
+    values = sorted(set(int(s) for s in seeds))
+    if len(values) > 2 and values == list(range(values[0], values[-1] + 1)):
+        return f"{values[0]}–{values[-1]}"
+    return ", ".join(map(str, values))
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from experiments.report_figures import MARKERS, _save, plt, sns
+from experiments.report_figures import MARKERS, _save, arm_style, plt, sns
 from experiments.stats import kendall_tau_bootstrap, t_interval
 
 N_BOOT = 2000
@@ -133,10 +133,11 @@ def batch_norm_lines(p: dict, tables: Path, figures: Path, runs: pd.DataFrame) -
     for _, seed_values in wide[order].iterrows():
         ax.plot(order, 100 * seed_values, color="0.8", linewidth=0.7, zorder=1)
     tidy["test error (%)"] = 100 * tidy["test_error"]
-    sns.stripplot(
-        data=tidy, x="arm", y="test error (%)", hue="arm", order=order, hue_order=order,
-        jitter=False, size=5, ax=ax, legend=False, zorder=2,
-    )  # fmt: skip
+    for arm in order:  # each arm in its colour and marker of every figure
+        colour, marker = arm_style(arm)
+        part = tidy[tidy["arm"] == arm]
+        ax.scatter([arm] * len(part), part["test error (%)"], color=colour, marker=marker, s=28,
+                   zorder=2)  # fmt: skip
     ax.scatter(order, 100 * wide[order].mean(), marker="_", s=500, color="black", zorder=3)
     ax.set_xlabel("")
     ax.set_ylabel("test error (%), axis not from 0")
@@ -149,7 +150,16 @@ def batch_norm_lines(p: dict, tables: Path, figures: Path, runs: pd.DataFrame) -
     )
     fig.tight_layout()
     made = _save(fig, tidy, figures, f"{p['name']}_arms")
-    lines += [f"![batch-norm arms](figures/{made})", ""]
+    means = ", ".join(f"{a} {100 * wide[a].mean():.2f}%" for a in order)
+    lines += [
+        f"![batch-norm arms](figures/{made})",
+        "",
+        f"*Figure: every seed's test error in each arm of this protocol, grey lines joining one "
+        f"seed's runs, the bar the mean over {wide.shape[0]} seeds: {means}. The contrasts the "
+        f"verdicts and the table above test are differences of these columns, seed by seed. "
+        f"Data: `figures/{made.replace('.png', '.csv')}`.*",
+        "",
+    ]
     return lines
 
 
@@ -315,7 +325,25 @@ def averaged_lines(p: dict, tables: Path, figures: Path, runs: pd.DataFrame) -> 
     )
     fig.tight_layout()
     made = _save(fig, tidy, figures, f"{p['name']}_by_b")
-    lines += [f"![sharpness against B](figures/{made})", ""]
+    ratios = []
+    for (model, measure), sub in tidy.groupby(["model", "measure"], sort=False):
+        geo = np.exp(np.log(sub["value"]).groupby([sub["B"], sub["batch"]]).mean()).unstack()
+        if {"small", "large"} <= set(geo.columns):
+            r = geo["large"] / geo["small"]
+            ratios.append(
+                f"{model}, {measure}: ×{r.iloc[0]:.2f} at B = {r.index[0]:g}, ×{r.iloc[-1]:.2f} "
+                f"on the whole set"
+            )
+    lines += [
+        f"![sharpness against B](figures/{made})",
+        "",
+        "*Figure: each minimum's sharpness of the mini-batch loss against the batch size B it is "
+        "measured at (the deck's averaging explanation predicts the large-batch minima to be the "
+        "sharper at small B by more than on the whole set). The large-batch over the small-batch "
+        "minima's geometric mean: " + "; ".join(ratios) + ". Data: "
+        f"`figures/{made.replace('.png', '.csv')}`.*",
+        "",
+    ]
     return lines
 
 
@@ -480,8 +508,27 @@ def adam_escape_lines(p: dict, tables: Path, figures: Path, runs: pd.DataFrame) 
         fontsize=9,
     )
     fig.tight_layout()
-    made = _save(fig, pd.DataFrame(tidy), figures, f"{p['name']}_paths")
-    lines += [f"![straight paths](figures/{made})", ""]
+    tidy = pd.DataFrame(tidy)
+    made = _save(fig, tidy, figures, f"{p['name']}_paths")
+    rises = []
+    for name, sub in tidy.groupby("pair", sort=False):
+        wide = sub.pivot_table(index="t", columns="seed", values="train_loss")
+        inside = wide.loc[(wide.index > 0) & (wide.index < 1)].max()
+        ends = wide.loc[[wide.index.min(), wide.index.max()]].max()
+        rises.append(
+            f"{name}: the loss inside the line peaks above both ends in {int((inside > ends).sum())} "
+            f"of {wide.shape[1]} seeds (median peak {inside.median():.2g} against ends "
+            f"{ends.median():.2g})"
+        )
+    lines += [
+        f"![straight paths](figures/{made})",
+        "",
+        "*Figure: the training loss on the straight line between the end points of two runs of "
+        "one seed, every seed. " + "; ".join(rises) + ". A peak means the two points are not "
+        "linearly connected, not that no other path joins them. Data: "
+        f"`figures/{made.replace('.png', '.csv')}`.*",
+        "",
+    ]
     lines += equal_loss_lines(p, tables, mine)
     return lines
 

@@ -7,6 +7,7 @@ one colour and marker per arm across every figure of a protocol.
 
 from __future__ import annotations
 
+import functools
 import json
 import textwrap
 from pathlib import Path
@@ -31,6 +32,66 @@ LABELS = {
     "slice_sharpness": "filter-normalised slice sharpness",
 }
 MARKERS = ["o", "s", "D", "^", "v", "P", "X"]
+PROTOCOL_DIR = Path(__file__).resolve().parent.parent / "conf" / "protocol"
+
+
+# The protocols in the order the report shows them (then any other file by name): the first ones
+# get the most distinct colours of the palette.
+PROTOCOL_ORDER = ("batch_size", "optimizer", "visualisation", "batch_norm", "adam_escape")
+
+
+@functools.cache
+def _protocol_arms() -> tuple[tuple[str, ...], ...]:
+    """The arms of each protocol in ``conf/protocol`` (in the report's order, arms in file order)."""
+    from omegaconf import OmegaConf
+
+    paths = sorted(
+        PROTOCOL_DIR.glob("*.yaml"),
+        key=lambda f: (PROTOCOL_ORDER.index(f.stem) if f.stem in PROTOCOL_ORDER else 99, f.stem),
+    )
+    return tuple(tuple(OmegaConf.load(path).get("arms") or {}) for path in paths)
+
+
+_STYLES: dict[str, tuple[int, str]] = {}
+
+
+def _assign(arms) -> None:
+    """Give each arm of a group (a protocol's arms: what one figure can show together) that has no
+    style yet the first colour and the first marker no other arm of the group holds."""
+    colours = {_STYLES[a][0] for a in arms if a in _STYLES}
+    markers = {_STYLES[a][1] for a in arms if a in _STYLES}
+    for arm in arms:
+        if arm in _STYLES:
+            continue
+        colour = next(k for k in range(100) if k not in colours)
+        marker = next((m for m in MARKERS if m not in markers), MARKERS[0])
+        _STYLES[arm] = (colour, marker)
+        colours.add(colour)
+        markers.add(marker)
+
+
+def arm_style(arm: str) -> tuple[tuple[float, float, float], str]:
+    """The colour and marker of an arm in every figure of the report, so that an arm named alike in
+    two protocols (``momentum`` in optimizer and adam_escape) looks alike everywhere, and the arms
+    of one protocol (what one figure shows together) differ in both. An arm of no protocol file
+    (a test's, a user's) takes the first pair."""
+    if not _STYLES:
+        for arms in _protocol_arms():
+            _assign(arms)
+    if arm not in _STYLES:
+        _assign([arm])
+    k, marker = _STYLES[arm]
+    return sns.color_palette("colorblind", 10)[k % 10], marker
+
+
+def arm_palette(arms) -> dict[str, tuple[float, float, float]]:
+    """``{arm: colour}`` for seaborn's ``palette=``."""
+    return {a: arm_style(a)[0] for a in arms}
+
+
+def arm_markers(arms) -> dict[str, str]:
+    """``{arm: marker}`` for seaborn's ``markers=``."""
+    return {a: arm_style(a)[1] for a in arms}
 
 
 def _save(fig, data: pd.DataFrame, figures: Path, name: str) -> str:
@@ -70,10 +131,11 @@ def paired_figure(
         wide = sub.pivot(index="seed", columns="arm", values="value")
         for _, seed_values in wide.iterrows():
             ax.plot(order, seed_values[order], color="0.75", linewidth=0.8, zorder=1)
-        sns.stripplot(
-            data=sub, x="arm", y="value", hue="arm", order=order, hue_order=order, jitter=False,
-            size=6, ax=ax, legend=False, zorder=2,
-        )  # fmt: skip
+        for arm in order:  # seaborn's stripplot takes one marker; each arm keeps its own
+            part = sub[sub["arm"] == arm]
+            colour, marker = arm_style(arm)
+            ax.scatter([arm] * len(part), part["value"], color=colour, marker=marker, s=36,
+                       zorder=2)  # fmt: skip
         # sharpness on a log axis with its geometric mean: the test is on log(a/b)
         log = q not in ("test_error", "gap") and bool((sub["value"] > 0).all())
         if log:
@@ -115,7 +177,7 @@ def tau_figure(
     fig, ax = plt.subplots(figsize=(5.2, 4))
     sns.scatterplot(
         data=wide, x=x, y=y, hue="arm", style="arm", hue_order=arms, style_order=arms,
-        markers=MARKERS[: len(arms)], s=50, ax=ax,
+        palette=arm_palette(arms), markers=arm_markers(arms), s=50, ax=ax,
     )  # fmt: skip
     ax.set_xlabel(LABELS.get(x, x))
     ax.set_ylabel(LABELS.get(y, y))
@@ -212,21 +274,24 @@ def audit_figure(
 def surfaces_figure(
     surfaces: pd.DataFrame, arms: list[str], figures: Path, name: str
 ) -> str | None:
-    """Li et al. 2018's pictures of the minima the runs saved: each arm's training-loss plane
-    (seed 0) as its grid's cells on one shared logarithmic colour scale (no interpolation between
-    the grid points), and below them the slice through the centre along the first direction,
-    training and test loss, the median over seeds with the range of every seed. Reads the runs'
-    surfaces; measures nothing."""
+    """Li et al. 2018's 2D contours of the minima the runs saved: each arm's training-loss plane
+    (its lowest seed that met the criterion) as its grid's cells on one shared logarithmic colour
+    scale with a colour bar (no interpolation between the grid points). Reads the runs' surfaces;
+    measures nothing. The slices through the same planes are
+    :func:`experiments.report_landscape.slices_figure`."""
     from matplotlib.colors import LogNorm
 
-    data = surfaces[surfaces["arm"].isin(arms)].copy()
-    if data.empty or len(arms) < 2:
+    data = surfaces[surfaces["arm"].isin(arms) & surfaces["reached"].astype(bool)]
+    arms = [a for a in arms if a in set(data["arm"])]
+    if len(arms) < 2:
         return None
-    seed0 = data[data["seed"] == data["seed"].min()]
+    seed0 = pd.concat(
+        [data[(data["arm"] == a) & (data["seed"] == data[data["arm"] == a]["seed"].min())]
+         for a in arms]
+    )  # fmt: skip
     norm = LogNorm(seed0["train_loss"].min(), seed0["train_loss"].max())
-    fig = plt.figure(figsize=(3.9 * len(arms), 8.4))
-    grid = fig.add_gridspec(2, len(arms) + 1, width_ratios=[1] * len(arms) + [0.06])
-    colours = dict(zip(arms, sns.color_palette("colorblind", 10), strict=False))
+    fig = plt.figure(figsize=(3.9 * len(arms) + 0.6, 4.4))
+    grid = fig.add_gridspec(1, len(arms) + 1, width_ratios=[1] * len(arms) + [0.06])
     mesh = None
     for k, arm in enumerate(arms):
         ax = fig.add_subplot(grid[0, k])
@@ -236,40 +301,20 @@ def surfaces_figure(
                              cmap="viridis", shading="nearest")  # fmt: skip
         ax.plot(0, 0, "w+", ms=12)
         centre = part.loc[(part["x"].abs() + part["y"].abs()).idxmin()]
-        ax.set_title(f"{arm}, seed {int(part['seed'].iloc[0])}\ncentre: train loss "
-                     f"{centre['train_loss']:.3f}, test acc {centre['test_acc']:.3f}", fontsize=10)  # fmt: skip
+        ax.set_title(f"{arm}, seed {int(part['seed'].iloc[0])} (run's train loss "
+                     f"{part['run_train_loss'].iloc[0]:.3g})\ncentre: train loss "
+                     f"{centre['train_loss']:.3f}, test acc {centre['test_acc']:.3f}", fontsize=9)  # fmt: skip
         ax.set_xlabel("direction 1 (filter-normalised)", fontsize=10)
         if k == 0:
             ax.set_ylabel("direction 2 (filter-normalised)", fontsize=10)
     cbar = fig.colorbar(mesh, cax=fig.add_subplot(grid[0, -1]))
     cbar.set_label("training loss on the surface's samples (log scale)", fontsize=10)
-    row = data[data["y"].abs() < 1e-9]
-    half = len(arms) // 2
-    for k, (value, label) in enumerate(
-        (("train_loss", "training loss"), ("test_loss", "test loss"))
-    ):
-        ax = fig.add_subplot(grid[1, k * half : (k + 1) * half])
-        for arm in arms:
-            lines = row[row["arm"] == arm].pivot_table(index="x", columns="seed", values=value)
-            ax.fill_between(lines.index, lines.min(axis=1), lines.max(axis=1), color=colours[arm],
-                            alpha=0.2, lw=0)  # fmt: skip
-            ax.plot(lines.index, lines.median(axis=1), color=colours[arm], marker="o", ms=4,
-                    lw=1.8, label=f"{arm} (median, band: all {lines.shape[1]} seeds)")  # fmt: skip
-        ax.set_yscale("log")
-        ax.set_xlabel(
-            "position along direction 1 (filter-normalised; grid points marked)", fontsize=10
-        )
-        ax.set_ylabel(label, fontsize=10)
-        ax.set_title(f"{label} through the centre", fontsize=11)
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=9)
     fig.suptitle("Filter-normalised loss surfaces of the final runs (Li et al. 2018), every run at its "
                  "training criterion", fontsize=12)  # fmt: skip
     fig.tight_layout()
-    drawn = pd.concat([seed0, row]).drop_duplicates()
     columns = ["arm", "seed", "reached", "run_train_loss", "x", "y", "train_loss", "test_loss",
                "train_acc", "test_acc"]  # fmt: skip
-    return _save(fig, drawn[[c for c in columns if c in drawn]], figures, name)
+    return _save(fig, seed0[[c for c in columns if c in seed0]], figures, name)
 
 
 def interpolation_figure(

@@ -42,3 +42,41 @@ def test_the_study_figures_draw_the_saved_ranking():
     scatter = pd.read_csv(RESULTS / "figures" / "study_jiang_scatter.csv")
     for measure, part in scatter.groupby("measure"):
         assert sorted(part["value"]) == pytest.approx(sorted(models[f"metric.{measure}"].dropna()))
+
+
+def _shown() -> list[str]:
+    return re.findall(r"!\[[^\]]*\]\(figures/([^)]+)\.png\)", REPORT.read_text())
+
+
+def test_every_figure_is_captioned_and_its_runs_are_listed():
+    text = REPORT.read_text()
+    for figure in _shown():
+        after = text.split(f"(figures/{figure}.png)")[1].lstrip("\n")
+        assert after.startswith("*Figure"), f"{figure}: no caption under it"
+    sources = pd.read_csv(RESULTS / "tables" / "figure_sources.csv")
+    assert set(sources["figure"]) == set(_shown())
+    assert (sources["run_id"].fillna("") != "").all(), "a drawn run not found in the runs tables"
+
+
+def test_each_protocol_figure_draws_runs_at_their_criterion_with_their_own_train_loss():
+    """Where a figure's CSV names arms and seeds, they are runs of its protocol; where it gives the
+    run's training loss at the plotted point (the loss its title or legend quotes), it is the loss
+    that run recorded, and the run met its criterion."""
+    runs = pd.read_csv(RESULTS / "tables" / "protocol_runs.csv")
+    protocols = sorted(set(runs["protocol"]), key=len, reverse=True)
+    checked = 0
+    for figure in _shown():
+        protocol = next((p for p in protocols if figure.startswith(p + "_")), None)
+        data = pd.read_csv(RESULTS / "figures" / f"{figure}.csv")
+        if protocol is None or not {"arm", "seed"} <= set(data):
+            continue
+        mine = runs[runs["protocol"] == protocol].set_index(["arm", "seed"])
+        drawn = data.drop_duplicates(["arm", "seed"]).set_index(["arm", "seed"])
+        missing = set(drawn.index) - set(mine.index)
+        assert not missing, f"{figure}: draws runs its protocol does not have: {missing}"
+        if "run_train_loss" in drawn:
+            checked += 1
+            ours = mine.loc[drawn.index]
+            assert drawn["run_train_loss"].tolist() == pytest.approx(ours["train_loss"].tolist())
+            assert (ours["stop_reason"] == "train_until_loss").all(), figure
+    assert checked >= 5, "fewer figures than expected quote their runs' training loss"

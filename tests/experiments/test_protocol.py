@@ -358,6 +358,25 @@ def test_the_report_reads_every_number_from_the_verdict_tables(tiny, tmp_path):
     drawn = pd.read_csv(tables.parent / "figures" / "tiny_batch.csv")
     assert set(drawn["quantity"]) == {"test_error", "lambda_max"}
     assert drawn["seed"].nunique() == 3
+    # the pictures the runs recorded: every figure captioned, its runs listed by id
+    shown = re.findall(r"\]\(figures/([^)]+)\.png\)", text)
+    assert {"tiny_spectra", "tiny_sharpness_history", "tiny_slices_1d", "tiny_surfaces"} <= set(
+        shown
+    )
+    for figure in shown:
+        after = text.split(f"(figures/{figure}.png)")[1].lstrip("\n")
+        assert after.startswith("*Figure"), f"{figure} has no caption"
+    sources = pd.read_csv(tables / "figure_sources.csv")
+    assert set(sources["figure"]) == set(shown)
+    batch = sources[sources["figure"] == "tiny_batch"]
+    assert set(batch["run_id"]) == {
+        runs[a, s][1].name for a in ("small", "large") for s in (0, 1, 2)
+    }
+    tracked = pd.read_csv(tables.parent / "figures" / "tiny_sharpness_history.csv")
+    assert (2, 1) not in set(zip(tracked["seed"], tracked["arm"] == "heavy", strict=True))  # missed
+    assert tracked["run_train_loss"].tolist() == pytest.approx(
+        [runs[a, s][0]["train_loss"] for a, s in zip(tracked["arm"], tracked["seed"], strict=True)]
+    )
 
 
 def test_all_runs_one_protocol_alone_without_touching_the_report_family(tiny, tmp_path):

@@ -347,12 +347,16 @@ def test_saved_surfaces_are_exported_as_a_table_and_drawn_from_it(tmp_path):
         (frame["arm"] == "b") & (frame["seed"] == 1) & (frame["x"] == 1.0) & (frame["y"] == 0.5)
     ]
     assert point["train_loss"].item() == pytest.approx(3.0 * (1 + 0.5 * 0.25) + 0.02)  # ij indexing
-    assert surface_frame({"base": {}}, runs).empty  # a protocol without surfaces exports nothing
+    bare = {key: (res, tmp_path / "nowhere") for key, (res, _) in runs.items()}
+    assert surface_frame(p, bare).empty  # runs that recorded no surface export nothing
     made = surfaces_figure(frame, ["a", "b"], tmp_path / "figures", "t_surfaces")
     drawn = pd.read_csv(tmp_path / "figures" / "t_surfaces.csv")
     assert made == "t_surfaces.png" and set(drawn["arm"]) == {"a", "b"}
-    assert set(drawn[drawn["y"] != 0]["seed"]) == {0}  # the planes: seed 0 only
-    assert set(drawn[drawn["y"] == 0]["seed"]) == {0, 1}  # the slices: every seed
+    assert set(drawn["seed"]) == {0}  # the planes: each arm's lowest seed that met the criterion
+    frame.loc[(frame["arm"] == "a") & (frame["seed"] == 0), "reached"] = False
+    surfaces_figure(frame, ["a", "b"], tmp_path / "figures", "t_surfaces")
+    drawn = pd.read_csv(tmp_path / "figures" / "t_surfaces.csv")
+    assert drawn.groupby("arm")["seed"].unique().map(list).to_dict() == {"a": [1], "b": [0]}
 
 
 def test_keskars_interpolation_is_drawn_from_the_measured_pairs(tmp_path):

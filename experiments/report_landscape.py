@@ -1,0 +1,471 @@
+"""The report's pictures of minima and of the paths to them, drawn from the tables the verdicts step
+exported from the runs' records (:mod:`experiments.exports`); nothing here measures.
+
+- :func:`slices_figure`: Li et al. 2018's 1D filter-normalised slices (their Fig. 5), train and test
+  loss, one panel per setting the compared arms share.
+- :func:`surface_3d_figure`: the same planes as the contour figure, rendered in 3D (their Fig. 1).
+- :func:`spectra_figure`: the Hessian's eigenvalue density at each minimum by SLQ (Ghorbani et al.
+  2019, Fig. 1), every seed.
+- :func:`tracked_figure`: λmax along training against the stability threshold (Cohen et al. 2021).
+- :func:`pca_figure`: the path of training on the plane of its two principal directions, with the
+  share of the path's variance on each axis (Li et al. 2018, Sec. 7).
+
+Every figure draws only runs that met their training criterion, names each arm with its training
+loss at the plotted point (the median over seeds) and uses each arm's colour and marker of every
+figure (:func:`experiments.report_figures.arm_style`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from experiments.report_figures import _save, arm_style, plt
+
+Panels = Sequence[tuple[str, Sequence[str]]]
+# experiments.optim.stability_threshold's formulas, for labels
+THRESHOLD_FORMULA = {"sgd": "2/η", "momentum": "(2 + 2β)/η"}
+
+
+def contrast_panels(p: Mapping[str, Any], vary: str = "batch_size") -> list[tuple[str, list[str]]]:
+    """The protocol's arms grouped by every setting but ``vary`` (and the step budget, which follows
+    the batch size): one panel per group of two or more arms, titled by what its arms share."""
+    groups: dict[str, list[str]] = {}
+    for arm, over in p["arms"].items():
+        over = over or {}
+        if vary not in over:
+            continue
+        shared = {
+            k: v
+            for k, v in over.items()
+            if k not in (vary, "max_steps") and not k.startswith(("surface", "track_"))
+        }
+        title = ", ".join(
+            f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in shared.items()
+        )
+        groups.setdefault(title or "every other setting shared", []).append(arm)
+    return [(title, arms) for title, arms in groups.items() if len(arms) > 1]
+
+
+def _arm_label(arm: str, runs: pd.DataFrame, extra: str = "") -> str:
+    """``arm: n seeds, train loss 0.0098`` — the median training loss of the runs drawn."""
+    one = runs.drop_duplicates(["arm", "seed"])
+    one = one[one["arm"] == arm]
+    return f"{arm}: {len(one)} seeds, train loss {one['run_train_loss'].median():.3g}{extra}"
+
+
+def _log_panel(ax, title: str, xlabel: str) -> None:
+    """A panel's log value axis, labels, grid and legend, alike in every figure here."""
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_title(title, fontsize=10)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+
+
+def _reached(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame[frame["reached"].astype(bool)]
+
+
+def slices_figure(surfaces: pd.DataFrame, panels: Panels, figures: Path, name: str) -> str | None:
+    """Li et al. 2018's Fig. 5 from the runs' planes: the training (solid) and test (dashed) loss
+    along the first filter-normalised direction through each minimum, the median over seeds with
+    every seed's range as a band, one panel per group of arms on a shared axis."""
+    data = _reached(surfaces)
+    data = data[data["y"].abs() < 1e-9]
+    panels = [(t, [a for a in arms if a in set(data["arm"])]) for t, arms in panels]
+    panels = [(t, arms) for t, arms in panels if len(arms) > 1]
+    if not panels:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels), 4.6), sharey=True,
+                             squeeze=False)  # fmt: skip
+    drawn = []
+    for ax, (title, arms) in zip(axes[0], panels, strict=True):
+        for arm in arms:
+            part = data[data["arm"] == arm]
+            colour, marker = arm_style(arm)
+            for value, ls in (("train_loss", "-"), ("test_loss", "--")):
+                wide = part.pivot_table(index="x", columns="seed", values=value)
+                ax.fill_between(wide.index, wide.min(axis=1), wide.max(axis=1), color=colour,
+                                alpha=0.15, lw=0)  # fmt: skip
+                label = _arm_label(arm, part) if value == "train_loss" else None
+                ax.plot(wide.index, wide.median(axis=1), color=colour, ls=ls, marker=marker, ms=4,
+                        label=label)  # fmt: skip
+            drawn.append(part)
+        ax.plot([], [], color="0.3", ls="-", label="training loss (solid)")
+        ax.plot([], [], color="0.3", ls="--", label="test loss (dashed)")
+        _log_panel(ax, title, "position along a filter-normalised direction (grid points marked)")
+    axes[0][0].set_ylabel("cross-entropy (log scale)")
+    fig.suptitle("1D filter-normalised slices through each minimum (Li et al. 2018, Fig. 5): median "
+                 "over seeds, band: every seed", fontsize=11)  # fmt: skip
+    fig.tight_layout()
+    columns = ["arm", "seed", "reached", "run_train_loss", "x", "train_loss", "test_loss"]
+    return _save(fig, pd.concat(drawn)[columns], figures, name)
+
+
+def surface_3d_figure(
+    surfaces: pd.DataFrame, arms: Sequence[str], figures: Path, name: str
+) -> str | None:
+    """Li et al. 2018's Fig. 1 style: each arm's training-loss plane (its lowest seed that met the
+    criterion) as a 3D surface over the grid the run measured, log10 of the loss on one shared
+    vertical scale, so that the arms' steepness compares directly."""
+    data = _reached(surfaces)
+    arms = [a for a in arms if a in set(data["arm"])]
+    if len(arms) < 2:
+        return None
+    seed0 = pd.concat([data[(data["arm"] == a) & (data["seed"] == data[data["arm"] == a]["seed"].min())]
+                       for a in arms])  # fmt: skip
+    z = np.log10(seed0["train_loss"])
+    lo, hi = float(z.min()), float(z.max())
+    fig = plt.figure(figsize=(4.2 * len(arms), 4.4))
+    for k, arm in enumerate(arms):
+        ax = fig.add_subplot(1, len(arms), k + 1, projection="3d")
+        part = seed0[seed0["arm"] == arm]
+        table = part.pivot_table(index="y", columns="x", values="train_loss")
+        xs, ys = np.meshgrid(table.columns, table.index)
+        ax.plot_surface(xs, ys, np.log10(table.to_numpy()), cmap="viridis", vmin=lo, vmax=hi,
+                        edgecolor="0.3", linewidth=0.3)  # fmt: skip
+        ax.set_zlim(lo, hi)
+        ax.set_xlabel("direction 1", fontsize=8)
+        ax.set_ylabel("direction 2", fontsize=8)
+        ax.set_zlabel("log10 training loss", fontsize=8)
+        ax.set_title(f"{arm}, seed {int(part['seed'].iloc[0])}\n(run's train loss "
+                     f"{part['run_train_loss'].iloc[0]:.3g})", fontsize=9)  # fmt: skip
+    fig.suptitle("The same planes in 3D (Li et al. 2018, Fig. 1): one vertical scale", fontsize=11)
+    fig.tight_layout(rect=(0, 0, 1, 0.93))
+    columns = ["arm", "seed", "reached", "run_train_loss", "x", "y", "train_loss"]
+    return _save(fig, seed0[columns], figures, name)
+
+
+def density_curves(spectra: pd.DataFrame, grid: np.ndarray, sigma: float) -> pd.DataFrame:
+    """Each run's density on ``grid``: every quadrature node a Gaussian of width ``sigma`` (the
+    same for every run drawn together), weighted, summed, averaged over the random vectors
+    (:meth:`flatness.hessian.SpectralDensity.density`, with a shared width)."""
+    rows = []
+    for (arm, seed), part in spectra.groupby(["arm", "seed"], sort=False):
+        curves = []
+        for _, vec in part.groupby("vector"):
+            diff = grid[None, :] - vec["node"].to_numpy()[:, None]
+            kernel = np.exp(-0.5 * (diff / sigma) ** 2) / (sigma * np.sqrt(2 * np.pi))
+            curves.append((vec["weight"].to_numpy()[:, None] * kernel).sum(axis=0))
+        rows.append(pd.DataFrame({"arm": arm, "seed": seed, "reached": part["reached"].iloc[0],
+                                  "run_train_loss": part["run_train_loss"].iloc[0],
+                                  "eigenvalue": grid, "density": np.mean(curves, axis=0)}))  # fmt: skip
+    return pd.concat(rows, ignore_index=True)
+
+
+def spectra_figure(spectra: pd.DataFrame, panels: Panels, figures: Path, name: str) -> str | None:
+    """Ghorbani et al. 2019's Fig. 1 at both minima of each panel's arms (same optimizer): every
+    seed's eigenvalue density (thin) and the median over seeds (thick), on a log density axis; each
+    seed's largest quadrature node, its estimate of λmax, as a tick at the top."""
+    data = _reached(spectra)
+    panels = [(t, [a for a in arms if a in set(data["arm"])]) for t, arms in panels]
+    panels = [(t, arms) for t, arms in panels if len(arms) > 1]
+    if not panels:
+        return None
+    fig, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels), 4.4), squeeze=False)
+    drawn = []
+    for ax, (title, arms) in zip(axes[0], panels, strict=True):
+        part = data[data["arm"].isin(arms)]
+        lo, hi = float(part["node"].min()), float(part["node"].max())
+        pad = 0.05 * (hi - lo)
+        grid = np.linspace(lo - pad, hi + pad, 400)
+        curves = density_curves(part, grid, sigma=0.01 * (hi - lo))
+        for arm in arms:
+            colour, _ = arm_style(arm)
+            mine = curves[curves["arm"] == arm]
+            wide = mine.pivot_table(index="eigenvalue", columns="seed", values="density")
+            ax.plot(wide.index, wide.to_numpy(), color=colour, lw=0.6, alpha=0.35)
+            top = part[part["arm"] == arm].groupby("seed")["node"].max()
+            ax.plot(wide.index, wide.median(axis=1), color=colour, lw=2,
+                    label=_arm_label(arm, mine, f", largest eigenvalue (median) {top.median():.3g}"))  # fmt: skip
+            ax.plot(top, np.full(len(top), 1.0), "|", color=colour, ms=12,
+                    transform=ax.get_xaxis_transform())  # fmt: skip
+            drawn.append(mine)
+        ax.set_yscale("log")
+        peak = float(curves["density"].max())
+        ax.set_ylim(peak * 1e-7, peak * 3)
+        ax.set_xlabel("eigenvalue of the training loss's Hessian (first 4000 training samples)")
+        ax.set_ylabel("density (log scale)")
+        ax.set_title(title, fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="upper right")
+    fig.suptitle("Hessian eigenvalue density at each minimum (SLQ; Ghorbani et al. 2019): thin, "
+                 "every seed; thick, the median; ticks, each seed's largest eigenvalue", fontsize=11)  # fmt: skip
+    fig.tight_layout()
+    return _save(fig, pd.concat(drawn), figures, name)
+
+
+def tracked_figure(
+    tracked: pd.DataFrame, figures: Path, name: str, order: Sequence[str] = ()
+) -> str | None:
+    """Cohen et al. 2021's picture: λmax of the training loss along training, every seed of each
+    tracked arm, against the optimizer's stability threshold at its rate ((2 + 2β)/η for heavy-ball
+    momentum), one panel per arm on a shared log axis; a square at the point each run stopped."""
+    data = _reached(tracked)
+    arms = _ordered(data["arm"], order)
+    if not arms:
+        return None
+    fig, axes = plt.subplots(1, len(arms), figsize=(5.6 * len(arms), 4.2), sharey=True,
+                             squeeze=False)  # fmt: skip
+    for ax, arm in zip(axes[0], arms, strict=True):
+        part = data[data["arm"] == arm]
+        colour, marker = arm_style(arm)
+        for _, run in part.groupby("seed"):
+            ax.plot(run["step"], run["lambda_max"], color=colour, lw=0.9, alpha=0.6)
+            ax.plot(run["step"].iloc[-1:], run["lambda_max"].iloc[-1:], marker=marker,
+                    color=colour, ms=5)  # fmt: skip
+        threshold = part["threshold"].dropna()
+        if len(threshold):
+            formula = THRESHOLD_FORMULA.get(part["optimizer"].iloc[0], "")
+            ax.axhline(threshold.iloc[0], color="crimson", ls="--",
+                       label=f"stability threshold {formula} = {threshold.iloc[0]:.3g}")  # fmt: skip
+        ax.plot([], [], color=colour, label=_arm_label(arm, part, f", η = {part['lr'].iloc[0]:g}"))
+        _log_panel(ax, arm, "training step")
+    axes[0][0].set_ylabel("λmax of the training loss (first 4000 samples, log scale)")
+    fig.suptitle("Sharpness along training (Cohen et al. 2021): every seed, marker at its last "
+                 "tracked epoch", fontsize=11)  # fmt: skip
+    fig.tight_layout()
+    columns = ["arm", "seed", "reached", "run_train_loss", "optimizer", "epoch", "step", "lr",
+               "train_loss", "lambda_max", "threshold"]  # fmt: skip
+    return _save(fig, data[columns], figures, name)
+
+
+def _ordered(arms: pd.Series, order: Sequence[str]) -> list[str]:
+    """The arms present, in ``order`` first (the protocol's), then as they come."""
+    present = list(dict.fromkeys(arms))
+    return [a for a in order if a in present] + [a for a in present if a not in order]
+
+
+def pca_figure(
+    planes: pd.DataFrame, paths: pd.DataFrame, figures: Path, name: str, order: Sequence[str] = ()
+) -> str | None:
+    """Li et al. 2018's Sec. 7 picture: each arm's path of training (its lowest seed that met the
+    criterion) projected on the top two principal directions of that path, over the training loss
+    on that plane (one log colour scale for every panel); the axes give the share of the path's
+    variance each direction holds, the title its range over every seed."""
+    from matplotlib.colors import LogNorm
+    from matplotlib.ticker import FixedLocator, FuncFormatter
+
+    planes, paths = _reached(planes), _reached(paths)
+    arms = _ordered(paths["arm"], order)
+    if not arms:
+        return None
+    first = {a: paths[paths["arm"] == a]["seed"].min() for a in arms}
+    plane0 = pd.concat(
+        [planes[(planes["arm"] == a) & (planes["seed"] == s)] for a, s in first.items()]
+    )
+    path0 = pd.concat([paths[(paths["arm"] == a) & (paths["seed"] == s)] for a, s in first.items()])
+    norm = LogNorm(plane0["train_loss"].min(), plane0["train_loss"].max())
+    levels = np.geomspace(norm.vmin, norm.vmax, 16)
+    fig, axes = plt.subplots(1, len(arms), figsize=(5.4 * len(arms) + 0.8, 4.8), squeeze=False,
+                             layout="constrained")  # fmt: skip
+    mesh = None
+    for ax, arm in zip(axes[0], arms, strict=True):
+        part = plane0[plane0["arm"] == arm]
+        table = part.pivot_table(index="y", columns="x", values="train_loss")
+        mesh = ax.contourf(table.columns, table.index, table.to_numpy(), levels=levels, norm=norm,
+                           cmap="viridis")  # fmt: skip
+        path = path0[path0["arm"] == arm]
+        colour, marker = arm_style(arm)
+        ax.plot(path["pc1"], path["pc2"], color="white", lw=1.2, marker=marker, ms=3,
+                mfc=colour, mec="white", mew=0.5)  # fmt: skip
+        # the plane is centred on the final weights, which the last saved epoch precedes
+        ax.plot([path["pc1"].iloc[-1], 0.0], [path["pc2"].iloc[-1], 0.0], color="white", lw=1.2,
+                ls=":")  # fmt: skip
+        ax.plot(path["pc1"].iloc[:1], path["pc2"].iloc[:1], "w^", ms=8, label="initialisation")
+        ax.plot([0.0], [0.0], "w*", ms=12, label="final weights (the plane's centre)")
+        all_seeds = paths[paths["arm"] == arm].drop_duplicates("seed")
+        share = all_seeds["pc1_variance"] + all_seeds["pc2_variance"]
+        ax.set_xlabel(f"PC1 ({100 * path['pc1_variance'].iloc[0]:.1f}% of the path's variance)")
+        ax.set_ylabel(f"PC2 ({100 * path['pc2_variance'].iloc[0]:.1f}%)")
+        ax.set_title(f"{arm}, seed {first[arm]} ({len(path)} saved epochs; train loss "
+                     f"{path['run_train_loss'].iloc[0]:.3g})\nPC1 + PC2 over all {len(all_seeds)} "
+                     f"seeds: {100 * share.min():.1f}–{100 * share.max():.1f}%", fontsize=9)  # fmt: skip
+        ax.legend(fontsize=8, loc="lower right")
+    cbar = fig.colorbar(mesh, ax=list(axes[0]), fraction=0.04)
+    cbar.ax.yaxis.set_major_locator(FixedLocator(levels[::3]))
+    cbar.ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
+    cbar.ax.yaxis.set_minor_locator(FixedLocator([]))
+    cbar.set_label("training loss on the plane (first 4000 samples, log scale)")
+    fig.suptitle("The path of training on its two principal directions (Li et al. 2018, Sec. 7)",
+                 fontsize=11)  # fmt: skip
+    plane0 = plane0.assign(part="plane")
+    path0 = path0.assign(part="path")
+    columns = ["part", "arm", "seed", "reached", "run_train_loss", "x", "y", "train_loss", "epoch",
+               "step", "pc1", "pc2", "pc1_variance", "pc2_variance"]  # fmt: skip
+    drawn = pd.concat([path0, plane0], ignore_index=True)
+    return _save(fig, drawn[[c for c in columns if c in drawn]], figures, name)
+
+
+# --- the report's lines -------------------------------------------------------------------------------
+
+
+def _read(tables: Path, name: str) -> pd.DataFrame | None:
+    path = tables / f"{name}.csv"
+    return pd.read_csv(path) if path.exists() else None
+
+
+def _by_arm(values: pd.Series, fmt: str = ".3g") -> str:
+    return ", ".join(f"{v:{fmt}} for {a}" for a, v in values.items())
+
+
+def _rise(slices: pd.DataFrame, value: str, at: float = 0.5) -> pd.Series:
+    """Median over seeds of the mean rise of ``value`` at ±``at`` along the slice over its centre."""
+    out = {}
+    for arm, part in slices.groupby("arm", sort=False):
+        rises = []
+        for _, run in part.groupby("seed"):
+            run = run.sort_values("x")
+            centre = run.loc[run["x"].abs().idxmin(), value]
+            rises.append(np.interp([-at, at], run["x"], run[value]).mean() - centre)
+        out[arm] = float(np.median(rises))
+    return pd.Series(out)
+
+
+def edge_of_stability(highest: float, at_end: float) -> str:
+    """What the ratios of λmax to the stability threshold say: the highest any run reaches, and the
+    largest arm median at the end (Cohen et al. 2021 find full-batch training held at ratio ≈ 1)."""
+    if highest < 0.5:
+        return (
+            "No run comes within a factor of two of its threshold: λmax is not capped by the rate "
+            "here, so a difference in sharpness between the arms is not the threshold's doing."
+        )
+    if at_end < 0.5:
+        return (
+            f"Runs come {'above' if highest >= 1 else 'close to'} the threshold early and then fall "
+            "to less than half of it: the sharpness at the criterion is not held at the edge of "
+            "stability."
+        )
+    return "Runs end near their threshold: the rate may cap the sharpness they reach."
+
+
+def landscape_lines(p: Mapping[str, Any], tables: Path, figures: Path) -> list[str]:
+    """The pictures of this protocol's minima and paths that its runs recorded, each with a
+    sentence read from the figure's own data."""
+    name, lines = p["name"], []
+    panels = contrast_panels(p)
+    surfaces = _read(tables, f"surfaces_{name}")
+    if surfaces is not None and panels:
+        made = slices_figure(surfaces, panels, figures, f"{name}_slices_1d")
+        if made:
+            drawn = pd.read_csv(figures / made.replace(".png", ".csv"))
+            train, test = _rise(drawn, "train_loss"), _rise(drawn, "test_loss")
+            centre = drawn[drawn["x"].abs() < 1e-9].groupby("arm", sort=False)
+            gap = centre["test_loss"].median() - centre["train_loss"].median()
+            lines += [
+                f"![1D slices](figures/{made})",
+                "",
+                f"*Figure: the 1D slices through each minimum along the first of its plane's two "
+                f"filter-normalised directions, training and test loss, every run at its criterion. "
+                f"Along this one direction the training loss rises at ±0.5 by a median "
+                f"{_by_arm(train)}; the test loss by {_by_arm(test)}. At the centre the test loss "
+                f"lies above the training loss by {_by_arm(gap)}: the vertical distance between "
+                f"the solid and dashed lines, not the width of either, is the generalisation gap "
+                f"in loss. Data: `figures/{made.replace('.png', '.csv')}`.*",
+                "",
+            ]
+        made = surface_3d_figure(surfaces, list(p["arms"]), figures, f"{name}_surfaces_3d")
+        if made:
+            drawn = pd.read_csv(figures / made.replace(".png", ".csv"))
+            corner = drawn.groupby("arm", sort=False)["train_loss"].max()
+            lines += [
+                f"![3D surfaces](figures/{made})",
+                "",
+                f"*Figure: the planes of the contour figure rendered in 3D on one vertical scale "
+                f"(log10 of the training loss), each arm's lowest seed at its criterion; the "
+                f"highest point of each plane is {_by_arm(corner)}. A 3D rendering hides the far "
+                f"side of each bowl, so the contour figure and the slices carry the numbers. "
+                f"Data: `figures/{made.replace('.png', '.csv')}`.*",
+                "",
+            ]
+    spectra = _read(tables, f"spectra_{name}")
+    if spectra is not None and panels:
+        made = spectra_figure(spectra, panels, figures, f"{name}_spectra")
+        if made:
+            data = _reached(spectra)
+            order = _ordered(data["arm"], list(p["arms"]))
+            per_run = data.groupby(["arm", "seed"])["node"]
+            top = per_run.max().groupby("arm").median().reindex(order)
+            bottom = per_run.min().groupby("arm").median().reindex(order)
+            settings = p["base"].get("metrics", {}).get("hessian_esd", {})
+            paired = _read(tables, f"paired_{name}")
+            check = ""
+            if paired is not None and "lambda_max" in set(paired["quantity"]):
+                lam = paired[paired["quantity"] == "lambda_max"].drop_duplicates(["arm", "seed"])
+                lam = lam.groupby("arm")["value"].median().reindex(order).dropna()
+                check = f" (the protocol's own λmax, by Lanczos to 1e-4: {_by_arm(lam)})"
+            lines += [
+                f"![spectral density](figures/{made})",
+                "",
+                f"*Figure: the Hessian's eigenvalue density at every minimum that met the "
+                f"criterion, by stochastic Lanczos quadrature ({settings.get('vectors', '?')} "
+                f"random vectors × {settings.get('steps', '?')} steps each, recorded by the runs; "
+                f"Gaussian width 1% of each panel's range). The largest eigenvalue is a median "
+                f"{_by_arm(top)}{check}; the most negative {_by_arm(bottom)} (median over seeds of "
+                f"the extreme quadrature nodes; a node's weight says how much of the spectrum lies "
+                f"near it, so the bulk near zero, not these ends, holds almost all of it). "
+                f"Both minima "
+                f"of a panel come from the same optimizer, so the panel shows the batch size's "
+                f"effect on the whole spectrum, not only on its top. Data: "
+                f"`figures/{made.replace('.png', '.csv')}` (the quadrature itself: "
+                f"`tables/spectra_{name}.csv`).*",
+                "",
+            ]
+    tracked = _read(tables, f"tracked_{name}")
+    if tracked is not None:
+        made = tracked_figure(tracked, figures, f"{name}_sharpness_history", list(p["arms"]))
+        if made:
+            data = _reached(tracked)
+            data = data.assign(ratio=data["lambda_max"] / data["threshold"])
+            runs = data.groupby(["arm", "seed"], sort=False)
+            peak = runs["ratio"].max().groupby("arm", sort=False)
+            at = data.loc[runs["ratio"].idxmax()].set_index(["arm", "seed"])["step"]
+            share = (at / runs["step"].max()).groupby("arm", sort=False).median()
+            end = runs["ratio"].last().groupby("arm", sort=False)
+            lines += [
+                f"![sharpness along training](figures/{made})",
+                "",
+                "*Figure: λmax of the training loss along training (Lanczos on the first 4000 "
+                "training samples, recorded by the runs as they trained) against the stability "
+                "threshold of each arm's optimizer at its rate ("
+                + ", ".join(
+                    f"{o}: {f}" for o, f in THRESHOLD_FORMULA.items() if o in set(data["optimizer"])
+                )
+                + f"). Each run's highest λmax, as a share of its threshold: at most "
+                f"{_by_arm(peak.max(), '.0%')} (median {_by_arm(peak.median(), '.0%')}), reached a "
+                f"median {_by_arm(share, '.0%')} of the way through the run; at the last tracked "
+                f"epoch, a median {_by_arm(end.median(), '.0%')}. "
+                + edge_of_stability(peak.max().max(), end.median().max())
+                + f" Data: `figures/{made.replace('.png', '.csv')}`.*",
+                "",
+            ]
+    planes, paths = _read(tables, f"pca_planes_{name}"), _read(tables, f"pca_paths_{name}")
+    if planes is not None and paths is not None:
+        made = pca_figure(planes, paths, figures, f"{name}_pca_path", list(p["arms"]))
+        if made:
+            runs = _reached(paths).drop_duplicates(["arm", "seed"])
+            share = (runs["pc1_variance"] + runs["pc2_variance"]).groupby(runs["arm"], sort=False)
+            first = runs.groupby("arm", sort=False)["pc1_variance"].median()
+            lines += [
+                f"![training path](figures/{made})",
+                "",
+                f"*Figure: each tracked arm's path of training (weights saved after every epoch) "
+                f"on the plane of its first two principal directions, over the training loss "
+                f"there. The first direction alone holds a median {_by_arm(first, '.0%')} of "
+                f"the path's variance, the first two together {_by_arm(share.min(), '.0%')} at "
+                f"the least"
+                + (
+                    ": the path is nearly one-dimensional, as Li et al. found, so the plane shows "
+                    "how far training went more than which way it turned."
+                    if first.min() >= 0.8
+                    else "."
+                )
+                + f" Data: `figures/{made.replace('.png', '.csv')}`.*",
+                "",
+            ]
+    return lines
