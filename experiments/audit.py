@@ -14,8 +14,9 @@ writes:
 - ``results/figures/audit_<model>.png``: small multiples, a panel per metric family and rescaling
   mode: test error flat across α while the other metrics move (the report redraws it from the
   tables);
-- ``results/figures/audit_<model>_slice.png``: the filter-normalised 1D slice before and after;
-  each figure with the CSV of what it draws beside it.
+- ``results/tables/audit_slices.csv`` and ``results/figures/audit_<model>_slice.png``: the
+  filter-normalised 1D slice before and after (the report redraws it from the table); each figure
+  with the CSV of what it draws beside it.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ from experiments import run
 from experiments.data import build_dataset
 from experiments.measure import measure_model
 from experiments.models import build_model
-from flatness import plot
+from experiments.report_figures import audit_slice_figure
+from flatness.io import atomic_write_bytes
 from flatness.reparam import rescale
 from flatness.surface import surface_1d
 
@@ -202,27 +204,31 @@ def plot_audit(rows: pd.DataFrame, judged: pd.DataFrame, name: str, out: Path) -
     audit_figure(rows, judged, name, out)
 
 
-def plot_slices(model, data, name: str, out: Path, alpha: float = 10.0) -> None:
-    """Filter-normalised 1D slices of the original and the rescaled model, overlaid."""
+def slice_rows(model, data, name: str, alpha: float = 10.0) -> pd.DataFrame:
+    """Filter-normalised 1D slices (41 points, seed 0, the first 2000 training samples) of the
+    original model and of its layer- and neuron-wise α-rescalings: tidy rows (model, curve, t and
+    each value), saved as ``tables/audit_slices.csv`` and drawn by the report."""
     train = (data.x_train[:2000], data.y_train[:2000])
     surfaces = {"original": surface_1d(model, train, points=41, seed=0)}
     for mode, layers in (("layer", [0, 1]), ("neuron", [0])):
         scaled = rescale(model, alpha=alpha, layers=layers, mode=mode, check=data.x_train)
         surfaces[f"{mode}-wise α={alpha:g}"] = surface_1d(scaled.model, train, points=41, seed=0)
-    fig = plot.plot_1d(
-        surfaces,
-        title=f"{name}: filter-normalised slice before and after rescaling (2000 train samples)",
-    )
-    from experiments.report_figures import _save
-
-    tidy = pd.concat(
+    return pd.concat(
         [
-            pd.DataFrame({"curve": label, "t": s.coords[0], **{k: v for k, v in s.values.items()}})
+            pd.DataFrame({"model": name, "curve": label, "t": s.coords[0], **s.values})
             for label, s in surfaces.items()
         ],
         ignore_index=True,
     )
-    _save(fig, tidy, out, f"audit_{name}_slice")
+
+
+def write_slices(slices: pd.DataFrame, tables: Path) -> None:
+    """``audit_slices.csv``: these models' slices replace their earlier ones, others are kept."""
+    path = tables / "audit_slices.csv"
+    if path.exists():
+        old = pd.read_csv(path)
+        slices = pd.concat([old[~old["model"].isin(set(slices["model"]))], slices])
+    atomic_write_bytes(path, slices.to_csv(index=False).encode())
 
 
 def _models(args) -> list[tuple[str, Any]]:
@@ -314,8 +320,12 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         rows = pd.read_csv(args.out / "tables" / "audit_values.csv")
         judged = verdicts(rows, args.tolerance, args.function_tolerance)
         write_tables(rows, judged, args.out / "tables")
+        slices_path = args.out / "tables" / "audit_slices.csv"
+        slices = pd.read_csv(slices_path) if slices_path.exists() else None
         for name in dict.fromkeys(rows["model"]):
             plot_audit(rows, judged, name, args.out / "figures")
+            if slices is not None and name in set(slices["model"]):
+                audit_slice_figure(slices, name, args.out / "figures")
         print(judged.to_string(index=False))
         return judged
     group = CONF / "metrics" / f"{args.metrics}.yaml"
@@ -332,7 +342,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         models = _models(args)
     except AuditError as exc:
         ap.exit(2, f"error: {exc}\n")
-    all_rows = []
+    all_rows, slices = [], []
     for name, load in models:
         cfg, model, data, init = load()
         print(
@@ -342,12 +352,14 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         all_rows += audit_model(
             name, model, data, init, requested, args.alphas, args.modes, cfg.eval_batch_size
         )
-        plot_slices(model, data, name, args.out / "figures")
+        slices.append(slice_rows(model, data, name))
     rows = pd.DataFrame(all_rows)
     judged = verdicts(rows, args.tolerance, args.function_tolerance)
     write_tables(rows, judged, args.out / "tables")
+    write_slices(pd.concat(slices, ignore_index=True), args.out / "tables")
     for name, _ in models:
         plot_audit(rows, judged, name, args.out / "figures")
+        audit_slice_figure(pd.concat(slices), name, args.out / "figures")
     print(judged.to_string(index=False))
     print(f"tables in {args.out / 'tables'}, figures in {args.out / 'figures'}")
     return judged

@@ -775,7 +775,40 @@ def audit_section(tables: Path, figures: Path) -> list[str]:
             f"`figures/{made.replace('.png', '.csv')}`.*",
             "",
         ]
+        lines += audit_slice_lines(tables, figures, model, label)
     return lines
+
+
+def audit_slice_lines(tables: Path, figures: Path, model: str, label: str) -> list[str]:
+    """The audited model's slice before and after rescaling, from ``audit_slices.csv``."""
+    slices = _table(tables, "audit_slices")
+    made = F.audit_slice_figure(slices, model, figures) if slices is not None else None
+    if made is None:
+        return []
+    rows = slices[slices["model"] == model]
+    original = rows[rows["curve"] == "original"].set_index("t")["train_loss"]
+    told = []
+    for curve, part in rows.groupby("curve", sort=False):
+        centre = part.loc[part["t"].abs().idxmin(), "train_loss"]
+        rise = np.interp([-0.5, 0.5], part["t"], part["train_loss"]).mean() - centre
+        if curve == "original":
+            told.append(f"{rise:.3g} for the original")
+            continue
+        apart = (part.set_index("t")["train_loss"] / original - 1).abs().max()
+        told.append(
+            f"{rise:.3g} {curve} (its slice differs from the original's by up to {apart:.0%})"
+        )
+    return [
+        f"![audit slice {model}](figures/{made})",
+        "",
+        f"*Figure: {label}, the filter-normalised slice through the same function before and "
+        f"after rescaling (one random direction, seed 0). The training loss rises at ±0.5 by "
+        f"{'; '.join(told)}. Filter normalisation is meant to make such slices comparable across "
+        f"scales; where a rescaled slice departs from the original's, the picture itself is "
+        f"fooled by a change that leaves the function alone. Data: "
+        f"`figures/{made.replace('.png', '.csv')}`, from `tables/audit_slices.csv`.*",
+        "",
+    ]
 
 
 def _audited(model: str, runs: pd.DataFrame | None) -> str:

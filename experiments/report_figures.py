@@ -271,6 +271,30 @@ def audit_figure(
     return _save(fig, tidy, figures, f"audit_{model}")
 
 
+def audit_slice_figure(slices: pd.DataFrame, model: str, figures: Path) -> str | None:
+    """Dinh et al.'s point on a picture: the filter-normalised 1D slice of one model before and
+    after its α-rescalings (the same function), training loss (log) and accuracy, from the audit's
+    saved slices (``tables/audit_slices.csv``)."""
+    rows = slices[slices["model"] == model]
+    if rows.empty:
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    for k, (curve, part) in enumerate(rows.groupby("curve", sort=False)):
+        for ax, value in zip(axes, ("train_loss", "train_acc"), strict=True):
+            ax.plot(part["t"], part[value], ls=("-", "--", ":")[k % 3], lw=2 - 0.4 * k,
+                    label=curve)  # fmt: skip
+    axes[0].set_yscale("log")
+    for ax, label in zip(axes, ("training loss (log scale)", "training accuracy"), strict=True):
+        ax.set_xlabel("position along a filter-normalised direction (seed 0)")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"{model}: the same function's filter-normalised slice before and after "
+                 "rescaling (first 2000 training samples)", fontsize=10)  # fmt: skip
+    fig.tight_layout()
+    return _save(fig, rows, figures, f"audit_{model}_slice")
+
+
 def surfaces_figure(
     surfaces: pd.DataFrame, arms: list[str], figures: Path, name: str
 ) -> str | None:

@@ -23,6 +23,13 @@ def test_every_figure_in_the_report_exists_with_its_data_beside_it():
         assert len(data) > 0, f"{figure}: its CSV is empty"
 
 
+def test_every_saved_figure_is_one_the_report_shows():
+    """So deleting results/figures and rerunning the report alone redraws every one of them."""
+    shown = set(re.findall(r"\]\(figures/([^)]+\.png)\)", REPORT.read_text()))
+    saved = {p.name for p in (RESULTS / "figures").glob("*.png")}
+    assert saved - shown == set()
+
+
 def test_every_saved_figure_has_its_csv():
     missing = [
         p.name for p in (RESULTS / "figures").glob("*.png") if not p.with_suffix(".csv").exists()

@@ -54,6 +54,19 @@ def test_audit_writes_tables_and_figures_with_the_expected_verdicts(tmp_path, da
     )
     slice_ = pd.read_csv(out / "figures" / "audit_mlp_slice.csv")
     assert slice_["curve"].nunique() == 3 and {"t", "train_loss"} <= set(slice_.columns)
+    # Li et al.'s filter normalisation undoes a layer-wise rescaling exactly (each filter's
+    # direction scales with the filter, ReLU is positively homogeneous), not a neuron-wise one
+    saved = pd.read_csv(out / "tables" / "audit_slices.csv")
+    curves = saved.pivot_table(index="t", columns="curve", values="train_loss")
+    layer = curves["layer-wise α=10"] / curves["original"] - 1
+    neuron = curves["neuron-wise α=10"] / curves["original"] - 1
+    assert layer.abs().max() < 1e-4 and neuron.abs().max() > 0.01
+    # the figures are drawn from the saved tables alone
+    for png in (out / "figures").glob("audit_mlp*"):
+        png.unlink()
+    audit.main(["--tables-only", "--out", str(out)])
+    assert (out / "figures" / "audit_mlp_slice.csv").exists()
+    assert pd.read_csv(out / "figures" / "audit_mlp_slice.csv").equals(slice_)
 
 
 def test_invariant_norms_are_judged_invariant(tmp_path, data_dir):
