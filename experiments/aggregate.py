@@ -24,7 +24,7 @@ import pandas as pd
 from scipy import stats
 
 from experiments.measure import CORE
-from experiments.store import NON_DETERMINING_KEYS, load_result
+from experiments.store import NON_DETERMINING_KEYS, load_result, run_dirs
 
 log = logging.getLogger(__name__)
 VALIDATION = ("val_loss", "val_acc", "val_error")  # present when the dataset has a validation split
@@ -38,15 +38,16 @@ def load_runs(roots: Iterable[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
     with its status and reason."""
     rows, problems = [], []
     for root in roots:
-        for config_file in sorted(Path(root).rglob("config.yaml")):
-            run_dir = config_file.parent
-            if ".multirun" in run_dir.parts:
-                continue
+        for run_dir in run_dirs(root):
             result = load_result(run_dir / "result.json")
             if result is None:
-                problems.append(
-                    {"run_dir": str(run_dir), "status": "unfinished", "reason": "no result.json"}
-                )
+                reason = "result.json unreadable" if (run_dir / "result.json").exists() else (
+                    "no result.json")  # fmt: skip
+                problems.append({"run_dir": str(run_dir), "status": "unfinished", "reason": reason})
+                continue
+            if result.get("status") == "finished" and not {"run_id", "config"} <= set(result):
+                problems.append({"run_dir": str(run_dir), "status": "unreadable",
+                                 "reason": "result.json lacks run_id or config"})  # fmt: skip
                 continue
             if result.get("status") != "finished":
                 reason = result.get("error") or (
@@ -248,6 +249,10 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--out", type=Path, default=Path("results/tables"))
     ap.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the CIs")
     args = ap.parse_args(argv)
+    if missing := [str(r) for r in args.roots or [args.runs_dir] if not Path(r).is_dir()]:
+        ap.error(f"not a directory: {missing[0]}")
+    if args.bootstrap < 1:
+        ap.error("--bootstrap must be at least 1")
     roots = args.roots or sorted(p for p in args.runs_dir.iterdir() if p.is_dir())
     if not roots:
         ap.error(f"no sweep directories under {args.runs_dir}")

@@ -6,6 +6,8 @@ values or range, so the command line can print it and exit non-zero with no run 
 
 from __future__ import annotations
 
+import functools
+import math
 import numbers
 from collections.abc import Mapping
 from pathlib import Path
@@ -16,6 +18,7 @@ import torch
 import flatness
 from experiments.errors import ConfigError
 from experiments.optim import BASE_OPTIMIZERS, LR_SCALINGS, LR_SCHEDULES
+from flatness.registry import SEED_MAX
 
 
 def _is_number(value: Any) -> bool:
@@ -37,19 +40,43 @@ def number(
     integer: bool = False,
     prefix: str = "",
 ) -> None:
-    """Check that ``cfg[key]`` is a number (an integer if asked) within the given bounds."""
+    """Check that ``cfg[key]`` is a finite number (an integer if asked) within the given bounds:
+    NaN and infinity are refused here, since every comparison with NaN is false."""
     value = cfg.get(key)
-    kind = "an integer" if integer else "a number"
+    kind = "an integer" if integer else "a finite number"
     lo = "" if low is None else f"{'>' if low_open else '>='} {low}"
     hi = "" if high is None else f"{'<' if high_open else '<='} {high}"
     rng = " and ".join(x for x in (lo, hi) if x)
     expected = f"{kind}{' ' + rng if rng else ''}"
-    if not (_is_int(value) if integer else _is_number(value)):
+    if not (_is_int(value) if integer else _is_number(value) and math.isfinite(value)):
         raise ConfigError(f"{prefix}{key}: expected {expected} (got {value!r})")
     if low is not None and (value <= low if low_open else value < low):
         raise ConfigError(f"{prefix}{key}: expected {expected} (got {value!r})")
     if high is not None and (value >= high if high_open else value > high):
         raise ConfigError(f"{prefix}{key}: expected {expected} (got {value!r})")
+
+
+def seed(cfg: Mapping, key: str, prefix: str = "") -> None:
+    """A seed: an integer every generator seeded from it accepts (numpy's and mnist1d's take
+    [0, 2**32 - 1]; the epoch generators mix it into a 64-bit integer)."""
+    number(cfg, key, low=0, high=SEED_MAX, integer=True, prefix=prefix)
+
+
+def path(cfg: Mapping, key: str, *, relative: bool = False) -> None:
+    """A path key: a non-empty string of names the file system accepts (no NUL, each at most 255
+    bytes); ``relative``: also inside its root (not absolute, no ``..``), like a run's ``name``."""
+    value = cfg.get(key)
+    if not isinstance(value, str) or not value.strip():
+        raise ConfigError(f"{key}: expected a non-empty path (got {value!r})")
+    if "\0" in value:
+        raise ConfigError(f"{key}: a path cannot hold a NUL character (got {value!r})")
+    parts = Path(value).parts
+    if long := [p for p in parts if len(p.encode()) > 255]:
+        raise ConfigError(f"{key}: the name {long[0][:40]!r}... is longer than 255 bytes")
+    if relative and (Path(value).is_absolute() or ".." in parts):
+        raise ConfigError(
+            f"{key}: expected a path inside runs_dir, without '..' and not absolute (got {value!r})"
+        )
 
 
 def choice(cfg: Mapping, key: str, allowed: tuple[str, ...], prefix: str = "") -> None:
@@ -62,21 +89,87 @@ def boolean(cfg: Mapping, key: str) -> None:
         raise ConfigError(f"{key}: expected true or false (got {cfg.get(key)!r})")
 
 
+CONF = Path(__file__).resolve().parent.parent / "conf"
+# The groups whose keys are the union of their option files' keys (metrics: the library validates
+# them; model: the builder refuses unknown keys too, but their types are checked here).
+TYPED_GROUPS = ("dataset", "model", "optimizer", "surface", "transform")
+
+
+@functools.cache
+def _defaults() -> tuple[frozenset[str], dict[str, dict[str, list[Any]]]]:
+    """The top-level keys of ``conf/config.yaml`` and its groups, and for each typed group every
+    key any of its option files sets, with the values they set it to."""
+    from omegaconf import OmegaConf
+
+    top = OmegaConf.to_container(OmegaConf.load(CONF / "config.yaml"))
+    groups = {d.name for d in CONF.iterdir() if d.is_dir()}
+    known = frozenset(set(top) - {"defaults"} | groups)
+    values: dict[str, dict[str, list[Any]]] = {}
+    for group in TYPED_GROUPS:
+        for option in sorted((CONF / group).glob("*.yaml")):
+            for key, value in (OmegaConf.to_container(OmegaConf.load(option)) or {}).items():
+                values.setdefault(group, {}).setdefault(key, []).append(value)
+    return known, values
+
+
+def _like(value: Any, defaults: list[Any]) -> bool:
+    """Whether ``value`` has a type one of the option files gives this key (null is free)."""
+    if value is None or any(d is None for d in defaults):
+        return True
+    for d in defaults:
+        if isinstance(d, bool):
+            if isinstance(value, bool):
+                return True
+        elif isinstance(d, numbers.Integral):
+            if _is_int(value):
+                return True
+        elif isinstance(d, numbers.Real):
+            if _is_number(value):
+                return True
+        elif isinstance(d, str | list | dict):
+            if isinstance(value, type(d)):
+                return True
+        else:
+            return True
+    return False
+
+
+def check_keys(cfg: Mapping[str, Any]) -> None:
+    """No key the project does not have (a ``+key=value`` typo would otherwise be recorded and
+    change the run's id), and each group key of a type its option files give it
+    (``model.batch_norm=maybe`` is not a boolean)."""
+    known, defaults = _defaults()
+    if unknown := sorted(set(cfg) - known - {"hydra"}):
+        raise ConfigError(
+            f"{unknown[0]}: not a setting of this project (see README, Config reference)"
+        )
+    for group, keys in defaults.items():
+        for key, value in (cfg.get(group) or {}).items():
+            if key not in keys:
+                raise ConfigError(
+                    f"{group}.{key}: not a setting of the {group} group (known: {sorted(keys)})"
+                )
+            if not _like(value, keys[key]):
+                raise ConfigError(
+                    f"{group}.{key}: expected a value like {keys[key][0]!r} (got {value!r})"
+                )
+
+
+def check_paths(cfg: Mapping[str, Any]) -> None:
+    """``name`` stays inside ``runs_dir``; ``data_dir``, if it exists, is a directory."""
+    path(cfg, "name", relative=True)
+    path(cfg, "runs_dir")
+    path(cfg, "data_dir")
+    if Path(cfg["data_dir"]).exists() and not Path(cfg["data_dir"]).is_dir():
+        raise ConfigError(f"data_dir: {cfg['data_dir']} exists and is not a directory")
+
+
 def check_config(cfg: Mapping[str, Any]) -> None:
     """Check every top-level knob and the optimizer and metric settings of a resolved config."""
+    check_keys(cfg)
+    check_paths(cfg)
     number(cfg, "batch_size", low=1, integer=True)
     number(cfg, "lr", low=0, low_open=True)
-    # NaN and inf slip through number()'s comparisons: reject them by name first.
-    for key in (
-        "epochs",
-        "max_steps",
-        "train_until_loss",
-        "criterion_every_samples",
-        "criterion_samples",
-    ):
-        value = cfg.get(key)
-        if _is_number(value) and not -float("inf") < value < float("inf"):
-            raise ConfigError(f"{key}: expected a finite number (got {value!r})")
     if cfg.get("max_steps") is None:
         number(cfg, "epochs", low=0, integer=True)
     else:
@@ -103,7 +196,7 @@ def check_config(cfg: Mapping[str, Any]) -> None:
     number(cfg, "criterion_every_samples", low=1, integer=True)
     if cfg.get("criterion_samples") is not None:
         number(cfg, "criterion_samples", low=1, integer=True)
-    number(cfg, "seed", low=0, integer=True)
+    seed(cfg, "seed")
     number(cfg, "eval_batch_size", low=1, integer=True)
     number(cfg, "checkpoint_every", low=1, integer=True)
     number(cfg, "track_sharpness_every", low=0, integer=True)
@@ -155,9 +248,9 @@ def check_dataset(ds: Mapping[str, Any]) -> None:
     if name == "mnist1d":
         number(ds, "num_samples", low=10, integer=True, prefix=p)
         number(ds, "train_split", low=0, high=1, low_open=True, high_open=True, prefix=p)
-        number(ds, "seed", low=0, integer=True, prefix=p)
+        seed(ds, "seed", prefix=p)
     elif name == "synthetic":
-        number(ds, "seed", low=0, integer=True, prefix=p)
+        seed(ds, "seed", prefix=p)
         number(ds, "num_classes", low=2, integer=True, prefix=p)
         number(ds, "separation", low=0, prefix=p)
         number(ds, "num_samples_train", low=1, integer=True, prefix=p)
@@ -219,10 +312,12 @@ def _span(cfg: Mapping, key: str, prefix: str) -> None:
     if not (
         isinstance(span, list)
         and len(span) == 2
-        and all(_is_number(v) for v in span)
+        and all(_is_number(v) and math.isfinite(v) for v in span)
         and span[0] < span[1]
     ):
-        raise ConfigError(f"{prefix}{key}: expected [min, max] with min < max (got {span!r})")
+        raise ConfigError(
+            f"{prefix}{key}: expected [min, max], finite, with min < max (got {span!r})"
+        )
 
 
 def check_surface(surface: Mapping[str, Any]) -> None:
@@ -251,7 +346,7 @@ def check_surface(surface: Mapping[str, Any]) -> None:
         number(surface, "margin", low=0, low_open=True, prefix=p)
     if kind != "pca":
         choice(surface, "normalization", NORMALIZATIONS, prefix=p)
-        number(surface, "seed", low=0, integer=True, prefix=p)
+        seed(surface, "seed", prefix=p)
     choice(surface, "ignore", IGNORE, prefix=p)
     choice(surface, "bn_policy", BN_POLICIES, prefix=p)
     choice(surface, "engine", ENGINES, prefix=p)
@@ -280,7 +375,7 @@ def check_transform_settings(transform: Mapping[str, Any]) -> None:
     number(transform, "alpha", low=0, low_open=True, prefix=p)
     choice(transform, "mode", ("layer", "neuron"), prefix=p)
     number(transform, "spread", low=0, prefix=p)
-    number(transform, "seed", low=0, integer=True, prefix=p)
+    seed(transform, "seed", prefix=p)
     number(transform, "tolerance", low=0, low_open=True, prefix=p)
     layers = transform.get("layers")
     want = 2 if transform["mode"] == "layer" else 1
@@ -297,6 +392,16 @@ def check_transform_settings(transform: Mapping[str, Any]) -> None:
 
 def check_against_data(cfg: Mapping[str, Any], num_train: int) -> None:
     """Checks that need the dataset's size."""
+    from experiments.budget import full_epochs
+
+    if cfg["batch_size"] <= num_train and cfg.get("save_epochs"):
+        last = full_epochs(cfg.get("epochs"), cfg.get("max_steps"), num_train, cfg["batch_size"],
+                           cfg["drop_last"])  # fmt: skip
+        if beyond := [e for e in cfg["save_epochs"] if e > last]:
+            raise ConfigError(
+                f"save_epochs: epoch {beyond[0]} is beyond the budget's {last} whole epochs, so "
+                "nothing would be saved there"
+            )
     if cfg["batch_size"] > num_train:
         raise ConfigError(
             f"batch_size: expected an integer in [1, {num_train}] (the training set size); got {cfg['batch_size']}"

@@ -248,15 +248,26 @@ def compose_for(run_dir: Path, overrides: list[str]):
 
 def check_overrides(run_dir: Path, overrides: list[str]) -> None:
     """Validate the overrides on one run's config before any worker starts (one-line errors)."""
-    from experiments import checks
+    from experiments import checks, store
     from experiments.config import RunConfig
 
+    chosen = [o.split("=", 1)[0] for o in overrides if "." not in o.split("=", 1)[0]]
+    if groups := [g for g in chosen if g.lstrip("+") not in ("metrics", "surface")]:
+        raise ConfigError(
+            f"overrides: {groups[0]}: only the metrics and surface groups can be chosen when "
+            "measuring a run (anything else would be another run: use experiments.run)"
+        )
     try:
         cfg = compose_for(run_dir, overrides)
     except Exception as exc:  # Hydra's and OmegaConf's own errors: their first line says it
         raise ConfigError(f"overrides: {str(exc).splitlines()[0]}") from None
     rc = RunConfig.from_hydra(cfg)
     checks.check_config(rc.values)
+    if store.run_id(rc.values) != run_dir.name:
+        raise ConfigError(
+            f"overrides: {' '.join(overrides)} change what {run_dir} trained (its id); "
+            "experiments.measure only measures: use experiments.run for another configuration"
+        )
 
 
 def remeasure(run_dir: Path, overrides: list[str]) -> str:
@@ -288,6 +299,8 @@ def cli(argv: list[str] | None = None) -> int:
     parser.add_argument("paths", nargs="+", help="run directories or sweeps, then overrides")
     parser.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1))
     args = parser.parse_intermixed_args(argv)
+    if args.jobs < 1:
+        parser.error("--jobs must be at least 1")
     overrides = [p for p in args.paths if "=" in p]
     dirs = run_dirs([p for p in args.paths if "=" not in p])
     if not dirs:
@@ -310,4 +323,12 @@ def cli(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(cli())
+    try:
+        sys.exit(cli())
+    except KeyboardInterrupt:
+        print("interrupted: what was measured is saved; run the same command again for the rest",
+              file=sys.stderr)  # fmt: skip
+        sys.exit(130)
+    except OSError as exc:
+        print(f"error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
+        sys.exit(1)

@@ -148,8 +148,13 @@ def _execute(run: Prepared) -> dict[str, Any]:
         and previous.get("status") in DONE_STATUSES + ("failed",)
         and "stop_reason" in previous
     ):
-        final = store.load_checkpoint(run_dir / "final.pt")
+        final = store.load_weights(run_dir / "final.pt", run.model.state_dict())
+        if final is None:
+            log.warning("%s: final.pt is missing or damaged; training the run again", run_dir)
     trained = final is not None
+    if trained and not (run_dir / "config.yaml").exists():  # deleted: status and aggregate need it
+        log.warning("%s: config.yaml was missing; written again", run_dir)
+        store.atomic_write_text(run_dir / "config.yaml", rc.yaml())
     if trained and _nothing_new(run, previous):
         print(f"already done: {run_dir}")
         return previous
@@ -413,9 +418,61 @@ def cli(cfg: DictConfig) -> None:
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+    except KeyboardInterrupt:
+        print("interrupted: run the same command again to resume from the last checkpoint",
+              file=sys.stderr)  # fmt: skip
+        sys.exit(130)
+    except OSError as exc:  # a full disk, a vanished directory: files are written atomically
+        print(f"error: {exc.filename or ''}: {exc.strerror or exc}; nothing half-written is kept, "
+              "run the same command again once it is fixed", file=sys.stderr)  # fmt: skip
+        sys.exit(1)
     if result["status"] == "failed" and HydraConfig.get().mode != RunMode.MULTIRUN:
         sys.exit(1)  # in a sweep the failure is recorded in result.json and the other jobs go on
 
 
+def precheck(argv: list[str]) -> str | None:
+    """Compose the command line's config once through Hydra's compose API (a sweep at its first
+    value) and return Hydra's own error, an unknown choice (``optimizer=bogus``) or key, as one
+    line; None when it composes (or is a sweep this cannot expand, left to Hydra)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    given = [a for a in argv if not a.startswith("-")]
+    parser = OverridesParser.create()
+    for arg in given:
+        try:
+            parser.parse_overrides([arg])
+        except Exception as exc:
+            return f"cannot read the override {arg!r}: {str(exc).strip().splitlines()[0]}"
+    parsed = parser.parse_overrides(given)
+    overrides = []
+    for o in parsed:
+        if o.get_key_element().lstrip("+~").startswith("hydra"):
+            continue
+        try:
+            value = next(o.sweep_string_iterator()) if o.is_sweep_override() else None
+        except Exception:
+            return None  # a glob or other sweep that needs Hydra's loader
+        overrides.append(o.input_line if value is None else f"{o.get_key_element()}={value}")
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            compose(config_name="config", overrides=overrides)
+    except Exception as exc:
+        options = getattr(exc, "options", None)  # an unknown choice: Hydra lists the known ones
+        known = f" (known: {', '.join(options)})" if options else ""
+        return str(exc).strip().splitlines()[0] + known
+    return None
+
+
+CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
+
+
 if __name__ == "__main__":
-    cli()
+    if error := precheck(sys.argv[1:]):
+        print(f"error: {error}", file=sys.stderr)
+        sys.exit(2)
+    try:
+        cli()
+    except KeyboardInterrupt:  # during start-up, before the run began
+        print("interrupted before the run started", file=sys.stderr)
+        sys.exit(130)

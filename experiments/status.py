@@ -8,7 +8,12 @@ not done with its directory and why. Exits 1 when any run failed, so that script
 - failed: ``result.json`` says failed (a transform beyond its tolerance), or is unreadable;
 - running: no result yet and the run's lock is held by a live process;
 - incomplete: no result and no live owner: killed or crashed; running the sweep again resumes it
-  from its last checkpoint.
+  from its last checkpoint (or starts over when the checkpoint is damaged);
+- damaged: a finished run whose final.pt or config.yaml is missing or unreadable; running the sweep
+  again trains it again (final.pt) or writes the config back (config.yaml).
+
+Run directories are found by any of their files (:func:`experiments.store.run_dirs`), so a run
+that lost its config.yaml is listed, not hidden.
 """
 
 from __future__ import annotations
@@ -18,10 +23,11 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-from experiments.lock import held_by_live_process
-from experiments.store import load_checkpoint, load_result
+from experiments.lock import is_locked
+from experiments.store import load_checkpoint, load_result, run_dirs
 
-STATES = ("done", "running", "failed", "diverged", "incomplete")
+DONE = ("finished", "diverged")
+STATES = ("done", "running", "failed", "diverged", "incomplete", "damaged")
 
 
 def classify(run_dir: Path) -> tuple[str, str]:
@@ -35,6 +41,10 @@ def classify(run_dir: Path) -> tuple[str, str]:
                 "result.json is unreadable (truncated?); rerunning the sweep redoes this run",
             )
         status = result.get("status")
+        if status in DONE and not {"run_id", "config", "stop_reason"} <= set(result):
+            return "failed", "result.json is incomplete; rerunning the sweep measures the run again"
+        if status in DONE and (damage := _damage(run_dir)):
+            return "damaged", damage
         if status == "finished":
             failures = result.get("metric_failures") or {}
             return "done", (
@@ -44,23 +54,52 @@ def classify(run_dir: Path) -> tuple[str, str]:
             )
         if status == "diverged":
             return "diverged", f"loss not finite at epoch {result.get('diverged_epoch')}"
-        return "failed", str(result.get("error") or status)
-    if held_by_live_process(run_dir / ".lock"):
+        return "failed", str(result.get("error") or status or "result.json has no status")
+    if is_locked(run_dir / ".lock"):
         return "running", "in progress"
-    checkpoint = (
-        load_checkpoint(run_dir / "checkpoint.pt") if (run_dir / "checkpoint.pt").exists() else None
-    )
+    from experiments.train import CHECKPOINT_KEYS
+
+    checkpoint = load_checkpoint(run_dir / "checkpoint.pt", CHECKPOINT_KEYS)
+    if checkpoint is not None and not _weights_ok(checkpoint["model"], _shapes(run_dir)):
+        checkpoint = None  # another model's: training ignores it too
     where = f"resumes from epoch {checkpoint['epoch']}" if checkpoint else "starts over"
     return "incomplete", f"killed or crashed (no result.json); a rerun {where}"
+
+
+def _shapes(run_dir: Path) -> dict | None:
+    """The run's own weights at initialisation (``init.pt``), whose names and shapes its
+    checkpoint and final weights must have; None when it is missing or unreadable."""
+    import torch
+
+    init = load_checkpoint(run_dir / "init.pt")
+    ok = init is not None and all(isinstance(v, torch.Tensor) for v in init.values())
+    return init if ok else None
+
+
+def _weights_ok(state, like: dict | None) -> bool:
+    import torch
+
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        return False
+    return like is None or (
+        set(state) == set(like) and all(state[k].shape == like[k].shape for k in like)
+    )
+
+
+def _damage(run_dir: Path) -> str:
+    """What is wrong with a finished run's files ("" when nothing): final.pt must hold the run's
+    weights (the names and shapes of its init.pt), config.yaml must exist."""
+    if not _weights_ok(load_checkpoint(run_dir / "final.pt"), _shapes(run_dir)):
+        return "final.pt missing, unreadable or not this run's weights; a rerun trains it again"
+    if not (run_dir / "config.yaml").exists():
+        return "config.yaml missing; a rerun writes it again"
+    return ""
 
 
 def sweep_status(root: Path) -> tuple[Counter, list[tuple[str, str, str]]]:
     counts: Counter = Counter()
     details = []
-    for config_file in sorted(Path(root).rglob("config.yaml")):
-        run_dir = config_file.parent
-        if ".multirun" in run_dir.parts:
-            continue
+    for run_dir in run_dirs(root):
         state, reason = classify(run_dir)
         counts[state] += 1
         if state != "done" or reason:
@@ -82,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.root}: {total} runs: " + ", ".join(f"{counts[s]} {s}" for s in STATES))
     for state, run_dir, reason in details:
         print(f"  {state:<10} {run_dir}  {reason}")
-    return 1 if counts["failed"] else 0
+    return 1 if counts["failed"] or counts["damaged"] else 0
 
 
 if __name__ == "__main__":

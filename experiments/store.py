@@ -133,8 +133,10 @@ def _json_default(obj: Any) -> Any:
 # --- reading back --------------------------------------------------------------------------------
 
 
-def load_checkpoint(path: str | os.PathLike) -> dict[str, Any] | None:
-    """A checkpoint saved by :func:`atomic_torch_save`, or None (with a warning) if it is unreadable.
+def load_checkpoint(path: str | os.PathLike, keys: tuple[str, ...] = ()) -> dict[str, Any] | None:
+    """A checkpoint saved by :func:`atomic_torch_save`, or None (with a warning) if it is unreadable
+    or does not hold what it should: a dict with every one of ``keys``. A damaged file is then
+    treated as missing (the run starts over or retrains) instead of failing every rerun.
 
     ``weights_only=True``: loading never executes pickled code.
     """
@@ -142,10 +144,50 @@ def load_checkpoint(path: str | os.PathLike) -> dict[str, Any] | None:
     if not path.exists():
         return None
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         log.warning("checkpoint %s is unreadable (%s); ignoring it", path, exc)
         return None
+    missing = [k for k in keys if k not in loaded] if isinstance(loaded, dict) else list(keys)
+    if not isinstance(loaded, dict) or missing:
+        what = f"lacks {missing}" if isinstance(loaded, dict) else f"is a {type(loaded).__name__}"
+        log.warning("checkpoint %s %s, not a checkpoint of this project; ignoring it", path, what)
+        return None
+    return loaded
+
+
+def load_weights(path: str | os.PathLike, like: Mapping[str, torch.Tensor]) -> dict | None:
+    """Weights saved as a state dict (``final.pt``), or None (with a warning) unless the file holds
+    tensors of exactly ``like``'s names and shapes: a truncated, replaced or foreign file counts as
+    missing."""
+    state = load_checkpoint(path)
+    if state is None:
+        return None
+    same = set(state) == set(like) and all(
+        isinstance(state[k], torch.Tensor) and state[k].shape == like[k].shape for k in like
+    )
+    if not same:
+        log.warning(
+            "%s does not hold this run's weights (names or shapes differ); ignoring it", path
+        )
+        return None
+    return state
+
+
+# What makes a directory a run directory (any one of them: a damaged run still shows).
+RUN_FILES = ("config.yaml", "result.json", "final.pt", "checkpoint.pt", "init.pt")
+
+
+def run_dirs(root: str | os.PathLike) -> list[Path]:
+    """Every run directory under ``root``: one holding any of :data:`RUN_FILES`, outside Hydra's
+    ``.multirun`` folders, so that a run whose config.yaml was deleted is still found."""
+    found = {
+        f.parent
+        for name in RUN_FILES
+        for f in Path(root).rglob(name)
+        if ".multirun" not in f.parts and f.parent.name not in ("weights", "measurements")
+    }
+    return sorted(found)
 
 
 def load_result(path: str | os.PathLike) -> dict[str, Any] | None:
@@ -154,7 +196,13 @@ def load_result(path: str | os.PathLike) -> dict[str, Any] | None:
     if not path.exists():
         return None
     try:
-        return json.loads(path.read_text())
+        result = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         log.warning("result file %s is unreadable (%s); ignoring it", path, exc)
         return None
+    if not isinstance(result, dict):
+        log.warning(
+            "result file %s holds a %s, not a result; ignoring it", path, type(result).__name__
+        )
+        return None
+    return result

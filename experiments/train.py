@@ -159,10 +159,14 @@ def train(
         return p.stop_reason is not None
 
     p = _Progress()
-    checkpoint = load_checkpoint(run_dir / "checkpoint.pt") if run_dir else None
+    checkpoint = load_checkpoint(run_dir / "checkpoint.pt", CHECKPOINT_KEYS) if run_dir else None
+    if checkpoint is not None and not _resume_from(checkpoint, model, optimizer):
+        log.warning(
+            "%s does not fit this run's model or optimizer; starting over",
+            run_dir / "checkpoint.pt",
+        )
+        checkpoint = None
     if checkpoint is not None:
-        model.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
         p = _progress_from(
             checkpoint, steps, samples_per_epoch(data.num_train, s.batch_size, s.drop_last)
         )
@@ -375,6 +379,26 @@ def _evaluate_row(
     if every and epoch % every == 0 and math.isfinite(train.loss):
         row["lambda_max"] = tracked_lambda_max(model, data, loss_fn, s)
     return row
+
+
+CHECKPOINT_KEYS = ("epoch", "steps", "samples", "model", "optimizer", "history", "checks",
+                   "stop_reason")  # fmt: skip
+
+
+def _resume_from(checkpoint: dict, model, optimizer) -> bool:
+    """Load a checkpoint's model and optimizer state; on a mismatch put both back as they were
+    and say so (False), so that a damaged checkpoint means starting over, not a traceback."""
+    import copy
+
+    saved = (copy.deepcopy(model.state_dict()), copy.deepcopy(optimizer.state_dict()))
+    try:
+        model.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        return True
+    except (RuntimeError, ValueError, KeyError, TypeError, AttributeError):
+        model.load_state_dict(saved[0])
+        optimizer.load_state_dict(saved[1])
+        return False
 
 
 def _save_checkpoint(run_dir: Path, model, optimizer, p: _Progress) -> None:

@@ -18,6 +18,7 @@ from flatness import catalog  # noqa: F401  (fills the registry)
 from flatness import params as P
 from flatness.data import DataLike
 from flatness.evaluate import LossFn
+from flatness.inputs import check_data, check_init, check_model
 from flatness.objective import Objective
 from flatness.registry import (
     REGISTRY,
@@ -60,6 +61,12 @@ def measure(
     request = normalise_request(DEFAULT_METRICS if metrics is None else metrics)
     if init is not None and not isinstance(init, Mapping):
         raise TypeError("init must be the initial weights as a state_dict: pass model.state_dict()")
+    check_model(model)
+    check_data(data, "data")
+    if test is not None:
+        check_data(test, "test")
+    if init is not None:
+        check_init(init, model)
     num_params = sum(p.numel() for p in model.parameters() if p.requires_grad)
     resolved = validate(request, num_params=num_params)  # fail on a bad request before any work
     needs_test = [n for n in request if "test" in get(base_metric(n, request[n])).inputs]

@@ -124,7 +124,9 @@ class Limit:
 
 POSITIVE = Limit(low=0, low_open=True)
 NON_NEGATIVE = Limit(low=0)
-SEED = Limit(low=0, integer=True)
+# every generator the library seeds (torch, numpy) accepts [0, 2**32 - 1]
+SEED_MAX = 2**32 - 1
+SEED = Limit(low=0, high=SEED_MAX, integer=True)
 SUBSET = Limit(low=1, integer=True, optional=True)
 
 

@@ -40,6 +40,7 @@ from flatness.evaluate import (
     evaluate_points_vmap,
     recompute_bn_statistics,
 )
+from flatness.inputs import check_data, check_model
 from flatness.io import atomic_write_bytes, npz_bytes
 
 ENGINES = ("auto", "loop", "vmap")
@@ -108,6 +109,7 @@ def surface_1d(
     **options: Any,
 ) -> Surface:
     """Loss and accuracy along θ + α·d for α on a grid over ``span`` (a random direction by default)."""
+    check_model(model)
     xs = grid_axis(*span, points)
     given = direction is not None
     if direction is None:
@@ -141,6 +143,7 @@ def surface_2d(
     **options: Any,
 ) -> Surface:
     """Loss and accuracy over the plane θ + α·δ + β·η (two random directions by default)."""
+    check_model(model)
     xs, ys = grid_axis(*x_span, x_points, "x range"), grid_axis(*y_span, y_points, "y range")
     given = directions is not None
     if directions is None:
@@ -197,7 +200,13 @@ def evaluate_grid(
         raise ValueError(f"engine must be one of {list(ENGINES)} (got {engine!r})")
     if bn_policy not in BN_POLICIES:
         raise ValueError(f"bn_policy must be one of {list(BN_POLICIES)} (got {bn_policy!r})")
+    check_model(model)
+    check_data(train, "train")
+    if test is not None:
+        check_data(test, "test")
     coords = np.asarray(coords, dtype=np.float64)
+    if not np.isfinite(coords).all():
+        raise ValueError("coords: the grid holds NaN or infinity (check span)")
     if coords.ndim != 2 or coords.shape[1] != len(directions):
         raise ValueError(f"coords must have shape (N, {len(directions)}) (got {coords.shape})")
     splits = _splits(train, test, subset)

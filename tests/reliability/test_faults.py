@@ -12,6 +12,7 @@ import torch
 
 from experiments import status
 from experiments.errors import ConfigError
+from experiments.lock import RunLock, is_locked
 from experiments.run import main
 from tests.conftest import TINY
 
@@ -25,7 +26,6 @@ def same_numbers(a, b):
 
 def test_a_run_locked_by_a_live_process_is_left_alone(make_cfg, tmp_path, capsys):
     import os
-    import socket
 
     from omegaconf import OmegaConf
 
@@ -36,12 +36,13 @@ def test_a_run_locked_by_a_live_process_is_left_alone(make_cfg, tmp_path, capsys
         tmp_path / "runs" / "default" / store.run_id(OmegaConf.to_container(cfg, resolve=True))
     )
     run_dir.mkdir(parents=True)
-    (run_dir / ".lock").write_text(json.dumps({"host": socket.gethostname(), "pid": os.getppid()}))
-    result = main(cfg)
-    assert (
-        result["status"] == "running elsewhere" and "running elsewhere" in capsys.readouterr().out
-    )
-    assert not (run_dir / "result.json").exists() and (run_dir / ".lock").exists()
+    with RunLock(run_dir / ".lock"):  # held through another handle: as another process would
+        result = main(cfg)
+        assert is_locked(run_dir / ".lock")
+    out = capsys.readouterr().out
+    assert result["status"] == "running elsewhere" and "running elsewhere" in out
+    assert f"pid {os.getpid()})" in out  # the refused process says who holds it
+    assert not (run_dir / "result.json").exists() and not (run_dir / ".lock").exists()
 
 
 def test_a_stale_lock_is_taken_over(make_cfg, tmp_path):
