@@ -98,7 +98,9 @@ def _history(folder: Path) -> pd.DataFrame:
 
 def tracked_frame(runs: Runs, reached: Reached) -> pd.DataFrame:
     """λmax tracked along training (``history.csv`` of runs trained with ``track_sharpness_every``),
-    one row per tracked epoch, with the optimizer's stability threshold at that epoch's rate
+    one row per tracked epoch (``point`` "tracked"), then the run's own ``lambda_max`` measurement of
+    its final weights where it stopped (``point`` "final": at its criterion, if it met it), each
+    with the optimizer's stability threshold at that rate
     (:func:`experiments.optim.stability_threshold`: (2 + 2β)/η for heavy-ball momentum)."""
     from omegaconf import OmegaConf
 
@@ -115,12 +117,33 @@ def tracked_frame(runs: Runs, reached: Reached) -> pd.DataFrame:
             {
                 **_run_columns(arm, seed, result, reached),
                 "optimizer": optimizer.name,
+                "point": "tracked",
                 **{k: history[k].to_numpy() for k in ("epoch", "step", "lr", "train_loss")},
                 "lambda_max": history["lambda_max"].to_numpy(),
                 "threshold": [np.nan if t is None else t for t in thresholds],
             }
         )
         parts.append(frame)
+        final = (result.get("metrics") or {}).get("lambda_max")
+        if isinstance(final, Mapping) and isinstance(final.get("value"), int | float):
+            # where the run stopped (its criterion): the run's own λmax of its final weights
+            last = history.iloc[-1] if len(history) else None
+            lr = float(last["lr"]) if last is not None else np.nan
+            parts.append(
+                pd.DataFrame(
+                    {
+                        **_run_columns(arm, seed, result, reached),
+                        "optimizer": optimizer.name,
+                        "point": "final",
+                        "epoch": [result.get("epochs_trained")],
+                        "step": [result.get("steps_trained")],
+                        "lr": [lr],
+                        "train_loss": [result.get("train_loss")],
+                        "lambda_max": [float(final["value"])],
+                        "threshold": [stability_threshold(optimizer, lr) or np.nan],
+                    }
+                )
+            )
     return _concat(parts)
 
 

@@ -484,7 +484,8 @@ def protocol_section(
                     "",
                 ]
         if made:
-            lines += [f"![{c['name']}](figures/{made})", "", figure_caption(figures, made, c), ""]
+            caption = figure_caption(figures, made, c, mine_runs)
+            lines += [f"![{c['name']}](figures/{made})", "", caption, ""]
         if c.get("kind") == "kendall_tau":
             lines += within_arm_tau(paired, c)
         else:
@@ -502,21 +503,36 @@ def protocol_section(
     return lines
 
 
-def figure_caption(figures: Path, made: str, c: dict) -> str:
-    """A comparison figure's caption, read from the figure's own data: what it draws, and per
-    quantity in how many seeds arm a lies above arm b (the direction the rule tests)."""
+def figure_caption(figures: Path, made: str, c: dict, runs: pd.DataFrame) -> str:
+    """A comparison figure's caption, read from the figure's own data and the runs table: what it
+    draws, where each arm's runs stopped and their training loss there, and per quantity in how many
+    seeds arm a lies above arm b (the direction the rule tests)."""
     data = pd.read_csv(figures / made.replace(".png", ".csv"))
     source = f"Data: `figures/{made.replace('.png', '.csv')}`."
+    arms = list(dict.fromkeys(data["arm"]))
+    where = []
+    for arm in arms:
+        mine = runs[(runs["arm"] == arm) & runs["seed"].isin(set(data["seed"]))]
+        met = int((mine["stop_reason"] == "train_until_loss").sum())
+        stop = (
+            "at its criterion"
+            if met == len(mine)
+            else f"after its fixed budget ({met} of {len(mine)} at the criterion)"
+        )
+        where.append(f"{arm} {stop}, train loss a median {mine['train_loss'].median():.3g}")
+    stops = "; ".join(where)
     if c.get("kind") == "kendall_tau":
         return (
-            f"*Figure: each of the {len(data)} models that met the criterion, {c['x']} against "
-            f"{c['y']}, one colour and marker per arm; the verdict's τ pools every model, and the "
-            f"lines below show how much of it comes from between the arms. {source}*"
+            f"*Figure: each of the {len(data)} models drawn, {c['x']} against {c['y']}, one colour "
+            f"and marker per arm ({stops}); the verdict's τ pools every model, and the lines below "
+            f"show how much of it comes from between the arms. {source}*"
         )
-    arms = list(dict.fromkeys(data["arm"]))
-    counts = []
-    if c.get("kind", "paired") == "paired":
-        for q, part in data.groupby("quantity", sort=False):
+    counts, constant = [], []
+    for q, part in data.groupby("quantity", sort=False):
+        if part["value"].nunique() == 1:
+            constant.append(f"every {q} drawn is {part['value'].iloc[0]:.3g}")
+            continue
+        if c.get("kind", "paired") == "paired":
             wide = part.pivot_table(index="seed", columns="arm", values="value").dropna()
             if {c["a"], c["b"]} <= set(wide.columns):
                 above = int((wide[c["a"]] > wide[c["b"]]).sum())
@@ -527,10 +543,12 @@ def figure_caption(figures: Path, made: str, c: dict) -> str:
         if counts
         else ""
     )
+    if constant:
+        told += " " + "; ".join(constant).capitalize() + ": that panel has no spread to show."
     return (
-        f"*Figure: every seed's value in {', '.join(arms)}, each run at its training criterion "
-        f"(runs that missed the criterion, or whose measure hit its search bound, are left out; grey lines join one seed's runs).{told} "
-        f"{source}*"
+        f"*Figure: every seed's value in {', '.join(arms)} ({stops}; runs that missed their "
+        f"criterion, or whose measure hit its search bound, are left out; grey lines join one "
+        f"seed's runs).{told} {source}*"
     )
 
 
@@ -546,7 +564,11 @@ def surfaces_lines(p: dict, tables: Path, figures: Path) -> list[str]:
         return []
     reached = int(surfaces.drop_duplicates(["arm", "seed"])["reached"].astype(bool).sum())
     runs = surfaces[["arm", "seed"]].drop_duplicates().shape[0]
-    centre = surfaces[(surfaces["x"].abs() < 1e-9) & (surfaces["y"].abs() < 1e-9)]
+    drawn = pd.read_csv(figures / made.replace(".png", ".csv"))
+    drawn_seeds = ", ".join(
+        f"{a} seed {int(s)}" for a, s in drawn.groupby("arm", sort=False)["seed"].first().items()
+    )
+    centre = drawn[(drawn["x"].abs() < 1e-9) & (drawn["y"].abs() < 1e-9)]
     paired = _table(tables, f"paired_{p['name']}")
     sharp = ""
     if paired is not None and "slice_sharpness" in set(paired["quantity"]):
@@ -561,10 +583,10 @@ def surfaces_lines(p: dict, tables: Path, figures: Path) -> list[str]:
     return [
         f"![surfaces](figures/{made})",
         "",
-        f"*Figure: the runs' own filter-normalised planes (each arm's lowest seed that met the "
-        f"criterion; each cell one point of the grid, no interpolation; one log colour scale with "
+        f"*Figure: the runs' own filter-normalised planes (each arm's median seed by slice "
+        f"sharpness: {drawn_seeds}; each cell one point of the grid, no interpolation; one log colour scale with "
         f"its bar); {reached} of {runs} runs met the criterion. The "
-        f"surfaces are evaluated on their own training samples, so the centre's loss "
+        f"surfaces are evaluated on their own training samples, so the drawn centres' loss "
         f"({centre['train_loss'].min():.3f} to {centre['train_loss'].max():.3f}) is not the "
         f"criterion check's. At ±1 along a filter-normalised direction each filter is perturbed "
         f"by its own norm: the ends describe broken models. Data: "
@@ -591,14 +613,23 @@ def interpolation_lines(p: dict, tables: Path, figures: Path) -> list[str]:
         ends = wide.loc[[0.0, 1.0]].max()
         a, b = part["a"].iloc[0], part["b"].iloc[0]
         outer_a, outer_b = wide.loc[wide.index.min()], wide.loc[wide.index.max()]
+        higher, lower, n_higher = (
+            (b, a, int((outer_b > outer_a).sum()))
+            if (outer_b > outer_a).sum() * 2 >= wide.shape[1]
+            else (a, b, int((outer_a > outer_b).sum()))
+        )
+        outer = {a: (wide.index.min(), outer_a), b: (wide.index.max(), outer_b)}
+        test = part.pivot_table(index="t", columns="seed", values="test_loss")
+        dips = test.loc[(test.index > 0) & (test.index < 1)].min() < test.loc[[0.0, 1.0]].min()
         lines.append(
             f"for {pair}, the training loss between the minima peaks at a median "
             f"{inside.median():.2g} against {ends.median():.2g} at the ends (above both ends in "
             f"{int((inside > ends).sum())} of {wide.shape[1]} seeds, by at least "
-            f"{(inside / ends).min():.0f}×), and beyond them it climbs higher on the "
-            f"{labels.get(a, a)} side (t = {wide.index.min():g}: median {outer_a.median():.2g}) "
-            f"than on the {labels.get(b, b)} side (t = {wide.index.max():g}: "
-            f"{outer_b.median():.2g}) in {int((outer_a > outer_b).sum())} of {wide.shape[1]} seeds"
+            f"{(inside / ends).min():.0f}×); beyond them it climbs higher on the "
+            f"{labels.get(higher, higher)} side (t = {outer[higher][0]:g}: median "
+            f"{outer[higher][1].median():.2g}, against {outer[lower][1].median():.2g} at t = "
+            f"{outer[lower][0]:g}) in {n_higher} of {wide.shape[1]} seeds; and the test loss dips "
+            f"below both ends somewhere between them in {int(dips.sum())} of {wide.shape[1]} seeds"
         )
     runs = _table(tables, "protocol_runs")
     met = ""
@@ -776,7 +807,38 @@ def audit_section(tables: Path, figures: Path) -> list[str]:
             "",
         ]
         lines += audit_slice_lines(tables, figures, model, label)
+    lines += audit_order_lines(tables, runs)
     return lines
+
+
+def audit_order_lines(tables: Path, runs: pd.DataFrame | None) -> list[str]:
+    """Whether a rescaling changes which audited model's slice looks the sharper."""
+    slices = _table(tables, "audit_slices")
+    if slices is None or slices["model"].nunique() != 2:
+        return []
+    rises = {}
+    for (model, curve), part in slices.groupby(["model", "curve"], sort=False):
+        centre = part.loc[part["t"].abs().idxmin(), "train_loss"]
+        rises[model, curve] = np.interp([-0.5, 0.5], part["t"], part["train_loss"]).mean() - centre
+    first, second = list(dict.fromkeys(slices["model"]))
+    told = []
+    for curve in dict.fromkeys(slices["curve"]):
+        a, b = rises[first, curve], rises[second, curve]
+        told.append(f"{curve}: {a:.3g} vs {b:.3g} ({'<' if a < b else '>'})")
+    flips = len({told_one.split("(")[-1] for told_one in told}) > 1
+    return [
+        f"The two audited minima's slice rises at ±0.5 ({_audited(first, runs)} vs "
+        f"{_audited(second, runs)}): "
+        + "; ".join(told)
+        + ". "
+        + (
+            "A rescaling that leaves both functions alone reverses which minimum the slice calls "
+            "the sharper: a single filter-normalised slice cannot rank minima on its own."
+            if flips
+            else "No rescaling here changes which minimum the slice calls the sharper."
+        ),
+        "",
+    ]
 
 
 def audit_slice_lines(tables: Path, figures: Path, model: str, label: str) -> list[str]:
@@ -903,7 +965,9 @@ def figure_sources(lines: list[str], results: Path) -> pd.DataFrame:
     tables, figures = results / "tables", results / "figures"
     runs = _table(tables, "protocol_runs")
     runs = (
-        runs if runs is not None else pd.DataFrame(columns=["protocol", "arm", "seed", "run_dir"])
+        runs
+        if runs is not None
+        else pd.DataFrame(columns=["protocol", "arm", "seed", "run_dir", "stop_reason"])
     )
     names = sorted(set(runs["protocol"]), key=len, reverse=True)
     rows = []
@@ -917,9 +981,10 @@ def figure_sources(lines: list[str], results: Path) -> pd.DataFrame:
                 None,
             )  # fmt: skip
             models = _table(tables, f"study_{study}_models") if study else None
+            # the models the ranking kept, every one at its criterion (correlate.rank_models)
             for r in (models if models is not None else pd.DataFrame()).itertuples():
                 rows.append({"figure": name, "source": f"study {study}", "arm": "", "seed": r.seed,
-                             "run_id": r.run_id})  # fmt: skip
+                             "run_id": r.run_id, "met_criterion": True})  # fmt: skip
             continue
         if name.startswith("audit_") and "model" in data:
             protocol, drawn = "batch_size", set()
@@ -941,9 +1006,13 @@ def figure_sources(lines: list[str], results: Path) -> pd.DataFrame:
         for arm, seed in sorted(drawn):
             match = mine[(mine["arm"] == arm) & (mine["seed"] == seed)]
             folder = Path(match["run_dir"].iloc[0]) if len(match) else None
+            met = bool(match["stop_reason"].iloc[0] == "train_until_loss") if len(match) else None
             rows.append({"figure": name, "source": f"protocol {protocol}", "arm": arm,
-                         "seed": seed, "run_id": folder.name if folder else ""})  # fmt: skip
-    return pd.DataFrame(rows, columns=["figure", "source", "arm", "seed", "run_id"])
+                         "seed": seed, "run_id": folder.name if folder else "",
+                         "met_criterion": met})  # fmt: skip
+    return pd.DataFrame(
+        rows, columns=["figure", "source", "arm", "seed", "run_id", "met_criterion"]
+    )
 
 
 def sources_section(lines: list[str], results: Path) -> list[str]:
@@ -965,8 +1034,10 @@ def sources_section(lines: list[str], results: Path) -> list[str]:
                 for arm, group in part.groupby("arm", sort=False)
             )
         missing = int((part["run_id"] == "").sum())
+        met = part["met_criterion"].dropna()
         rows.append({"figure": f"`{figure}.png`", "runs of": source, "arms and seeds drawn": arms,
-                     "runs": len(part) - missing})  # fmt: skip
+                     "runs": len(part) - missing,
+                     "at their criterion": f"{int(met.sum())} of {len(met)}"})  # fmt: skip
     return [
         "",
         "## Figures and the runs they draw",

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from experiments.report_figures import MARKERS, _save, arm_style, plt, sns
+from experiments.report_figures import _save, arm_style, plt, sns
 from experiments.stats import kendall_tau_bootstrap, t_interval
 
 N_BOOT = 2000
@@ -305,9 +305,13 @@ def averaged_lines(p: dict, tables: Path, figures: Path, runs: pd.DataFrame) -> 
         for i, measure in enumerate(dict.fromkeys(tidy["measure"])):
             ax = axes[i, j]
             sub = tidy[(tidy["model"] == model) & (tidy["measure"] == measure)]
+            arms = [
+                a for b in ("small", "large") for a in dict.fromkeys(sub[sub["batch"] == b]["arm"])
+            ]
             sns.lineplot(
-                data=sub, x="B", y="value", hue="batch", style="batch", markers=MARKERS[:2],
-                hue_order=["small", "large"], style_order=["small", "large"], dashes=False,
+                data=sub, x="B", y="value", hue="arm", style="arm", hue_order=arms,
+                style_order=arms, palette={a: arm_style(a)[0] for a in arms},
+                markers={a: arm_style(a)[1] for a in arms}, dashes=False,
                 estimator=lambda v: float(np.exp(np.mean(np.log(v)))), errorbar=("pi", 100),
                 ax=ax,
             )  # fmt: skip
@@ -340,7 +344,9 @@ def averaged_lines(p: dict, tables: Path, figures: Path, runs: pd.DataFrame) -> 
         "*Figure: each minimum's sharpness of the mini-batch loss against the batch size B it is "
         "measured at (the deck's averaging explanation predicts the large-batch minima to be the "
         "sharper at small B by more than on the whole set). The large-batch over the small-batch "
-        "minima's geometric mean: " + "; ".join(ratios) + ". Data: "
+        "minima's geometric mean: " + "; ".join(ratios) + ". The rightmost point is λmax of "
+        "the whole training set, where the batch-size protocol's own λmax uses its first 4000 "
+        "samples, so the two differ for the same runs. Data: "
         f"`figures/{made.replace('.png', '.csv')}`.*",
         "",
     ]
@@ -515,16 +521,25 @@ def adam_escape_lines(p: dict, tables: Path, figures: Path, runs: pd.DataFrame) 
         wide = sub.pivot_table(index="t", columns="seed", values="train_loss")
         inside = wide.loc[(wide.index > 0) & (wide.index < 1)].max()
         ends = wide.loc[[wide.index.min(), wide.index.max()]].max()
+        pair = pairs[pairs["pair"] == name].iloc[0]
+        own = mine[mine["protocol"] == p["name"]]  # each run once
+        met = [
+            f"{arm} {int((own[own['arm'] == arm]['stop_reason'] == 'train_until_loss').sum())}"
+            f" of {int((own['arm'] == arm).sum())}"
+            for arm in (pair["b"], pair["a"])
+        ]
         rises.append(
-            f"{name}: the loss inside the line peaks above both ends in {int((inside > ends).sum())} "
-            f"of {wide.shape[1]} seeds (median peak {inside.median():.2g} against ends "
-            f"{ends.median():.2g})"
+            f"{name} (runs at their criterion: {', '.join(met)}): the loss inside the line peaks "
+            f"above both ends in {int((inside > ends).sum())} of {wide.shape[1]} seeds, by a "
+            f"factor {(inside / ends).min():.2f} at the least (median peak {inside.median():.2g} "
+            f"against the higher end's {ends.median():.2g})"
         )
     lines += [
         f"![straight paths](figures/{made})",
         "",
         "*Figure: the training loss on the straight line between the end points of two runs of "
-        "one seed, every seed. " + "; ".join(rises) + ". A peak means the two points are not "
+        "one seed, every seed; an end whose run missed its criterion is a point on the way, not a "
+        "minimum. " + "; ".join(rises) + ". A peak means the two points are not "
         "linearly connected, not that no other path joins them. Data: "
         f"`figures/{made.replace('.png', '.csv')}`.*",
         "",

@@ -41,15 +41,26 @@ PROTOCOL_ORDER = ("batch_size", "optimizer", "visualisation", "batch_norm", "ada
 
 
 @functools.cache
-def _protocol_arms() -> tuple[tuple[str, ...], ...]:
-    """The arms of each protocol in ``conf/protocol`` (in the report's order, arms in file order)."""
+def _protocol_arms() -> tuple[tuple[tuple[str, str | None], ...], ...]:
+    """The arms of each protocol in ``conf/protocol`` (in the report's order, arms in file order),
+    each with the arm whose runs it reuses (``same_as: protocol/arm``), or None."""
     from omegaconf import OmegaConf
 
     paths = sorted(
         PROTOCOL_DIR.glob("*.yaml"),
         key=lambda f: (PROTOCOL_ORDER.index(f.stem) if f.stem in PROTOCOL_ORDER else 99, f.stem),
     )
-    return tuple(tuple(OmegaConf.load(path).get("arms") or {}) for path in paths)
+    out = []
+    for path in paths:
+        arms = OmegaConf.load(path).get("arms") or {}
+        out.append(
+            tuple(
+                (arm, str((over or {}).get("same_as")).split("/")[-1] if (over or {}).get("same_as")
+                 else None)
+                for arm, over in arms.items()
+            )
+        )  # fmt: skip
+    return tuple(out)
 
 
 _STYLES: dict[str, tuple[int, str]] = {}
@@ -57,17 +68,21 @@ _STYLES: dict[str, tuple[int, str]] = {}
 
 def _assign(arms) -> None:
     """Give each arm of a group (a protocol's arms: what one figure can show together) that has no
-    style yet the first colour and the first marker no other arm of the group holds."""
-    colours = {_STYLES[a][0] for a in arms if a in _STYLES}
-    markers = {_STYLES[a][1] for a in arms if a in _STYLES}
-    for arm in arms:
+    style yet the style of the arm whose runs it reuses, else the first colour and the first marker
+    no other arm of the group holds."""
+    colours = {_STYLES[a][0] for a, _ in arms if a in _STYLES}
+    markers = {_STYLES[a][1] for a, _ in arms if a in _STYLES}
+    for arm, source in arms:
         if arm in _STYLES:
             continue
-        colour = next(k for k in range(100) if k not in colours)
-        marker = next((m for m in MARKERS if m not in markers), MARKERS[0])
-        _STYLES[arm] = (colour, marker)
-        colours.add(colour)
-        markers.add(marker)
+        if source in _STYLES and _STYLES[source][0] not in colours:
+            _STYLES[arm] = _STYLES[source]  # the same runs look the same in every figure
+        else:
+            colour = next(k for k in range(100) if k not in colours)
+            marker = next((m for m in MARKERS if m not in markers), MARKERS[0])
+            _STYLES[arm] = (colour, marker)
+        colours.add(_STYLES[arm][0])
+        markers.add(_STYLES[arm][1])
 
 
 def arm_style(arm: str) -> tuple[tuple[float, float, float], str]:
@@ -79,9 +94,12 @@ def arm_style(arm: str) -> tuple[tuple[float, float, float], str]:
         for arms in _protocol_arms():
             _assign(arms)
     if arm not in _STYLES:
-        _assign([arm])
+        _assign([(arm, None)])
     k, marker = _STYLES[arm]
-    return sns.color_palette("colorblind", 10)[k % 10], marker
+    palette = sns.color_palette("colorblind", 10)
+    # the colour-blind palette reordered so that the first four, which most figures use, are far
+    # apart (its orange and vermilion side by side were hard to tell apart)
+    return palette[(0, 1, 2, 4, 3, 5, 7, 9, 6, 8)[k % 10]], marker
 
 
 def arm_palette(arms) -> dict[str, tuple[float, float, float]]:
@@ -150,9 +168,10 @@ def paired_figure(
         ax.set_ylabel(LABELS.get(q, q) + (" (log scale)" if log else " (axis not from 0)"))
         ax.grid(alpha=0.3)
     n = rows["seed"].nunique()
+    logged = any(ax.get_yscale() == "log" for ax in axes[0])
     title = (
         f"{comparison}: {n} paired seeds (grey line: one seed across the arms; black bar: the "
-        "mean; on a log axis, the geometric mean)"
+        + ("mean; on a log axis, the geometric mean)" if logged else "mean)")
     )
     # wrapped to the figure's width: a one- or two-panel figure is narrower than the sentence
     fig.suptitle(textwrap.fill(title, int(12 * fig.get_figwidth())), fontsize=9)
@@ -295,11 +314,31 @@ def audit_slice_figure(slices: pd.DataFrame, model: str, figures: Path) -> str |
     return _save(fig, rows, figures, f"audit_{model}_slice")
 
 
+def typical_planes(data: pd.DataFrame, arms: list[str]) -> pd.DataFrame:
+    """Each arm's plane of its median seed by slice sharpness (the mean rise of the training loss
+    at ±0.5 along both directions over the centre, read off the plane itself; the lower middle for
+    an even count), so that one picture per arm shows a typical run, not the first seed."""
+    picked = []
+    for arm in arms:
+        part = data[data["arm"] == arm]
+        rises = {}
+        for seed, plane in part.groupby("seed"):
+            table = plane.pivot_table(index="x", columns="y", values="train_loss")
+            xs, ys = table.index.to_numpy(), table.columns.to_numpy()
+            i, j = int(np.abs(xs).argmin()), int(np.abs(ys).argmin())
+            along = np.interp([-0.5, 0.5], xs, table.iloc[:, j]).tolist()
+            along += np.interp([-0.5, 0.5], ys, table.iloc[i, :]).tolist()
+            rises[seed] = float(np.mean(along) - table.iloc[i, j])
+        ordered = sorted(rises, key=lambda s: (rises[s], s))
+        picked.append(part[part["seed"] == ordered[(len(ordered) - 1) // 2]])
+    return pd.concat(picked)
+
+
 def surfaces_figure(
     surfaces: pd.DataFrame, arms: list[str], figures: Path, name: str
 ) -> str | None:
     """Li et al. 2018's 2D contours of the minima the runs saved: each arm's training-loss plane
-    (its lowest seed that met the criterion) as its grid's cells on one shared logarithmic colour
+    (its median seed by slice sharpness, :func:`typical_planes`) as its grid's cells on one shared logarithmic colour
     scale with a colour bar (no interpolation between the grid points). Reads the runs' surfaces;
     measures nothing. The slices through the same planes are
     :func:`experiments.report_landscape.slices_figure`."""
@@ -309,10 +348,7 @@ def surfaces_figure(
     arms = [a for a in arms if a in set(data["arm"])]
     if len(arms) < 2:
         return None
-    seed0 = pd.concat(
-        [data[(data["arm"] == a) & (data["seed"] == data[data["arm"] == a]["seed"].min())]
-         for a in arms]
-    )  # fmt: skip
+    seed0 = typical_planes(data, arms)
     norm = LogNorm(seed0["train_loss"].min(), seed0["train_loss"].max())
     fig = plt.figure(figsize=(3.9 * len(arms) + 0.6, 4.4))
     grid = fig.add_gridspec(1, len(arms) + 1, width_ratios=[1] * len(arms) + [0.06])
@@ -360,7 +396,7 @@ def interpolation_figure(
         return None
     names = list(dict.fromkeys(data["pair"]))
     labels = labels or {}
-    fig, axes = plt.subplots(len(names), 2, figsize=(12, 4.3 * len(names)), squeeze=False,
+    fig, axes = plt.subplots(len(names), 2, figsize=(14, 4.6 * len(names)), squeeze=False,
                              sharey="col")  # fmt: skip
     style = {"train": ("tab:blue", "-"), "test": ("tab:orange", "--")}
     for i, pair in enumerate(names):
@@ -385,11 +421,11 @@ def interpolation_figure(
                 ax.axvline(t, color="grey", lw=0.8, ls=":")
             if kind == "loss":
                 ax.set_yscale("log")
-            ax.set_xlabel(f"t: (1 − t)·θ[{la}] + t·θ[{lb}], same seed", fontsize=10)
+            ax.set_xlabel(f"t: (1 − t)·θ[{la}] + t·θ[{lb}]", fontsize=9)
             ax.set_ylabel("loss" if kind == "loss" else "accuracy")
             ax.set_title(f"{pair}: {'loss' if kind == 'loss' else 'accuracy'}", fontsize=10)
             ax.grid(alpha=0.3)
-            ax.legend(fontsize=9)
+            ax.legend(fontsize=8, loc="best", framealpha=0.85)
     fig.suptitle("Linear interpolation between two minima of each seed (Keskar et al. 2017, Fig. 3): "
                  f"median over {data['seed'].nunique()} seeds, band: range over seeds", fontsize=12)  # fmt: skip
     fig.tight_layout()

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from experiments.report_figures import _save, arm_style, plt
+from experiments.report_figures import _save, arm_style, plt, typical_planes
 
 Panels = Sequence[tuple[str, Sequence[str]]]
 # experiments.optim.stability_threshold's formulas, for labels
@@ -110,15 +110,14 @@ def slices_figure(surfaces: pd.DataFrame, panels: Panels, figures: Path, name: s
 def surface_3d_figure(
     surfaces: pd.DataFrame, arms: Sequence[str], figures: Path, name: str
 ) -> str | None:
-    """Li et al. 2018's Fig. 1 style: each arm's training-loss plane (its lowest seed that met the
-    criterion) as a 3D surface over the grid the run measured, log10 of the loss on one shared
+    """Li et al. 2018's Fig. 1 style: each arm's training-loss plane (its median seed by slice
+    sharpness, :func:`experiments.report_figures.typical_planes`) as a 3D surface over the grid the run measured, log10 of the loss on one shared
     vertical scale, so that the arms' steepness compares directly."""
     data = _reached(surfaces)
     arms = [a for a in arms if a in set(data["arm"])]
     if len(arms) < 2:
         return None
-    seed0 = pd.concat([data[(data["arm"] == a) & (data["seed"] == data[data["arm"] == a]["seed"].min())]
-                       for a in arms])  # fmt: skip
+    seed0 = typical_planes(data, arms)
     z = np.log10(seed0["train_loss"])
     lo, hi = float(z.min()), float(z.max())
     fig = plt.figure(figsize=(4.2 * len(arms), 4.4))
@@ -193,7 +192,9 @@ def spectra_figure(spectra: pd.DataFrame, panels: Panels, figures: Path, name: s
         ax.set_ylabel("density (log scale)")
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="upper right")
+        ax.legend(fontsize=8, loc="upper right", bbox_to_anchor=(1.0, 0.9))
+        ax.text(0.01, 0.01, f"Gaussian width σ = {0.01 * (hi - lo):.2g}", transform=ax.transAxes,
+                fontsize=8, va="bottom")  # fmt: skip
     fig.suptitle("Hessian eigenvalue density at each minimum (SLQ; Ghorbani et al. 2019): thin, "
                  "every seed; thick, the median; ticks, each seed's largest eigenvalue", fontsize=11)  # fmt: skip
     fig.tight_layout()
@@ -205,33 +206,42 @@ def tracked_figure(
 ) -> str | None:
     """Cohen et al. 2021's picture: λmax of the training loss along training, every seed of each
     tracked arm, against the optimizer's stability threshold at its rate ((2 + 2β)/η for heavy-ball
-    momentum), one panel per arm on a shared log axis; a square at the point each run stopped."""
+    momentum), one panel per arm on a shared log axis; the line ends (dotted) at the run's own λmax
+    of its final weights, where it stopped (a filled marker: at its criterion)."""
     data = _reached(tracked)
     arms = _ordered(data["arm"], order)
     if not arms:
         return None
-    fig, axes = plt.subplots(1, len(arms), figsize=(5.6 * len(arms), 4.2), sharey=True,
+    fig, axes = plt.subplots(1, len(arms), figsize=(5.6 * len(arms), 4.4), sharey=True,
                              squeeze=False)  # fmt: skip
     for ax, arm in zip(axes[0], arms, strict=True):
         part = data[data["arm"] == arm]
         colour, marker = arm_style(arm)
         for _, run in part.groupby("seed"):
-            ax.plot(run["step"], run["lambda_max"], color=colour, lw=0.9, alpha=0.6)
-            ax.plot(run["step"].iloc[-1:], run["lambda_max"].iloc[-1:], marker=marker,
-                    color=colour, ms=5)  # fmt: skip
+            along = run[run["point"] == "tracked"]
+            ax.plot(along["step"], along["lambda_max"], color=colour, lw=0.9, alpha=0.6)
+            final = run[run["point"] == "final"]
+            if len(final):
+                ax.plot([along["step"].iloc[-1], final["step"].iloc[0]],
+                        [along["lambda_max"].iloc[-1], final["lambda_max"].iloc[0]], color=colour,
+                        lw=0.9, alpha=0.6, ls=":")  # fmt: skip
+                ax.plot(final["step"], final["lambda_max"], marker=marker, color=colour, ms=5)
         threshold = part["threshold"].dropna()
         if len(threshold):
             formula = THRESHOLD_FORMULA.get(part["optimizer"].iloc[0], "")
             ax.axhline(threshold.iloc[0], color="crimson", ls="--",
-                       label=f"stability threshold {formula} = {threshold.iloc[0]:.3g}")  # fmt: skip
-        ax.plot([], [], color=colour, label=_arm_label(arm, part, f", η = {part['lr'].iloc[0]:g}"))
+                       label=f"stability threshold {formula} = {threshold.iloc[0]:.3g}\n"
+                             "(full-batch gradient descent on a quadratic)")  # fmt: skip
+        ax.plot([], [], color=colour, marker=marker,
+                label=_arm_label(arm, part, f", η = {part['lr'].iloc[0]:g};\nmarker: the final "
+                                            "weights at the criterion"))  # fmt: skip
         _log_panel(ax, arm, "training step")
-    axes[0][0].set_ylabel("λmax of the training loss (first 4000 samples, log scale)")
-    fig.suptitle("Sharpness along training (Cohen et al. 2021): every seed, marker at its last "
-                 "tracked epoch", fontsize=11)  # fmt: skip
+    axes[0][0].set_ylabel("λmax, first 4000 samples (log)")
+    fig.suptitle("Sharpness along training (Cohen et al. 2021): every seed, tracked every epoch "
+                 "(batch 64) or every 2 epochs (batch 1600)", fontsize=11)  # fmt: skip
     fig.tight_layout()
-    columns = ["arm", "seed", "reached", "run_train_loss", "optimizer", "epoch", "step", "lr",
-               "train_loss", "lambda_max", "threshold"]  # fmt: skip
+    columns = ["arm", "seed", "reached", "run_train_loss", "optimizer", "point", "epoch", "step",
+               "lr", "train_loss", "lambda_max", "threshold"]  # fmt: skip
     return _save(fig, data[columns], figures, name)
 
 
@@ -327,6 +337,45 @@ def _rise(slices: pd.DataFrame, value: str, at: float = 0.5) -> pd.Series:
     return pd.Series(out)
 
 
+def tracked_caption(data: pd.DataFrame, made: str, order: Sequence[str] = ()) -> list[str]:
+    """What the λmax-along-training figure shows, counted from its data."""
+    data = data.assign(ratio=data["lambda_max"] / data["threshold"])
+    along = data[data["point"] == "tracked"]
+    final = data[data["point"] == "final"]
+    runs = along.groupby(["arm", "seed"], sort=False)
+    peak = runs["ratio"].max()
+    second = runs["step"].apply(lambda s: sorted(s)[1] if len(s) > 1 else np.nan)
+    at = along.loc[runs["ratio"].idxmax()].set_index(["arm", "seed"])["step"]
+    told = []
+    for arm in _ordered(along["arm"], order):
+        n = int(len(peak.loc[arm]))
+        ends = final[final["arm"] == arm]["ratio"]
+        told.append(
+            f"{arm}: above its threshold in {int((peak.loc[arm] >= 1).sum())} of {n} runs (peak a "
+            f"median {peak.loc[arm].median():.0%} of it), the peak at the first tracked point after "
+            f"the start in {int((at.loc[arm] <= second.loc[arm]).sum())} of {n} (so it may come "
+            f"earlier than drawn), and at the criterion λmax a median {ends.median():.0%} of the "
+            "threshold"
+        )
+    at_end = float(final.groupby("arm")["ratio"].median().max()) if len(final) else float("nan")
+    return [
+        f"![sharpness along training](figures/{made})",
+        "",
+        "*Figure: λmax of the training loss along training (Lanczos to 1e-3 on the first 4000 "
+        "training samples, recorded by the runs as they trained), ending (dotted) at each run's "
+        "own λmax of its final weights at the criterion (Lanczos to 1e-4, same samples; the last "
+        "tracked epoch is not at the criterion, which is reached mid-epoch), against the "
+        "stability threshold of each arm's optimizer at its rate. That threshold is the one of "
+        "full-batch gradient descent with momentum on a quadratic: for mini-batch training it is "
+        "a reference line, not a bound. "
+        + "; ".join(told)
+        + ". "
+        + edge_of_stability(float(peak.max()), at_end)
+        + f" Data: `figures/{made.replace('.png', '.csv')}`.*",
+        "",
+    ]
+
+
 def edge_of_stability(highest: float, at_end: float) -> str:
     """What the ratios of λmax to the stability threshold say: the highest any run reaches, and the
     largest arm median at the end (Cohen et al. 2021 find full-batch training held at ratio ≈ 1)."""
@@ -337,9 +386,9 @@ def edge_of_stability(highest: float, at_end: float) -> str:
         )
     if at_end < 0.5:
         return (
-            f"Runs come {'above' if highest >= 1 else 'close to'} the threshold early and then fall "
-            "to less than half of it: the sharpness at the criterion is not held at the edge of "
-            "stability."
+            f"Some runs come {'above' if highest >= 1 else 'close to'} the threshold early; at the "
+            "criterion every arm's median is below half of it, so the sharpness compared in the "
+            "verdicts is not held at the edge of stability."
         )
     return "Runs end near their threshold: the rate may cap the sharpness they reach."
 
@@ -357,6 +406,7 @@ def landscape_lines(p: Mapping[str, Any], tables: Path, figures: Path) -> list[s
             train, test = _rise(drawn, "train_loss"), _rise(drawn, "test_loss")
             centre = drawn[drawn["x"].abs() < 1e-9].groupby("arm", sort=False)
             gap = centre["test_loss"].median() - centre["train_loss"].median()
+            factor = centre["test_loss"].median() / centre["train_loss"].median()
             lines += [
                 f"![1D slices](figures/{made})",
                 "",
@@ -364,21 +414,27 @@ def landscape_lines(p: Mapping[str, Any], tables: Path, figures: Path) -> list[s
                 f"filter-normalised directions, training and test loss, every run at its criterion. "
                 f"Along this one direction the training loss rises at ±0.5 by a median "
                 f"{_by_arm(train)}; the test loss by {_by_arm(test)}. At the centre the test loss "
-                f"lies above the training loss by {_by_arm(gap)}: the vertical distance between "
-                f"the solid and dashed lines, not the width of either, is the generalisation gap "
-                f"in loss. Data: `figures/{made.replace('.png', '.csv')}`.*",
+                f"lies above the training loss by {_by_arm(gap)} (a factor "
+                f"{_by_arm(factor, '.0f')}: on this log axis the vertical distance between the "
+                f"solid and dashed lines is that factor, not the difference). The generalisation "
+                f"gap is that distance at the centre, not the width of either curve. Data: "
+                f"`figures/{made.replace('.png', '.csv')}`.*",
                 "",
             ]
         made = surface_3d_figure(surfaces, list(p["arms"]), figures, f"{name}_surfaces_3d")
         if made:
             drawn = pd.read_csv(figures / made.replace(".png", ".csv"))
             corner = drawn.groupby("arm", sort=False)["train_loss"].max()
+            every = _reached(surfaces).groupby(["arm", "seed"])["train_loss"].max()
+            highest = every.groupby("arm").median().reindex(corner.index)
             lines += [
                 f"![3D surfaces](figures/{made})",
                 "",
                 f"*Figure: the planes of the contour figure rendered in 3D on one vertical scale "
-                f"(log10 of the training loss), each arm's lowest seed at its criterion; the "
-                f"highest point of each plane is {_by_arm(corner)}. A 3D rendering hides the far "
+                f"(log10 of the training loss), each arm's median seed by slice sharpness (the "
+                f"seeds drawn: {_by_arm(drawn.groupby('arm', sort=False)['seed'].first(), 'd')}); "
+                f"the highest point of each plane is {_by_arm(corner)}, and over every seed a "
+                f"median {_by_arm(highest)}. A 3D rendering hides the far "
                 f"side of each bowl, so the contour figure and the slices carry the numbers. "
                 f"Data: `figures/{made.replace('.png', '.csv')}`.*",
                 "",
@@ -392,6 +448,11 @@ def landscape_lines(p: Mapping[str, Any], tables: Path, figures: Path) -> list[s
             per_run = data.groupby(["arm", "seed"])["node"]
             top = per_run.max().groupby("arm").median().reindex(order)
             bottom = per_run.min().groupby("arm").median().reindex(order)
+            heavy = data[data["node"] > 0.1].groupby(["arm", "seed", "vector"])["weight"].sum()
+            weight = heavy.reindex(
+                data.groupby(["arm", "seed", "vector"]).size().index, fill_value=0.0
+            )  # every vector, those with no node above 0.1 at 0
+            tail = weight.groupby("arm").median().reindex(order)
             settings = p["base"].get("metrics", {}).get("hessian_esd", {})
             paired = _read(tables, f"paired_{name}")
             check = ""
@@ -404,15 +465,18 @@ def landscape_lines(p: Mapping[str, Any], tables: Path, figures: Path) -> list[s
                 "",
                 f"*Figure: the Hessian's eigenvalue density at every minimum that met the "
                 f"criterion, by stochastic Lanczos quadrature ({settings.get('vectors', '?')} "
-                f"random vectors × {settings.get('steps', '?')} steps each, recorded by the runs; "
-                f"Gaussian width 1% of each panel's range). The largest eigenvalue is a median "
-                f"{_by_arm(top)}{check}; the most negative {_by_arm(bottom)} (median over seeds of "
-                f"the extreme quadrature nodes; a node's weight says how much of the spectrum lies "
-                f"near it, so the bulk near zero, not these ends, holds almost all of it). "
-                f"Both minima "
-                f"of a panel come from the same optimizer, so the panel shows the batch size's "
-                f"effect on the whole spectrum, not only on its top. Data: "
-                f"`figures/{made.replace('.png', '.csv')}` (the quadrature itself: "
+                f"random vectors × {settings.get('steps', '?')} steps each, recorded by the runs), "
+                f"each quadrature node drawn as a Gaussian of the width printed in its panel (1% "
+                f"of the panel's range): the peak heights and the tails beyond the extreme nodes "
+                f"are the smoothing's, not the spectrum's, and the panels' x-axes differ. The "
+                f"largest eigenvalue is a median {_by_arm(top)}{check}; the most negative "
+                f"{_by_arm(bottom)} (median over seeds of the extreme nodes). Eigenvalues above "
+                f"0.1 hold a median {_by_arm(tail, '.2%')} of the quadrature weight: the bulk near "
+                f"zero coincides and the minima differ in the tail. The two arms of a panel share "
+                f"the optimizer but not the batch size, the learning rate each chose on validation "
+                f"or the number of steps, so the panel compares the two minima as trained, not the "
+                f"batch size alone. Data: `figures/{made.replace('.png', '.csv')}` (the quadrature "
+                f"itself: "
                 f"`tables/spectra_{name}.csv`).*",
                 "",
             ]
@@ -420,44 +484,28 @@ def landscape_lines(p: Mapping[str, Any], tables: Path, figures: Path) -> list[s
     if tracked is not None:
         made = tracked_figure(tracked, figures, f"{name}_sharpness_history", list(p["arms"]))
         if made:
-            data = _reached(tracked)
-            data = data.assign(ratio=data["lambda_max"] / data["threshold"])
-            runs = data.groupby(["arm", "seed"], sort=False)
-            peak = runs["ratio"].max().groupby("arm", sort=False)
-            at = data.loc[runs["ratio"].idxmax()].set_index(["arm", "seed"])["step"]
-            share = (at / runs["step"].max()).groupby("arm", sort=False).median()
-            end = runs["ratio"].last().groupby("arm", sort=False)
-            lines += [
-                f"![sharpness along training](figures/{made})",
-                "",
-                "*Figure: λmax of the training loss along training (Lanczos on the first 4000 "
-                "training samples, recorded by the runs as they trained) against the stability "
-                "threshold of each arm's optimizer at its rate ("
-                + ", ".join(
-                    f"{o}: {f}" for o, f in THRESHOLD_FORMULA.items() if o in set(data["optimizer"])
-                )
-                + f"). Each run's highest λmax, as a share of its threshold: at most "
-                f"{_by_arm(peak.max(), '.0%')} (median {_by_arm(peak.median(), '.0%')}), reached a "
-                f"median {_by_arm(share, '.0%')} of the way through the run; at the last tracked "
-                f"epoch, a median {_by_arm(end.median(), '.0%')}. "
-                + edge_of_stability(peak.max().max(), end.median().max())
-                + f" Data: `figures/{made.replace('.png', '.csv')}`.*",
-                "",
-            ]
+            lines += tracked_caption(_reached(tracked), made, list(p["arms"]))
     planes, paths = _read(tables, f"pca_planes_{name}"), _read(tables, f"pca_paths_{name}")
     if planes is not None and paths is not None:
         made = pca_figure(planes, paths, figures, f"{name}_pca_path", list(p["arms"]))
         if made:
+            drawn = pd.read_csv(figures / made.replace(".png", ".csv"))
+            plane = drawn[drawn["part"] == "plane"]
+            low = plane.groupby("arm", sort=False)["train_loss"].min()
+            at_end = plane[(plane["x"].abs() < 1e-9) & (plane["y"].abs() < 1e-9)]
+            at_end = at_end.groupby("arm", sort=False)["train_loss"].first().reindex(low.index)
             runs = _reached(paths).drop_duplicates(["arm", "seed"])
-            share = (runs["pc1_variance"] + runs["pc2_variance"]).groupby(runs["arm"], sort=False)
-            first = runs.groupby("arm", sort=False)["pc1_variance"].median()
+            order = _ordered(runs["arm"], list(p["arms"]))
+            share = (runs["pc1_variance"] + runs["pc2_variance"]).groupby(runs["arm"]).min()
+            share = share.reindex(order)
+            first = runs.groupby("arm")["pc1_variance"].median().reindex(order)
             lines += [
                 f"![training path](figures/{made})",
                 "",
                 f"*Figure: each tracked arm's path of training (weights saved after every epoch) "
                 f"on the plane of its first two principal directions, over the training loss "
                 f"there. The first direction alone holds a median {_by_arm(first, '.0%')} of "
-                f"the path's variance, the first two together {_by_arm(share.min(), '.0%')} at "
+                f"the path's variance, the first two together {_by_arm(share, '.0%')} at "
                 f"the least"
                 + (
                     ": the path is nearly one-dimensional, as Li et al. found, so the plane shows "
@@ -465,6 +513,14 @@ def landscape_lines(p: Mapping[str, Any], tables: Path, figures: Path) -> list[s
                     if first.min() >= 0.8
                     else "."
                 )
+                + " Each panel spans 1.2 times its own path, in units of distance in weight space, "
+                "so the panels' extents and the width of their valleys are not comparable with "
+                "each other. On the plane drawn, the lowest training loss is "
+                + _by_arm(low)
+                + " against "
+                + _by_arm(at_end)
+                + " at the final weights (the centre): where it is lower, the plane passes below "
+                "the end point, which the path never visited."
                 + f" Data: `figures/{made.replace('.png', '.csv')}`.*",
                 "",
             ]

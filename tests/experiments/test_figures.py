@@ -25,12 +25,16 @@ def result(train_loss=0.01, stop="train_until_loss", **extra):
 
 
 def test_every_arm_keeps_one_colour_and_marker_and_the_arms_of_a_protocol_differ_in_both():
-    for arms in _protocol_arms():
+    for group in _protocol_arms():
+        arms = [a for a, _ in group]
         styles = [arm_style(a) for a in arms]
         assert len({c for c, _ in styles}) == len(arms), arms  # told apart by colour ...
         assert len({m for _, m in styles}) == len(arms), arms  # ... and by marker
     # an arm named in two protocols (one style by name) still differs from the other arms of both
-    assert sum("momentum" in arms for arms in _protocol_arms()) >= 2
+    assert sum("momentum" in dict(group) for group in _protocol_arms()) >= 2
+    # an arm that reuses another protocol's runs looks like that arm
+    reused = [(a, source) for group in _protocol_arms() for a, source in group if source]
+    assert reused and all(arm_style(a) == arm_style(source) for a, source in reused)
 
 
 def test_the_tracked_sharpness_carries_the_stability_threshold_of_the_optimizer(tmp_path):
@@ -154,7 +158,8 @@ def test_a_figure_names_each_run_it_draws(tmp_path):
     (tmp_path / "tables").mkdir()
     (tmp_path / "figures").mkdir()
     pd.DataFrame({"protocol": ["p", "p", "p"], "arm": ["a", "b", "a"], "seed": [0, 0, 1],
-                  "run_dir": ["runs/p/aaa", "runs/p/bbb", "runs/p/ccc"]}).to_csv(
+                  "run_dir": ["runs/p/aaa", "runs/p/bbb", "runs/p/ccc"],
+                  "stop_reason": ["train_until_loss", "max_steps", "train_until_loss"]}).to_csv(
         tmp_path / "tables" / "protocol_runs.csv", index=False)  # fmt: skip
     pd.DataFrame({"arm": ["a", "b"], "seed": [0, 0], "value": [1, 2]}).to_csv(
         tmp_path / "figures" / "p_fig.csv", index=False
@@ -164,7 +169,9 @@ def test_a_figure_names_each_run_it_draws(tmp_path):
     )
     lines = ["![x](figures/p_fig.png)", "text", "![y](figures/audit_a_seed1.png)"]
     sources = figure_sources(lines, tmp_path)
-    assert sources[sources["figure"] == "p_fig"]["run_id"].tolist() == ["aaa", "bbb"]
+    drawn = sources[sources["figure"] == "p_fig"]
+    assert drawn["run_id"].tolist() == ["aaa", "bbb"]
+    assert drawn["met_criterion"].tolist() == [True, False]  # b's run used its whole budget
     # an audit figure names its model; the audited runs are the batch_size protocol's
     assert sources[sources["figure"] == "audit_a_seed1"]["source"].tolist() == [
         "protocol batch_size"
