@@ -251,8 +251,10 @@ def check_overrides(run_dir: Path, overrides: list[str]) -> None:
     from experiments import checks, store
     from experiments.config import RunConfig
 
-    chosen = [o.split("=", 1)[0] for o in overrides if "." not in o.split("=", 1)[0]]
-    if groups := [g for g in chosen if g.lstrip("+") not in ("metrics", "surface")]:
+    conf = Path(__file__).resolve().parent.parent / "conf"
+    known = {d.name for d in conf.iterdir() if d.is_dir()} - {"metrics", "surface"}
+    chosen = [o.split("=", 1)[0].lstrip("+~") for o in overrides]
+    if groups := [g for g in chosen if g in known]:
         raise ConfigError(
             f"overrides: {groups[0]}: only the metrics and surface groups can be chosen when "
             "measuring a run (anything else would be another run: use experiments.run)"

@@ -157,3 +157,31 @@ def test_bad_overrides_are_one_line_before_any_worker_starts(make_cfg, tmp_path,
         assert M.cli([sweep, "--jobs", "1", bad]) == 2  # --jobs anywhere among the arguments
         err = capsys.readouterr().err.strip()
         assert err.startswith("error: metrics.") and "\n" not in err
+
+
+@pytest.mark.parametrize(
+    "bad, said",
+    [
+        ("optimizer=bogus", "optimizer: only the metrics and surface groups"),
+        ("+foo=1", "foo: not a setting"),
+        ("lr=0.5", "change what"),  # another run: experiments.measure only measures
+        ("seed=3", "change what"),
+    ],
+)
+def test_measuring_refuses_overrides_that_would_make_another_run(
+    make_cfg, tmp_path, capsys, bad, said
+):
+    main(make_cfg(*TINY, "metrics=none"))
+    sweep = str(tmp_path / "runs" / "default")
+    capsys.readouterr()
+    assert M.cli([sweep, "--jobs", "1", bad]) == 2
+    err = capsys.readouterr().err.strip()
+    assert said in err and "\n" not in err
+    assert len(list((tmp_path / "runs" / "default").iterdir())) == 1  # nothing trained
+
+
+def test_measure_refuses_no_workers(make_cfg, tmp_path, capsys):
+    main(make_cfg(*TINY, "metrics=none"))
+    with pytest.raises(SystemExit) as exit_:
+        M.cli([str(tmp_path / "runs" / "default"), "--jobs", "0"])
+    assert exit_.value.code == 2 and "--jobs must be at least 1" in capsys.readouterr().err
