@@ -98,3 +98,39 @@ def test_a_run_launched_three_times_at_once_trains_once(tmp_path, data_dir):
     (run_dir,) = (tmp_path / "runs" / "default").iterdir()
     history = (run_dir / "history.csv").read_text().splitlines()
     assert len(history) == 1 + 21  # one header, epochs 0-20 once: trained by one process only
+
+
+def test_the_parallel_launcher_given_one_run_three_times_ends_without_an_error(tmp_path, data_dir):
+    """experiments.protocol's launcher (joblib workers, as `execute` runs them) on three copies of
+    one run: each worker trains it, finds it running elsewhere or finds it done; none errors, and the
+    run ends finished. (That no two train at once is the lock's test above.)"""
+    from joblib import Parallel, delayed
+
+    from experiments import protocol as P
+
+    p = P.load_protocol(Path(__file__).parents[1] / "experiments" / "protocol_tiny.yaml")
+    common = {"runs_dir": str(tmp_path / "runs"), "data_dir": str(data_dir), "progress": False}
+    spec = P._spec(p, "small", 0.1, 0, name="race", epochs=30, max_steps=None)
+    outs = Parallel(n_jobs=3)(delayed(P._job)(P.configure(spec, common)) for _ in range(3))
+    assert {o["status"] for o in outs} <= {"finished", "running elsewhere"}, outs
+    (run_dir,) = (tmp_path / "runs" / "race").iterdir()
+    assert json.loads((run_dir / "result.json").read_text())["status"] == "finished"
+
+
+def test_two_measure_commands_at_once_measure_once(tmp_path, data_dir):
+    """Two `python -m experiments.measure` on one finished run, asking for a new metric: the
+    record is written once and neither crashes."""
+    train = [sys.executable, "-m", "experiments.run", *TINY, "metrics=none", "progress=false",
+             f"runs_dir={tmp_path / 'runs'}", f"data_dir={data_dir}"]  # fmt: skip
+    subprocess.run(train, cwd=ROOT, check=True, capture_output=True)
+    (run_dir,) = (tmp_path / "runs" / "default").iterdir()
+    measure = [sys.executable, "-m", "experiments.measure", str(run_dir), "+metrics.lambda_max={}",
+               "--jobs", "1"]  # fmt: skip
+    racers = [subprocess.Popen(measure, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True) for _ in range(2)]  # fmt: skip
+    outs = [r.communicate(timeout=120) for r in racers]
+    assert [r.returncode for r in racers] == [0, 0], [e for _, e in outs]
+    records = list((run_dir / "measurements").rglob("lambda_max-*.json"))
+    assert len(records) == 1
+    said = " ".join(o for o, _ in outs)
+    assert "1 new measurements" in said and "Traceback" not in " ".join(e for _, e in outs)
