@@ -484,7 +484,7 @@ def protocol_section(
                     "",
                 ]
         if made:
-            caption = figure_caption(figures, made, c, mine_runs)
+            caption = figure_caption(figures, made, c, mine_runs, p)
             lines += [f"![{c['name']}](figures/{made})", "", caption, ""]
         if c.get("kind") == "kendall_tau":
             lines += within_arm_tau(paired, c)
@@ -503,7 +503,7 @@ def protocol_section(
     return lines
 
 
-def figure_caption(figures: Path, made: str, c: dict, runs: pd.DataFrame) -> str:
+def figure_caption(figures: Path, made: str, c: dict, runs: pd.DataFrame, p: dict) -> str:
     """A comparison figure's caption, read from the figure's own data and the runs table: what it
     draws, where each arm's runs stopped and their training loss there, and per quantity in how many
     seeds arm a lies above arm b (the direction the rule tests)."""
@@ -514,10 +514,13 @@ def figure_caption(figures: Path, made: str, c: dict, runs: pd.DataFrame) -> str
     for arm in arms:
         mine = runs[(runs["arm"] == arm) & runs["seed"].isin(set(data["seed"]))]
         met = int((mine["stop_reason"] == "train_until_loss").sum())
+        fixed = bool({"fixed_budget", "steps_from"} & set(p["arms"].get(arm) or {}))
         stop = (
-            "at its criterion"
+            "after its fixed number of steps"
+            if fixed
+            else "at its criterion"
             if met == len(mine)
-            else f"after its fixed budget ({met} of {len(mine)} at the criterion)"
+            else f"at its criterion in {met} of {len(mine)} runs"
         )
         where.append(f"{arm} {stop}, train loss a median {mine['train_loss'].median():.3g}")
     stops = "; ".join(where)
@@ -546,9 +549,9 @@ def figure_caption(figures: Path, made: str, c: dict, runs: pd.DataFrame) -> str
     if constant:
         told += " " + "; ".join(constant).capitalize() + ": that panel has no spread to show."
     return (
-        f"*Figure: every seed's value in {', '.join(arms)} ({stops}; runs that missed their "
-        f"criterion, or whose measure hit its search bound, are left out; grey lines join one "
-        f"seed's runs).{told} {source}*"
+        f"*Figure: every seed's value in {', '.join(arms)} ({stops}; a run that missed a "
+        f"criterion it had to meet, or whose measure hit its search bound, is left out; grey "
+        f"lines join one seed's runs).{told} {source}*"
     )
 
 

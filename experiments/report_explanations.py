@@ -317,7 +317,7 @@ def averaged_lines(p: dict, tables: Path, figures: Path, runs: pd.DataFrame) -> 
             )  # fmt: skip
             ax.set_xscale("log")
             ax.set_yscale("log")
-            ax.set_xlabel("B, samples per batch (rightmost: the whole training set)")
+            ax.set_xlabel("B, samples per batch (rightmost: whole set)")
             ax.set_ylabel(measure + " (log)")
             ax.grid(alpha=0.3, which="both")
             ax.set_title(f"{model}: minima of small and large batches", fontsize=9)
@@ -344,9 +344,9 @@ def averaged_lines(p: dict, tables: Path, figures: Path, runs: pd.DataFrame) -> 
         "*Figure: each minimum's sharpness of the mini-batch loss against the batch size B it is "
         "measured at (the deck's averaging explanation predicts the large-batch minima to be the "
         "sharper at small B by more than on the whole set). The large-batch over the small-batch "
-        "minima's geometric mean: " + "; ".join(ratios) + ". The rightmost point is λmax of "
-        "the whole training set, where the batch-size protocol's own λmax uses its first 4000 "
-        "samples, so the two differ for the same runs. Data: "
+        "minima's geometric mean: " + "; ".join(ratios) + ". The rightmost point is each "
+        "measure on the whole training set; the batch-size protocol's own λmax uses its first "
+        "4000 samples, so the two λmax differ for the same runs. Data: "
         f"`figures/{made.replace('.png', '.csv')}`.*",
         "",
     ]
@@ -528,19 +528,24 @@ def adam_escape_lines(p: dict, tables: Path, figures: Path, runs: pd.DataFrame) 
             f" of {int((own['arm'] == arm).sum())}"
             for arm in (pair["b"], pair["a"])
         ]
+        near = wide.loc[wide.index[wide.index > 0].min()]
+        below = int((near < wide.loc[wide.index.min()]).sum())
         rises.append(
             f"{name} (runs at their criterion: {', '.join(met)}): the loss inside the line peaks "
             f"above both ends in {int((inside > ends).sum())} of {wide.shape[1]} seeds, by a "
             f"factor {(inside / ends).min():.2f} at the least (median peak {inside.median():.2g} "
-            f"against the higher end's {ends.median():.2g})"
+            f"against the higher end's {ends.median():.2g}), and just inside the t = 0 end it "
+            f"falls below that end in {below} of {wide.shape[1]}"
         )
     lines += [
         f"![straight paths](figures/{made})",
         "",
         "*Figure: the training loss on the straight line between the end points of two runs of "
         "one seed, every seed; an end whose run missed its criterion is a point on the way, not a "
-        "minimum. " + "; ".join(rises) + ". A peak means the two points are not "
-        "linearly connected, not that no other path joins them. Data: "
+        "minimum, and an end the line falls below just beside it is not the line's lowest "
+        "point. " + "; ".join(rises) + ". How high a peak must be to separate two basins is the "
+        "protocol's rule (a barrier below 0.05 counts as one basin; the barriers are in the table "
+        "above), and a peak says nothing of other paths between the points. Data: "
         f"`figures/{made.replace('.png', '.csv')}`.*",
         "",
     ]

@@ -417,7 +417,8 @@ def landscape_lines(p: Mapping[str, Any], tables: Path, figures: Path) -> list[s
                 f"lies above the training loss by {_by_arm(gap)} (a factor "
                 f"{_by_arm(factor, '.0f')}: on this log axis the vertical distance between the "
                 f"solid and dashed lines is that factor, not the difference). The generalisation "
-                f"gap is that distance at the centre, not the width of either curve. Data: "
+                f"gap in loss is that difference at the centre, not the width of either curve. "
+                f"Data: "
                 f"`figures/{made.replace('.png', '.csv')}`.*",
                 "",
             ]
@@ -427,6 +428,15 @@ def landscape_lines(p: Mapping[str, Any], tables: Path, figures: Path) -> list[s
             corner = drawn.groupby("arm", sort=False)["train_loss"].max()
             every = _reached(surfaces).groupby(["arm", "seed"])["train_loss"].max()
             highest = every.groupby("arm").median().reindex(corner.index)
+            same = list(corner.sort_values().index) == list(highest.sort_values().index)
+            reversal = (
+                ""
+                if same
+                else (
+                    ": the drawn seeds order the arms' heights differently from the seeds' medians, "
+                    "so compare the arms by the medians, not by the picture"
+                )
+            )
             lines += [
                 f"![3D surfaces](figures/{made})",
                 "",
@@ -434,7 +444,7 @@ def landscape_lines(p: Mapping[str, Any], tables: Path, figures: Path) -> list[s
                 f"(log10 of the training loss), each arm's median seed by slice sharpness (the "
                 f"seeds drawn: {_by_arm(drawn.groupby('arm', sort=False)['seed'].first(), 'd')}); "
                 f"the highest point of each plane is {_by_arm(corner)}, and over every seed a "
-                f"median {_by_arm(highest)}. A 3D rendering hides the far "
+                f"median {_by_arm(highest)}{reversal}. A 3D rendering hides the far "
                 f"side of each bowl, so the contour figure and the slices carry the numbers. "
                 f"Data: `figures/{made.replace('.png', '.csv')}`.*",
                 "",
@@ -468,7 +478,9 @@ def landscape_lines(p: Mapping[str, Any], tables: Path, figures: Path) -> list[s
                 f"random vectors × {settings.get('steps', '?')} steps each, recorded by the runs), "
                 f"each quadrature node drawn as a Gaussian of the width printed in its panel (1% "
                 f"of the panel's range): the peak heights and the tails beyond the extreme nodes "
-                f"are the smoothing's, not the spectrum's, and the panels' x-axes differ. The "
+                f"are the smoothing's, not the spectrum's, and the panels' x-axes differ; the "
+                f"thick curve is the pointwise median of the seeds' curves, so its bumps need not "
+                f"be any one seed's. The "
                 f"largest eigenvalue is a median {_by_arm(top)}{check}; the most negative "
                 f"{_by_arm(bottom)} (median over seeds of the extreme nodes). Eigenvalues above "
                 f"0.1 hold a median {_by_arm(tail, '.2%')} of the quadrature weight: the bulk near "

@@ -210,7 +210,7 @@ def ranking_figure(ranking: pd.DataFrame, metrics: Mapping, figures: Path, name:
                if f in set(data["family"])]  # fmt: skip
     handles.append(plt.Line2D([], [], color="grey", marker="o", markerfacecolor="white", lw=0,
                               label="τ of the unpredicted sign"))  # fmt: skip
-    axes[2].legend(handles=handles, fontsize=7, loc="lower right")
+    axes[2].legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
     fig.suptitle(
         f"Every measure against the generalisation gap over {int(data['models'].max())} models, "
         "highest K(μ) first; bars: 2.5-97.5% bootstrap over configurations, then seeds",
