@@ -123,23 +123,23 @@ def command(*args: str, cwd: Path) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
 
 
-def test_ctrl_c_ends_in_one_line_and_the_run_resumes(tmp_path, data_dir):
-    args = [*TINY, "epochs=400", "metrics=none", "progress=false", f"data_dir={data_dir}"]
+def test_ctrl_c_ends_in_one_line_and_leaves_a_run_that_resumes(tmp_path, data_dir, capsys):
+    """SIGINT mid-training: exit 130, one line, the lock released and the checkpoint intact, so
+    that status says a rerun resumes (resuming itself is tested bit for bit in test_faults). The
+    budget is far beyond what the test waits for, so the signal always lands mid-training."""
+    args = [*TINY, "epochs=100000", "metrics=none", "progress=false", f"data_dir={data_dir}"]
     proc = command(*args, cwd=tmp_path)
     deadline = time.time() + 120
     while not list(tmp_path.rglob("checkpoint.pt")) and time.time() < deadline:
         time.sleep(0.05)
+    assert proc.poll() is None, "the run ended before it could be interrupted"
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
     assert "Traceback" not in err and err.strip().splitlines()[-1].startswith("interrupted")
     (run_dir,) = [p.parent for p in tmp_path.rglob("checkpoint.pt")]
     assert not (run_dir / ".lock").exists()
-    again = command(*args, cwd=tmp_path)
-    out, err = again.communicate(timeout=300)
-    assert again.returncode == 0, err
-    result = json.loads((run_dir / "result.json").read_text())
-    assert result["status"] == "finished" and result["resumed_from_epoch"] > 0
+    assert "a rerun resumes from epoch" in states(run_dir.parent, capsys)
 
 
 def test_a_full_disk_ends_in_one_line(tmp_path, data_dir):
