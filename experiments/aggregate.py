@@ -24,6 +24,7 @@ import pandas as pd
 from scipy import stats
 
 from experiments.measure import CORE
+from experiments.status import damage
 from experiments.store import NON_DETERMINING_KEYS, load_result, run_dirs
 
 log = logging.getLogger(__name__)
@@ -41,14 +42,18 @@ def load_runs(roots: Iterable[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
         for run_dir in run_dirs(root):
             result = load_result(run_dir / "result.json")
             if result is None:
-                reason = "result.json unreadable" if (run_dir / "result.json").exists() else (
-                    "no result.json")  # fmt: skip
-                problems.append({"run_dir": str(run_dir), "status": "unfinished", "reason": reason})
+                state, reason = ("unreadable", "result.json unreadable or not a result") if (
+                    run_dir / "result.json").exists() else ("unfinished", "no result.json")  # fmt: skip
+                problems.append({"run_dir": str(run_dir), "status": state, "reason": reason})
                 continue
             if result.get("status") == "finished" and not {"run_id", "config"} <= set(result):
-                problems.append({"run_dir": str(run_dir), "status": "unreadable",
+                problems.append({"run_dir": str(run_dir), "status": "incomplete result",
                                  "reason": "result.json lacks run_id or config"})  # fmt: skip
                 continue
+            if result.get("status") == "finished" and (why := damage(run_dir)):
+                # listed, and still aggregated: its numbers are in result.json, not in its weights
+                problems.append({"run_dir": str(run_dir), "status": "damaged",
+                                 "reason": why + " (its numbers are aggregated)"})  # fmt: skip
             if result.get("status") != "finished":
                 reason = result.get("error") or (
                     f"diverged at epoch {result.get('diverged_epoch')}"

@@ -71,6 +71,8 @@ def path(cfg: Mapping, key: str, *, relative: bool = False) -> None:
     if "\0" in value:
         raise ConfigError(f"{key}: a path cannot hold a NUL character (got {value!r})")
     parts = Path(value).parts
+    if relative and not parts:  # a name of "." is the root itself
+        raise ConfigError(f"{key}: expected a path below its root (got {value!r})")
     if long := [p for p in parts if len(p.encode()) > 255]:
         raise ConfigError(f"{key}: the name {long[0][:40]!r}... is longer than 255 bytes")
     if relative and (Path(value).is_absolute() or ".." in parts):
@@ -112,6 +114,13 @@ def _defaults() -> tuple[frozenset[str], dict[str, dict[str, list[Any]]]]:
     return known, values
 
 
+@functools.cache
+def _option_keys(path: Path) -> tuple[str, ...]:
+    from omegaconf import OmegaConf
+
+    return tuple(OmegaConf.to_container(OmegaConf.load(path)) or {})
+
+
 def _like(value: Any, defaults: list[Any]) -> bool:
     """Whether ``value`` has a type one of the option files gives this key (null is free)."""
     if value is None or any(d is None for d in defaults):
@@ -144,11 +153,13 @@ def check_keys(cfg: Mapping[str, Any]) -> None:
             f"{unknown[0]}: not a setting of this project (see README, Config reference)"
         )
     for group, keys in defaults.items():
-        for key, value in (cfg.get(group) or {}).items():
-            if key not in keys:
-                raise ConfigError(
-                    f"{group}.{key}: not a setting of the {group} group (known: {sorted(keys)})"
-                )
+        chosen = cfg.get(group) or {}
+        option = CONF / group / f"{chosen.get('name', chosen.get('kind'))}.yaml"
+        own = set(_option_keys(option)) if option.exists() else set(keys)
+        for key, value in chosen.items():
+            if key not in own:  # another option's key (optimizer.momentum for sgd) does nothing
+                what = f"the {option.stem} {group}" if option.exists() else f"the {group} group"
+                raise ConfigError(f"{group}.{key}: not a setting of {what} (known: {sorted(own)})")
             if not _like(value, keys[key]):
                 raise ConfigError(
                     f"{group}.{key}: expected a value like {keys[key][0]!r} (got {value!r})"

@@ -137,6 +137,8 @@ def _check_writable(run_dir: Path) -> None:
 def _execute(run: Prepared) -> dict[str, Any]:
     """Train (unless trained already), then measure what is missing, in the locked directory."""
     rc, run_dir = run.rc, run.run_dir
+    for left in run_dir.glob(".*.tmp"):  # a write cut by SIGKILL: we hold the lock, no one writes
+        left.unlink(missing_ok=True)
     if rc.force:  # start over, keeping only our lock
         for path in run_dir.iterdir():
             if path.name != ".lock":
@@ -445,10 +447,16 @@ def precheck(argv: list[str]) -> str | None:
         except Exception as exc:
             return f"cannot read the override {arg!r}: {str(exc).strip().splitlines()[0]}"
     parsed = parser.parse_overrides(given)
+    multirun = any(a in ("-m", "--multirun") for a in argv)
     overrides = []
     for o in parsed:
         if o.get_key_element().lstrip("+~").startswith("hydra"):
             continue
+        if o.is_sweep_override() and not multirun:
+            return (
+                f"{o.get_key_element()}: a list of values is a sweep; add -m to run each "
+                "(or quote a list value: key='[a,b]')"
+            )
         try:
             value = next(o.sweep_string_iterator()) if o.is_sweep_override() else None
         except Exception:

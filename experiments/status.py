@@ -38,13 +38,14 @@ def classify(run_dir: Path) -> tuple[str, str]:
         if result is None:
             return (
                 "failed",
-                "result.json is unreadable (truncated?); rerunning the sweep redoes this run",
+                "result.json is unreadable or not a result (truncated? a list?); rerunning the "
+                "sweep trains this run again",
             )
         status = result.get("status")
         if status in DONE and not {"run_id", "config", "stop_reason"} <= set(result):
-            return "failed", "result.json is incomplete; rerunning the sweep measures the run again"
-        if status in DONE and (damage := _damage(run_dir)):
-            return "damaged", damage
+            return "failed", "result.json is incomplete; rerunning the sweep trains this run again"
+        if status in DONE and (why := damage(run_dir)):
+            return "damaged", why
         if status == "finished":
             failures = result.get("metric_failures") or {}
             return "done", (
@@ -54,7 +55,12 @@ def classify(run_dir: Path) -> tuple[str, str]:
             )
         if status == "diverged":
             return "diverged", f"loss not finite at epoch {result.get('diverged_epoch')}"
-        return "failed", str(result.get("error") or status or "result.json has no status")
+        if status != "failed":  # not a status a run writes
+            return "failed", (
+                f"result.json says status {status!r}, which no run writes; rerunning the sweep "
+                "trains this run again"
+            )
+        return "failed", str(result.get("error") or "failed")
     if is_locked(run_dir / ".lock"):
         return "running", "in progress"
     from experiments.train import CHECKPOINT_KEYS
@@ -86,7 +92,7 @@ def _weights_ok(state, like: dict | None) -> bool:
     )
 
 
-def _damage(run_dir: Path) -> str:
+def damage(run_dir: Path) -> str:
     """What is wrong with a finished run's files ("" when nothing): final.pt must hold the run's
     weights (the names and shapes of its init.pt), config.yaml must exist."""
     if not _weights_ok(load_checkpoint(run_dir / "final.pt"), _shapes(run_dir)):

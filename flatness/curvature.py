@@ -19,6 +19,7 @@ from flatness import hessian as H
 from flatness import params as P
 from flatness.data import DataLike
 from flatness.evaluate import LossFn
+from flatness.inputs import check_data, check_model
 from flatness.objective import Objective
 from flatness.registry import Measurement, defaults_of, records_settings
 
@@ -176,6 +177,8 @@ class Hessian:
         *,
         batch_size: int = 2048,
     ):
+        check_model(model)
+        check_data(data, "data")
         self.objective = Objective(model, data, loss_fn, batch_size=batch_size)
 
     def _checked(self, metric: str, settings: dict) -> dict:

@@ -11,16 +11,16 @@ import torch
 from torch import nn
 
 
-def check_model(model: Any) -> None:
+def check_model(model: Any, argument: str = "model") -> None:
     """``model`` is a module with at least one trainable parameter, every parameter finite."""
     if not isinstance(model, nn.Module):
-        raise TypeError(f"model: expected a torch.nn.Module (got {type(model).__name__})")
+        raise TypeError(f"{argument}: expected a torch.nn.Module (got {type(model).__name__})")
     params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     if not params:
-        raise ValueError("model: the model has no trainable parameter")
+        raise ValueError(f"{argument}: the model has no trainable parameter")
     for name, p in params:
         if not torch.isfinite(p).all():
-            raise ValueError(f"model: parameter {name} holds NaN or infinity")
+            raise ValueError(f"{argument}: parameter {name} holds NaN or infinity")
 
 
 def check_data(data: Any, argument: str = "data") -> None:

@@ -289,9 +289,16 @@ def interpolate(
     """
     if bn_policy not in BN_POLICIES:
         raise ValueError(f"bn_policy must be one of {list(BN_POLICIES)} (got {bn_policy!r})")
+    check_model(model_a, "model_a")
+    check_model(model_b, "model_b")
+    check_data(train, "train")
+    if test is not None:
+        check_data(test, "test")
     ts = (
         np.round(np.linspace(-0.5, 1.5, 41), 10) if ts is None else np.asarray(ts, dtype=np.float64)
     )
+    if not np.isfinite(ts).all():
+        raise ValueError("ts: the points hold NaN or infinity")
     sa, sb = model_a.state_dict(), model_b.state_dict()
     if sa.keys() != sb.keys() or any(sa[k].shape != sb[k].shape for k in sa):
         raise ValueError("interpolate needs two models of the same architecture")

@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from experiments import aggregate as A
 
@@ -19,6 +20,7 @@ def write_run(root, i, status="finished", lr=0.1, bs=32, seed=0, noise=0.0):
     run_dir = root / f"run{i:03d}"
     run_dir.mkdir(parents=True)
     (run_dir / "config.yaml").write_text("{}\n")
+    torch.save({"w": torch.zeros(2)}, run_dir / "final.pt")  # a finished run keeps its weights
     gap = 10 * lr + bs / 100
     result = {
         "run_id": f"run{i:03d}",

@@ -48,6 +48,7 @@ CASES = {
         (["name=5"], "name"),
         (["name=null"], "name"),
         (["name=''"], "name"),
+        (["name=."], "name"),
         (["name=../../outside"], "name"),
         (["name=/tmp/elsewhere"], "name"),
         ([f"name={LONG}"], "name"),
@@ -58,6 +59,8 @@ CASES = {
     "unknown keys": [
         (["+foo=1"], "foo"),
         (["+optimizer.foo=1"], "optimizer.foo"),
+        (["+optimizer.momentum=0.9"], "optimizer.momentum"),  # another optimizer's: does nothing
+        (["optimizer=adam", "+optimizer.rho=0.1"], "optimizer.rho"),
         (["+dataset.foo=1"], "dataset.foo"),
         (["+surface.foo=1"], "surface.foo"),
         (["+transform.foo=1"], "transform.foo"),
@@ -114,4 +117,6 @@ def test_hydras_own_errors_become_one_line(overrides, said):
     override) comes back as one line, which the command prints with exit status 2."""
     message = precheck([*TINY, *overrides])
     assert message is not None and said in message and "\n" not in message
-    assert precheck([*TINY, "lr=0.1,0.2", "seed=range(0,3)"]) is None  # a sweep composes
+    assert precheck(["-m", *TINY, "lr=0.1,0.2", "seed=range(0,3)"]) is None  # a sweep composes
+    said = precheck([*TINY, "lr=0.1,0.2"])  # ... but only as one: without -m Hydra refuses it
+    assert said is not None and said.startswith("lr: a list of values is a sweep; add -m")

@@ -79,6 +79,8 @@ def test_damaged_final_weights_are_reported_and_trained_again(make_cfg, caplog, 
     damage(run_dir / "final.pt")
     said = states(run_dir.parent, capsys)
     assert "1 damaged" in said and str(run_dir) in said and "final.pt" in said
+    rows, problems = aggregate.load_runs([run_dir.parent])
+    assert len(rows) == 1 and problems["status"].tolist() == ["damaged"]
     with caplog.at_level(logging.WARNING):
         again = main(make_cfg(*TINY))
     assert "final.pt" in caplog.text and again["status"] == "finished"
@@ -93,7 +95,7 @@ def test_a_run_whose_config_was_deleted_is_listed_and_a_rerun_writes_it_back(mak
     said = states(run_dir.parent, capsys)
     assert "1 damaged" in said and "config.yaml" in said
     rows, problems = aggregate.load_runs([run_dir.parent])
-    assert len(rows) == 1  # still aggregated: its result holds its config
+    assert len(rows) == 1 and problems["status"].tolist() == ["damaged"]  # listed and aggregated
     main(make_cfg(*TINY))
     assert (run_dir / "config.yaml").exists() and "1 done" in states(run_dir.parent, capsys)
 
