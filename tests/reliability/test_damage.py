@@ -119,10 +119,17 @@ def test_aggregate_refuses_a_directory_that_does_not_exist(tmp_path, capsys):
     assert exit_.value.code == 2 and "not a directory" in capsys.readouterr().err
 
 
+def _sigint_as_usual() -> None:
+    # a shell starts background jobs with SIGINT ignored, and a child inherits that (a CI job run
+    # in the background would); Python turns Ctrl-C into KeyboardInterrupt only if it is not
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def command(*args: str, cwd: Path) -> subprocess.Popen:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return subprocess.Popen([sys.executable, "-m", "experiments.run", *args], cwd=cwd, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=_sigint_as_usual)  # fmt: skip
 
 
 def test_ctrl_c_ends_in_one_line_and_leaves_a_run_that_resumes(tmp_path, data_dir, capsys):
