@@ -821,8 +821,7 @@ def audit_order_lines(tables: Path, runs: pd.DataFrame | None) -> list[str]:
         return []
     rises = {}
     for (model, curve), part in slices.groupby(["model", "curve"], sort=False):
-        centre = part.loc[part["t"].abs().idxmin(), "train_loss"]
-        rises[model, curve] = np.interp([-0.5, 0.5], part["t"], part["train_loss"]).mean() - centre
+        rises[model, curve] = F.slice_rise(part["t"], part["train_loss"])
     first, second = list(dict.fromkeys(slices["model"]))
     told = []
     for curve in dict.fromkeys(slices["curve"]):
@@ -854,8 +853,7 @@ def audit_slice_lines(tables: Path, figures: Path, model: str, label: str) -> li
     original = rows[rows["curve"] == "original"].set_index("t")["train_loss"]
     told = []
     for curve, part in rows.groupby("curve", sort=False):
-        centre = part.loc[part["t"].abs().idxmin(), "train_loss"]
-        rise = np.interp([-0.5, 0.5], part["t"], part["train_loss"]).mean() - centre
+        rise = F.slice_rise(part["t"], part["train_loss"])
         if curve == "original":
             told.append(f"{rise:.3g} for the original")
             continue

@@ -314,6 +314,16 @@ def audit_slice_figure(slices: pd.DataFrame, model: str, figures: Path) -> str |
     return _save(fig, rows, figures, f"audit_{model}_slice")
 
 
+def slice_rise(coords, values, at: float = 0.5) -> float:
+    """Li et al. 2018's reading of a 1D slice: the mean rise of ``values`` at ±``at`` (interpolated
+    between grid points) over the value at the coordinate nearest 0. The report's one reading of
+    every saved slice (surfaces, audit slices); the verdicts' slice sharpness is
+    :func:`experiments.judge.slice_sharpness`."""
+    coords, values = np.asarray(coords, dtype=float), np.asarray(values, dtype=float)
+    centre = values[np.abs(coords).argmin()]
+    return float(np.interp([-at, at], coords, values).mean() - centre)
+
+
 def typical_planes(data: pd.DataFrame, arms: list[str]) -> pd.DataFrame:
     """Each arm's plane of its median seed by slice sharpness (the mean rise of the training loss
     at ±0.5 along both directions over the centre, read off the plane itself; the lower middle for
@@ -326,9 +336,7 @@ def typical_planes(data: pd.DataFrame, arms: list[str]) -> pd.DataFrame:
             table = plane.pivot_table(index="x", columns="y", values="train_loss")
             xs, ys = table.index.to_numpy(), table.columns.to_numpy()
             i, j = int(np.abs(xs).argmin()), int(np.abs(ys).argmin())
-            along = np.interp([-0.5, 0.5], xs, table.iloc[:, j]).tolist()
-            along += np.interp([-0.5, 0.5], ys, table.iloc[i, :]).tolist()
-            rises[seed] = float(np.mean(along) - table.iloc[i, j])
+            rises[seed] = (slice_rise(xs, table.iloc[:, j]) + slice_rise(ys, table.iloc[i, :])) / 2
         ordered = sorted(rises, key=lambda s: (rises[s], s))
         picked.append(part[part["seed"] == ordered[(len(ordered) - 1) // 2]])
     return pd.concat(picked)

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from experiments.report_figures import _save, arm_style, plt, typical_planes
+from experiments.report_figures import _save, arm_style, plt, slice_rise, typical_planes
 
 Panels = Sequence[tuple[str, Sequence[str]]]
 # experiments.optim.stability_threshold's formulas, for labels
@@ -331,8 +331,7 @@ def _rise(slices: pd.DataFrame, value: str, at: float = 0.5) -> pd.Series:
         rises = []
         for _, run in part.groupby("seed"):
             run = run.sort_values("x")
-            centre = run.loc[run["x"].abs().idxmin(), value]
-            rises.append(np.interp([-at, at], run["x"], run[value]).mean() - centre)
+            rises.append(slice_rise(run["x"], run[value], at))
         out[arm] = float(np.median(rises))
     return pd.Series(out)
 
