@@ -98,27 +98,22 @@ TYPED_GROUPS = ("dataset", "model", "optimizer", "surface", "transform")
 
 
 @functools.cache
-def _defaults() -> tuple[frozenset[str], dict[str, dict[str, list[Any]]]]:
-    """The top-level keys of ``conf/config.yaml`` and its groups, and for each typed group every
-    key any of its option files sets, with the values they set it to."""
+def _defaults() -> tuple[frozenset[str], dict[str, dict[str, dict[str, Any]]]]:
+    """The top-level keys of ``conf/config.yaml`` and its groups, and for each typed group the
+    settings of each of its option files (read once)."""
     from omegaconf import OmegaConf
 
     top = OmegaConf.to_container(OmegaConf.load(CONF / "config.yaml"))
     groups = {d.name for d in CONF.iterdir() if d.is_dir()}
     known = frozenset(set(top) - {"defaults"} | groups)
-    values: dict[str, dict[str, list[Any]]] = {}
-    for group in TYPED_GROUPS:
-        for option in sorted((CONF / group).glob("*.yaml")):
-            for key, value in (OmegaConf.to_container(OmegaConf.load(option)) or {}).items():
-                values.setdefault(group, {}).setdefault(key, []).append(value)
-    return known, values
-
-
-@functools.cache
-def _option_keys(path: Path) -> tuple[str, ...]:
-    from omegaconf import OmegaConf
-
-    return tuple(OmegaConf.to_container(OmegaConf.load(path)) or {})
+    options = {
+        group: {
+            f.stem: OmegaConf.to_container(OmegaConf.load(f)) or {}
+            for f in sorted((CONF / group).glob("*.yaml"))
+        }
+        for group in TYPED_GROUPS
+    }
+    return known, options
 
 
 def _like(value: Any, defaults: list[Any]) -> bool:
@@ -147,18 +142,22 @@ def check_keys(cfg: Mapping[str, Any]) -> None:
     """No key the project does not have (a ``+key=value`` typo would otherwise be recorded and
     change the run's id), and each group key of a type its option files give it
     (``model.batch_norm=maybe`` is not a boolean)."""
-    known, defaults = _defaults()
+    known, options = _defaults()
     if unknown := sorted(set(cfg) - known - {"hydra"}):
         raise ConfigError(
             f"{unknown[0]}: not a setting of this project (see README, Config reference)"
         )
-    for group, keys in defaults.items():
+    for group, settings in options.items():
+        keys: dict[str, list[Any]] = {}  # every key any option sets, with the values it sets
+        for values in settings.values():
+            for key, value in values.items():
+                keys.setdefault(key, []).append(value)
         chosen = cfg.get(group) or {}
-        option = CONF / group / f"{chosen.get('name', chosen.get('kind'))}.yaml"
-        own = set(_option_keys(option)) if option.exists() else set(keys)
+        option = str(chosen.get("name", chosen.get("kind")))
+        own = set(settings[option]) if option in settings else set(keys)
         for key, value in chosen.items():
             if key not in own:  # another option's key (optimizer.momentum for sgd) does nothing
-                what = f"the {option.stem} {group}" if option.exists() else f"the {group} group"
+                what = f"the {option} {group}" if option in settings else f"the {group} group"
                 raise ConfigError(f"{group}.{key}: not a setting of {what} (known: {sorted(own)})")
             if not _like(value, keys[key]):
                 raise ConfigError(
@@ -405,7 +404,11 @@ def check_against_data(cfg: Mapping[str, Any], num_train: int) -> None:
     """Checks that need the dataset's size."""
     from experiments.budget import full_epochs
 
-    if cfg["batch_size"] <= num_train and cfg.get("save_epochs"):
+    if cfg["batch_size"] > num_train:
+        raise ConfigError(
+            f"batch_size: expected an integer in [1, {num_train}] (the training set size); got {cfg['batch_size']}"
+        )
+    if cfg.get("save_epochs"):
         last = full_epochs(cfg.get("epochs"), cfg.get("max_steps"), num_train, cfg["batch_size"],
                            cfg["drop_last"])  # fmt: skip
         if beyond := [e for e in cfg["save_epochs"] if e > last]:
@@ -413,7 +416,3 @@ def check_against_data(cfg: Mapping[str, Any], num_train: int) -> None:
                 f"save_epochs: epoch {beyond[0]} is beyond the budget's {last} whole epochs, so "
                 "nothing would be saved there"
             )
-    if cfg["batch_size"] > num_train:
-        raise ConfigError(
-            f"batch_size: expected an integer in [1, {num_train}] (the training set size); got {cfg['batch_size']}"
-        )

@@ -24,7 +24,7 @@ from collections import Counter
 from pathlib import Path
 
 from experiments.lock import is_locked
-from experiments.store import load_checkpoint, load_result, run_dirs
+from experiments.store import load_checkpoint, load_result, run_dirs, same_weights
 
 DONE = ("finished", "diverged")
 STATES = ("done", "running", "failed", "diverged", "incomplete", "damaged")
@@ -66,7 +66,7 @@ def classify(run_dir: Path) -> tuple[str, str]:
     from experiments.train import CHECKPOINT_KEYS
 
     checkpoint = load_checkpoint(run_dir / "checkpoint.pt", CHECKPOINT_KEYS)
-    if checkpoint is not None and not _weights_ok(checkpoint["model"], _shapes(run_dir)):
+    if checkpoint is not None and not same_weights(checkpoint["model"], _shapes(run_dir)):
         checkpoint = None  # another model's: training ignores it too
     where = f"resumes from epoch {checkpoint['epoch']}" if checkpoint else "starts over"
     return "incomplete", f"killed or crashed (no result.json); a rerun {where}"
@@ -75,27 +75,14 @@ def classify(run_dir: Path) -> tuple[str, str]:
 def _shapes(run_dir: Path) -> dict | None:
     """The run's own weights at initialisation (``init.pt``), whose names and shapes its
     checkpoint and final weights must have; None when it is missing or unreadable."""
-    import torch
-
     init = load_checkpoint(run_dir / "init.pt")
-    ok = init is not None and all(isinstance(v, torch.Tensor) for v in init.values())
-    return init if ok else None
-
-
-def _weights_ok(state, like: dict | None) -> bool:
-    import torch
-
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        return False
-    return like is None or (
-        set(state) == set(like) and all(state[k].shape == like[k].shape for k in like)
-    )
+    return init if same_weights(init, None) else None
 
 
 def damage(run_dir: Path) -> str:
     """What is wrong with a finished run's files ("" when nothing): final.pt must hold the run's
     weights (the names and shapes of its init.pt), config.yaml must exist."""
-    if not _weights_ok(load_checkpoint(run_dir / "final.pt"), _shapes(run_dir)):
+    if not same_weights(load_checkpoint(run_dir / "final.pt"), _shapes(run_dir)):
         return "final.pt missing, unreadable or not this run's weights; a rerun trains it again"
     if not (run_dir / "config.yaml").exists():
         return "config.yaml missing; a rerun writes it again"

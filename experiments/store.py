@@ -156,6 +156,16 @@ def load_checkpoint(path: str | os.PathLike, keys: tuple[str, ...] = ()) -> dict
     return loaded
 
 
+def same_weights(state: Any, like: Mapping[str, torch.Tensor] | None) -> bool:
+    """Whether ``state`` is a state dict of tensors with exactly ``like``'s names and shapes (any
+    state dict of tensors when ``like`` is None)."""
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        return False
+    return like is None or (
+        set(state) == set(like) and all(state[k].shape == like[k].shape for k in like)
+    )
+
+
 def load_weights(path: str | os.PathLike, like: Mapping[str, torch.Tensor]) -> dict | None:
     """Weights saved as a state dict (``final.pt``), or None (with a warning) unless the file holds
     tensors of exactly ``like``'s names and shapes: a truncated, replaced or foreign file counts as
@@ -163,10 +173,7 @@ def load_weights(path: str | os.PathLike, like: Mapping[str, torch.Tensor]) -> d
     state = load_checkpoint(path)
     if state is None:
         return None
-    same = set(state) == set(like) and all(
-        isinstance(state[k], torch.Tensor) and state[k].shape == like[k].shape for k in like
-    )
-    if not same:
+    if not same_weights(state, like):
         log.warning(
             "%s does not hold this run's weights (names or shapes differ); ignoring it", path
         )
@@ -183,9 +190,10 @@ def run_dirs(root: str | os.PathLike) -> list[Path]:
     ``.multirun`` folders, so that a run whose config.yaml was deleted is still found."""
     found = {
         f.parent
-        for name in RUN_FILES
-        for f in Path(root).rglob(name)
-        if ".multirun" not in f.parts and f.parent.name not in ("weights", "measurements")
+        for f in Path(root).rglob("*")  # one walk of the tree, not one per file name
+        if f.name in RUN_FILES
+        and ".multirun" not in f.parts
+        and f.parent.name not in ("weights", "measurements")
     }
     return sorted(found)
 
