@@ -1,5 +1,27 @@
-"""The one exception the suite raises for bad input, so the command line can print it as one line."""
+"""The one exception the suite raises for bad input, so the command line can print it as one line,
+and the one way its commands end on Ctrl-C or an OS error."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
 
 
 class ConfigError(ValueError):
     """A configuration value is out of range or unknown; the message names the key and what is allowed."""
+
+
+@contextlib.contextmanager
+def one_line_exits(resume: str):
+    """Ctrl-C ends the block with ``interrupted: <resume>`` and status 130, an OS error (a full
+    disk, a vanished directory) with one line and status 1: no traceback. Every file is written
+    atomically, so what is on disk is whole and the same command takes up where it stopped."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        print(f"interrupted: {resume}", file=sys.stderr)
+        sys.exit(130)
+    except OSError as exc:
+        print(f"error: {exc.filename or ''}: {exc.strerror or exc}; nothing half-written is kept, "
+              "run the same command again once it is fixed", file=sys.stderr)  # fmt: skip
+        sys.exit(1)

@@ -29,7 +29,7 @@ from torch import nn
 
 import flatness
 from experiments.data import Dataset
-from experiments.errors import ConfigError
+from experiments.errors import ConfigError, one_line_exits
 from experiments.optim import stability_threshold
 from experiments.store import atomic_write_json
 
@@ -251,8 +251,7 @@ def check_overrides(run_dir: Path, overrides: list[str]) -> None:
     from experiments import checks, store
     from experiments.config import RunConfig
 
-    conf = Path(__file__).resolve().parent.parent / "conf"
-    known = {d.name for d in conf.iterdir() if d.is_dir()} - {"metrics", "surface"}
+    known = {d.name for d in checks.CONF.iterdir() if d.is_dir()} - {"metrics", "surface"}
     chosen = [o.split("=", 1)[0].lstrip("+~") for o in overrides]
     if groups := [g for g in chosen if g in known]:
         raise ConfigError(
@@ -325,12 +324,5 @@ def cli(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
+    with one_line_exits("what was measured is saved; run the same command again for the rest"):
         sys.exit(cli())
-    except KeyboardInterrupt:
-        print("interrupted: what was measured is saved; run the same command again for the rest",
-              file=sys.stderr)  # fmt: skip
-        sys.exit(130)
-    except OSError as exc:
-        print(f"error: {exc.filename or ''}: {exc.strerror or exc}", file=sys.stderr)
-        sys.exit(1)

@@ -32,7 +32,7 @@ import flatness
 from experiments import checks, store
 from experiments.config import RunConfig
 from experiments.data import Dataset, build_dataset
-from experiments.errors import ConfigError
+from experiments.errors import ConfigError, one_line_exits
 from experiments.landscape import compute_surface, trajectory_epochs
 from experiments.lock import RunLock, RunLocked
 from experiments.measure import (
@@ -416,18 +416,11 @@ def cli(cfg: DictConfig) -> None:
     """Command-line entry point: bad input is one line on stderr and exit status 2; a run whose
     transform failed its tolerance exits 1 (on its own; within a sweep the others go on)."""
     try:
-        result = main(cfg)
+        with one_line_exits("run the same command again to resume from the last checkpoint"):
+            result = main(cfg)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:
-        print("interrupted: run the same command again to resume from the last checkpoint",
-              file=sys.stderr)  # fmt: skip
-        sys.exit(130)
-    except OSError as exc:  # a full disk, a vanished directory: files are written atomically
-        print(f"error: {exc.filename or ''}: {exc.strerror or exc}; nothing half-written is kept, "
-              "run the same command again once it is fixed", file=sys.stderr)  # fmt: skip
-        sys.exit(1)
     if result["status"] == "failed" and HydraConfig.get().mode != RunMode.MULTIRUN:
         sys.exit(1)  # in a sweep the failure is recorded in result.json and the other jobs go on
 
@@ -463,7 +456,7 @@ def precheck(argv: list[str]) -> str | None:
             return None  # a glob or other sweep that needs Hydra's loader
         overrides.append(o.input_line if value is None else f"{o.get_key_element()}={value}")
     try:
-        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        with initialize_config_dir(config_dir=str(checks.CONF), version_base="1.3"):
             compose(config_name="config", overrides=overrides)
     except Exception as exc:
         options = getattr(exc, "options", None)  # an unknown choice: Hydra lists the known ones
@@ -472,15 +465,9 @@ def precheck(argv: list[str]) -> str | None:
     return None
 
 
-CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
-
-
 if __name__ == "__main__":
     if error := precheck(sys.argv[1:]):
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
-    try:
+    with one_line_exits("before the run started"):  # Hydra's start-up, outside cli's own
         cli()
-    except KeyboardInterrupt:  # during start-up, before the run began
-        print("interrupted before the run started", file=sys.stderr)
-        sys.exit(130)
