@@ -13,6 +13,22 @@ from tests.conftest import TINY
 LONG = "x" * 300
 
 CASES = {
+    # out of range, unknown or inconsistent: ε ≤ 0, ρ ≤ 0, inverted σ bounds, one grid point, …
+    "out of range": [
+        (["metrics.keskar_sharpness.epsilon=0"], "metrics.keskar_sharpness.epsilon"),
+        (["+metrics.worst_case_sharpness.rho=0"], "metrics.worst_case_sharpness.rho"),
+        (["+metrics.worst_case_sharpness.norm=l3"], "metrics.worst_case_sharpness.norm"),
+        (["+metrics.pacbayes_sigma.sigma_min=2.0"], "metrics.pacbayes_sigma.sigma_min"),
+        (["+metrics.hessian_top_k.k=100000"], "metrics.hessian_top_k.k"),
+        (["metrics.lambda_max.tol=-1"], "metrics.lambda_max.tol"),
+        (["metrics.hessian_trace.min_probes=500"], "metrics.hessian_trace.min_probes"),
+        (["+metrics.no_such_metric={}"], "metrics.no_such_metric"),
+        (["surface=2d", "surface.points=1"], "surface.points"),
+        (["surface=2d", "surface.x_span=[1,1]"], "surface.x_span"),
+        (["surface=1d", "surface.normalization=unit"], "surface.normalization"),
+        (["transform=rescale", "transform.alpha=-2"], "transform.alpha"),
+        (["train_until_loss=-0.1"], "train_until_loss"),
+    ],
     # NaN and infinity pass every comparison: one finite-number check refuses them all
     "non-finite": [
         (["lr=nan"], "lr"),
