@@ -356,10 +356,11 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     rows = pd.DataFrame(all_rows)
     judged = verdicts(rows, args.tolerance, args.function_tolerance)
     write_tables(rows, judged, args.out / "tables")
-    write_slices(pd.concat(slices, ignore_index=True), args.out / "tables")
+    slices = pd.concat(slices, ignore_index=True)
+    write_slices(slices, args.out / "tables")
     for name, _ in models:
         plot_audit(rows, judged, name, args.out / "figures")
-        audit_slice_figure(pd.concat(slices), name, args.out / "figures")
+        audit_slice_figure(slices, name, args.out / "figures")
     print(judged.to_string(index=False))
     print(f"tables in {args.out / 'tables'}, figures in {args.out / 'figures'}")
     return judged
