@@ -209,6 +209,13 @@ def check_config(cfg: Mapping[str, Any]) -> None:
     seed(cfg, "seed")
     number(cfg, "eval_batch_size", low=1, integer=True)
     number(cfg, "checkpoint_every", low=1, integer=True)
+    if "checkpoint_seconds" in cfg:
+        number(cfg, "checkpoint_seconds", low=0)
+    every = cfg.get("eval_every", "auto")
+    if every != "auto" and not (_is_int(every) and every >= 1):
+        raise ConfigError(f"eval_every: expected 'auto' or an integer >= 1 (got {every!r})")
+    if cfg.get("threads") is not None:
+        number(cfg, "threads", low=1, integer=True)
     number(cfg, "track_sharpness_every", low=0, integer=True)
     number(cfg, "track_sharpness_samples", low=1, integer=True)
     save_epochs = cfg.get("save_epochs")
@@ -333,15 +340,17 @@ def _span(cfg: Mapping, key: str, prefix: str) -> None:
 def check_surface(surface: Mapping[str, Any]) -> None:
     """Resolution, ranges, normalisation, BN policy, engine and plot names of the surface group."""
     from experiments.landscape import SURFACE_KINDS
-    from flatness.directions import IGNORE, NORMALIZATIONS
-    from flatness.plot import KINDS_2D
-    from flatness.surface import BN_POLICIES, ENGINES, PRECISIONS
 
     p = "surface."
     choice(surface, "kind", SURFACE_KINDS, prefix=p)
     kind = surface["kind"]
     if kind == "none":
         return
+    # imported only for a surface: flatness.plot loads matplotlib (0.4 s of every run otherwise)
+    from flatness.directions import IGNORE, NORMALIZATIONS
+    from flatness.plot import KINDS_2D
+    from flatness.surface import BN_POLICIES, ENGINES, PRECISIONS
+
     number(surface, "points", low=2, integer=True, prefix=p)
     for key in ("x_points", "y_points"):
         if surface.get(key) is not None:

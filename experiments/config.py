@@ -41,6 +41,9 @@ class RunConfig:
     force: bool
     save_epochs: list[int]
     checkpoint_every: int
+    checkpoint_seconds: float
+    eval_every: int | str
+    threads: int | None
     track_sharpness_every: int
     track_sharpness_samples: int
     dataset: dict[str, Any]
@@ -63,7 +66,8 @@ class RunConfig:
             )
         except OmegaConfBaseException as exc:
             raise ConfigError(f"config: {exc}".splitlines()[0]) from None
-        optional = {"init_from": None}  # keys added later: absent from older configs
+        # keys added later, absent from older configs; none of them determines the weights
+        optional = {"init_from": None, "checkpoint_seconds": 0, "eval_every": 1, "threads": None}
         names = [f.name for f in fields(cls) if f.name != "values"]
         missing = [n for n in names if n not in values and n not in optional]
         if missing:

@@ -79,6 +79,10 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     run_dir = rc.runs_root / rid
 
     device = checks.resolve_device(rc.device)
+    if device.type == "cpu" and rc.threads is not None:
+        # one thread per run: two threads on two cores spin while another process holds a core
+        # (runs of 7.5 s took 15-82 s), and a sweep runs its jobs in parallel instead
+        torch.set_num_threads(rc.threads)
     t0 = time.perf_counter()
     data = build_dataset(rc.group("dataset"), rc.data_dir)
     checks.check_against_data(rc.values, data.num_train)
@@ -237,6 +241,8 @@ def _train_settings(run: Prepared) -> TrainSettings:
         drop_last=rc.drop_last,
         eval_batch_size=rc.eval_batch_size,
         checkpoint_every=rc.checkpoint_every,
+        checkpoint_seconds=rc.checkpoint_seconds,
+        eval_every=rc.eval_every,
         save_epochs=sorted(set(rc.save_epochs) | set(trajectory_epochs(rc.surface, epochs))),
         progress=rc.progress,
         track_sharpness_every=rc.track_sharpness_every,
@@ -415,13 +421,17 @@ def _git_commit() -> str | None:
 def cli(cfg: DictConfig) -> None:
     """Command-line entry point: bad input is one line on stderr and exit status 2; a run whose
     transform failed its tolerance exits 1 (on its own; within a sweep the others go on)."""
+    _run_or_exit(cfg, in_sweep=HydraConfig.get().mode == RunMode.MULTIRUN)
+
+
+def _run_or_exit(cfg: DictConfig, in_sweep: bool) -> None:
     try:
         with one_line_exits("run the same command again to resume from the last checkpoint"):
             result = main(cfg)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
-    if result["status"] == "failed" and HydraConfig.get().mode != RunMode.MULTIRUN:
+    if result["status"] == "failed" and not in_sweep:
         sys.exit(1)  # in a sweep the failure is recorded in result.json and the other jobs go on
 
 
@@ -429,16 +439,26 @@ def precheck(argv: list[str]) -> str | None:
     """Compose the command line's config once through Hydra's compose API (a sweep at its first
     value) and return Hydra's own error, an unknown choice (``optimizer=bogus``) or key, as one
     line; None when it composes (or is a sweep this cannot expand, left to Hydra)."""
+    return compose_command_line(argv)[1]
+
+
+def compose_command_line(argv: list[str]) -> tuple[DictConfig | None, str | None]:
+    """The command line's config composed once, or the one-line error that stops it.
+
+    The config is returned for a single run (no ``-m``, no Hydra flag), which then runs from it
+    without Hydra composing it again; a sweep composes at its first value, to check it, and
+    returns no config (Hydra's launcher composes each job)."""
     from hydra import compose, initialize_config_dir
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
+    flags = [a for a in argv if a.startswith("-")]
     given = [a for a in argv if not a.startswith("-")]
     parser = OverridesParser.create()
     for arg in given:
         try:
             parser.parse_overrides([arg])
         except Exception as exc:
-            return f"cannot read the override {arg!r}: {str(exc).strip().splitlines()[0]}"
+            return None, f"cannot read the override {arg!r}: {str(exc).strip().splitlines()[0]}"
     parsed = parser.parse_overrides(given)
     multirun = any(a in ("-m", "--multirun") for a in argv)
     overrides = []
@@ -446,28 +466,42 @@ def precheck(argv: list[str]) -> str | None:
         if o.get_key_element().lstrip("+~").startswith("hydra"):
             continue
         if o.is_sweep_override() and not multirun:
-            return (
+            return None, (
                 f"{o.get_key_element()}: a list of values is a sweep; add -m to run each "
                 "(or quote a list value: key='[a,b]')"
             )
         try:
             value = next(o.sweep_string_iterator()) if o.is_sweep_override() else None
         except Exception:
-            return None  # a glob or other sweep that needs Hydra's loader
+            return None, None  # a glob or other sweep that needs Hydra's loader
         overrides.append(o.input_line if value is None else f"{o.get_key_element()}={value}")
     try:
         with initialize_config_dir(config_dir=str(checks.CONF), version_base="1.3"):
-            compose(config_name="config", overrides=overrides)
+            cfg = compose(config_name="config", overrides=overrides)
     except Exception as exc:
         options = getattr(exc, "options", None)  # an unknown choice: Hydra lists the known ones
         known = f" (known: {', '.join(options)})" if options else ""
-        return str(exc).strip().splitlines()[0] + known
-    return None
+        return None, str(exc).strip().splitlines()[0] + known
+    single = not flags and not any(
+        o.get_key_element().lstrip("+~").startswith("hydra") for o in parsed
+    )
+    return (cfg if single else None), None
+
+
+def run_composed(cfg: DictConfig) -> None:
+    """A single run from its composed config, as ``cli`` would run it under Hydra (the same log
+    format, errors and exit statuses), without Hydra composing the config a second time."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+    _run_or_exit(cfg, in_sweep=False)
 
 
 if __name__ == "__main__":
-    if error := precheck(sys.argv[1:]):
+    composed, error = compose_command_line(sys.argv[1:])
+    if error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
-    with one_line_exits("before the run started"):  # Hydra's start-up, outside cli's own
-        cli()
+    if composed is not None:
+        run_composed(composed)
+    else:
+        with one_line_exits("before the run started"):  # Hydra's start-up, outside cli's own
+            cli()

@@ -36,6 +36,9 @@ NON_DETERMINING_KEYS = frozenset(
         "eval_batch_size",
         "save_epochs",
         "checkpoint_every",
+        "checkpoint_seconds",
+        "eval_every",
+        "threads",
         "hydra",
         # measured on the trained weights, not determining them (issue: runs cheap to extend)
         "metrics",

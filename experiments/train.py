@@ -45,6 +45,10 @@ from flatness.evaluate import Evaluation
 
 log = logging.getLogger(__name__)
 
+# eval_every="auto": about this many train/test evaluations over a run's epoch budget. Evaluating
+# every epoch cost a fifth of a short run; the history needs a curve, not every epoch.
+EVALS_PER_RUN = 20
+
 
 @dataclass
 class TrainSettings:
@@ -62,6 +66,8 @@ class TrainSettings:
     drop_last: bool = False
     eval_batch_size: int = 2048
     checkpoint_every: int = 1
+    checkpoint_seconds: float = 0.0  # and at least this long since the last one (0: by epochs only)
+    eval_every: int | str = 1  # epochs between history rows; "auto": about EVALS_PER_RUN per run
     save_epochs: list[int] = field(default_factory=list)
     progress: bool = False
     track_sharpness_every: int = 0  # epochs between λmax measurements (0: off)
@@ -187,6 +193,8 @@ def train(
         if run_dir and p.stop_reason is not None:
             _save_checkpoint(run_dir, model, optimizer, p)
     resumed_from_epoch = p.epoch
+    eval_every = _eval_cadence(s.eval_every, total_epochs)
+    last_checkpoint = time.perf_counter()
 
     t0 = time.perf_counter()
     bar = tqdm(
@@ -218,36 +226,49 @@ def train(
             )
             if taken == steps:
                 p.epoch = epoch + 1
-            row = _evaluate_row(
-                model,
-                data,
-                loss_fn,
-                s,
-                p,
-                epoch=_epoch_at(p.steps, steps),
-                lr=optimizer.param_groups[0]["lr"],
-                batch_loss=batch_loss,
-                seconds=time.perf_counter() - epoch_start,
+            ends = (
+                p.stop_reason is not None
+                or epoch + 1 == total_epochs
+                or not math.isfinite(batch_loss)
+                or (s.max_steps is not None and p.steps >= s.max_steps)
             )
-            p.history.append(row)
-            if not (math.isfinite(batch_loss) and math.isfinite(row["train_loss"])):
-                log.warning("loss is not finite at epoch %s: the run diverged", row["epoch"])
+            row = None
+            if ends or _evaluation_due(epoch + 1, eval_every, s):
+                row = _evaluate_row(
+                    model,
+                    data,
+                    loss_fn,
+                    s,
+                    p,
+                    epoch=_epoch_at(p.steps, steps),
+                    lr=optimizer.param_groups[0]["lr"],
+                    batch_loss=batch_loss,
+                    seconds=time.perf_counter() - epoch_start,
+                )
+                p.history.append(row)
+                bar.set_postfix(
+                    train_loss=f"{row['train_loss']:.4f}", test_acc=f"{row['test_acc']:.3f}"
+                )
+            if not (
+                math.isfinite(batch_loss) and (row is None or math.isfinite(row["train_loss"]))
+            ):
+                log.warning("loss is not finite at epoch %s: the run diverged", epoch + 1)
                 p.stop_reason = "diverged"
             elif p.stop_reason is None and s.max_steps is not None and p.steps >= s.max_steps:
                 p.stop_reason = "max_steps"
             bar.update(1)
-            bar.set_postfix(
-                train_loss=f"{row['train_loss']:.4f}", test_acc=f"{row['test_acc']:.3f}"
-            )
             if run_dir:
-                write_csv(run_dir / "history.csv", HISTORY_COLUMNS, p.history)
                 if taken == steps and p.stop_reason != "diverged" and p.epoch in s.save_epochs:
                     atomic_torch_save(
                         run_dir / "weights" / f"epoch_{p.epoch:04d}.pt", model.state_dict()
                     )
                 last = p.stop_reason is not None or epoch + 1 == total_epochs
-                if last or p.epoch % s.checkpoint_every == 0:
+                waited = time.perf_counter() - last_checkpoint >= s.checkpoint_seconds
+                if last or (p.epoch % s.checkpoint_every == 0 and waited):
+                    # history.csv goes with the checkpoint: a resumed run rewrites it from there
+                    write_csv(run_dir / "history.csv", HISTORY_COLUMNS, p.history)
                     _save_checkpoint(run_dir, model, optimizer, p)
+                    last_checkpoint = time.perf_counter()
     finally:
         bar.close()
     criterion_loss = None
@@ -272,6 +293,20 @@ def train(
         criterion_n=n_crit if criterion else None,
         checks=p.checks,
     )
+
+
+def _eval_cadence(every: int | str, total_epochs: int) -> int:
+    """Epochs between history rows: ``every``, or for ``"auto"`` about EVALS_PER_RUN rows."""
+    if every == "auto":
+        return max(1, math.ceil(total_epochs / EVALS_PER_RUN))
+    return int(every)
+
+
+def _evaluation_due(epoch: int, every: int, s: TrainSettings) -> bool:
+    """Whether completed epoch ``epoch`` gets a history row: on the cadence, and wherever a row
+    is read back (λmax tracking, saved weights, whose PCA path maps epochs to steps by it)."""
+    track = s.track_sharpness_every
+    return epoch % every == 0 or bool(track and epoch % track == 0) or epoch in s.save_epochs
 
 
 def _epoch_at(steps_done: int, steps: int) -> float:

@@ -28,13 +28,14 @@ def read_history(run_dir: Path) -> list[dict[str, str]]:
 def test_default_mlp_on_mnist1d_learns(make_cfg):
     """The default configuration (40-100-100-10 MLP, SGD lr 0.1, batch 128, 100 epochs).
 
-    Measured on 2 CPU cores: test accuracy 0.604, train accuracy 0.861 (README). The bound leaves
-    room for other CPUs' floating-point differences.
+    Measured on one thread (the default): test accuracy 0.591, train accuracy 0.855 (README). The
+    bound leaves room for other CPUs' floating-point differences.
     """
     result = main(make_cfg())
     assert result["status"] == "finished" and result["epochs_trained"] == 100
     history = read_history(Path(result["run_dir"]))
-    assert len(history) == 101  # epoch 0 (the initial weights) and 100 epochs
+    # eval_every=auto: the initial weights and every 5th epoch, about 20 rows over 100 epochs
+    assert [int(r["epoch"]) for r in history] == list(range(0, 101, 5))
     assert float(history[-1]["train_loss"]) < 0.5 * float(history[0]["train_loss"])
     assert result["test_acc"] >= 0.57
     assert result["train_acc"] > result["test_acc"]  # MNIST-1D MLPs overfit: a positive gap

@@ -296,3 +296,42 @@ def test_a_run_records_the_criterion_and_saves_the_weights_that_met_it(make_cfg)
     assert evaluate(model, subset).loss == result["criterion_loss"]
     rows = read_csv(run_dir / "criterion.csv")
     assert [int(r["samples"]) for r in rows] == list(range(0, result["samples_seen"] + 1, 96))
+
+
+def test_evaluation_cadence_writes_fewer_rows_and_never_changes_the_weights(tmp_path):
+    """eval_every thins history.csv (every 4th epoch, the saved epoch 6 and the last one) and
+    leaves the trained weights bit-identical to evaluating every epoch."""
+    data = blobs()
+    every_model, _, every = run(data, tmp_path / "every", epochs=10)
+    thin_model, _, thin = run(data, tmp_path / "thin", epochs=10, eval_every=4, save_epochs=[6])
+    assert [r["epoch"] for r in every.history] == list(range(11))
+    assert [r["epoch"] for r in thin.history] == [0, 4, 6, 8, 10]
+    for k, v in every_model.state_dict().items():
+        assert torch.equal(thin_model.state_dict()[k], v), k
+    rows = {r["epoch"]: r for r in every.history}
+    for row in thin.history:  # the same numbers at the epochs both evaluated
+        assert row["train_loss"] == rows[row["epoch"]]["train_loss"]
+    assert [int(r["epoch"]) for r in read_csv(tmp_path / "thin" / "history.csv")] == [
+        0,
+        4,
+        6,
+        8,
+        10,
+    ]
+    auto = run(data, None, epochs=100, eval_every="auto")[2]
+    assert [r["epoch"] for r in auto.history] == list(range(0, 101, 5))  # about 20 rows
+
+
+def test_checkpoints_wait_checkpoint_seconds_and_a_killed_run_then_starts_over(tmp_path):
+    """With checkpoint_seconds longer than the run, a kill before the end leaves no checkpoint; the
+    rerun starts over and ends with the same weights as an uninterrupted run."""
+    data = blobs()
+    clean_model, _, _ = run(data, tmp_path / "clean", epochs=6)
+    with killed_at_epoch(4), pytest.raises(KeyboardInterrupt):
+        run(data, tmp_path / "killed", epochs=6, checkpoint_seconds=3600)
+    assert not (tmp_path / "killed" / "checkpoint.pt").exists()
+    model, _, again = run(data, tmp_path / "killed", epochs=6, checkpoint_seconds=3600)
+    assert again.resumed_from_epoch == 0
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in clean_model.state_dict().items())
+    # the run's end is always checkpointed, whatever the cadence
+    assert torch.load(tmp_path / "killed" / "checkpoint.pt", weights_only=True)["epoch"] == 6

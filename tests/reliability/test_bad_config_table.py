@@ -28,6 +28,11 @@ CASES = {
         (["surface=1d", "surface.normalization=unit"], "surface.normalization"),
         (["transform=rescale", "transform.alpha=-2"], "transform.alpha"),
         (["train_until_loss=-0.1"], "train_until_loss"),
+        (["eval_every=0"], "eval_every"),
+        (["eval_every=sometimes"], "eval_every"),
+        (["eval_every=2.5"], "eval_every"),
+        (["checkpoint_seconds=-1"], "checkpoint_seconds"),
+        (["threads=0"], "threads"),
     ],
     # NaN and infinity pass every comparison: one finite-number check refuses them all
     "non-finite": [

@@ -32,9 +32,9 @@ def states(root: Path, capsys) -> str:
 
 
 def killed_run(make_cfg) -> Path:
-    """A run killed at epoch 3: its checkpoint holds epochs 1-2."""
+    """A run killed at epoch 3: its checkpoint holds epochs 1-2 (a checkpoint every epoch)."""
     with killed_at_epoch(3), pytest.raises(KeyboardInterrupt):
-        main(make_cfg(*TINY))
+        main(make_cfg(*TINY, "checkpoint_seconds=0"))
     (run_dir,) = [p.parent for p in Path(make_cfg().runs_dir).rglob("checkpoint.pt")]
     return run_dir
 
