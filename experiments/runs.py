@@ -78,7 +78,11 @@ def run_records(
         except (OSError, ValueError) as exc:  # pandas' parser errors are ValueErrors
             history = None
             problems.append(
-                {"run_dir": str(run_dir), "status": "history unreadable", "reason": str(exc)}
+                {
+                    "run_dir": str(run_dir),
+                    "status": "history unreadable",
+                    "reason": f"history.csv: {exc}; its results are used, without curves",
+                }
             )
         records.append(RunRecord(run_dir, result["config"], result, history))
     return records, problems
