@@ -40,29 +40,9 @@ def load_runs(roots: Iterable[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
     rows, problems = [], []
     for root in roots:
         for run_dir in run_dirs(root):
-            result = load_result(run_dir / "result.json")
+            result, found = usable_result(run_dir)
+            problems.extend(found)
             if result is None:
-                state, reason = ("unreadable", "result.json unreadable or not a result") if (
-                    run_dir / "result.json").exists() else ("unfinished", "no result.json")  # fmt: skip
-                problems.append({"run_dir": str(run_dir), "status": state, "reason": reason})
-                continue
-            if result.get("status") == "finished" and not {"run_id", "config"} <= set(result):
-                problems.append({"run_dir": str(run_dir), "status": "incomplete result",
-                                 "reason": "result.json lacks run_id or config"})  # fmt: skip
-                continue
-            if result.get("status") == "finished" and (why := damage(run_dir)):
-                # listed, and still aggregated: its numbers are in result.json, not in its weights
-                problems.append({"run_dir": str(run_dir), "status": "damaged",
-                                 "reason": why + " (its numbers are aggregated)"})  # fmt: skip
-            if result.get("status") != "finished":
-                reason = result.get("error") or (
-                    f"diverged at epoch {result.get('diverged_epoch')}"
-                    if result.get("status") == "diverged"
-                    else ""
-                )
-                problems.append(
-                    {"run_dir": str(run_dir), "status": result.get("status"), "reason": reason}
-                )
                 continue
             row: dict[str, Any] = {"run_dir": str(run_dir), "run_id": result["run_id"]}
             row.update({f"config.{k}": _hashable(v) for k, v in result["config"].items()})
@@ -72,14 +52,41 @@ def load_runs(roots: Iterable[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
                 {k: result.get(k) for k in ("stop_reason", "epochs_trained", "steps_trained")}
             )
             row.update({f"metric.{k}": v["value"] for k, v in result.get("metrics", {}).items()})
-            failures = result.get("metric_failures") or {}
-            if failures:
-                problems.extend(
-                    {"run_dir": str(run_dir), "status": "metric failed", "reason": f"{k}: {v}"}
-                    for k, v in failures.items()
-                )
             rows.append(row)
     return pd.DataFrame(rows), pd.DataFrame(problems, columns=["run_dir", "status", "reason"])
+
+
+def usable_result(run_dir: Path) -> tuple[dict[str, Any] | None, list[dict[str, str]]]:
+    """A run directory's ``result.json`` when its numbers are to be used (a finished, complete
+    result), else None; and its problems (``run_dir``, ``status``, ``reason``): why it is left out,
+    or what is wrong with a run that is still used (damaged weights, failed metrics)."""
+    result = load_result(run_dir / "result.json")
+    if result is None:
+        state, reason = ("unreadable", "result.json unreadable or not a result") if (
+            run_dir / "result.json").exists() else ("unfinished", "no result.json")  # fmt: skip
+        return None, [{"run_dir": str(run_dir), "status": state, "reason": reason}]
+    if result.get("status") == "finished" and not {"run_id", "config"} <= set(result):
+        return None, [{"run_dir": str(run_dir), "status": "incomplete result",
+                       "reason": "result.json lacks run_id or config"}]  # fmt: skip
+    problems = []
+    if result.get("status") == "finished" and (why := damage(run_dir)):
+        # listed, and still used: its numbers are in result.json, not in its weights
+        problems.append({"run_dir": str(run_dir), "status": "damaged",
+                         "reason": why + " (its numbers in result.json are still used)"})  # fmt: skip
+    if result.get("status") != "finished":
+        reason = result.get("error") or (
+            f"diverged at epoch {result.get('diverged_epoch')}"
+            if result.get("status") == "diverged"
+            else ""
+        )
+        problems.append({"run_dir": str(run_dir), "status": result.get("status"), "reason": reason})
+        return None, problems
+    failures = result.get("metric_failures") or {}
+    problems.extend(
+        {"run_dir": str(run_dir), "status": "metric failed", "reason": f"{k}: {v}"}
+        for k, v in failures.items()
+    )
+    return result, problems
 
 
 def _hashable(value: Any) -> Any:

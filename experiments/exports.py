@@ -21,6 +21,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from experiments.history import read_history
+
 Runs = Mapping[tuple[str, int], tuple[Mapping[str, Any] | None, Path]]
 Reached = Callable[[str, Mapping[str, Any]], bool]
 
@@ -72,7 +74,7 @@ def pca_frames(runs: Runs, reached: Reached) -> tuple[pd.DataFrame, pd.DataFrame
         settings = json.loads((folder / "surface_pca.json").read_text())
         path = np.asarray(settings["trajectory"])
         ratio = settings["explained_variance_ratio"]
-        history = _history(folder)
+        history = read_history(folder)
         step_of = dict(zip(history["epoch"], history["step"], strict=True)) if len(history) else {}
         planes.append(plane)
         paths.append(
@@ -91,11 +93,6 @@ def pca_frames(runs: Runs, reached: Reached) -> tuple[pd.DataFrame, pd.DataFrame
     return _concat(planes), _concat(paths)
 
 
-def _history(folder: Path) -> pd.DataFrame:
-    path = folder / "history.csv"
-    return pd.read_csv(path) if path.exists() else pd.DataFrame()
-
-
 def tracked_frame(runs: Runs, reached: Reached) -> pd.DataFrame:
     """λmax tracked along training (``history.csv`` of runs trained with ``track_sharpness_every``),
     one row per tracked epoch (``point`` "tracked"), then the run's own ``lambda_max`` measurement of
@@ -110,7 +107,7 @@ def tracked_frame(runs: Runs, reached: Reached) -> pd.DataFrame:
     for (arm, seed), (result, folder) in sorted(runs.items()):
         if result is None or not result.get("tracked_sharpness"):
             continue
-        history = _history(folder).dropna(subset=["lambda_max"])
+        history = read_history(folder).dropna(subset=["lambda_max"])
         optimizer = OmegaConf.load(folder / "config.yaml").optimizer
         thresholds = [stability_threshold(optimizer, lr) for lr in history["lr"]]
         frame = pd.DataFrame(

@@ -48,3 +48,12 @@ def write_csv(path: Path, columns: tuple[str, ...], rows: list[dict[str, float]]
     for row in rows:
         writer.writerow({k: repr(v) if isinstance(v, float) else v for k, v in row.items()})
     atomic_write_text(path, out.getvalue())
+
+
+def read_history(run_dir: Path):
+    """A run's ``history.csv`` as a pandas frame, one row per epoch (empty when the run has none);
+    a damaged file raises pandas' ``ValueError``."""
+    import pandas as pd  # here, not at the top: training writes the history and never reads it
+
+    path = Path(run_dir) / "history.csv"
+    return pd.read_csv(path) if path.exists() else pd.DataFrame(columns=list(HISTORY_COLUMNS))

@@ -80,6 +80,13 @@ def determining_config(cfg: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def determining_key(flat_key: str) -> bool:
+    """Whether a key of a flattened config (``"optimizer.lr"``, ``"dataset.download"``; see
+    :func:`flatten_config`) is one :func:`determining_config` keeps: the same rule on flat keys."""
+    top, _, rest = flat_key.partition(".")
+    return top not in NON_DETERMINING_KEYS and rest not in NON_DETERMINING_GROUP_KEYS.get(top, ())
+
+
 def weights_digest(path: str | os.PathLike) -> str:
     """sha256 of a weights file's bytes: what identifies the weights a continuation starts from."""
     from experiments.errors import ConfigError
