@@ -269,6 +269,27 @@ def check_overrides(run_dir: Path, overrides: list[str]) -> None:
             f"overrides: {' '.join(overrides)} change what {run_dir} trained (its id); "
             "experiments.measure only measures: use experiments.run for another configuration"
         )
+    check_trained(run_dir)
+
+
+def check_trained(run_dir: Path) -> None:
+    """experiments.measure never trains: a run without a finished training (its result and final
+    weights) is an error naming the command that trains it from its own config.yaml. (The runner
+    checks the weights against the run's architecture too: ``run.main(cfg, train=False)``.)"""
+    from experiments import store
+
+    result = store.load_result(run_dir / "result.json")
+    weights = store.load_checkpoint(run_dir / "final.pt")
+    if result is None or "stop_reason" not in result or not weights:
+        raise ConfigError(not_trained(run_dir))
+
+
+def not_trained(run_dir: Path) -> str:
+    return (
+        f"{run_dir}: not trained (no finished result.json and final.pt); experiments.measure only "
+        f"measures. Train it with: python -m experiments.run --config-path={run_dir.resolve()} "
+        "--config-name=config"
+    )
 
 
 def remeasure(run_dir: Path, overrides: list[str]) -> str:
@@ -284,7 +305,9 @@ def remeasure(run_dir: Path, overrides: list[str]) -> str:
     torch.set_num_threads(1)  # one thread per run, whatever the number of workers: same numbers
     try:
         with contextlib.redirect_stdout(io.StringIO()):
-            result = run.main(cfg)
+            result = run.main(cfg, train=False)
+    except ConfigError as exc:
+        return f"error: {exc}"
     finally:
         torch.set_num_threads(threads)
     if result.get("run_id") not in (None, run_dir.name):
@@ -302,13 +325,15 @@ def cli(argv: list[str] | None = None) -> int:
     args = parser.parse_intermixed_args(argv)
     if args.jobs < 1:
         parser.error("--jobs must be at least 1")
-    overrides = [p for p in args.paths if "=" in p]
-    dirs = run_dirs([p for p in args.paths if "=" not in p])
+    # a path that exists is a path, even with "=" in it (Hydra's own lr=0.1 sweep folders)
+    overrides = [p for p in args.paths if "=" in p and not Path(p).exists()]
+    dirs = run_dirs([p for p in args.paths if p not in overrides])
     if not dirs:
         print("error: no run directory (with config.yaml) found", file=sys.stderr)
         return 2
-    try:
-        check_overrides(dirs[0], overrides)
+    try:  # every run, not the first only: an override may change another run's id
+        for d in dirs:
+            check_overrides(d, overrides)
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -153,6 +153,9 @@ def check_protocol(p: Mapping[str, Any], where: str = "protocol") -> None:
     optional = {"tune", "secondary", "derived", "history", "pairs", "scale", "deck"}
     if unknown := sorted(set(p) - required - optional):
         fail(f"unknown key(s) {unknown}")
+    _check_seeds(p["seeds"], "seeds", fail)
+    if isinstance(p.get("tune"), Mapping) and "seeds" in p["tune"]:
+        _check_seeds(p["tune"]["seeds"], "tune.seeds", fail)
     history = p.get("history", [])
     if not isinstance(history, list) or not all(isinstance(h, str) for h in history):
         fail("history must be a list of sentences (changes made after runs began, for the report)")
@@ -234,6 +237,18 @@ def check_protocol(p: Mapping[str, Any], where: str = "protocol") -> None:
         if np.ptp(np.diff(np.log(g))) > 0.01 * np.log(g[-1] / g[0]):
             fail(f"tune.grid.{arm}: rates must be log-spaced (a constant ratio)")
     _check_comparisons(p, fail)
+
+
+def _check_seeds(seeds: Any, key: str, fail) -> None:
+    """Paired seeds: at least two distinct integers each generator takes ("2", 2.7 and True are
+    not seeds: a YAML string or float would hash into other run ids than the integer)."""
+    from experiments.checks import SEED_MAX
+
+    ok = isinstance(seeds, list) and len(seeds) >= 2 and len(set(map(repr, seeds))) == len(seeds)
+    if not ok or not all(type(s) is int and 0 <= s <= SEED_MAX for s in seeds):
+        fail(
+            f"{key} must be a list of at least two distinct integers in [0, {SEED_MAX}], got {seeds!r}"
+        )
 
 
 def _check_comparisons(p: Mapping[str, Any], fail) -> None:
@@ -626,6 +641,8 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     # run the importable module's main, so that ProtocolError raised in experiments.judge (which
     # imports experiments.protocol) is the class main catches, not a copy in __main__
+    from experiments.errors import one_line_exits
     from experiments.protocol import main as module_main
 
-    sys.exit(module_main())
+    with one_line_exits("finished runs are kept; the same command goes on from there"):
+        sys.exit(module_main())

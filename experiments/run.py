@@ -39,6 +39,7 @@ from experiments.measure import (
     CORE,
     Records,
     measure_model,
+    not_trained,
     plot_sharpness_history,
     plot_spectral_densities,
     settings_hash,
@@ -70,8 +71,9 @@ class Prepared:
     t_start: float
 
 
-def main(cfg: DictConfig) -> dict[str, Any]:
-    """Run one configuration and return its result (also written to ``<run_dir>/result.json``)."""
+def main(cfg: DictConfig, train: bool = True) -> dict[str, Any]:
+    """Run one configuration and return its result (also written to ``<run_dir>/result.json``).
+    ``train=False`` measures a trained run only: an untrained one is a ConfigError, not a run."""
     t_start = time.perf_counter()
     rc = RunConfig.from_hydra(cfg)
     checks.check_config(rc.values)
@@ -103,7 +105,7 @@ def main(cfg: DictConfig) -> dict[str, Any]:
     run = Prepared(rc, rid, run_dir, device, data, data_seconds, model, optimizer, lr, t_start)
     try:
         with RunLock(run_dir / ".lock"):
-            return _execute(run)
+            return _execute(run, train)
     except RunLocked as exc:
         print(str(exc))
         return {"status": "running elsewhere", "run_dir": str(run_dir)}
@@ -138,7 +140,7 @@ def _check_writable(run_dir: Path) -> None:
         raise ConfigError(f"runs_dir: cannot write to {run_dir} ({exc.strerror or exc})") from None
 
 
-def _execute(run: Prepared) -> dict[str, Any]:
+def _execute(run: Prepared, may_train: bool = True) -> dict[str, Any]:
     """Train (unless trained already), then measure what is missing, in the locked directory."""
     rc, run_dir = run.rc, run.run_dir
     for left in run_dir.glob(".*.tmp"):  # a write cut by SIGKILL: we hold the lock, no one writes
@@ -158,6 +160,8 @@ def _execute(run: Prepared) -> dict[str, Any]:
         if final is None:
             log.warning("%s: final.pt is missing or damaged; training the run again", run_dir)
     trained = final is not None
+    if not trained and not may_train:
+        raise ConfigError(not_trained(run_dir))
     if trained and not (run_dir / "config.yaml").exists():  # deleted: status and aggregate need it
         log.warning("%s: config.yaml was missing; written again", run_dir)
         store.atomic_write_text(run_dir / "config.yaml", rc.yaml())
@@ -442,6 +446,10 @@ def precheck(argv: list[str]) -> str | None:
     return compose_command_line(argv)[1]
 
 
+# Hydra's flags that choose another primary config than conf/config.yaml
+_CONFIG_FLAGS = {"--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd"}
+
+
 def compose_command_line(argv: list[str]) -> tuple[DictConfig | None, str | None]:
     """The command line's config composed once, or the one-line error that stops it.
 
@@ -452,6 +460,8 @@ def compose_command_line(argv: list[str]) -> tuple[DictConfig | None, str | None
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     flags = [a for a in argv if a.startswith("-")]
+    if any(f.split("=", 1)[0] in _CONFIG_FLAGS for f in flags):
+        return None, None  # another primary config (a run's config.yaml): Hydra composes it
     given = [a for a in argv if not a.startswith("-")]
     parser = OverridesParser.create()
     for arg in given:

@@ -29,6 +29,7 @@ import pandas as pd
 
 from experiments.protocol import CONF, ProtocolError, Spec, execute, load_result
 from experiments.store import atomic_write_json
+from flatness.registry import SEED_MAX
 
 STUDY_KEYS = {"name", "base", "axes", "seeds", "min_train_acc", "notes"}
 
@@ -61,8 +62,16 @@ def load_study(ref: str | Path) -> dict[str, Any]:
             factor = over.get("lr_factor", 1.0)
             if isinstance(factor, bool) or not isinstance(factor, (int, float)) or factor <= 0:
                 raise ProtocolError(f"{path}: axes.{axis}.{label}.lr_factor must be positive")
-    if len(set(s["seeds"])) != len(s["seeds"]) or not s["seeds"]:
-        raise ProtocolError(f"{path}: seeds must be distinct integers")
+    seeds = s["seeds"]
+    if (
+        not isinstance(seeds, list)
+        or not seeds
+        or not all(type(x) is int and 0 <= x <= SEED_MAX for x in seeds)
+        or len(set(seeds)) != len(seeds)
+    ):  # "2", 2.7 and True are not seeds: they would hash into other run ids than the integer
+        raise ProtocolError(
+            f"{path}: seeds must be distinct integers in [0, {SEED_MAX}], got {seeds!r}"
+        )
     floor = s.setdefault("min_train_acc", 0.99)
     if not 0 <= floor <= 1:
         raise ProtocolError(f"{path}: min_train_acc must be in [0, 1]")
@@ -191,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
+    from experiments.errors import one_line_exits
     from experiments.study import main as module_main
 
-    sys.exit(module_main())
+    with one_line_exits("finished runs are kept; the same command goes on from there"):
+        sys.exit(module_main())

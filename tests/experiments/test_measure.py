@@ -185,3 +185,43 @@ def test_measure_refuses_no_workers(make_cfg, tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         M.cli([str(tmp_path / "runs" / "default"), "--jobs", "0"])
     assert exit_.value.code == 2 and "--jobs must be at least 1" in capsys.readouterr().err
+
+
+def test_measure_never_trains_a_run_without_final_weights(make_cfg, tmp_path, capsys):
+    """A run whose final.pt is gone is an error that names the command training it, not a new
+    training reported as "0 new measurements"; that command gives the same run back."""
+    run_dir = Path(main(make_cfg(*TINY, "metrics=none"))["run_dir"])
+    (run_dir / "final.pt").unlink()
+    capsys.readouterr()
+    assert M.cli([str(run_dir), "--jobs", "1", "+metrics.param_norm={}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "not trained" in err and "--config-path=" in err and "\n" not in err
+    assert not (run_dir / "final.pt").exists()
+    # the runner's own guard, whatever the command line checked
+    cfg = M.compose_for(run_dir, [])
+    with pytest.raises(M.ConfigError, match="not trained"):
+        main(cfg, train=False)
+    assert not (run_dir / "final.pt").exists()
+
+
+def test_overrides_are_checked_against_every_run_of_a_sweep(make_cfg, tmp_path, capsys):
+    """lr=0.1 is seed 0's own rate but another run for the lr=0.05 run: refused before any
+    worker starts, so nothing is trained into the sweep."""
+    main(make_cfg(*TINY, "metrics=none", "lr=0.1"))
+    main(make_cfg(*TINY, "metrics=none", "lr=0.05"))
+    sweep = tmp_path / "runs" / "default"
+    before = sorted(p.name for p in sweep.iterdir())
+    capsys.readouterr()
+    assert M.cli([str(sweep), "--jobs", "1", "lr=0.1"]) == 2
+    assert "change what" in capsys.readouterr().err
+    assert sorted(p.name for p in sweep.iterdir()) == before
+
+
+def test_a_path_with_an_equals_sign_is_a_path(make_cfg, tmp_path, capsys):
+    """Hydra's sweep folders are named like lr=0.1: an existing path is never an override."""
+    main(make_cfg(*TINY, "metrics=none"))
+    folder = tmp_path / "lr=0.1"
+    (tmp_path / "runs").rename(folder)  # as a Hydra sweep names its folders
+    assert M.cli([str(folder), "--jobs", "1", "+metrics.param_norm={}"]) == 0
+    out = capsys.readouterr().out
+    assert "1 new measurements" in out

@@ -5,8 +5,13 @@ end-to-end tests share one tiny search and one set of final runs (synthetic data
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +26,7 @@ from experiments import tune as T
 from experiments.checks import check_config
 from experiments.config import RunConfig
 from experiments.verdicts import part_test, rule_parts, validate_rule, verdict_family
-from tests.conftest import CONF
+from tests.conftest import CONF, ROOT
 from tests.experiments.conftest import copy_tiny
 
 TINY = Path(__file__).with_name("protocol_tiny.yaml")
@@ -106,6 +111,16 @@ def test_a_malformed_protocol_is_refused_with_the_key(tmp_path):
     arms = list(p["arms"])
     p["pairs"] = [{"name": "ab", "a": arms[0], "b": arms[1], "tset": True}]  # a misspelt key
     with pytest.raises(P.ProtocolError, match=r"pairs: ab: unknown key\(s\) \['tset'\]"):
+        P.check_protocol(p)
+
+
+@pytest.mark.parametrize("key", ["seeds", "tune.seeds"])
+@pytest.mark.parametrize("seeds", [["2", 1], [2.7, 1], [True, 1], [0, 0], [5], [2**32, 1], "0,1"])
+def test_seeds_are_distinct_integers_that_every_generator_takes(key, seeds):
+    """A YAML "2" or 2.7 would name other runs than seed 2; one seed cannot be paired."""
+    p = yaml.safe_load(TINY.read_text())
+    (p["tune"] if key == "tune.seeds" else p)["seeds"] = seeds
+    with pytest.raises(P.ProtocolError, match=f"{key} must be a list of at least two distinct"):
         P.check_protocol(p)
 
 
@@ -406,3 +421,30 @@ def test_the_command_line_gives_one_line_errors_from_every_step(tmp_path):
         out = subprocess.run(base + args, capture_output=True, text=True, cwd=CONF.parent)
         assert out.returncode == 2, out.stderr
         assert len(out.stderr.strip().splitlines()) <= 2 and "Traceback" not in out.stderr
+
+
+def test_ctrl_c_in_protocol_run_ends_in_one_line(tiny, tmp_path):
+    """SIGINT to the command's process group (as a terminal's Ctrl-C sends it) while its workers
+    train: status 130, one line saying finished runs are kept, no traceback and no arm blamed."""
+    root, _ = tiny
+    shutil.copytree(root / "tables", tmp_path / "tables")
+    args = ["run", str(TINY), "--runs-dir", str(tmp_path / "runs"), "--jobs", "2"]
+    args += ["--data-dir", str(root / "data"), "--tables", str(tmp_path / "tables")]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "experiments.protocol", *args],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # its own process group, workers included
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
+    deadline = time.time() + 120
+    while not list((tmp_path / "runs").rglob("config.yaml")) and time.time() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "the runs ended before they could be interrupted"
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and "arm " not in err
+    assert err.strip().splitlines()[-1].startswith("interrupted: finished runs are kept")

@@ -88,6 +88,10 @@ def test_a_study_runs_once_and_ranks_over_its_own_axes(tmp_path, capsys):
         ({"axes": {"a": {"x": {"seed": 1}, "y": {"seed": 2}}}}, "seed and name"),
         ({"axes": {"a": {"x": {"lr_factor": 0}, "y": {"lr": 1}}}}, "lr_factor"),
         ({"min_train_acc": 2}, "min_train_acc"),
+        ({"seeds": ["2", 3]}, "seeds must be distinct integers"),
+        ({"seeds": [2.7, 3]}, "seeds must be distinct integers"),
+        ({"seeds": [True, 3]}, "seeds must be distinct integers"),
+        ({"seeds": [-1, 3]}, "seeds must be distinct integers"),
     ],
 )
 def test_malformed_studies_are_refused_naming_the_key(tmp_path, change, message):

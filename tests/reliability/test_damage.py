@@ -137,7 +137,7 @@ def test_ctrl_c_ends_in_one_line_and_leaves_a_run_that_resumes(tmp_path, data_di
     that status says a rerun resumes (resuming itself is tested bit for bit in test_faults). The
     budget is far beyond what the test waits for, so the signal always lands mid-training."""
     args = [*TINY, "epochs=100000", "metrics=none", "progress=false", f"data_dir={data_dir}"]
-    proc = command(*args, cwd=tmp_path)
+    proc = command(*args, "checkpoint_seconds=0", cwd=tmp_path)
     deadline = time.time() + 120
     while not list(tmp_path.rglob("checkpoint.pt")) and time.time() < deadline:
         time.sleep(0.05)
