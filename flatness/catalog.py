@@ -10,6 +10,8 @@ unless ``subset`` names the first N samples.
 
 from __future__ import annotations
 
+import math
+
 from flatness import barrier, curvature, margin, minibatch, norms, sharpness
 from flatness.objective import Objective
 from flatness.registry import (
@@ -18,6 +20,7 @@ from flatness.registry import (
     SEED,
     SUBSET,
     Limit,
+    Measurement,
     at_least,
     one_of,
     register,
@@ -26,39 +29,42 @@ from flatness.registry import (
 # --- loss, accuracy and the generalisation gap -------------------------------------------------
 
 
-def _accuracy(obj: Objective) -> float:
-    accuracy = obj.evaluation().accuracy
-    if accuracy is None:
-        raise ValueError("accuracy needs integer class labels as targets")
-    return accuracy
+def _accuracy(obj: Objective, fn=lambda a: a) -> float | Measurement:
+    """``fn`` of the accuracy; on a task without class labels (regression), NaN with the reason
+    in ``extra["not_applicable"]`` instead of a number that means nothing."""
+    evaluation = obj.evaluation()
+    if evaluation.accuracy is None:
+        return Measurement(math.nan, {}, {"not_applicable": evaluation.accuracy_note})
+    return fn(evaluation.accuracy)
 
 
 def train_loss(obj: Objective) -> float:
     return obj.evaluation().loss
 
 
-def train_acc(obj: Objective) -> float:
+def train_acc(obj: Objective) -> float | Measurement:
     return _accuracy(obj)
 
 
-def train_error(obj: Objective) -> float:
-    return 1.0 - _accuracy(obj)
+def train_error(obj: Objective) -> float | Measurement:
+    return _accuracy(obj, lambda a: 1.0 - a)
 
 
 def test_loss(obj: Objective, *, test: Objective) -> float:
     return test.evaluation().loss
 
 
-def test_acc(obj: Objective, *, test: Objective) -> float:
+def test_acc(obj: Objective, *, test: Objective) -> float | Measurement:
     return _accuracy(test)
 
 
-def test_error(obj: Objective, *, test: Objective) -> float:
-    return 1.0 - _accuracy(test)
+def test_error(obj: Objective, *, test: Objective) -> float | Measurement:
+    return _accuracy(test, lambda a: 1.0 - a)
 
 
-def gap(obj: Objective, *, test: Objective) -> float:
-    return _accuracy(obj) - _accuracy(test)
+def gap(obj: Objective, *, test: Objective) -> float | Measurement:
+    train = _accuracy(obj)
+    return train if isinstance(train, Measurement) else _accuracy(test, lambda a: train - a)
 
 
 def gap_loss(obj: Objective, *, test: Objective) -> float:
