@@ -262,7 +262,9 @@ class Objective:
         ]
         try:
             xb, _ = next(iter(self.data.batches(1, self.device)))
-            with torch.no_grad(), self.in_mode():
+            # eval mode whatever the objective's: the sizes are the same, and batch norm in
+            # training mode refuses a single sample
+            with torch.no_grad(), eval_mode(self.model):
                 self.data.call(self.model, B.index(xb, slice(0, 1)), self._state(self.params))
         finally:
             for h in hooks:
