@@ -4,8 +4,9 @@ Each entry registers a function of :mod:`flatness.curvature`, :mod:`flatness.sha
 :mod:`flatness.norms` as it is; its defaults come from its signature (see :mod:`flatness.registry`).
 Only the loss/accuracy entries and two norm baselines that need the data's shape are defined here.
 References name the paper and the metric or part of it that defines the measure. Curvature and
-sharpness use the training loss without a weight-decay term, in eval mode, on the whole training set
-unless ``subset`` names the first N samples.
+sharpness use the training loss without a weight-decay term, in the mode ``measure`` is given (eval
+by default), on the whole training set unless ``subset`` names the first N samples. Accuracy measures
+on a task without class labels are NaN with the reason in ``extra["not_applicable"]``.
 """
 
 from __future__ import annotations
