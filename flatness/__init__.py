@@ -1,7 +1,8 @@
 """flatness: measure how flat a trained PyTorch model's minimum is, and whether it matters.
 
-Framework-free: give it a model and data as ``(x, y)`` tensors or a ``DataLoader``, get numbers
-with their settings back::
+Framework-free: give it a model and data as ``(x, y)`` tensors or a ``DataLoader`` (inputs a tensor, a
+tuple or a dict of tensors; ``batch_fn=`` and ``output_fn=`` for other layouts), get numbers with
+their settings back::
 
     results = flatness.measure(model, (x, y))                  # {name: Measurement}
     flatness.Hessian(model, (x, y)).eigenvalues(3).value       # PyHessian-style
@@ -12,7 +13,7 @@ when first called.
 """
 
 from flatness.curvature import Hessian
-from flatness.data import Data, as_data
+from flatness.data import Data, DataChangedError, as_data
 from flatness.directions import direction_between, pca_directions, random_direction
 from flatness.evaluate import Evaluation, eval_mode, evaluate
 from flatness.metrics import DEFAULT_METRICS, describe, measure, to_row
@@ -27,6 +28,7 @@ __all__ = [
     "DEFAULT_METRICS",
     "REGISTRY",
     "Data",
+    "DataChangedError",
     "Evaluation",
     "Hessian",
     "Measurement",

@@ -4,11 +4,14 @@ Each entry registers a function of :mod:`flatness.curvature`, :mod:`flatness.sha
 :mod:`flatness.norms` as it is; its defaults come from its signature (see :mod:`flatness.registry`).
 Only the loss/accuracy entries and two norm baselines that need the data's shape are defined here.
 References name the paper and the metric or part of it that defines the measure. Curvature and
-sharpness use the training loss without a weight-decay term, in eval mode, on the whole training set
-unless ``subset`` names the first N samples.
+sharpness use the training loss without a weight-decay term, in the mode ``measure`` is given (eval
+by default), on the whole training set unless ``subset`` names the first N samples. Accuracy measures
+on a task without class labels are NaN with the reason in ``extra["not_applicable"]``.
 """
 
 from __future__ import annotations
+
+import math
 
 from flatness import barrier, curvature, margin, minibatch, norms, sharpness
 from flatness.objective import Objective
@@ -18,6 +21,7 @@ from flatness.registry import (
     SEED,
     SUBSET,
     Limit,
+    Measurement,
     at_least,
     one_of,
     register,
@@ -26,39 +30,42 @@ from flatness.registry import (
 # --- loss, accuracy and the generalisation gap -------------------------------------------------
 
 
-def _accuracy(obj: Objective) -> float:
-    accuracy = obj.evaluation().accuracy
-    if accuracy is None:
-        raise ValueError("accuracy needs integer class labels as targets")
-    return accuracy
+def _accuracy(obj: Objective, fn=lambda a: a) -> float | Measurement:
+    """``fn`` of the accuracy; on a task without class labels (regression), NaN with the reason
+    in ``extra["not_applicable"]`` instead of a number that means nothing."""
+    evaluation = obj.evaluation()
+    if evaluation.accuracy is None:
+        return Measurement(math.nan, {}, {"not_applicable": evaluation.accuracy_note})
+    return fn(evaluation.accuracy)
 
 
 def train_loss(obj: Objective) -> float:
     return obj.evaluation().loss
 
 
-def train_acc(obj: Objective) -> float:
+def train_acc(obj: Objective) -> float | Measurement:
     return _accuracy(obj)
 
 
-def train_error(obj: Objective) -> float:
-    return 1.0 - _accuracy(obj)
+def train_error(obj: Objective) -> float | Measurement:
+    return _accuracy(obj, lambda a: 1.0 - a)
 
 
 def test_loss(obj: Objective, *, test: Objective) -> float:
     return test.evaluation().loss
 
 
-def test_acc(obj: Objective, *, test: Objective) -> float:
+def test_acc(obj: Objective, *, test: Objective) -> float | Measurement:
     return _accuracy(test)
 
 
-def test_error(obj: Objective, *, test: Objective) -> float:
-    return 1.0 - _accuracy(test)
+def test_error(obj: Objective, *, test: Objective) -> float | Measurement:
+    return _accuracy(test, lambda a: 1.0 - a)
 
 
-def gap(obj: Objective, *, test: Objective) -> float:
-    return _accuracy(obj) - _accuracy(test)
+def gap(obj: Objective, *, test: Objective) -> float | Measurement:
+    train = _accuracy(obj)
+    return train if isinstance(train, Measurement) else _accuracy(test, lambda a: train - a)
 
 
 def gap_loss(obj: Objective, *, test: Objective) -> float:

@@ -17,6 +17,7 @@ from torch import nn
 
 from flatness import hessian as H
 from flatness import params as P
+from flatness.batch import BatchFn, OutputFn
 from flatness.data import DataLike
 from flatness.evaluate import LossFn
 from flatness.inputs import check_data, check_model
@@ -167,6 +168,8 @@ class Hessian:
         H.trace().value, H.trace().error_bound
 
     Every method takes the settings of the measure it calls (same names, same defaults).
+    ``mode``, ``batch_fn`` and ``output_fn`` are :class:`~flatness.objective.Objective`'s: the
+    model runs in eval mode unless ``mode="train"``.
     """
 
     def __init__(
@@ -176,10 +179,21 @@ class Hessian:
         loss_fn: LossFn = F.cross_entropy,
         *,
         batch_size: int = 2048,
+        mode: str = "eval",
+        batch_fn: BatchFn | None = None,
+        output_fn: OutputFn | None = None,
     ):
         check_model(model)
         check_data(data, "data")
-        self.objective = Objective(model, data, loss_fn, batch_size=batch_size)
+        self.objective = Objective(
+            model,
+            data,
+            loss_fn,
+            batch_size=batch_size,
+            mode=mode,
+            batch_fn=batch_fn,
+            output_fn=output_fn,
+        )
 
     def _checked(self, metric: str, settings: dict) -> dict:
         from flatness.registry import validate

@@ -2,9 +2,11 @@
 
 Everything in ``flatness`` that needs a quantity summed over a dataset goes through :func:`accumulate`
 (or the grid engines below, which are its batched form), so that batching, the out-of-memory
-fallback, eval mode and float64 accumulation are decided in one place (DESIGN.md, "One loop over
-data"). Data come as ``(x, y)`` tensors or a loader of ``(x, y)`` batches (:mod:`flatness.data`).
-Measurements run in eval mode, entered and left through :func:`eval_mode`.
+fallback, the mode and float64 accumulation are decided in one place (DESIGN.md, "One loop over
+data"). Data come as ``(inputs, targets)`` tensors or a loader of batches (:mod:`flatness.data`);
+each batch is weighted by its number of targets, so a mean does not depend on how the data are cut
+into batches. Measurements run in eval mode unless asked otherwise, entered and left through
+:func:`eval_mode`; the checks of targets against the loss are :mod:`flatness.task`'s.
 """
 
 from __future__ import annotations
@@ -19,21 +21,26 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call, vmap
+from torch.func import vmap
 
+from flatness import batch as B
 from flatness.data import Data, DataLike, as_data
+from flatness.task import accuracy_reason, batch_loss, check_targets
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 QUANTITIES = ("loss", "acc")
+MODES = ("eval", "train")
 
 
 @dataclass(frozen=True)
 class Evaluation:
-    """Mean loss and accuracy over ``n`` samples (accuracy is None when targets are not class labels)."""
+    """Mean loss and accuracy over ``n`` samples; accuracy is None when the targets are not class
+    labels, and ``accuracy_note`` says why."""
 
     loss: float
     accuracy: float | None
     n: int
+    accuracy_note: str | None = None
 
     @property
     def error(self) -> float | None:
@@ -44,6 +51,8 @@ class Evaluation:
 def eval_mode(*models: nn.Module, training: bool = False) -> Iterator[None]:
     """Run the block with every module of ``models`` in eval mode (or train mode), then put back
     each submodule's own mode, which ``model.train(was_training)`` alone would not."""
+    if not isinstance(training, bool):
+        raise TypeError(f"training must be a bool (got {training!r})")
     saved = [[(m, m.training) for m in model.modules()] for model in models]
     for model in models:
         model.train(training)
@@ -63,7 +72,8 @@ def cross_entropy_sum(logits: torch.Tensor, target: torch.Tensor) -> torch.Tenso
     this form on 4000×10 logits (2 cores, torch 2.14.1). A surface spends up to a third of each point
     in the loss, so the evaluator uses this form whenever the loss is ``F.cross_entropy``.
     """
-    logits = logits.float()  # under autocast the logits may be half precision; the loss is not
+    if logits.dtype in (torch.float16, torch.bfloat16):  # under autocast; the loss is not
+        logits = logits.float()
     return (logits.logsumexp(dim=-1) - logits.gather(-1, target[:, None]).squeeze(-1)).sum()
 
 
@@ -75,21 +85,23 @@ def accumulate(
     mean: bool = True,
     detach: bool = True,
     on_retry: Callable[[], None] | None = None,
+    device: torch.device | None = None,
 ) -> tuple[Any, int]:
     """Σ over batches of ``per_batch(xb, yb)`` weighted by the batch's share of the samples (or
         unweighted with ``mean=False``); results may be tensors or dicts/tuples of them, detached
     unless ``detach=False`` (a sum of gradients that keep their graph).
 
-        On out-of-memory with tensor data the batch is halved and the sum started again (the result is
-        the same, only slower); ``on_retry`` lets the caller drop caches. Returns the sum and the batch
-        size that worked.
+        A batch's weight is its number of targets over the total. On out-of-memory with tensor data
+        the batch is halved and the sum started again (the result is the same, only slower);
+        ``on_retry`` lets the caller drop caches. Batches are moved to ``device`` when given.
+        Returns the sum and the batch size that worked.
     """
     n = len(data)
     while True:
         try:
             total = None
-            for xb, yb in data.batches(batch_size):
-                weight = len(xb) / n if mean else 1.0
+            for xb, yb in data.batches(batch_size, device):
+                weight = len(yb) / n if mean else 1.0
                 total = _weighted_sum(total, per_batch(xb, yb), weight, detach)
             return total, batch_size
         except torch.OutOfMemoryError:
@@ -103,14 +115,29 @@ def accumulate(
 
 
 def _batch_stats(out: torch.Tensor, yb: torch.Tensor, loss_fn: LossFn):
-    """Summed loss (float64) and the number of correct predictions (None for non-class targets)."""
-    classify = yb.dtype in (torch.int64, torch.int32) and yb.dim() == 1
-    if loss_fn is F.cross_entropy and classify:
+    """Summed loss (float64), the number of correct predictions (None where accuracy does not
+    apply) and the reason it does not."""
+    reason = accuracy_reason(out, yb)
+    if loss_fn is F.cross_entropy and reason is None:
+        check_targets(out, yb, loss_fn)
         loss = cross_entropy_sum(out, yb).double()
     else:
-        loss = loss_fn(out, yb).double() * len(yb)
-    correct = (out.argmax(dim=-1) == yb).sum() if classify else None
-    return loss, correct
+        loss = batch_loss(loss_fn, out, yb).double() * len(yb)
+    correct = (out.argmax(dim=-1) == yb).sum() if reason is None else None
+    return loss, correct, reason
+
+
+def model_device(model: nn.Module) -> torch.device | None:
+    """Where the model's parameters are (None for a model without any)."""
+    first = next(iter(model.parameters()), None)
+    return None if first is None else first.device
+
+
+def check_mode(mode: str) -> bool:
+    """Whether ``mode`` (one of :data:`MODES`) is training mode."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be 'eval' or 'train' (got {mode!r})")
+    return mode == "train"
 
 
 @torch.no_grad()
@@ -121,14 +148,26 @@ def evaluate(
     *,
     batch_size: int = 2048,
     params: Mapping[str, torch.Tensor] | None = None,
+    mode: str = "eval",
     train_mode: bool = False,
+    batch_fn: B.BatchFn | None = None,
+    output_fn: B.OutputFn | None = None,
 ) -> Evaluation:
     """Mean of ``loss_fn`` (which must return a batch mean) and accuracy of ``model`` over ``data``.
 
     ``params`` evaluates the model at other parameter values through ``functional_call`` without
-    touching its own; ``train_mode=True`` runs in training mode (batch statistics in BN).
+    touching its own. ``mode="eval"`` (default) runs every module in eval mode; ``mode="train"``
+    (or the older ``train_mode=True``) in training mode: batch norm normalises by each batch's own
+    statistics, and its running statistics are left as they were; dropout draws from torch's
+    global generator (seed it for a repeatable number). ``batch_fn`` and ``output_fn`` read other
+    batch layouts and model outputs (:mod:`flatness.batch`).
     """
-    with eval_mode(model, training=train_mode):
+    training = check_mode(mode) or train_mode
+    data = as_data(data, batch_fn=batch_fn, output_fn=output_fn)
+    if training:  # the model's own running statistics must not move: the forward sees copies
+        buffers = {k: b.detach().clone() for k, b in model.named_buffers()}
+        params = {**buffers, **(params or {})}
+    with eval_mode(model, training=training):
         return evaluate_as_is(model, data, loss_fn, batch_size=batch_size, params=params)
 
 
@@ -140,28 +179,31 @@ def evaluate_as_is(
     *,
     batch_size: int = 2048,
     params: Mapping[str, torch.Tensor] | None = None,
+    batch_fn: B.BatchFn | None = None,
+    output_fn: B.OutputFn | None = None,
 ) -> Evaluation:
     """:func:`evaluate` in whatever mode the model is in already.
 
     For hot loops (a surface evaluates thousands of points) that set the mode once: switching modes
     walks every submodule, which for a small MLP costs about a tenth of a forward pass.
     """
-    data = as_data(data)
-    counts = {"correct": 0, "classify": True}
+    data = as_data(data, batch_fn=batch_fn, output_fn=output_fn)
+    counts: dict[str, Any] = {"correct": 0, "reason": None}
 
     def per_batch(xb, yb):
-        out = model(xb) if params is None else functional_call(model, dict(params), (xb,))
-        loss, correct = _batch_stats(out, yb, loss_fn)
+        out = data.call(model, xb, None if params is None else dict(params))
+        loss, correct, reason = _batch_stats(out, yb, loss_fn)
         if correct is None:
-            counts["classify"] = False
+            counts["reason"] = counts["reason"] or reason
         else:
             counts["correct"] += correct
         return loss
 
-    total, _ = accumulate(data, per_batch, batch_size, mean=False)
+    total, _ = accumulate(data, per_batch, batch_size, mean=False, device=model_device(model))
     n = len(data)
-    accuracy = int(counts["correct"]) / n if counts["classify"] else None
-    return Evaluation(loss=total.item() / n, accuracy=accuracy, n=n)
+    reason = counts["reason"]
+    accuracy = int(counts["correct"]) / n if reason is None else None
+    return Evaluation(loss=total.item() / n, accuracy=accuracy, n=n, accuracy_note=reason)
 
 
 # --- many parameter points: the grid engines of flatness.surface ---------------------------------
@@ -189,7 +231,9 @@ def evaluate_points_loop(
 
     values = {f"{s}_{q}": np.empty(len(coords)) for s in splits for q in QUANTITIES}
     model.eval()  # once for the whole grid; the caller restores the mode
-    targets = {k: p for k, p in model.named_parameters() if k in theta}
+    # .data: writes that do not bump the parameters' version counters, so that an autograd graph
+    # the caller holds stays usable once the weights are restored
+    targets = {k: p.data for k, p in model.named_parameters() if k in theta}
     dest, start = list(targets.values()), [theta[k] for k in targets]
     dir_lists = [[d[k] for k in targets] for d in directions]
     for n, c in enumerate(
@@ -228,12 +272,14 @@ def evaluate_points_vmap(
     names = list(theta)
     d_stack = [torch.stack([d[k] for d in directions]) for k in names]  # (K, *shape) per parameter
 
-    def point_stats(flat_params, xb, yb):
-        out = functional_call(model, dict(zip(names, flat_params, strict=True)), (xb,))
-        loss, correct = _batch_stats(out, yb, loss_fn)
+    def point_stats(flat_params, xb, yb, data):
+        out = data.call(model, xb, dict(zip(names, flat_params, strict=True)))
+        loss, correct, _ = _batch_stats(out, yb, loss_fn)
         return loss, correct if correct is not None else torch.zeros((), dtype=torch.int64)
 
-    batched = vmap(point_stats, in_dims=(0, None, None))
+    def batched(data):
+        return vmap(lambda p, xb, yb: point_stats(p, xb, yb, data), in_dims=(0, None, None))
+
     chunk = chunk_size or _default_chunk(theta, splits, batch_size)
     values = {f"{s}_{q}": np.empty(len(coords)) for s in splits for q in QUANTITIES}
     dtype = next(iter(theta.values())).dtype
@@ -249,8 +295,13 @@ def evaluate_points_vmap(
             ]
             with torch.no_grad():
                 for s, data in splits.items():
+                    fn = batched(data)
                     (loss, correct), _ = accumulate(
-                        data, lambda xb, yb, p=stacked: batched(p, xb, yb), batch_size, mean=False
+                        data,
+                        lambda xb, yb, p=stacked, f=fn: f(p, xb, yb),
+                        batch_size,
+                        mean=False,
+                        device=device,
                     )
                     n = len(data)
                     values[f"{s}_loss"][start : start + len(c)] = (loss / n).cpu().numpy()
@@ -278,7 +329,7 @@ def _default_chunk(theta: Mapping[str, torch.Tensor], splits: Mapping[str, Data]
     free, _ = torch.cuda.mem_get_info(device)
     param_bytes = sum(t.numel() * t.element_size() for t in theta.values())
     data = next(iter(splits.values()))
-    features = math.prod(data.sample_shape())
+    features = data.sample_numel()
     # Per point: its weights, plus a generous guess at activations (10 floats per input feature).
     act_bytes = min(batch_size, len(data)) * features * 4 * 10
     return int(max(1, min(1024, 0.5 * free // (param_bytes + act_bytes))))
@@ -292,7 +343,7 @@ def recompute_bn_statistics(model: nn.Module, data: DataLike, batch_size: int = 
     if not bns:
         return
     if isinstance(data, torch.Tensor):
-        data = Data(data, data)
+        data = Data(data, torch.zeros(len(data)))
     data = as_data(data)
     saved_momentum = [m.momentum for m in bns]
     for m in bns:
@@ -300,7 +351,13 @@ def recompute_bn_statistics(model: nn.Module, data: DataLike, batch_size: int = 
         m.momentum = None  # cumulative moving average: the mean over all batches seen
     model.train()
     try:
-        accumulate(data, lambda xb, _: model(xb).sum(), batch_size, mean=False)
+        accumulate(
+            data,
+            lambda xb, _: data.call(model, xb).sum(),
+            batch_size,
+            mean=False,
+            device=model_device(model),
+        )
     finally:
         model.eval()
         for m, mom in zip(bns, saved_momentum, strict=True):

@@ -10,6 +10,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from flatness import batch as B
+
 
 def check_model(model: Any, argument: str = "model") -> None:
     """``model`` is a module with at least one trainable parameter, every parameter finite."""
@@ -24,8 +26,9 @@ def check_model(model: Any, argument: str = "model") -> None:
 
 
 def check_data(data: Any, argument: str = "data") -> None:
-    """``(x, y)`` tensors with finite floating inputs and as many targets as inputs; a loader is
-    checked batch by batch as it is read (by :class:`flatness.objective.Objective`)."""
+    """``(x, y)`` tensors with finite floating inputs and as many targets as inputs (``x`` a
+    tensor, a tuple or a mapping of tensors); a loader is checked batch by batch as it is read
+    (:func:`flatness.batch.split`)."""
     if isinstance(data, Mapping):
         raise TypeError(
             f"{argument}: expected (x, y) tensors or a loader of (x, y) batches, got a mapping "
@@ -34,12 +37,16 @@ def check_data(data: Any, argument: str = "data") -> None:
     if not (isinstance(data, tuple | list) and len(data) == 2):
         return  # a loader: its batches are read later
     x, y = data
-    if not isinstance(x, torch.Tensor) or not isinstance(y, torch.Tensor):
+    if not isinstance(y, torch.Tensor):
+        if isinstance(x, torch.Tensor):
+            raise TypeError(f"{argument}: expected (x, y) as tensors")
+        return  # a list of two batches: a loader
+    if not isinstance(x, torch.Tensor | tuple | list | Mapping):
         raise TypeError(f"{argument}: expected (x, y) as tensors")
-    if len(x) != len(y):
-        raise ValueError(f"{argument}: {len(x)} inputs but {len(y)} targets")
-    if x.is_floating_point() and not torch.isfinite(x).all():
-        raise ValueError(f"{argument}: the inputs x hold NaN or infinity")
+    B.check_inputs(B.normalise(x), len(y), argument)
+    for t in B.leaves(x):
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            raise ValueError(f"{argument}: the inputs x hold NaN or infinity")
 
 
 def check_init(init: Mapping[str, torch.Tensor], model: nn.Module) -> None:

@@ -7,23 +7,23 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from torch.func import functional_call
 
-from flatness.evaluate import eval_mode
 from flatness.objective import Objective
 from flatness.registry import Measurement, records_settings
+from flatness.task import accuracy_reason
 
 
 def margins(obj: Objective) -> torch.Tensor:
-    """Every sample's margin f(x)_y − max_{j≠y} f(x)_j at the objective's parameters, eval mode."""
-    params = {**obj.frozen, **obj.params}
+    """Every sample's margin f(x)_y − max_{j≠y} f(x)_j at the objective's parameters, in its mode."""
     parts = []
     # per-sample values, not a sum over batches, so the loop is data.batches and not accumulate
-    with eval_mode(obj.model), torch.no_grad():
-        for xb, yb in obj.data.batches(obj.batch_size):
-            if yb.dtype.is_floating_point or yb.dim() != 1:
-                raise ValueError("the output margin needs integer class labels as targets")
-            logits = functional_call(obj.model, (params, obj.buffers), (xb,)).double()
+    with obj.in_mode(), torch.no_grad():
+        for xb, yb in obj.data.batches(obj.batch_size, obj.device):
+            logits = obj.data.call(obj.model, xb, obj._state(obj.params))
+            reason = accuracy_reason(logits, yb)
+            if reason is not None:
+                raise ValueError(f"the output margin does not apply: {reason}")
+            logits = logits.double()
             own = logits.gather(1, yb[:, None]).squeeze(1)
             others = logits.scatter(1, yb[:, None], float("-inf")).amax(dim=1)
             parts.append(own - others)

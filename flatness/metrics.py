@@ -16,6 +16,7 @@ from torch import nn
 
 from flatness import catalog  # noqa: F401  (fills the registry)
 from flatness import params as P
+from flatness.batch import BatchFn, OutputFn
 from flatness.data import DataLike
 from flatness.evaluate import LossFn
 from flatness.inputs import check_data, check_init, check_model
@@ -44,6 +45,9 @@ def measure(
     init: Mapping[str, torch.Tensor] | None = None,
     batch_size: int = 2048,
     on_error: str = "raise",
+    mode: str = "eval",
+    batch_fn: BatchFn | None = None,
+    output_fn: OutputFn | None = None,
 ) -> dict[str, Measurement]:
     """Measure ``metrics`` of ``model`` on its training ``data`` (and ``test`` data, if a metric
     needs it); returns ``{name: Measurement}``.
@@ -55,6 +59,15 @@ def measure(
     validated before any work. The model is never changed. With ``on_error="record"`` a measure that
     raises comes back with ``failure`` set and a NaN value instead of stopping the others.
     ``pandas.DataFrame([flatness.to_row(result)])`` makes a table row.
+
+    ``mode`` is the mode every measure runs the model in: ``"eval"`` (default; batch norm on its
+    running statistics, no dropout) or ``"train"`` (batch statistics, running statistics left
+    untouched; refused with active dropout): see :class:`~flatness.objective.Objective`. Each
+    result records it in its settings. Inputs may be a tensor, a tuple or a mapping of tensors;
+    ``batch_fn`` turns a loader's batch of another layout into ``(inputs, targets)`` and
+    ``output_fn`` a model output that is not the predictions tensor (a tuple, a dict, an output
+    object) into it (:mod:`flatness.batch`). Accuracy measures on targets that are not class labels
+    are NaN with the reason in ``extra["not_applicable"]``.
     """
     if on_error not in ("raise", "record"):
         raise ValueError(f"on_error must be 'raise' or 'record' (got {on_error!r})")
@@ -73,9 +86,12 @@ def measure(
     if needs_test and test is None:
         verb = "needs" if len(needs_test) == 1 else "need"
         raise ValueError(f"{', '.join(needs_test)} {verb} test data: pass test=(x, y) or a loader")
-    obj = Objective(model, data, loss_fn, batch_size=batch_size)
+    adapt = {"mode": mode, "batch_fn": batch_fn, "output_fn": output_fn}
+    obj = Objective(model, data, loss_fn, batch_size=batch_size, **adapt)
     inputs = {
-        "test": None if test is None else Objective(model, test, loss_fn, batch_size=batch_size),
+        "test": None
+        if test is None
+        else Objective(model, test, loss_fn, batch_size=batch_size, **adapt),
         "init": init,
     }
     out: dict[str, Measurement] = {}
@@ -90,6 +106,7 @@ def measure(
                 raise
             out[name] = Measurement(float("nan"), settings, failure=f"{type(exc).__name__}: {exc}")
             continue
+        settings = {**settings, "mode": mode}
         if isinstance(value, Measurement):
             out[name] = Measurement(
                 value.value, {**settings, **value.settings}, value.extra, value.error_bound

@@ -43,19 +43,12 @@ def minibatch_lambda_max(
     count = min(n_batches, obj.n // b)
     if count < 1:
         raise ValueError(f"b: {b} exceeds the {obj.n} samples measured on")
-    x, y = obj.data.tensors()
+    whole = obj.on(obj.data.tensors())  # the loader read once, not once per batch
     order = torch.randperm(obj.n, generator=torch.Generator().manual_seed(seed))
     values = []
     for i in range(count):
-        idx = order[i * b : (i + 1) * b].to(x.device)
-        batch = Objective(
-            obj.model,
-            (x[idx], y[idx]),
-            obj.loss_fn,
-            batch_size=obj.batch_size,
-            names=obj.names,  # the same parameters as the whole-set objective
-            graph_memory=obj.graph_memory,
-        )
+        # the same parameters, mode and output_fn as the whole-set objective
+        batch = whole.on(whole.data.select(order[i * b : (i + 1) * b]))
         values.append(lambda_max(batch, tol=tol, max_iter=max_iter, seed=seed + i).value)
     mean = float(np.mean(values))
     stderr = float(np.std(values, ddof=1) / math.sqrt(count)) if count > 1 else math.nan

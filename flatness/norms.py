@@ -95,7 +95,7 @@ def fisher_rao_norm(obj: Objective, *, subset: int | None = None) -> float:
     params = {**obj.frozen, **obj.params}
 
     def per_sample_losses(p, xb, yb):
-        out = torch.func.functional_call(obj.model, (p, obj.buffers), (xb,))
+        out = obj.data.call(obj.model, xb, (p, obj.buffers))
         if obj.loss_fn is F.cross_entropy:
             return F.cross_entropy(out, yb, reduction="none")
         return torch.func.vmap(lambda o, t: obj.loss_fn(o[None], t[None]))(out, yb)
@@ -104,6 +104,6 @@ def fisher_rao_norm(obj: Objective, *, subset: int | None = None) -> float:
         _, directional = jvp(lambda p: per_sample_losses(p, xb, yb), (params,), (params,))
         return directional.double().pow(2).sum()
 
-    with eval_mode(obj.model):
-        total, _ = accumulate(obj.data, per_batch, obj.batch_size, mean=False)
+    with obj.in_mode(derivatives=1):
+        total, _ = accumulate(obj.data, per_batch, obj.batch_size, mean=False, device=obj.device)
     return float((total / obj.n).sqrt())

@@ -2,26 +2,37 @@
 
 Every measure of the catalogue takes an :class:`Objective` and its settings. The objective is exact
 over the whole dataset (batches are summed through :func:`flatness.evaluate.accumulate`), runs the
-model in eval mode through ``torch.func.functional_call`` and never changes it. Hessian-vector
-products cache the gradient's graph, batch by batch, whenever the graphs fit in memory (PyHessian's
-way, Yao et al. 2020): one backward pass per product instead of a forward and two backward passes.
+model in the mode asked for (eval by default) through ``torch.func.functional_call`` and never
+changes it: not its parameters, buffers, ``.grad`` or mode, nor an autograd graph the caller holds.
+Hessian-vector products cache the gradient's graph, batch by batch, whenever the graphs fit in
+memory (PyHessian's way, Yao et al. 2020): one backward pass per product instead of a forward and
+two backward passes.
+
+Second derivatives need kernels that have them. Scaled-dot-product attention (``nn.MultiheadAttention``,
+``nn.TransformerEncoder``, ``F.scaled_dot_product_attention``) runs on ``SDPBackend.MATH`` while a
+Hessian-vector product is computed: the flash and memory-efficient kernels have no double backward
+(same numbers, more memory). Recurrent layers (LSTM, GRU) run without cuDNN for derivatives on CUDA,
+whose RNN kernels differentiate only in training mode and never twice.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import warnings
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.func import functional_call
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from flatness import batch as B
 from flatness import params as P
 from flatness.data import Data, DataLike, as_data
-from flatness.evaluate import Evaluation, LossFn, accumulate, eval_mode, evaluate
+from flatness.evaluate import Evaluation, LossFn, accumulate, check_mode, eval_mode, evaluate
+from flatness.task import batch_loss
 
 HVP_MODES = ("auto", "cached-graph", "forward-over-reverse", "reverse-over-reverse")
 
@@ -29,10 +40,21 @@ HVP_MODES = ("auto", "cached-graph", "forward-over-reverse", "reverse-over-rever
 class Objective:
     """The mean loss of ``model`` over ``data`` as a function of its trainable parameters.
 
-    ``data`` is ``(x, y)`` tensors or a loader of ``(x, y)`` batches; tensors are cut into batches of
-    ``batch_size``. ``names`` restricts the parameters that vary (default: all trainable ones); no
-    weight-decay term is included. ``graph_memory`` caps the bytes that cached gradient graphs may
-    take (default: half the free accelerator memory, or a quarter of the available RAM).
+    ``data`` is ``(inputs, targets)`` tensors or a loader of batches (:mod:`flatness.data`; inputs a
+    tensor, a tuple or a mapping of tensors); tensors are cut into batches of ``batch_size``, and
+    each batch's mean loss is weighted by its number of targets. ``batch_fn`` turns a batch of
+    another layout into ``(inputs, targets)`` and ``output_fn`` a model output that is not the
+    predictions tensor into it (:mod:`flatness.batch`). ``names`` restricts the parameters that
+    vary (default: all trainable ones); no weight-decay term is included. ``graph_memory`` caps the
+    bytes that cached gradient graphs may take (default: half the free accelerator memory, or a
+    quarter of the available RAM).
+
+    ``mode="eval"`` (default) measures the function the model computes at test time: batch norm
+    uses its running statistics, dropout is off. ``mode="train"`` measures the training loss as
+    the optimiser saw it: batch norm normalises by each batch's statistics (so the value depends
+    on the batches: pass tensors, or a loader with fixed batches) and its running statistics are
+    never updated. Dropout in training mode draws a new function on every pass, which no
+    iterative measure can use: ``mode="train"`` on a model with active dropout is refused.
     """
 
     def __init__(
@@ -44,8 +66,16 @@ class Objective:
         batch_size: int = 2048,
         names: list[str] | None = None,
         graph_memory: int | None = None,
+        mode: str = "eval",
+        batch_fn: B.BatchFn | None = None,
+        output_fn: B.OutputFn | None = None,
     ):
-        self.model, self.data, self.loss_fn = model, as_data(data), loss_fn
+        self.training = check_mode(mode)
+        self.mode = mode
+        if self.training:
+            refuse_dropout(model)
+        self.model, self.loss_fn = model, loss_fn
+        self.data = as_data(data, batch_fn=batch_fn, output_fn=output_fn)
         self.batch_size = batch_size
         all_params = {k: p.detach() for k, p in model.named_parameters() if p.requires_grad}
         if not all_params:
@@ -56,7 +86,6 @@ class Objective:
         # A copy: the model's own buffers may be restored in place later (after a measurement), which
         # would invalidate a cached graph that saw them.
         self.buffers = {k: b.detach().clone() for k, b in model.named_buffers()}
-        self.n = len(self.data)
         self.dim = sum(p.numel() for p in self.params.values())
         self.hvp_count = 0
         self.hvp_mode: str | None = None  # the path the last product took
@@ -66,41 +95,77 @@ class Objective:
         self._evaluation: Evaluation | None = None
         self._subsets: dict[int, Objective] = {}
 
+    @property
+    def n(self) -> int:
+        """The number of samples (a loader is counted on first use, by one pass)."""
+        return len(self.data)
+
     # --- the objective on part of the data, and plain evaluation ---------------------------------
 
+    def on(self, data: DataLike) -> Objective:
+        """The same objective (model, loss, mode, parameters, output_fn) on other data."""
+        return Objective(
+            self.model,
+            as_data(data, output_fn=self.data.output_fn),
+            self.loss_fn,
+            batch_size=self.batch_size,
+            names=self.names,
+            graph_memory=self.graph_memory,
+            mode=self.mode,
+        )
+
     def subset(self, n: int | None) -> Objective:
-        """The same objective on the first ``n`` samples (itself for None); cached per ``n``."""
-        if n is None or n >= self.n:
+        """The same objective on the first ``n`` samples (itself for None); cached per ``n``. A
+        loader is read once, up to those samples."""
+        if n is None or (self.data.is_tensors and n >= self.n):
             return self
         if n not in self._subsets:
-            self._subsets[n] = Objective(
-                self.model,
-                self.data.head(n),
-                self.loss_fn,
-                batch_size=self.batch_size,
-                names=self.names,
-                graph_memory=self.graph_memory,
-            )
+            self._subsets[n] = self.on(self.data.head(n))
         return self._subsets[n]
 
     def evaluation(self) -> Evaluation:
         """Loss and accuracy of the model's own weights on the data (computed once)."""
         if self._evaluation is None:
             self._evaluation = evaluate(
-                self.model, self.data, self.loss_fn, batch_size=self.batch_size
+                self.model, self.data, self.loss_fn, batch_size=self.batch_size, mode=self.mode
             )
         return self._evaluation
 
     # --- value, gradient -------------------------------------------------------------------------
 
-    def _batch_loss(self, params: Mapping[str, torch.Tensor], xb, yb) -> torch.Tensor:
-        out = functional_call(self.model, ({**self.frozen, **params}, self.buffers), (xb,))
-        return self.loss_fn(out, yb)
+    def _state(self, params: Mapping[str, torch.Tensor]) -> tuple[dict, dict]:
+        # In training mode batch norm writes its running statistics in place: it gets copies.
+        buffers = self.buffers
+        if self.training:
+            buffers = {k: b.clone() for k, b in buffers.items()}
+        return {**self.frozen, **params}, buffers
 
-    def _sum(self, per_batch, detach: bool = True):
-        with eval_mode(self.model):
+    def _batch_loss(self, params: Mapping[str, torch.Tensor], xb, yb) -> torch.Tensor:
+        out = self.data.call(self.model, xb, self._state(params))
+        return batch_loss(self.loss_fn, out, yb)
+
+    @contextlib.contextmanager
+    def in_mode(self, derivatives: int = 0) -> Iterator[None]:
+        """The block runs the model in this objective's mode, with kernels that have the
+        ``derivatives`` needed (see the module docstring)."""
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(eval_mode(self.model, training=self.training))
+            if derivatives >= 1 and self.device.type == "cuda" and _has_rnn(self.model):
+                stack.enter_context(torch.backends.cudnn.flags(enabled=False))
+            if derivatives >= 2:
+                _warn_attention(self.model)
+                stack.enter_context(sdpa_kernel(SDPBackend.MATH))
+            yield
+
+    def _sum(self, per_batch, detach: bool = True, derivatives: int = 0):
+        with self.in_mode(derivatives):
             total, self.batch_size = accumulate(
-                self.data, per_batch, self.batch_size, detach=detach, on_retry=self._drop_graph
+                self.data,
+                per_batch,
+                self.batch_size,
+                detach=detach,
+                on_retry=self._drop_graph,
+                device=self.device,
             )
         return total
 
@@ -116,7 +181,7 @@ class Objective:
         """The mean loss and its gradient with respect to the varying parameters."""
         params = dict(self.params if params is None else params)
         grad_fn = torch.func.grad_and_value(self._batch_loss)
-        grads, value = self._sum(lambda xb, yb: grad_fn(params, xb, yb))
+        grads, value = self._sum(lambda xb, yb: grad_fn(params, xb, yb), derivatives=1)
         return value.item(), grads
 
     # --- Hessian-vector products -----------------------------------------------------------------
@@ -162,7 +227,8 @@ class Objective:
             out = self._cached_graph_hvp(v)
         else:
             out = self._sum(
-                self._hvp_per_batch(v, dict(self.params if params is None else params), mode)
+                self._hvp_per_batch(v, dict(self.params if params is None else params), mode),
+                derivatives=2,
             )
         self.hvp_count += 1
         self.hvp_mode = mode
@@ -187,22 +253,24 @@ class Objective:
         activations of every sample (measured with forward hooks on one sample) kept about three
         times over by a double-backward graph, plus one gradient per batch."""
         sizes: list[int] = []
-        hooks = [
-            m.register_forward_hook(lambda _m, _i, out: sizes.append(out.numel()))
+        hooks = [  # outputs may be tuples (an LSTM's) or dicts: count every tensor in them
+            m.register_forward_hook(
+                lambda _m, _i, out: sizes.append(sum(t.numel() for t in B.leaves(out)))
+            )
             for m in self.model.modules()
             if not list(m.children())
         ]
         try:
-            xb, _ = next(iter(self.data.batches(1)))
+            xb, _ = next(iter(self.data.batches(1, self.device)))
+            # eval mode whatever the objective's: the sizes are the same, and batch norm in
+            # training mode refuses a single sample
             with torch.no_grad(), eval_mode(self.model):
-                functional_call(
-                    self.model, ({**self.frozen, **self.params}, self.buffers), (xb[:1],)
-                )
+                self.data.call(self.model, B.index(xb, slice(0, 1)), self._state(self.params))
         finally:
             for h in hooks:
                 h.remove()
         element = next(iter(self.params.values())).element_size()
-        per_sample = 3 * (sum(sizes) + math.prod(xb.shape[1:])) * element
+        per_sample = 3 * (sum(sizes) + B.per_sample_numel(xb)) * element
         n_batches = math.ceil(self.n / self.batch_size) if self.data.is_tensors else 1
         return per_sample * self.n + 2 * n_batches * self.dim * element
 
@@ -233,6 +301,7 @@ class Objective:
                 grads = self._sum(
                     lambda xb, yb: _grad_with_graph(self._batch_loss(leaves, xb, yb), leaves),
                     detach=False,
+                    derivatives=2,
                 )
             used = [(k, g) for k, g in grads.items() if g.requires_grad]
             self._graph = (leaves, used)
@@ -261,6 +330,47 @@ class Objective:
     @property
     def device(self) -> torch.device:
         return next(iter(self.params.values())).device
+
+
+def refuse_dropout(model: nn.Module) -> None:
+    """Raise when ``model`` has dropout that training mode would switch on."""
+    for name, m in model.named_modules():
+        if isinstance(m, nn.modules.dropout._DropoutNd):
+            p = m.p
+        elif isinstance(m, nn.MultiheadAttention) or (
+            isinstance(m, nn.RNNBase) and m.num_layers > 1
+        ):
+            p = m.dropout
+        else:
+            continue
+        if p > 0:
+            raise ValueError(
+                f"mode='train' with dropout (module {name or type(m).__name__!r}, p={p:g}): every "
+                "pass draws new dropout masks, so the loss is another function on each pass and "
+                "an iterative measure (Hessian, sharpness) means nothing; use mode='eval' (the "
+                "default) or set the dropout probability to 0"
+            )
+
+
+def _has_rnn(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.RNNBase) for m in model.modules())
+
+
+_ATTENTION_WARNED = False
+
+
+def _warn_attention(model: nn.Module) -> None:
+    """Say once per process that attention runs on the math kernel for second derivatives."""
+    global _ATTENTION_WARNED
+    if _ATTENTION_WARNED or not any(isinstance(m, nn.MultiheadAttention) for m in model.modules()):
+        return
+    _ATTENTION_WARNED = True
+    warnings.warn(
+        "flatness: scaled-dot-product attention runs on SDPBackend.MATH for Hessian-vector "
+        "products (the flash and memory-efficient kernels have no second derivative); the numbers "
+        "are the same, memory use is higher",
+        stacklevel=4,
+    )
 
 
 def jvp(fn, primals, tangents):

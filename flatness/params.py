@@ -71,7 +71,12 @@ def count(a: Mapping[str, torch.Tensor]) -> int:
 
 @contextlib.contextmanager
 def restored(model: nn.Module) -> Iterator[nn.Module]:
-    """Run a block that may change the model, then put back its exact parameters, buffers and mode."""
+    """Run a block that may change the model, then put back its exact parameters, buffers and mode.
+
+    Only what changed is written back, through ``.data``: a write to the tensor itself would bump
+    its version counter and break the backward pass of a graph the caller built before the block
+    (measuring between a caller's forward and backward must leave that backward working).
+    """
     saved = {k: v.detach().clone() for k, v in model.state_dict(keep_vars=True).items()}
     modes = {name: m.training for name, m in model.named_modules()}
     try:
@@ -79,7 +84,8 @@ def restored(model: nn.Module) -> Iterator[nn.Module]:
     finally:
         with torch.no_grad():
             for k, v in model.state_dict(keep_vars=True).items():
-                v.copy_(saved[k])
+                if not torch.equal(v.data, saved[k]):
+                    v.data.copy_(saved[k])
         for name, m in model.named_modules():
             m.training = modes[name]
 

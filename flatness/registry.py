@@ -64,6 +64,9 @@ def records_settings(fn: Callable[..., Measurement]) -> Callable[..., Measuremen
         bound = signature.bind(*args, **kwargs)
         bound.apply_defaults()
         settings = {k: v for k, v in list(bound.arguments.items())[1:] if k not in INPUTS}
+        mode = getattr(args[0], "mode", None) if args else None  # an Objective's eval/train
+        if mode is not None:
+            settings["mode"] = mode
         out = fn(*args, **kwargs)
         return dataclasses.replace(out, settings={**settings, **out.settings})
 

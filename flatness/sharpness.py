@@ -198,15 +198,16 @@ def m_sharpness(
 ) -> Measurement:
     """The worst-case sharpness on each of ``batches`` disjoint random batches of ``m`` training
     samples, averaged (Foret et al. 2021's m-sharpness); ``error_bound`` is its standard error."""
-    x, y = obj.data.tensors()
-    if not (isinstance(m, int) and 1 <= m <= len(x)):
-        raise ValueError(f"m must be an integer in [1, {len(x)}] (got {m!r})")
-    order = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed)).to(x.device)
-    count = min(batches, len(x) // m)
+    whole = obj.on(obj.data.tensors())  # the loader read once, not once per batch
+    n = whole.n
+    if not (isinstance(m, int) and 1 <= m <= n):
+        raise ValueError(f"m must be an integer in [1, {n}] (got {m!r})")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    count = min(batches, n // m)
     values = []
     for b in range(count):
-        idx = order[b * m : (b + 1) * m]
-        part = Objective(obj.model, (x[idx], y[idx]), obj.loss_fn, batch_size=m, names=obj.names)
+        part = whole.on(whole.data.select(order[b * m : (b + 1) * m]))
+        part.batch_size = m
         values.append(
             worst_case_sharpness(
                 part, rho, norm=norm, adaptive=adaptive, eta=eta, steps=steps, seed=seed + b
@@ -299,7 +300,14 @@ def pacbayes_sigma(
         {k: torch.randn(v.shape, generator=g, dtype=v.dtype).to(v.device) for k, v in theta.items()}
         for _ in range(samples)
     ]
-    base_error = 1.0 - evaluate(model, data, batch_size=batch_size).accuracy
+
+    def error(params=None) -> float:
+        at = evaluate(model, data, obj.loss_fn, batch_size=batch_size, params=params, mode=obj.mode)
+        if at.accuracy is None:
+            raise ValueError(f"pacbayes_sigma is defined by the training error: {at.accuracy_note}")
+        return 1.0 - at.accuracy
+
+    base_error = error()
 
     def rise(sigma: float) -> float:
         errors = []
@@ -311,8 +319,7 @@ def pacbayes_sigma(
                 }
             else:
                 noisy = {k: theta[k] + sigma * z[k] for k in theta}
-            at = evaluate(model, data, batch_size=batch_size, params={**obj.frozen, **noisy})
-            errors.append(1.0 - at.accuracy)
+            errors.append(error({**obj.frozen, **noisy}))
         return float(np.mean(errors)) - base_error
 
     lo, hi = sigma_min, sigma_max

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from flatness import params as P
+from flatness.batch import BatchFn, OutputFn
 from flatness.data import DataLike, as_data
 from flatness.directions import random_direction
 from flatness.evaluate import (
@@ -184,6 +185,8 @@ def evaluate_grid(
     chunk_size: int | None = None,
     precision: str = "fp32",
     progress: bool = False,
+    batch_fn: BatchFn | None = None,
+    output_fn: OutputFn | None = None,
 ) -> dict[str, Any]:
     """Evaluate θ + Σ_k coords[n, k]·directions[k] for every row n of ``coords``.
 
@@ -192,7 +195,8 @@ def evaluate_grid(
     running statistics at every point from ``bn_samples`` training samples (Li et al. 2018 keep them
     frozen, our default). ``precision`` runs the forward passes in ``fp32`` (default), ``tf32``
     (CUDA matmuls and convolutions), or under autocast in ``bf16`` or ``fp16`` (CUDA only); losses are
-    always accumulated in float64. The model is left bit-identical.
+    always accumulated in float64. ``batch_fn`` and ``output_fn`` read other batch layouts and
+    model outputs (:mod:`flatness.batch`). The model is left bit-identical.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {list(PRECISIONS)} (got {precision!r})")
@@ -209,7 +213,7 @@ def evaluate_grid(
         raise ValueError("coords: the grid holds NaN or infinity (check span)")
     if coords.ndim != 2 or coords.shape[1] != len(directions):
         raise ValueError(f"coords must have shape (N, {len(directions)}) (got {coords.shape})")
-    splits = _splits(train, test, subset)
+    splits = _splits(train, test, subset, batch_fn, output_fn)
     theta = P.named_params(model)
     chosen = _choose_engine(engine, model, theta, bn_policy)
     bn_data = splits["train"].head(bn_samples) if bn_policy == "recompute" else None
@@ -280,6 +284,8 @@ def interpolate(
     bn_policy: str = "frozen",
     bn_samples: int = 1024,
     progress: bool = False,
+    batch_fn: BatchFn | None = None,
+    output_fn: OutputFn | None = None,
 ) -> Surface:
     """Loss and accuracy of (1−t)·θ_a + t·θ_b (Goodfellow et al. 2015; Keskar et al. 2017, Fig. 3).
 
@@ -305,7 +311,7 @@ def interpolate(
     from tqdm.auto import tqdm
 
     work = copy.deepcopy(model_a)  # the inputs are never touched
-    splits = _splits(train, test, subset)
+    splits = _splits(train, test, subset, batch_fn, output_fn)
     bn_data = splits["train"].head(bn_samples)
     values = {f"{s}_{q}": np.empty(len(ts)) for s in splits for q in QUANTITIES}
     for n, t in enumerate(
@@ -331,13 +337,20 @@ def interpolate(
     return Surface([ts], values, settings)
 
 
-def _splits(train: DataLike, test: DataLike | None, subset: int | None) -> dict:
+def _splits(
+    train: DataLike,
+    test: DataLike | None,
+    subset: int | None,
+    batch_fn: BatchFn | None = None,
+    output_fn: OutputFn | None = None,
+) -> dict:
     """The data of each split, cut to the first ``subset`` samples."""
     if subset is not None and not (isinstance(subset, int) and subset >= 1):
         raise ValueError(f"subset must be a positive integer or None (got {subset!r})")
-    splits = {"train": as_data(train, "train")}
+    adapt = {"batch_fn": batch_fn, "output_fn": output_fn}
+    splits = {"train": as_data(train, "train", **adapt)}
     if test is not None:
-        splits["test"] = as_data(test, "test")
+        splits["test"] = as_data(test, "test", **adapt)
     return {k: d.head(subset) for k, d in splits.items()}
 
 

@@ -102,6 +102,12 @@ def test_use_on_your_own_model_snippets_run_and_hold(tmp_path, monkeypatch, caps
     for name in ("line.png", "plane.png", "density.png", "plane.npz", "plane.json"):
         assert (tmp_path / name).stat().st_size > 0, name
 
+    # models of any shape: the encoder measured in eval mode; dict batches equal tensors
+    assert ns["on_encoder"]["lambda_max"].value > 0
+    assert ns["on_encoder"]["lambda_max"].settings["mode"] == "eval"
+    for name in flatness.DEFAULT_METRICS:
+        assert ns["on_dicts"][name].value == pytest.approx(ns["on_tensors"][name].value, rel=1e-5)
+
     # interpolation runs from the initial weights to the trained ones
     path = ns["path"].values["train_loss"]
     start_loss = flatness.measure(ns["start"], (ns["x"], ns["y"]), metrics=["train_loss"])
