@@ -5,6 +5,7 @@
 #   ./reproduce.sh test [...] lint, format check and the test suite (extra args go to pytest)
 #   ./reproduce.sh full       the same at each protocol's full scale, search included (sized for one GPU)
 #   ./reproduce.sh tune       the learning-rate search of every protocol in conf/protocol (on validation)
+#   ./reproduce.sh report     REPORT.md and every figure (with its CSV) from the committed tables alone
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -109,10 +110,17 @@ case "$mode" in
         done
         say "done: results/tables/lr_<protocol>.csv|md (commit them; final runs read them)"
         ;;
+    report)
+        setup
+        say "the report from the committed tables alone (results/tables -> results/REPORT.md, results/figures)"
+        start=$SECONDS
+        "$VENV/bin/python" -m experiments.report --results results || die "the report failed"
+        say "done in $((SECONDS - start))s: results/REPORT.md"
+        ;;
     -h|--help|help)
-        sed -n '2,7p' "$0"
+        sed -n '2,8p' "$0"
         ;;
     *)
-        die "unknown mode '$mode'; use one of: quick (default), test, full, tune"
+        die "unknown mode '$mode'; use one of: quick (default), test, full, tune, report"
         ;;
 esac

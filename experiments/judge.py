@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from experiments.machine import describe_machine
 from experiments.protocol import (
     REACHED,
     ProtocolError,
@@ -22,6 +23,7 @@ from experiments.protocol import (
     load_result,
     source_of,
 )
+from experiments.sharpness_by_batch import write_tau_table
 from experiments.tune import read_rates
 from flatness.io import atomic_write_bytes
 
@@ -271,27 +273,9 @@ def _n_params(folder: Path) -> int | None:
 
 
 def environment() -> dict[str, Any]:
-    """The machine the verdicts were computed on (the runs record their device and commit)."""
-    import os
-    import platform
-
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "cores": os.cpu_count(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-    }
+    """The machine the verdicts were computed on (each run records its own: ``machine``)."""
+    m = describe_machine()
+    return {k: m[k] for k in ("cpu", "cores", "python", "torch", "cuda")}
 
 
 def comparison_rows(p, c, runs) -> tuple[list, list[dict]]:
@@ -520,6 +504,8 @@ def verdicts(
     write_table(pd.DataFrame(per_run), out_dir, "protocol_runs")
     # one row per run and metric: long, so CSV only
     pd.DataFrame(metrics).to_csv(out_dir / "run_metrics.csv", index=False)
+    for p in protocols:  # per-batch sharpness against test error, where a protocol records it
+        write_tau_table(p["name"], out_dir)
     (out_dir / "environment.json").write_text(json.dumps(environment(), indent=1) + "\n")
     # the protocols as judged (the report describes each from this, not from conf/ as it is now)
     (out_dir / "protocols.json").write_text(json.dumps(protocols, indent=1) + "\n")

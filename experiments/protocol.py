@@ -32,6 +32,8 @@ from typing import Any
 
 import numpy as np
 
+from experiments import records
+
 ROOT = Path(__file__).resolve().parent.parent
 CONF = ROOT / "conf"
 RULE = "lowest_val_error_where_all_reached"
@@ -522,7 +524,15 @@ def load_result(spec: Spec, common: Mapping[str, Any]) -> tuple[dict[str, Any] |
     from experiments import store
 
     folder = run_dir(spec, common)
-    return store.load_result(folder / "result.json"), folder
+    result = store.load_result(folder / "result.json")
+    if result is not None and "stop_reason" in result:  # a finished record: it must be this run's
+        try:
+            records.check(result, folder, spec.seed)
+        except records.RecordError as exc:
+            raise ProtocolError(
+                f"{exc}; remove it and run the same command to train the run"
+            ) from None
+    return result, folder
 
 
 def alone(p: Mapping[str, Any], args, common: Mapping[str, Any]) -> int:

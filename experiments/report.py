@@ -23,6 +23,7 @@ from experiments import report_explanations as E
 from experiments import report_figures as F
 from experiments import report_landscape as L
 from experiments.report_study import study_lines
+from experiments.schemas import TableError, load
 from flatness.io import atomic_write_bytes
 
 TITLES = {
@@ -46,9 +47,9 @@ KESKAR_TABLE3 = {
 PCT = ("test_error", "gap", "train_error", "val_error")
 
 
-def _table(tables: Path, name: str) -> pd.DataFrame | None:
-    path = tables / f"{name}.csv"
-    return pd.read_csv(path) if path.exists() else None
+# every table as the analysis wrote it, checked against its declared schema: the report refuses a
+# table whose rows or verdicts do not add up rather than print it
+_table = load
 
 
 def _md(df: pd.DataFrame, floatfmt: str = ".4g") -> str:
@@ -1064,8 +1065,14 @@ def main(argv: list[str] | None = None) -> None:
     )
     ap.add_argument("--results", type=Path, default=Path("results"))
     args = ap.parse_args(argv)
-    print(f"report: {build(args.results)}")
+    try:
+        print(f"report: {build(args.results)}")
+    except TableError as exc:
+        raise SystemExit(f"error: {exc}; the report is not written from it") from None
 
 
 if __name__ == "__main__":
-    main()
+    from experiments.errors import one_line_exits
+
+    with one_line_exits("the report is written whole or not at all; run the same command again"):
+        main()

@@ -14,7 +14,9 @@ import numpy as np
 import pandas as pd
 
 from experiments.report_figures import _save, arm_style, plt, sns
-from experiments.stats import kendall_tau_bootstrap, t_interval
+from experiments.schemas import load
+from experiments.sharpness_by_batch import sharpness_by_b
+from experiments.stats import t_interval
 
 N_BOOT = 2000
 
@@ -34,9 +36,7 @@ def _md(df: pd.DataFrame) -> str:
     return df.to_markdown(index=False, floatfmt=".4g")
 
 
-def _read(tables: Path, name: str) -> pd.DataFrame | None:
-    path = tables / f"{name}.csv"
-    return pd.read_csv(path) if path.exists() else None
+_read = load  # every table through its schema
 
 
 # --- 1. batch norm ----------------------------------------------------------------------------------
@@ -166,39 +166,6 @@ def batch_norm_lines(p: dict, tables: Path, figures: Path, runs: pd.DataFrame) -
 # --- 2. averaged sharpness --------------------------------------------------------------------------
 
 
-def _b_of(quantity: str, n_all: dict[str, int], arm: str) -> float:
-    tail = quantity.rsplit("_b", 1)[-1] if "_b" in quantity else "all"
-    return float(n_all[arm]) if tail == "all" or quantity.endswith("_all") else float(tail)
-
-
-def sharpness_by_b(paired: pd.DataFrame, runs: pd.DataFrame, p: dict) -> pd.DataFrame:
-    """Tidy rows (model, arm, seed, measure, B, value, test_error) of every λmax(L_B) and
-    m-sharpness value, B = the training set's size for the whole-set values."""
-    rows = paired[paired["quantity"].str.match(r"^(lmax|msharp)_")].drop_duplicates(
-        ["arm", "seed", "quantity"]
-    )
-    mine = runs[runs["protocol"] == p["name"]]
-    n_all = mine.drop_duplicates("arm").set_index("arm")["num_train"].to_dict()
-    test = mine.set_index(["arm", "seed"])["test_error"]
-    out = pd.DataFrame(
-        {
-            "model": rows["arm"].str.split("_").str[0].str.upper(),
-            "arm": rows["arm"],
-            "batch": rows["arm"].str.split("_").str[1],
-            "seed": rows["seed"],
-            "measure": np.where(
-                rows["quantity"].str.startswith("lmax"), "λmax(L_B)", "m-sharpness (ρ = 0.05)"
-            ),
-            "quantity": rows["quantity"],
-            "B": [_b_of(q, n_all, a) for q, a in zip(rows["quantity"], rows["arm"], strict=True)],
-            "whole_set": rows["quantity"].str.endswith("_all"),
-            "value": rows["value"],
-        }
-    )
-    out["test_error"] = [test[a, s] for a, s in zip(out["arm"], out["seed"], strict=True)]
-    return out
-
-
 def relative_se(tables: Path, p: dict) -> str:
     """Median over minima of (standard error / mean) of λmax(L_B) over the batches, per B."""
     metrics = _read(tables, "run_metrics")
@@ -214,20 +181,25 @@ def averaged_lines(p: dict, tables: Path, figures: Path, runs: pd.DataFrame) -> 
     paired = _read(tables, f"paired_{p['name']}")
     if paired is None:
         return []
-    tidy = sharpness_by_b(paired, runs, p)
+    tidy = sharpness_by_b(paired, runs, p["name"])
+    taus = _read(tables, f"sharpness_by_batch_{p['name']}")
+    if taus is None:
+        raise FileNotFoundError(
+            f"{tables}/sharpness_by_batch_{p['name']}.csv: run the verdicts step, which writes it"
+        )
+    tau_of = taus.set_index(["model", "measure", "quantity"])
     lines = []
     rows = []
-    for (model, measure, _), sub in tidy.groupby(["model", "measure", "quantity"], sort=False):
+    for (model, measure, quantity), sub in tidy.groupby(
+        ["model", "measure", "quantity"], sort=False
+    ):
         wide = sub.pivot(index="seed", columns="batch", values="value")
         if not {"small", "large"} <= set(wide.columns):
             continue
         sep = np.log(wide["large"]) - np.log(wide["small"])
         ok = np.isfinite(sep)
         mean, _, lo, hi, _ = t_interval(sep[ok]) if ok.sum() >= 2 else (math.nan,) * 5
-        both = sub.dropna(subset=["value"])
-        tau, t_lo, t_hi = kendall_tau_bootstrap(
-            both["value"], both["test_error"], both["seed"], n_boot=N_BOOT
-        )
+        tau, t_lo, t_hi = tau_of.loc[(model, measure, quantity), ["tau", "tau_low", "tau_high"]]
         rows.append(
             {
                 "model": model,

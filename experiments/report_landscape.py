@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from experiments.report_figures import _save, arm_style, plt, slice_rise, typical_planes
+from experiments.schemas import load
 
 Panels = Sequence[tuple[str, Sequence[str]]]
 # experiments.optim.stability_threshold's formulas, for labels
@@ -315,9 +316,7 @@ def pca_figure(
 # --- the report's lines -------------------------------------------------------------------------------
 
 
-def _read(tables: Path, name: str) -> pd.DataFrame | None:
-    path = tables / f"{name}.csv"
-    return pd.read_csv(path) if path.exists() else None
+_read = load  # every table through its schema
 
 
 def _by_arm(values: pd.Series, fmt: str = ".3g") -> str:

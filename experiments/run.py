@@ -35,6 +35,7 @@ from experiments.data import Dataset, build_dataset
 from experiments.errors import ConfigError, one_line_exits
 from experiments.landscape import compute_surface, trajectory_epochs
 from experiments.lock import RunLock, RunLocked
+from experiments.machine import describe_machine
 from experiments.measure import (
     CORE,
     Records,
@@ -286,10 +287,12 @@ def _training_record(
             "torch": torch.__version__,
             "flatness": FLATNESS_VERSION,
         },
+        "machine": describe_machine(),  # the machine that trained it: a bit-identical rerun's
         "git_commit": _git_commit(),
     }
     if outcome is None:
         result.update({k: previous[k] for k in _TRAINING_KEYS if k in previous})
+        result["machine"] = previous.get("machine")  # trained elsewhere or before it was recorded
         result["timings"] = {"train_s": previous.get("timings", {}).get("train_s")}
         result["status"] = "finished" if previous["status"] == "failed" else previous["status"]
         return result

@@ -204,6 +204,20 @@ def _needs(t: PairedTest) -> tuple[int | None, str]:
     return (min(options) if options else None), words
 
 
+def decide(adjusted_p: float, mean_diff: float, direction: str, p_tost: float, alpha: float) -> str:
+    """The rule, from the numbers alone: *reproduced* if the Holm-adjusted p is below α and the
+    effect goes the claimed way, *reversed* if below α the other way, *not reproduced* if TOST shows
+    it within the margin, else *inconclusive*. The report re-applies it to the verdicts table."""
+    sign = _sign(direction)
+    if adjusted_p < alpha and sign * mean_diff > 0:
+        return REPRODUCED
+    if adjusted_p < alpha and sign * mean_diff < 0:
+        return REVERSED
+    if p_tost < alpha:
+        return NOT_REPRODUCED
+    return INCONCLUSIVE
+
+
 def part_verdict(
     test: PairedTest,
     adjusted_p: float,
@@ -230,14 +244,15 @@ def part_verdict(
         f"{t.tost_ci_low:+.3g} to {t.tost_ci_high:+.3g}"
     )
     keep = {"adjusted_p": float(adjusted_p), "test": test}
-    if adjusted_p < alpha and sign * t.mean_diff > 0:
+    verdict = decide(adjusted_p, t.mean_diff, direction, t.p_tost, alpha)
+    if verdict == REPRODUCED:
         small = f"; smaller than the margin ±{t.margin:.3g} though ({tost_words})"
         reason = f"{observed} goes the claimed way ({claimed}); {p_words} < {alpha:g}"
         return PartVerdict(REPRODUCED, reason + (small if t.p_tost < alpha else "") + ".", **keep)
-    if adjusted_p < alpha and sign * t.mean_diff < 0:
+    if verdict == REVERSED:
         reason = f"{observed} goes against the claim ({claimed}); {p_words} < {alpha:g}."
         return PartVerdict(REVERSED, reason, **keep)
-    if t.p_tost < alpha:
+    if verdict == NOT_REPRODUCED:
         reason = (
             f"{observed} is not significant ({p_words} ≥ {alpha:g}) and lies within "
             f"±{t.margin:.3g}: {tost_words}."
@@ -264,15 +279,19 @@ def claim_verdict(effect: PartVerdict, mechanism: PartVerdict | None = None) -> 
         return ClaimVerdict(
             effect.verdict, effect, None, f"effect {effect.verdict}; no mechanism part"
         )
-    if NOT_COMPARABLE in (effect.verdict, mechanism.verdict):
-        verdict = NOT_COMPARABLE
-    elif effect.verdict == mechanism.verdict:
-        verdict = effect.verdict
-    else:
-        verdict = PARTLY
+    verdict = combine_parts(effect.verdict, mechanism.verdict)
     return ClaimVerdict(
         verdict, effect, mechanism, f"effect {effect.verdict}, mechanism {mechanism.verdict}"
     )
+
+
+def combine_parts(effect: str, mechanism: str | None) -> str:
+    """A claim's verdict from its parts' (the table in the module docstring)."""
+    if mechanism is None or (isinstance(mechanism, float) and mechanism != mechanism):
+        return effect
+    if NOT_COMPARABLE in (effect, mechanism):
+        return NOT_COMPARABLE
+    return effect if effect == mechanism else PARTLY
 
 
 def _flags(value) -> list[bool]:

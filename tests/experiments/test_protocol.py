@@ -448,3 +448,32 @@ def test_ctrl_c_in_protocol_run_ends_in_one_line(tiny, tmp_path):
     assert proc.returncode == 130, err
     assert "Traceback" not in err and "arm " not in err
     assert err.strip().splitlines()[-1].startswith("interrupted: finished runs are kept")
+
+
+@pytest.mark.parametrize(
+    "damage, said",
+    [
+        ("copied", "names run"),  # every large-batch seed's record replaced by the small batch's
+        ({"test_error": True}, "test_error is True, not a rate"),
+        ({"test_error": 7.5}, "test_error is 7.5, not a rate"),
+        ({"train_loss": -1.0}, "train_loss is -1.0, not a loss"),
+        ({"steps_trained": 2.5}, "steps_trained is 2.5, not a count"),
+        ({"status": "done"}, "status is 'done'"),
+    ],
+)
+def test_verdicts_refuse_a_record_that_is_not_its_runs_or_out_of_range(
+    tiny, tmp_path, damage, said
+):
+    """A record copied from another run or holding a value of the wrong type or range stops the
+    verdicts with the file named; nothing is judged from it."""
+    here = copy_tiny(tiny, tmp_path)
+    p = P.load_protocol(TINY)
+    runs = J.collect(p, here, tmp_path / "tables")
+    for seed in p["seeds"]:
+        folder = runs["large", seed][1]
+        if damage == "copied":
+            shutil.copy(runs["small", seed][1] / "result.json", folder / "result.json")
+        else:
+            edit_result(folder, **damage)
+    with pytest.raises(P.ProtocolError, match=f"result.json: .*{re.escape(said)}"):
+        J.verdicts([str(TINY)], here, tmp_path / "tables")
