@@ -187,7 +187,7 @@ PAIRED = Schema(
 
 def _rates(df: pd.DataFrame) -> str | None:
     for column in ("train_error", "val_error", "test_error"):
-        values = df[column].dropna()
+        values = df[column].dropna() if column in df else pd.Series(dtype=float)
         if ((values < 0) | (values > 1)).any():
             return f"{column} holds values outside [0, 1]"
     return None

@@ -159,7 +159,10 @@ def test_a_figure_names_each_run_it_draws(tmp_path):
     (tmp_path / "figures").mkdir()
     pd.DataFrame({"protocol": ["p", "p", "p"], "arm": ["a", "b", "a"], "seed": [0, 0, 1],
                   "run_dir": ["runs/p/aaa", "runs/p/bbb", "runs/p/ccc"],
-                  "stop_reason": ["train_until_loss", "max_steps", "train_until_loss"]}).to_csv(
+                  "stop_reason": ["train_until_loss", "max_steps", "train_until_loss"],
+                  # the rest of the runs table's declared columns (experiments.schemas)
+                  "lr": 0.1, "status": "finished", "train_error": 0.0, "test_error": 0.1,
+                  "steps_trained": 100}).to_csv(
         tmp_path / "tables" / "protocol_runs.csv", index=False)  # fmt: skip
     pd.DataFrame({"arm": ["a", "b"], "seed": [0, 0], "value": [1, 2]}).to_csv(
         tmp_path / "figures" / "p_fig.csv", index=False
