@@ -537,8 +537,12 @@ def load_result(spec: Spec, common: Mapping[str, Any]) -> tuple[dict[str, Any] |
 
 def alone(p: Mapping[str, Any], args, common: Mapping[str, Any]) -> int:
     """One protocol end to end, to iterate on one claim: the search when its table is missing or
-    stale, the final runs, and verdicts over this protocol alone (its own Holm family), written to
-    ``<tables>/alone/<name>/`` so the report's family is left as it is."""
+    stale, the final runs, verdicts over this protocol alone (its own Holm family) and its report,
+    a results folder of its own, ``<tables>/alone/<name>/`` (``tables/``, ``figures/``,
+    ``REPORT.md``), so the report's family is left as it is."""
+    import shutil
+
+    from experiments import report
     from experiments.judge import verdicts
     from experiments.tune import read_rates, tune
 
@@ -552,7 +556,13 @@ def alone(p: Mapping[str, Any], args, common: Mapping[str, Any]) -> int:
             return 1
     if run_final(p, read_rates(p, args.tables), common, args.jobs):
         return 1
-    return verdicts([p], common, args.tables, out=args.tables / "alone" / p["name"])
+    results = args.tables / "alone" / p["name"]
+    if verdicts([p], common, args.tables, out=results / "tables"):
+        return 1
+    for rates in args.tables.glob(f"lr_{p['name']}.*"):  # the report's setup shows the search
+        shutil.copy(rates, results / "tables" / rates.name)
+    print(f"report: {report.build(results)}")
+    return 0
 
 
 # --- command line ---------------------------------------------------------------------------------------

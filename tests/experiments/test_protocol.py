@@ -403,8 +403,13 @@ def test_all_runs_one_protocol_alone_without_touching_the_report_family(tiny, tm
     args = ["--runs-dir", str(tmp_path / "runs"), "--data-dir", str(root / "data")]
     assert P.main(["all", str(TINY), *args, "--tables", str(tables), "--jobs", "1"]) == 0
     assert (tables / "verdicts.csv").read_text() == "the report's family\n"
-    alone = pd.read_csv(tables / "alone" / "tiny" / "verdicts.csv")
+    alone = pd.read_csv(tables / "alone" / "tiny" / "tables" / "verdicts.csv")
     assert set(alone["comparison"]) == {"batch", "momentum", "slices"}
+    # ... and ends at its own report, which states those verdicts
+    report = (tables / "alone" / "tiny" / "REPORT.md").read_text()
+    assert "## Statistics and the decision rule" in report
+    for verdict in set(alone["verdict"]):
+        assert verdict in report
     # a missing table makes `all` search first (here: the finished search runs are reused)
     (tables / "lr_tiny.csv").unlink()
     assert P.main(["all", str(TINY), *args, "--tables", str(tables), "--jobs", "1"]) == 0
