@@ -27,7 +27,16 @@ HISTORY_COLUMNS = (
     "samples",
 )
 # One row per check of train_until_loss: where it happened and the loss on the criterion subset.
-CRITERION_COLUMNS = ("step", "samples", "epoch", "criterion_loss", "criterion_acc")
+# criterion_loss is NaN where the check stopped early: criterion_at_least, a lower bound, then
+# already exceeded train_until_loss (experiments.train._criterion_check)
+CRITERION_COLUMNS = (
+    "step",
+    "samples",
+    "epoch",
+    "criterion_loss",
+    "criterion_acc",
+    "criterion_at_least",
+)
 
 
 def tracked_lambda_max(model, data: Dataset, loss_fn, s) -> float:

@@ -136,7 +136,7 @@ def train(
                 s.criterion_every_samples,
                 p.samples,
             )
-        ev = _evaluate(model, crit_data, loss_fn, s)
+        ev = _criterion_check(model, crit_data, loss_fn, s)
         p.checks.append(
             {
                 "step": p.steps,
@@ -144,11 +144,12 @@ def train(
                 "epoch": _epoch_at(p.steps, steps),
                 "criterion_loss": ev.loss,
                 "criterion_acc": ev.accuracy,
+                "criterion_at_least": ev.at_least,
             }
         )
         if run_dir:
             write_csv(run_dir / "criterion.csv", CRITERION_COLUMNS, p.checks)
-        if not math.isfinite(ev.loss):
+        if not math.isfinite(ev.at_least):
             log.warning("criterion loss is not finite after %d steps: the run diverged", p.steps)
             p.stop_reason = "diverged"
         elif ev.loss <= s.train_until_loss:
@@ -274,11 +275,10 @@ def train(
     criterion_loss = None
     if criterion:
         at_end = bool(p.checks) and p.checks[-1]["step"] == p.steps
-        loss = (
-            p.checks[-1]["criterion_loss"]
-            if at_end
-            else _evaluate(model, crit_data, loss_fn, s).loss
-        )
+        if at_end and math.isfinite(p.checks[-1]["criterion_loss"]):
+            loss = p.checks[-1]["criterion_loss"]
+        else:  # no check at the end, or one that stopped early: the loss itself is recorded
+            loss = _evaluate(model, crit_data, loss_fn, s).loss
         criterion_loss = loss if math.isfinite(loss) else None
     return TrainOutcome(
         "diverged" if p.stop_reason == "diverged" else "finished",
@@ -381,6 +381,36 @@ def _train_epoch(
 
 def _evaluate(model, xy, loss_fn, s: TrainSettings) -> Evaluation:
     return evaluate(model, xy, loss_fn, batch_size=s.eval_batch_size)
+
+
+@dataclass
+class _Check:
+    loss: float  # the criterion loss; NaN where the check stopped early
+    accuracy: float | None
+    at_least: float  # a lower bound on the loss: the loss itself unless the check stopped early
+
+
+def _criterion_check(model, xy, loss_fn, s: TrainSettings) -> _Check:
+    """The criterion loss, or NaN with a lower bound once the bound already exceeds the criterion.
+
+    A loss of samples is never negative (cross-entropy, squared error), so the sum over the first
+    chunks divided by the whole subset's size bounds the mean from below; once it passes
+    ``train_until_loss`` the check cannot be met and the rest of the subset is not evaluated (a
+    quarter of the MLP protocols' training was such checks). A check that runs through is
+    evaluated as one pass, as before, so its value and the stopping step are bit-identical."""
+    x, y = xy
+    n, chunk = len(y), s.eval_batch_size
+    if n > chunk:
+        partial = 0.0
+        for start in range(0, n - chunk, chunk):  # the last chunk never decides: the full pass does
+            part = _evaluate(
+                model, (x[start : start + chunk], y[start : start + chunk]), loss_fn, s
+            )
+            partial += part.loss * part.n
+            if not math.isfinite(partial) or partial / n > s.train_until_loss:
+                return _Check(math.nan, None, partial / n)
+    ev = _evaluate(model, xy, loss_fn, s)
+    return _Check(ev.loss, ev.accuracy, ev.loss)
 
 
 def _evaluate_row(

@@ -335,3 +335,34 @@ def test_checkpoints_wait_checkpoint_seconds_and_a_killed_run_then_starts_over(t
     assert all(torch.equal(model.state_dict()[k], v) for k, v in clean_model.state_dict().items())
     # the run's end is always checkpointed, whatever the cadence
     assert torch.load(tmp_path / "killed" / "checkpoint.pt", weights_only=True)["epoch"] == 6
+
+
+def test_a_criterion_check_stops_early_only_where_it_cannot_be_met(tmp_path, monkeypatch):
+    """Checks far above the criterion stop after a chunk (NaN loss, a lower bound above the
+    criterion); the stopping step, the final criterion loss and the weights are bit-identical to
+    those of checks that always evaluate the whole subset."""
+    from experiments import train as T
+
+    data = blobs(n_train=800)
+    kw = {"batch_size": 50, "train_until_loss": 0.05, "criterion_every_samples": 400, "epochs": 60}
+    model, _, chunked = run(data, tmp_path / "chunked", eval_batch_size=100, **kw)
+
+    def whole_subset(model, xy, loss_fn, s):
+        ev = T._evaluate(model, xy, loss_fn, s)
+        return T._Check(ev.loss, ev.accuracy, ev.loss)
+
+    monkeypatch.setattr(T, "_criterion_check", whole_subset)
+    full_model, _, full = run(data, tmp_path / "full", eval_batch_size=100, **kw)
+    assert chunked.stop_reason == full.stop_reason == "train_until_loss"
+    assert chunked.steps_trained == full.steps_trained
+    assert chunked.criterion_loss == full.criterion_loss
+    for k, v in full_model.state_dict().items():
+        assert torch.equal(model.state_dict()[k], v), k
+    early = [c for c in chunked.checks if math.isnan(c["criterion_loss"])]
+    assert early, "no check stopped early"
+    whole = {c["step"]: c["criterion_loss"] for c in full.checks}
+    for c in early:  # a true lower bound, above the criterion
+        assert 0.05 < c["criterion_at_least"] <= whole[c["step"]] + 1e-12
+    for c in chunked.checks:
+        if not math.isnan(c["criterion_loss"]):
+            assert c["criterion_loss"] == whole[c["step"]]
