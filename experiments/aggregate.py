@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from experiments.measure import CORE
+from experiments.measurements import CORE
 from experiments.status import damage
 from experiments.store import NON_DETERMINING_KEYS, load_result, run_dirs
 

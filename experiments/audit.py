@@ -34,7 +34,7 @@ from omegaconf import OmegaConf
 
 from experiments import run
 from experiments.data import build_dataset
-from experiments.measure import measure_model
+from experiments.measurements import measure_model
 from experiments.models import build_model
 from experiments.report_figures import audit_slice_figure
 from flatness.io import atomic_write_bytes

@@ -4,14 +4,10 @@ resumed run replays exactly what an uninterrupted run would have done."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 
 from experiments.optim import lr_factor
-
-if TYPE_CHECKING:
-    from experiments.train import TrainSettings
+from experiments.train_settings import TrainSettings
 
 
 def steps_per_epoch(n: int, batch_size: int, drop_last: bool) -> int:

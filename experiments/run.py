@@ -36,7 +36,7 @@ from experiments.errors import ConfigError, one_line_exits
 from experiments.landscape import compute_surface, trajectory_epochs
 from experiments.lock import RunLock, RunLocked
 from experiments.machine import describe_machine
-from experiments.measure import (
+from experiments.measurements import (
     CORE,
     Records,
     measure_model,

@@ -40,6 +40,7 @@ from experiments.data import Dataset
 from experiments.history import CRITERION_COLUMNS, HISTORY_COLUMNS, tracked_lambda_max, write_csv
 from experiments.optim import SAM
 from experiments.store import atomic_torch_save, load_checkpoint
+from experiments.train_settings import TrainSettings  # noqa: F401  (part of train's API)
 from flatness import evaluate
 from flatness.evaluate import Evaluation
 
@@ -48,30 +49,6 @@ log = logging.getLogger(__name__)
 # eval_every="auto": about this many train/test evaluations over a run's epoch budget. Evaluating
 # every epoch cost a fifth of a short run; the history needs a curve, not every epoch.
 EVALS_PER_RUN = 20
-
-
-@dataclass
-class TrainSettings:
-    epochs: int | None  # None: max_steps alone ends the run; with both, epochs is a cap
-    batch_size: int
-    lr: float  # after batch-size scaling
-    seed: int
-    lr_schedule: str = "constant"
-    lr_step_milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])
-    lr_step_gamma: float = 0.1
-    train_until_loss: float | None = None
-    criterion_every_samples: int = 4000  # check train_until_loss whenever a multiple is passed
-    criterion_samples: int | None = None  # first N training samples (None: all of them)
-    max_steps: int | None = None  # the budget in optimizer steps (None: epochs)
-    drop_last: bool = False
-    eval_batch_size: int = 2048
-    checkpoint_every: int = 1
-    checkpoint_seconds: float = 0.0  # and at least this long since the last one (0: by epochs only)
-    eval_every: int | str = 1  # epochs between history rows; "auto": about EVALS_PER_RUN per run
-    save_epochs: list[int] = field(default_factory=list)
-    progress: bool = False
-    track_sharpness_every: int = 0  # epochs between λmax measurements (0: off)
-    track_sharpness_samples: int = 1000
 
 
 @dataclass

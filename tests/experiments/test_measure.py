@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from experiments import measure as M
+from experiments import measurements as MS
 from experiments import store
 from experiments.run import main
 from tests.conftest import TINY
@@ -73,12 +74,12 @@ def test_a_setting_added_later_keeps_older_records_at_its_default_value():
     requested = {"average_sharpness": {"rho": 0.01}}
     resolved = flatness.validate(requested)["average_sharpness"]
     assert resolved["norm"] == "l2"
-    key = M.record_key("average_sharpness", requested, resolved)
+    key = MS.record_key("average_sharpness", requested, resolved)
     older = {k: v for k, v in resolved.items() if k != "norm"}  # a record made before `norm`
     assert key == {**older, "metric": "average_sharpness"}
     box = {"average_sharpness": {"rho": 0.01, "norm": "linf"}}
-    other = M.record_key("average_sharpness", box, flatness.validate(box)["average_sharpness"])
-    assert other["norm"] == "linf" and M.settings_hash(other) != M.settings_hash(key)
+    other = MS.record_key("average_sharpness", box, flatness.validate(box)["average_sharpness"])
+    assert other["norm"] == "linf" and MS.settings_hash(other) != MS.settings_hash(key)
 
 
 def test_run_id_ignores_what_is_measured(make_cfg):
@@ -113,17 +114,17 @@ def test_the_measure_command_adds_a_group_to_a_sweep_and_resumes_after_a_kill(
 
     # A kill in the middle of a measurement: the finished records survive and are not redone.
     calls = []
-    real = M.flatness.measure
+    real = MS.flatness.measure
 
     def killed_on_second(model, *args, metrics, **kwargs):
         names = list(metrics)
-        if names != list(M.CORE):
+        if names != list(MS.CORE):
             calls.append(names[0])
             if len(calls) == 2:
                 raise KeyboardInterrupt
         return real(model, *args, metrics=metrics, **kwargs)
 
-    monkeypatch.setattr(M.flatness, "measure", killed_on_second)
+    monkeypatch.setattr(MS.flatness, "measure", killed_on_second)
     with pytest.raises(KeyboardInterrupt):
         M.remeasure(dirs[0], ["+metrics.worst_case_sharpness={}", "+metrics.average_sharpness={}"])
     done = {p.name.split("-")[0] for p in (dirs[0] / "measurements" / "final").glob("*.json")}
