@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from experiments.protocol import execute, load_result
+from experiments.execute import execute
+from experiments.plan import load_result
 from experiments.study import configurations, load_study, study_specs
 
 

@@ -11,12 +11,12 @@ writes:
   |Δlogits| / max |logits| ≤ ``--function-tolerance``, else every verdict is "function changed");
   a metric is "invariant" when every ratio is within ``--tolerance`` of 1, "at bound" when a search
   of it hit its bound at some α (no ratio is shown for it), otherwise the factor it moves by;
-- ``results/figures/audit_<model>.png``: small multiples, a panel per metric family and rescaling
-  mode: test error flat across α while the other metrics move (the report redraws it from the
-  tables);
-- ``results/tables/audit_slices.csv`` and ``results/figures/audit_<model>_slice.png``: the
-  filter-normalised 1D slice before and after (the report redraws it from the table); each figure
-  with the CSV of what it draws beside it.
+- ``results/tables/audit_values.csv``: every value measured, the table the report draws its small
+  multiples from (a panel per metric family and rescaling mode);
+- ``results/tables/audit_slices.csv``: the filter-normalised 1D slice before and after, which the
+  report draws.
+
+Tables in, tables out: the figures are the report's (``python -m experiments.report``).
 """
 
 from __future__ import annotations
@@ -33,10 +33,11 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from experiments import run
-from experiments.data import build_dataset
+from experiments.errors import ProtocolError
 from experiments.measurements import measure_model
-from experiments.models import build_model
-from experiments.report_figures import audit_slice_figure
+from experiments.plan import final_specs, load_protocol, run_dir
+from experiments.runs import NotTrained, load_trained
+from experiments.tune import read_rates
 from flatness.io import atomic_write_bytes
 from flatness.reparam import rescale
 from flatness.surface import surface_1d
@@ -52,7 +53,6 @@ CRITERION = [
     "max_steps=20000",
     "criterion_every_samples=3200",
 ]
-REACHED = "train_until_loss"
 
 
 class AuditError(Exception):
@@ -72,26 +72,11 @@ def trained(model_name: str, overrides: list[str]) -> tuple[Any, torch.nn.Module
 
 
 def from_run(run_dir: str | Path, require_criterion: bool = True):
-    """A finished run's config, model (final weights, eval mode), data and initial weights; refuses a
-    run whose training stopped before its criterion when ``require_criterion``."""
-    from experiments import store
-
-    run_dir = Path(run_dir)
-    result = store.load_result(run_dir / "result.json")
-    if result is None or not (run_dir / "final.pt").exists():
-        raise AuditError(f"{run_dir} is not a finished run (no result.json or final.pt)")
-    if require_criterion and result.get("stop_reason") != REACHED:
-        raise AuditError(
-            f"{run_dir} stopped by {result.get('stop_reason')!r} at train loss "
-            f"{result.get('train_loss')}, not at its criterion: the audit compares minima only"
-        )
-    cfg = OmegaConf.load(run_dir / "config.yaml")
-    data = build_dataset(cfg.dataset, cfg.data_dir)
-    model = build_model(cfg.model, data.input_shape, data.num_classes)
-    model.load_state_dict(torch.load(run_dir / "final.pt", weights_only=True))
-    init = torch.load(run_dir / "init.pt", weights_only=True)
-    init = {k: v for k, v in init.items() if k in dict(model.named_parameters())}
-    return cfg, model.eval(), data, init
+    """:func:`experiments.runs.load_trained`, its refusal an AuditError."""
+    try:
+        return load_trained(run_dir, require_criterion)
+    except NotTrained as exc:
+        raise AuditError(str(exc)) from None
 
 
 def audit_model(
@@ -196,14 +181,6 @@ def write_tables(rows: pd.DataFrame, judged: pd.DataFrame, out: Path) -> None:
     (out / "audit.md").write_text(table.to_markdown(index=False, floatfmt=".4g") + "\n")
 
 
-def plot_audit(rows: pd.DataFrame, judged: pd.DataFrame, name: str, out: Path) -> None:
-    """The audit figure of one model, drawn from the two tables just written (the report draws the
-    same figure from the same tables), with its CSV beside it."""
-    from experiments.report_figures import audit_figure
-
-    audit_figure(rows, judged, name, out)
-
-
 def slice_rows(model, data, name: str, alpha: float = 10.0) -> pd.DataFrame:
     """Filter-normalised 1D slices (41 points, seed 0, the first 2000 training samples) of the
     original model and of its layer- and neuron-wise α-rescalings: tidy rows (model, curve, t and
@@ -240,19 +217,14 @@ def _models(args) -> list[tuple[str, Any]]:
         from_run(path)  # refuse early
         out.append((label or path.name, lambda path=path: from_run(path)))
     for ref in args.protocol_run:
-        from experiments import protocol
-        from experiments.tune import read_rates
-
         try:
             name, arm, seed = ref.split("/")
-            p = protocol.load_protocol(name)
+            p = load_protocol(name)
             rates = read_rates(p, args.out / "tables")
-            spec = next(
-                s for s in protocol.final_specs(p, rates) if (s.arm, s.seed) == (arm, int(seed))
-            )
-        except (ValueError, StopIteration, protocol.ProtocolError) as exc:
+            spec = next(s for s in final_specs(p, rates) if (s.arm, s.seed) == (arm, int(seed)))
+        except (ValueError, StopIteration, ProtocolError) as exc:
             raise AuditError(f"--protocol-run {ref}: {exc or 'no such arm and seed'}") from None
-        path = protocol.run_dir(spec, {})
+        path = run_dir(spec, {})
         from_run(path)
         out.append((f"{arm}_seed{seed}", lambda path=path: from_run(path)))
     if out:
@@ -304,7 +276,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     ap.add_argument(
         "--tables-only",
         action="store_true",
-        help="rebuild tables and figures from <out>/tables/audit_values.csv without measuring",
+        help="rebuild the tables from <out>/tables/audit_values.csv without measuring",
     )
     ap.add_argument(
         "overrides",
@@ -320,12 +292,6 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
         rows = pd.read_csv(args.out / "tables" / "audit_values.csv")
         judged = verdicts(rows, args.tolerance, args.function_tolerance)
         write_tables(rows, judged, args.out / "tables")
-        slices_path = args.out / "tables" / "audit_slices.csv"
-        slices = pd.read_csv(slices_path) if slices_path.exists() else None
-        for name in dict.fromkeys(rows["model"]):
-            plot_audit(rows, judged, name, args.out / "figures")
-            if slices is not None and name in set(slices["model"]):
-                audit_slice_figure(slices, name, args.out / "figures")
         print(judged.to_string(index=False))
         return judged
     group = CONF / "metrics" / f"{args.metrics}.yaml"
@@ -358,11 +324,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     write_tables(rows, judged, args.out / "tables")
     slices = pd.concat(slices, ignore_index=True)
     write_slices(slices, args.out / "tables")
-    for name, _ in models:
-        plot_audit(rows, judged, name, args.out / "figures")
-        audit_slice_figure(slices, name, args.out / "figures")
     print(judged.to_string(index=False))
-    print(f"tables in {args.out / 'tables'}, figures in {args.out / 'figures'}")
+    print(f"tables in {args.out / 'tables'}; the report draws them (python -m experiments.report)")
     return judged
 
 

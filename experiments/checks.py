@@ -16,8 +16,11 @@ from typing import Any
 import torch
 
 import flatness
+from experiments.budget import full_epochs
 from experiments.errors import ConfigError
+from experiments.landscape import SURFACE_KINDS
 from experiments.optim import BASE_OPTIMIZERS, LR_SCALINGS, LR_SCHEDULES
+from experiments.transform import TRANSFORMS
 from flatness.registry import SEED_MAX
 
 
@@ -339,8 +342,6 @@ def _span(cfg: Mapping, key: str, prefix: str) -> None:
 
 def check_surface(surface: Mapping[str, Any]) -> None:
     """Resolution, ranges, normalisation, BN policy, engine and plot names of the surface group."""
-    from experiments.landscape import SURFACE_KINDS
-
     p = "surface."
     choice(surface, "kind", SURFACE_KINDS, prefix=p)
     kind = surface["kind"]
@@ -385,8 +386,6 @@ def check_surface(surface: Mapping[str, Any]) -> None:
 
 def check_transform_settings(transform: Mapping[str, Any]) -> None:
     """α > 0, layer indices, mode and tolerance of the transform group (the model is checked later)."""
-    from experiments.transform import TRANSFORMS
-
     p = "transform."
     choice(transform, "kind", TRANSFORMS, prefix=p)
     if transform["kind"] == "none":
@@ -411,8 +410,6 @@ def check_transform_settings(transform: Mapping[str, Any]) -> None:
 
 def check_against_data(cfg: Mapping[str, Any], num_train: int) -> None:
     """Checks that need the dataset's size."""
-    from experiments.budget import full_epochs
-
     if cfg["batch_size"] > num_train:
         raise ConfigError(
             f"batch_size: expected an integer in [1, {num_train}] (the training set size); got {cfg['batch_size']}"

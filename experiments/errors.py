@@ -7,6 +7,10 @@ import contextlib
 import sys
 
 
+class ProtocolError(Exception):
+    """A protocol or study that cannot be carried out; the message is one line."""
+
+
 class ConfigError(ValueError):
     """A configuration value is out of range or unknown; the message names the key and what is allowed."""
 

@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from experiments.history import read_history
+from experiments.optim import stability_threshold
 
 Runs = Mapping[tuple[str, int], tuple[Mapping[str, Any] | None, Path]]
 Reached = Callable[[str, Mapping[str, Any]], bool]
@@ -100,8 +101,6 @@ def tracked_frame(runs: Runs, reached: Reached) -> pd.DataFrame:
     with the optimizer's stability threshold at that rate
     (:func:`experiments.optim.stability_threshold`: (2 + 2β)/η for heavy-ball momentum)."""
     from omegaconf import OmegaConf
-
-    from experiments.optim import stability_threshold
 
     parts = []
     for (arm, seed), (result, folder) in sorted(runs.items()):

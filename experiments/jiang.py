@@ -26,6 +26,8 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from experiments.aggregate import kendall_tau
+
 
 def _pair_codes(values: np.ndarray) -> np.ndarray:
     """Per ordered pair (i, j), i ≠ j, the sign of values[i] − values[j] as −1, 0 or 1."""
@@ -194,8 +196,6 @@ def _scores(
     max_size: int,
 ) -> dict[str, tuple[dict[str, float], tuple[str, ...]]]:
     """Every measure's scores on one set of models, sharing its pairs and its configurations."""
-    from experiments.aggregate import kendall_tau
-
     pairs = PairTable(models, gap, axes, max_size)
     # Ψ compares configurations that differ in one axis; in a bootstrap sample the copies of a
     # configuration drawn twice are averaged into one (counting them apart would add within-level

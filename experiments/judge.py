@@ -14,17 +14,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from experiments import exports
+from experiments.aggregate import write_table
+from experiments.errors import ProtocolError
 from experiments.machine import describe_machine
-from experiments.protocol import (
-    REACHED,
-    ProtocolError,
-    final_specs,
-    load_protocol,
-    load_result,
-    source_of,
-)
+from experiments.pairs import pair_rows
+from experiments.plan import arm_keys, final_specs, load_protocol, load_result, source_of
+from experiments.runs import reached
 from experiments.sharpness_by_batch import write_tau_table
+from experiments.stats import PairedTest, kendall_tau_bootstrap, t_interval
 from experiments.tune import read_rates
+from experiments.verdicts import part_test, rule_parts, verdict_family
 from flatness.io import atomic_write_bytes
 
 # --- verdicts -----------------------------------------------------------------------------------------
@@ -32,8 +32,6 @@ from flatness.io import atomic_write_bytes
 
 def surface_frame(p: Mapping[str, Any], runs: Mapping) -> pd.DataFrame:
     """Every final run's saved 1D/2D loss surface as tidy rows (:func:`experiments.exports.surface_frame`)."""
-    from experiments import exports
-
     return exports.surface_frame(runs, lambda arm, result: reached_of(p, arm, result))
 
 
@@ -44,14 +42,12 @@ def figure_tables(p: Mapping[str, Any], runs: Mapping) -> dict[str, pd.DataFrame
     """The tables the report's pictures of this protocol read (:mod:`experiments.exports`), by the
     name they are saved under; only those the runs recorded, and only of the protocol's own arms
     (a ``same_as`` arm's runs are pictured with the protocol that trained them)."""
-    from experiments import exports
-
     runs = {key: value for key, value in runs.items() if source_of(p, key[0]) is None}
 
-    def reached(arm, result):
+    def counts(arm, result):
         return reached_of(p, arm, result)
 
-    planes, paths = exports.pca_frames(runs, reached)
+    planes, paths = exports.pca_frames(runs, counts)
     tables = {
         "surfaces": exports.surface_frame(runs, reached),
         "pca_planes": planes,
@@ -118,20 +114,14 @@ def ratio_of(result: Mapping[str, Any], folder: Path, spec: Mapping[str, Any], p
 
 
 def reached_of(p: Mapping[str, Any], arm: str, result: Mapping[str, Any]) -> bool:
-    """Whether a run counts: at its criterion, or for a fixed-budget arm, through its whole budget."""
-    from experiments.protocol import BUDGET, arm_keys
-
-    done = result.get("status") == "finished"
-    if arm_keys(p, arm).get("fixed_budget"):
-        return done and result.get("stop_reason") == BUDGET
-    return done and result.get("stop_reason") == REACHED
+    """Whether a run of ``arm`` counts (:func:`experiments.runs.reached`)."""
+    return reached(result, fixed_budget=bool(arm_keys(p, arm).get("fixed_budget")))
 
 
 def tau_test(x, y, groups, margin: float, n_boot: int, alpha: float = 0.05, label: str = "τ"):
     """Kendall's τ with its seed-bootstrap interval as a PairedTest (mean_diff = τ), so the claim
     enters verdict_family's Holm family: p inverts the percentile interval (the smallest α whose
     interval excludes 0), p_TOST the smallest α whose (1 − 2α) interval lies within ±margin."""
-    from experiments.stats import PairedTest, kendall_tau_bootstrap
 
     def interval(a: float) -> tuple[float, float]:
         return kendall_tau_bootstrap(x, y, groups, n_boot=n_boot, seed=0, alpha=a)[1:]
@@ -281,8 +271,6 @@ def environment() -> dict[str, Any]:
 def comparison_rows(p, c, runs) -> tuple[list, list[dict]]:
     """One comparison's family rows (claim, rule part, test, at_bound, reached) and its tidy
     per-seed values (secondary quantities included)."""
-    from experiments.verdicts import part_test, rule_parts
-
     kind = c.get("kind", "paired")
     tau, interaction = kind == "kendall_tau", kind == "interaction"
     arms = c["arms"] if tau else c["a"] + c["b"] if interaction else [c["a"], c["b"]]
@@ -366,8 +354,6 @@ def _arms_text(arms) -> str:
 def summarise_secondary(tidy: pd.DataFrame) -> list[dict[str, Any]]:
     """Paired a − b of each secondary quantity over the seeds where both arms reached the criterion:
     mean and 95% t interval, described only (no test, no verdict)."""
-    from experiments.stats import t_interval
-
     out = []
     if tidy.empty or not tidy["secondary"].any():
         return out
@@ -408,9 +394,6 @@ def verdicts(
     tables written to ``out`` (default: ``tables``)."""
     out_dir = tables if out is None else out
     out_dir.mkdir(parents=True, exist_ok=True)
-    from experiments.aggregate import write_table
-    from experiments.verdicts import verdict_family
-
     protocols = [r if isinstance(r, Mapping) else load_protocol(r, scale) for r in refs]
     names = [p["name"] for p in protocols]
     if len(set(names)) != len(names):
@@ -435,8 +418,6 @@ def verdicts(
             else:  # what the runs no longer record is not drawn from an older table
                 path.unlink(missing_ok=True)
         if p.get("pairs"):
-            from experiments.pairs import pair_rows
-
             pairs = pair_rows(p, read_rates(p, tables), common, measure=False)
             write_table(pd.DataFrame(pairs), out_dir, f"pairs_{p['name']}")
         secondary += summarise_secondary(pd.DataFrame(tidy))

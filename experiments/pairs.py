@@ -7,14 +7,22 @@ Each pair is measured once and kept in the first run's directory
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 
-from experiments.protocol import ProtocolError, arm_spec, load_result
+from experiments.errors import ProtocolError
+from experiments.plan import arm_spec, load_result
+from experiments.runs import load_trained
+from flatness.barrier import barrier_of, path_losses
+from flatness.io import atomic_write_bytes
+from flatness.objective import Objective
+from flatness.surface import interpolate
 
 DEFAULTS = {"points": 21, "subset": 4000}
 # Keskar et al. 2017's Fig. 3 (``test: true``): train and test loss and accuracy along the line from
@@ -37,11 +45,7 @@ def record_path(folder_a: Path, folder_b: Path, settings: Mapping[str, Any]) -> 
 
 def measure_pair(folder_a: Path, folder_b: Path, settings: Mapping[str, Any]) -> dict[str, Any]:
     """Distance and straight-path barrier between two finished runs' final weights (a's data)."""
-    from experiments.audit import from_run
-    from flatness.barrier import barrier_of, path_losses
-    from flatness.objective import Objective
-
-    _, model, data, _ = from_run(folder_a, require_criterion=False)
+    _, model, data, _ = load_trained(folder_a, require_criterion=False)
     end = torch.load(folder_b / "final.pt", weights_only=True)
     obj = Objective(model, (data.x_train, data.y_train)).subset(settings["subset"])
     ts, losses = path_losses(obj, start=end, points=settings["points"])  # t = 0: b, t = 1: a
@@ -56,10 +60,6 @@ def measure_pair(folder_a: Path, folder_b: Path, settings: Mapping[str, Any]) ->
         "settings": dict(settings),
     }
     if settings.get("test"):
-        import copy
-
-        from flatness.surface import interpolate
-
         other = copy.deepcopy(model)
         other.load_state_dict(end)
         n = settings["subset"]
@@ -74,8 +74,6 @@ def pair_rows(
     p: Mapping[str, Any], rates: Mapping[str, float], common, measure: bool, on_row=None
 ) -> list[dict]:
     """One row per pair and seed; ``measure``: compute what is missing, else refuse it."""
-    from flatness.io import atomic_write_bytes
-
     rows = []
     for pair in p.get("pairs", []):
         settings = settings_of(pair)
@@ -124,8 +122,6 @@ def pair_rows(
 
 def measure_pairs(p: Mapping[str, Any], rates: Mapping[str, float], common) -> int:
     """Measure every pair of the protocol that is not measured yet; 0 (errors raise)."""
-    from tqdm.auto import tqdm
-
     with tqdm(total=len(p["pairs"]) * len(p["seeds"]), desc=f"{p['name']} pairs") as bar:
         pair_rows(p, rates, common, measure=True, on_row=lambda: bar.update(1))
     return 0

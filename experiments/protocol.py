@@ -22,517 +22,44 @@ by default, one thread each. ``--dry-run`` lists the runs and a rough cost.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
+import shutil
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from experiments import records
-
-ROOT = Path(__file__).resolve().parent.parent
-CONF = ROOT / "conf"
-RULE = "lowest_val_error_where_all_reached"
-MIN_GRID = 5
-REACHED = "train_until_loss"
-KINDS = ("paired", "kendall_tau", "interaction")
-SCALES = ("quick", "full")
-# Rough cost of one training step with one thread, a + b * batch seconds: fitted to the 40-256-256-10
-# MLP on 16k MNIST-1D samples on this project's 2-core machine (batch 64: 4.4 ms, 1600: 64 ms).
-STEP_S = (1.9e-3, 3.9e-5)
-RUN_OVERHEAD_S = 8.0  # start-up, validation, the protocol's metrics
-TYPICAL_FRACTION = 0.3  # budgets are 3-5x the measured steps to the criterion
-
-
-class ProtocolError(Exception):
-    """A protocol that cannot be carried out; the message is one line."""
-
-
-# --- the protocol -------------------------------------------------------------------------------------
-
-
-def load_protocol(ref: str | Path, scale: str = "quick") -> dict[str, Any]:
-    """A protocol by name (``conf/protocol/<name>.yaml``) or path, validated. ``scale="full"``
-    applies the protocol's ``full`` block (overrides of ``base`` and of arms, sized for one GPU) and
-    names it ``<name>_full``, so its runs, learning-rate table and verdicts are its own."""
-    from omegaconf import OmegaConf
-
-    path = Path(ref)
-    if not path.exists():
-        path = CONF / "protocol" / f"{ref}.yaml"
-    if not path.exists():
-        raise ProtocolError(f"no protocol {ref!r} (looked for {path})")
-    p = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
-    if scale not in SCALES:
-        raise ProtocolError(f"scale must be one of {SCALES}, got {scale!r}")
-    full = p.pop("full", None)
-    if scale == "full":
-        if full is None:
-            raise ProtocolError(f"{path}: has no `full` block")
-        if unknown := sorted(set(full) - {"base", "arms", "tune"}):
-            raise ProtocolError(f"{path}: full: unknown key(s) {unknown}")
-        p["name"] = f"{p['name']}_full"
-        p["base"] = {**p["base"], **full.get("base", {})}
-        for arm, over in full.get("arms", {}).items():
-            if arm not in p["arms"]:
-                raise ProtocolError(f"{path}: full.arms.{arm} is not an arm")
-            p["arms"][arm] = {**(p["arms"][arm] or {}), **over}
-        if p.get("tune"):
-            p["tune"] = {**p["tune"], "grid": {**p["tune"]["grid"], **full.get("tune", {})}}
-    p["scale"] = scale
-    check_protocol(p, str(path) + (" (full)" if scale == "full" else ""))
-    return p
-
-
-# Arm keys the protocol resolves itself (the rest are run overrides):
-#   same_as: "<protocol>/<arm>"   the arm IS that protocol's arm (its runs and rate); this protocol's
-#                                 base.metrics are measured on them (metrics never change a run id)
-#   lr_from: {arm, factor, scaling}  the rate of another arm of this protocol x factor, x sqrt(B/B_arm)
-#                                 with scaling sqrt (Hoffer et al. 2017); the arm is not tuned
-#   steps_from: <arm>             max_steps = the steps that arm's run of the same seed trained
-#   init_from: <arm>              start from that arm's final weights of the same seed (a continuation)
-#   fixed_budget: true            trained for its budget, no criterion: "reached" means the budget ran out
-ARM_KEYS = ("same_as", "lr_from", "steps_from", "init_from", "fixed_budget")
-BUDGET = "max_steps"  # the stop_reason of a run that used its whole step budget
-
-
-def arm_keys(p: Mapping[str, Any], arm: str) -> dict[str, Any]:
-    return {k: v for k, v in (p["arms"][arm] or {}).items() if k in ARM_KEYS}
-
-
-def tuned_arms(p: Mapping[str, Any]) -> list[str]:
-    """Arms whose rate the search chooses (not taken from another arm or protocol)."""
-    return [a for a in p["arms"] if not {"same_as", "lr_from"} & set(arm_keys(p, a))]
-
-
-def dependent(p: Mapping[str, Any], arm: str) -> bool:
-    """Whether the arm's runs need another arm's finished runs (their steps or weights)."""
-    return bool({"steps_from", "init_from"} & set(arm_keys(p, arm)))
-
-
-def run_refs(p: Mapping[str, Any], arm: str) -> list[str]:
-    """The arms whose finished runs this arm's runs need (steps_from, init_from)."""
-    keys = arm_keys(p, arm)
-    return [keys[k] for k in ("steps_from", "init_from") if k in keys]
-
-
-def waves(p: Mapping[str, Any]) -> list[list[str]]:
-    """The arms in the order their runs can be made: each wave needs only earlier waves' runs."""
-    done: set[str] = set()
-    remaining, order = list(p["arms"]), []
-    while remaining:
-        ready = [a for a in remaining if set(run_refs(p, a)) <= done]
-        if not ready:
-            raise ProtocolError(f"{p['name']}: arms {remaining} depend on each other in a cycle")
-        order.append(ready)
-        done |= set(ready)
-        remaining = [a for a in remaining if a not in ready]
-    return order
-
-
-def source_of(p: Mapping[str, Any], arm: str) -> tuple[dict[str, Any], str] | None:
-    """(protocol, arm) a ``same_as`` arm stands for, at this protocol's scale; None otherwise."""
-    ref = arm_keys(p, arm).get("same_as")
-    if ref is None:
-        return None
-    name, _, other = str(ref).rpartition("/")  # a protocol's name or path, then its arm
-    return load_protocol(name, p.get("scale", "quick")), other
-
-
-def check_protocol(p: Mapping[str, Any], where: str = "protocol") -> None:
-    """Raise ProtocolError naming the first malformed key."""
-
-    def fail(msg: str) -> None:
-        raise ProtocolError(f"{where}: {msg}")
-
-    required = {"name", "base", "arms", "seeds", "comparisons"}
-    if missing := sorted(required - set(p)):
-        fail(f"missing key(s) {missing}")
-    optional = {"tune", "secondary", "derived", "history", "pairs", "scale", "deck"}
-    if unknown := sorted(set(p) - required - optional):
-        fail(f"unknown key(s) {unknown}")
-    _check_seeds(p["seeds"], "seeds", fail)
-    if isinstance(p.get("tune"), Mapping) and "seeds" in p["tune"]:
-        _check_seeds(p["tune"]["seeds"], "tune.seeds", fail)
-    history = p.get("history", [])
-    if not isinstance(history, list) or not all(isinstance(h, str) for h in history):
-        fail("history must be a list of sentences (changes made after runs began, for the report)")
-    arms, base = p["arms"], p["base"]
-    if not isinstance(arms, Mapping) or not arms:
-        fail("arms must be a non-empty mapping of arm -> overrides")
-    for arm, over in arms.items():
-        over = over or {}
-        if set(over) & {"lr", "seed", "name", "init_from"} - set(ARM_KEYS):
-            fail(f"arms.{arm}: lr, seed and name are set by the protocol")
-        keys = arm_keys(p, arm)
-        if "same_as" in keys:
-            if set(over) != {"same_as"} or not all(str(keys["same_as"]).rpartition("/")[::2]):
-                fail(f"arms.{arm}: same_as takes '<protocol>/<arm>' and nothing else")
-            try:
-                other, name = source_of(p, arm)
-            except ProtocolError as exc:
-                fail(f"arms.{arm}: same_as: {exc}")
-            if name not in other["arms"] or source_of(other, name):
-                fail(f"arms.{arm}: same_as: {keys['same_as']} is not a trained arm")
-            continue
-        for key in ("lr_from", "steps_from", "init_from"):
-            ref = keys.get(key)
-            ref = ref.get("arm") if isinstance(ref, Mapping) else ref
-            if key in keys and (ref not in arms or ref == arm):
-                fail(f"arms.{arm}: {key} must name another arm of the protocol")
-            if key == "lr_from" and key in keys and "lr_from" in arm_keys(p, ref):
-                fail(f"arms.{arm}: lr_from must name an arm whose rate is its own")
-        if not isinstance(keys.get("fixed_budget", False), bool):
-            fail(f"arms.{arm}: fixed_budget is true or false, got {keys['fixed_budget']!r}")
-        if "steps_from" in keys and "max_steps" in over:
-            fail(f"arms.{arm}: steps_from sets max_steps; give one of them")
-        lr_from = keys.get("lr_from")
-        if lr_from is not None and (
-            not isinstance(lr_from, Mapping)
-            or not set(lr_from) <= {"arm", "factor", "scaling"}
-            or lr_from.get("scaling", "none") not in ("none", "sqrt")
-            or not 0 < float(lr_from.get("factor", 1.0)) < float("inf")
-        ):
-            fail(f"arms.{arm}: lr_from is {{arm, factor (> 0), scaling (none | sqrt)}}")
-        cfg = {**base, **{k: v for k, v in over.items() if k not in ARM_KEYS}}
-        if cfg.get("epochs", 100) is not None or not (cfg.get("max_steps") or "steps_from" in keys):
-            fail(f"arms.{arm}: needs a max_steps budget (or steps_from) with epochs: null")
-        if keys.get("fixed_budget"):
-            if cfg.get("train_until_loss") is not None:
-                fail(f"arms.{arm}: a fixed_budget arm has train_until_loss: null")
-            continue
-        if "steps_from" in keys:
-            fail(f"arms.{arm}: steps_from sets a budget: declare the arm fixed_budget: true")
-        if cfg.get("train_until_loss") is None:
-            fail(f"arms.{arm}: needs train_until_loss")
-        every, batch = cfg.get("criterion_every_samples", 4000), cfg.get("batch_size", 128)
-        if every % batch:
-            fail(f"arms.{arm}: criterion_every_samples {every} is not a multiple of batch {batch}")
-    try:
-        waves(p)
-    except ProtocolError as exc:
-        fail(str(exc))
-    tuned = tuned_arms(p)
-    tune = p.get("tune") or {}
-    if not tuned:
-        if tune:
-            fail("tune: no arm is tuned (every rate is taken from another arm or protocol)")
-        _check_comparisons(p, fail)
-        return
-    if not {"seeds", "rule", "grid"} <= set(tune) <= {"seeds", "rule", "grid", "reach_within"}:
-        fail(f"tune needs seeds, rule ({RULE!r}) and grid, and may have reach_within")
-    if tune["rule"] != RULE:
-        fail(f"tune.rule must be {RULE!r}")
-    within = tune.get("reach_within", 1.0)
-    if isinstance(within, bool) or not isinstance(within, (int, float)) or not 0 < within <= 1:
-        fail(f"tune.reach_within must be a fraction of the step budget in (0, 1], got {within!r}")
-    if not tune["seeds"] or set(tune["grid"]) != set(tuned):
-        fail(f"tune: needs search seeds and one grid per tuned arm ({', '.join(tuned)})")
-    for arm, grid in tune["grid"].items():
-        g = np.asarray(grid, dtype=float)
-        if len(g) < MIN_GRID or (g <= 0).any() or (np.diff(g) <= 0).any():
-            fail(f"tune.grid.{arm}: needs >= {MIN_GRID} increasing positive rates")
-        if np.ptp(np.diff(np.log(g))) > 0.01 * np.log(g[-1] / g[0]):
-            fail(f"tune.grid.{arm}: rates must be log-spaced (a constant ratio)")
-    _check_comparisons(p, fail)
-
-
-def _check_seeds(seeds: Any, key: str, fail) -> None:
-    """Paired seeds: at least two distinct integers each generator takes ("2", 2.7 and True are
-    not seeds: a YAML string or float would hash into other run ids than the integer)."""
-    from experiments.checks import SEED_MAX
-
-    ok = isinstance(seeds, list) and len(seeds) >= 2 and len(set(map(repr, seeds))) == len(seeds)
-    if not ok or not all(type(s) is int and 0 <= s <= SEED_MAX for s in seeds):
-        fail(
-            f"{key} must be a list of at least two distinct integers in [0, {SEED_MAX}], got {seeds!r}"
-        )
-
-
-def _check_comparisons(p: Mapping[str, Any], fail) -> None:
-    from experiments.verdicts import validate_rule
-
-    arms = p["arms"]
-    if len(set(p["seeds"])) != len(p["seeds"]) or len(p["seeds"]) < 2:
-        fail("seeds must be at least two distinct integers")
-    for pair in p.get("pairs", []):
-        if not {"name", "a", "b"} <= set(pair) or not {pair["a"], pair["b"]} <= set(arms):
-            fail(f"pairs: each needs a name and two arms a, b of the protocol, got {pair!r}")
-        if unknown := sorted(set(pair) - {"name", "a", "b", "points", "subset", "test"}):
-            fail(
-                f"pairs: {pair.get('name')}: unknown key(s) {unknown} (known: points, subset, test)"
-            )
-    names = [c.get("name") for c in p["comparisons"]]
-    if not names or None in names or len(set(names)) != len(names):
-        fail("every comparison needs a unique name")
-    for c in p["comparisons"]:
-        if not isinstance(c.get("caveat", ""), str):
-            fail(f"comparison {c['name']}: caveat must be a sentence")
-        kind = c.get("kind", "paired")
-        used = c.get("arms", []) if kind == "kendall_tau" else [c.get("a"), c.get("b")]
-        if kind == "interaction":
-            a, b = c.get("a"), c.get("b")
-            if not (isinstance(a, list) and isinstance(b, list) and len(a) == len(b) == 2):
-                fail(f"comparison {c['name']}: an interaction's a and b are two arms each")
-            used = a + b
-        if kind not in KINDS:
-            fail(f"comparison {c['name']}: kind must be one of {KINDS}, got {kind!r}")
-        if not used or not set(used) <= set(arms):
-            unknown = sorted(str(a) for a in set(used) - set(arms)) or "none given"
-            fail(f"comparison {c['name']}: arms not in the protocol: {unknown}")
-        if kind == "paired" and c["a"] == c["b"]:
-            fail(f"comparison {c['name']}: a and b must differ")
-        if kind == "kendall_tau" and not (c.get("x") and c.get("y")):
-            fail(f"comparison {c['name']}: a kendall_tau comparison needs x and y")
-        try:
-            validate_rule(c.get("rule"))
-        except ValueError as exc:
-            fail(f"comparison {c['name']}: {exc}")
-
-
-# --- runs ---------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Spec:
-    """One run of a protocol: arm, rate, seed, and every override that defines it."""
-
-    arm: str
-    lr: float
-    seed: int
-    values: dict[str, Any]
-
-    def overrides(self, common: Mapping[str, Any]) -> list[str]:
-        out = []
-        for key, value in {**self.values, **common}.items():
-            if key == "metrics":  # the whole group, replaced
-                out.append("metrics=none")
-                out += [f"+metrics.{m}={_fmt(s or {})}" for m, s in value.items()]
-            else:
-                out.append(f"{key}={_fmt(value)}")
-        return out
-
-
-def _fmt(v: Any) -> str:
-    """A value in Hydra's override grammar."""
-    if v is None:
-        return "null"
-    if isinstance(v, bool):
-        return str(v).lower()
-    if isinstance(v, (int, float)):
-        return repr(v)
-    if isinstance(v, (list, tuple)):
-        return "[" + ",".join(_fmt(x) for x in v) + "]"
-    if isinstance(v, Mapping):
-        return "{" + ",".join(f"{k}:{_fmt(x)}" for k, x in v.items()) + "}"
-    s = str(v)
-    if s and all(ch.isalnum() or ch in "_.-/" for ch in s):
-        return s
-    return "'" + s.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def _spec(
-    p: Mapping[str, Any], arm: str, lr: float, seed: int, base=None, plain=False, **extra: Any
-) -> Spec:
-    """``plain``: without the keys that only say what to measure on the run (a search run
-    measures nothing beyond the core, so its ``surface.*`` settings are dropped with its surface)."""
-    base = p["base"] if base is None else base
-    over = {k: v for k, v in (p["arms"][arm] or {}).items() if k not in ARM_KEYS}
-    if plain:
-        base, over = (
-            {k: v for k, v in d.items() if not k.startswith("surface.")} for d in (base, over)
-        )
-    values = {**base, **over, "lr": float(lr), "seed": int(seed), **extra}
-    return Spec(arm, float(lr), int(seed), values)
-
-
-def tune_specs(p: Mapping[str, Any]) -> list[Spec]:
-    """Every tuned arm x rate x search seed, under ``<name>_tune``, measuring nothing beyond the core."""
-    plain = {
-        "name": f"{p['name']}_tune",
-        "metrics": {},
-        "surface": "none",
-        "track_sharpness_every": 0,
-    }
-    return [
-        _spec(p, arm, lr, s, plain=True, **plain)
-        for arm in tuned_arms(p)
-        for lr in p["tune"]["grid"][arm]
-        for s in p["tune"]["seeds"]
-    ]
-
-
-def arm_spec(
-    p: Mapping[str, Any],
-    arm: str,
-    rates: Mapping[str, float],
-    seed: int,
-    common: Mapping[str, Any] | None = None,
-) -> Spec:
-    """The final run of one arm and seed. A ``same_as`` arm is the other protocol's run (under its
-    name) measuring this protocol's metrics; ``steps_from`` and ``init_from`` read the named arm's
-    run of the same seed, which must have finished (``common`` says where runs live)."""
-    if found := source_of(p, arm):
-        other, name = found
-        spec = _spec(other, name, rates[arm], seed, name=other["name"])
-        values = {**spec.values, "metrics": p["base"].get("metrics", spec.values.get("metrics"))}
-        return Spec(arm, spec.lr, spec.seed, values)
-    keys, extra = arm_keys(p, arm), {}
-    for key in ("steps_from", "init_from"):
-        if key not in keys:
-            continue
-        source = arm_spec(p, keys[key], rates, seed, common)
-        result, folder = load_result(source, common or {})
-        if result is None or "steps_trained" not in result or not (folder / "final.pt").exists():
-            raise ProtocolError(
-                f"{p['name']}/{arm} seed {seed}: {key} needs the finished run of {keys[key]} "
-                f"({folder}): run `python -m experiments.protocol run {p['name']}`"
-            )
-        if key == "steps_from":
-            extra["max_steps"] = int(result["steps_trained"])
-        else:
-            extra["init_from"] = str(folder / "final.pt")
-    return _spec(p, arm, rates[arm], seed, name=p["name"], **extra)
-
-
-def final_specs(
-    p: Mapping[str, Any],
-    rates: Mapping[str, float],
-    common: Mapping[str, Any] | None = None,
-    arms: list[str] | None = None,
-) -> list[Spec]:
-    """Every arm (or the given ones) x final seed at the arm's chosen rate, under ``<name>``."""
-    return [
-        arm_spec(p, arm, rates, s, common)
-        for arm in (p["arms"] if arms is None else arms)
-        for s in p["seeds"]
-    ]
-
-
-def run_final(p: Mapping[str, Any], rates: Mapping[str, float], common, jobs: int) -> int:
-    """The final runs in waves: the arms that depend on no other run, then those that continue
-    from or count the steps of an earlier wave's arm (:func:`waves`); then the protocol's pair
-    measurements. The number that failed."""
-    failed = 0
-    for i, arms in enumerate(waves(p)):
-        if failed:
-            break
-        desc = f"{p['name']} run" if i == 0 else f"{p['name']} continuations ({i})"
-        failed += execute(final_specs(p, rates, common, arms), common, jobs, desc)
-    if p.get("pairs") and not failed:
-        from experiments.pairs import measure_pairs
-
-        failed += measure_pairs(p, rates, common)
-    return failed
-
-
-_COMPOSED: dict[tuple[str, ...], Any] = {}
-
-
-def compose_config(overrides: list[str]):
-    from hydra import compose, initialize_config_dir
-
-    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
-        return compose(config_name="config", overrides=overrides)
-
-
-def configure(spec: Spec, common: Mapping[str, Any]):
-    """The run's composed config. Composing costs ~0.3 s, so it is done once per arm and the rate
-    and seed are set on a copy (the same config as composing with ``lr=`` and ``seed=``)."""
-    import copy
-
-    key = tuple(Spec(spec.arm, 0.0, 0, {**spec.values, "lr": 0.0, "seed": 0}).overrides(common))
-    if key not in _COMPOSED:
-        try:
-            _COMPOSED[key] = compose_config(list(key))
-        except Exception as exc:
-            raise ProtocolError(f"arm {spec.arm}: {str(exc).splitlines()[0]}") from None
-    cfg = copy.deepcopy(_COMPOSED[key])
-    cfg.lr, cfg.seed = spec.lr, spec.seed
-    return cfg
-
-
-def run_dir(spec: Spec, common: Mapping[str, Any]) -> Path:
-    """Where the runner puts this run (the run id hashes what determines its weights)."""
-    from experiments import store
-    from experiments.config import RunConfig
-
-    rc = RunConfig.from_hydra(configure(spec, common))
-    return rc.runs_root / store.run_id(rc.values)
-
-
-def _job(cfg) -> dict[str, Any]:
-    """Train and measure one run in this process, on one thread; never raises."""
-    import torch
-
-    from experiments import run
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # one thread per job: the numbers do not depend on --jobs
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            result = run.main(cfg)
-        return {k: result.get(k) for k in ("status", "stop_reason", "run_dir")}
-    except Exception as exc:  # one bad run must not stop the others
-        return {"status": "error", "error": f"{type(exc).__name__}: {exc}".splitlines()[0]}
-    finally:
-        torch.set_num_threads(threads)
-
-
-def execute(specs: list[Spec], common: Mapping[str, Any], jobs: int, desc: str) -> int:
-    """Run every spec, ``jobs`` at a time, with a progress bar; the number that failed."""
-    from joblib import Parallel, delayed
-    from tqdm.auto import tqdm
-
-    calls = (delayed(_job)(configure(s, common)) for s in specs)
-    outcomes = Parallel(n_jobs=jobs, return_as="generator_unordered")(calls)
-    failed = 0
-    for out in tqdm(outcomes, total=len(specs), desc=desc, unit="run"):
-        if out["status"] not in ("finished", "diverged"):
-            failed += 1
-            tqdm.write(f"{out['status']}: {out.get('error') or out.get('run_dir')}")
-    return failed
-
-
-def dry_run(specs: list[Spec], jobs: int) -> None:
-    """The run list and a rough wall time (see STEP_S)."""
-    bound = 0.0
-    for i, s in enumerate(specs):
-        print(f"{i:4d}  {s.values['name']}  arm={s.arm}  lr={s.lr:g}  seed={s.seed}")
-        factor = 2 if s.values.get("optimizer") in ("sam", "asam") else 1
-        step = STEP_S[0] + STEP_S[1] * s.values.get("batch_size", 128)
-        bound += factor * s.values["max_steps"] * step
-    over = RUN_OVERHEAD_S * len(specs)
-
-    def hours(seconds: float) -> str:
-        return f"{seconds / jobs / 3600:.1f} h"
-
-    print(
-        f"{len(specs)} runs at --jobs {jobs}: at most {hours(bound + over)} if every run used its "
-        f"whole step budget, roughly {hours(TYPICAL_FRACTION * bound + over)} if runs meet the "
-        f"criterion at ~{TYPICAL_FRACTION:.0%} of it (the cost model is the quick scale's 256-wide "
-        "MLP on a 2-core CPU, one thread per run; every listed run is counted, though a "
-        "finished one is skipped when run)"
-    )
-
-
-def load_result(spec: Spec, common: Mapping[str, Any]) -> tuple[dict[str, Any] | None, Path]:
-    from experiments import store
-
-    folder = run_dir(spec, common)
-    result = store.load_result(folder / "result.json")
-    if result is not None and "stop_reason" in result:  # a finished record: it must be this run's
-        try:
-            records.check(result, folder, spec.seed)
-        except records.RecordError as exc:
-            raise ProtocolError(
-                f"{exc}; remove it and run the same command to train the run"
-            ) from None
-    return result, folder
+from experiments import report
+from experiments.errors import ProtocolError, one_line_exits
+from experiments.execute import dry_run, execute, run_final
+from experiments.judge import verdicts
+from experiments.plan import (  # noqa: F401  (the plan's names, as this module exported them)
+    ARM_KEYS,
+    BUDGET,
+    CONF,
+    KINDS,
+    MIN_GRID,
+    REACHED,
+    ROOT,
+    RULE,
+    SCALES,
+    Spec,
+    arm_keys,
+    arm_spec,
+    check_protocol,
+    compose_config,
+    configure,
+    dependent,
+    final_specs,
+    load_protocol,
+    load_result,
+    run_dir,
+    run_refs,
+    source_of,
+    tune_specs,
+    tuned_arms,
+    waves,
+)
+from experiments.tune import read_rates, tune
 
 
 def alone(p: Mapping[str, Any], args, common: Mapping[str, Any]) -> int:
@@ -540,12 +67,6 @@ def alone(p: Mapping[str, Any], args, common: Mapping[str, Any]) -> int:
     stale, the final runs, verdicts over this protocol alone (its own Holm family) and its report,
     a results folder of its own, ``<tables>/alone/<name>/`` (``tables/``, ``figures/``,
     ``REPORT.md``), so the report's family is left as it is."""
-    import shutil
-
-    from experiments import report
-    from experiments.judge import verdicts
-    from experiments.tune import read_rates, tune
-
     try:
         read_rates(p, args.tables)
     except ProtocolError as exc:
@@ -603,8 +124,6 @@ def main(argv: list[str] | None = None) -> int:
                 f"needs two), got {args.seeds}"
             )
         if args.step == "verdicts":
-            from experiments.judge import verdicts  # the verdict half imports this module
-
             loaded = [load_protocol(ref, args.scale) for ref in args.protocols]
             for q in loaded:
                 q["seeds"] = list(args.seeds or q["seeds"])
@@ -616,8 +135,6 @@ def main(argv: list[str] | None = None) -> int:
             p["seeds"] = list(args.seeds)
         if args.step == "all" and not args.dry_run:
             return alone(p, args, common)
-        from experiments.tune import read_rates, tune
-
         if args.step == "tune" and not tuned_arms(p):
             print(f"{p['name']}: no arm is tuned (every rate comes from another arm or protocol)")
             return 0
@@ -659,10 +176,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    # run the importable module's main, so that ProtocolError raised in experiments.judge (which
-    # imports experiments.protocol) is the class main catches, not a copy in __main__
-    from experiments.errors import one_line_exits
-    from experiments.protocol import main as module_main
-
     with one_line_exits("finished runs are kept; the same command goes on from there"):
-        sys.exit(module_main())
+        sys.exit(main())

@@ -27,11 +27,15 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import pandas as pd
+import torch
+from omegaconf import OmegaConf
 
 from experiments.aggregate import usable_result
+from experiments.data import build_dataset
 from experiments.errors import ConfigError
 from experiments.history import read_history
-from experiments.store import determining_key, run_dirs
+from experiments.models import build_model
+from experiments.store import determining_key, load_result, run_dirs
 
 EVENTS_PREFIX = "events.out.tfevents."
 # Parts of result.json that are not results: the run's config (the hyperparameters) and the
@@ -47,6 +51,49 @@ CURVES = {
     "batch_loss": "history/batch_loss",
     "lambda_max": "history/lambda_max",
 }
+
+
+# --- what a run's record says ----------------------------------------------------------------------
+
+REACHED = "train_until_loss"  # the stop_reason of a run that met its training criterion
+BUDGET = "max_steps"  # the stop_reason of a run that used its whole step budget
+
+
+def reached(result: Mapping[str, Any], *, fixed_budget: bool = False) -> bool:
+    """Whether a run counts: finished at its training criterion or, for a fixed-budget arm (one
+    that trains for a stated number of steps), through its whole budget. The one place this is
+    decided; every analysis asks it."""
+    if result.get("status") != "finished":
+        return False
+    return result.get("stop_reason") == (BUDGET if fixed_budget else REACHED)
+
+
+class NotTrained(ValueError):
+    """A run that cannot be loaded as a trained model (unfinished, or off its criterion)."""
+
+
+def load_trained(run_dir: str | Path, require_criterion: bool = True):
+    """A finished run's config, model (final weights, eval mode), data and initial weights; refuses
+    a run whose training stopped before its criterion when ``require_criterion``."""
+    run_dir = Path(run_dir)
+    result = load_result(run_dir / "result.json")
+    if result is None or not (run_dir / "final.pt").exists():
+        raise NotTrained(f"{run_dir} is not a finished run (no result.json or final.pt)")
+    if require_criterion and not reached(result):
+        raise NotTrained(
+            f"{run_dir} stopped by {result.get('stop_reason')!r} at train loss "
+            f"{result.get('train_loss')}, not at its criterion: the audit compares minima only"
+        )
+    cfg = OmegaConf.load(run_dir / "config.yaml")
+    data = build_dataset(cfg.dataset, cfg.data_dir)
+    model = build_model(cfg.model, data.input_shape, data.num_classes)
+    model.load_state_dict(torch.load(run_dir / "final.pt", weights_only=True))
+    init = torch.load(run_dir / "init.pt", weights_only=True)
+    init = {k: v for k, v in init.items() if k in dict(model.named_parameters())}
+    return cfg, model.eval(), data, init
+
+
+# --- reading a sweep -----------------------------------------------------------------------------
 
 
 class RunRecord(NamedTuple):

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from experiments.lock import is_locked
 from experiments.store import load_checkpoint, load_result, run_dirs, same_weights
+from experiments.train import CHECKPOINT_KEYS
 
 DONE = ("finished", "diverged")
 STATES = ("done", "running", "failed", "diverged", "incomplete", "damaged")
@@ -63,8 +64,6 @@ def classify(run_dir: Path) -> tuple[str, str]:
         return "failed", str(result.get("error") or "failed")
     if is_locked(run_dir / ".lock"):
         return "running", "in progress"
-    from experiments.train import CHECKPOINT_KEYS
-
     checkpoint = load_checkpoint(run_dir / "checkpoint.pt", CHECKPOINT_KEYS)
     if checkpoint is not None and not same_weights(checkpoint["model"], _shapes(run_dir)):
         checkpoint = None  # another model's: training ignores it too

@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from experiments.errors import ConfigError
 from flatness.io import atomic_write_bytes
 
 log = logging.getLogger(__name__)
@@ -89,8 +90,6 @@ def determining_key(flat_key: str) -> bool:
 
 def weights_digest(path: str | os.PathLike) -> str:
     """sha256 of a weights file's bytes: what identifies the weights a continuation starts from."""
-    from experiments.errors import ConfigError
-
     try:
         return "sha256:" + hashlib.sha256(Path(path).read_bytes()).hexdigest()
     except OSError as exc:

@@ -26,8 +26,16 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from omegaconf import OmegaConf
 
-from experiments.protocol import CONF, ProtocolError, Spec, execute, load_result
+from experiments.aggregate import write_table
+from experiments.checks import check_config
+from experiments.config import RunConfig
+from experiments.correlate import measure_columns, rank_models
+from experiments.errors import ConfigError, ProtocolError, one_line_exits
+from experiments.execute import execute
+from experiments.plan import CONF, Spec, configure, load_result
+from experiments.runs import reached
 from experiments.store import atomic_write_json
 from flatness.registry import SEED_MAX
 
@@ -36,8 +44,6 @@ STUDY_KEYS = {"name", "base", "axes", "seeds", "min_train_acc", "notes"}
 
 def load_study(ref: str | Path) -> dict[str, Any]:
     """A study by name (``conf/study/<name>.yaml``) or path, checked; errors are one line."""
-    from omegaconf import OmegaConf
-
     path = Path(ref)
     if not path.exists() and path.suffix != ".yaml" and "/" not in str(ref):
         path = CONF / "study" / f"{ref}.yaml"
@@ -108,8 +114,6 @@ def models_frame(s: Mapping[str, Any], common: Mapping[str, Any]) -> tuple[pd.Da
     """One row per finished model (its axis levels, gap, test error, training accuracy, steps,
     train loss and the study's measures, with the columns of
     :func:`experiments.correlate.measure_columns`) and the number of runs without a result."""
-    from experiments.correlate import measure_columns
-
     rows, missing = [], 0
     wanted = set(s["base"].get("metrics") or {})
     for spec in study_specs(s):
@@ -118,10 +122,8 @@ def models_frame(s: Mapping[str, Any], common: Mapping[str, Any]) -> tuple[pd.Da
             missing += 1
             continue
         row = dict(item.split("=", 1) for item in spec.arm.split(","))
-        reached = spec.values.get("train_until_loss") is None or (
-            result.get("stop_reason") == "train_until_loss"
-        )
-        row.update({"seed": spec.seed, "run_id": result.get("run_id"), "reached": reached})
+        met = spec.values.get("train_until_loss") is None or reached(result)
+        row.update({"seed": spec.seed, "run_id": result.get("run_id"), "reached": met})
         row.update({k: result.get(k) for k in ("gap", "test_error", "train_acc", "train_loss",
                                                 "steps_trained")})  # fmt: skip
         # the study's own measures only: a run may hold others, recorded by an earlier request
@@ -134,9 +136,6 @@ def models_frame(s: Mapping[str, Any], common: Mapping[str, Any]) -> tuple[pd.Da
 def rank(
     s: Mapping[str, Any], common: Mapping[str, Any], out: Path, n_boot: int, jobs: int = 1
 ) -> pd.DataFrame:
-    from experiments.aggregate import write_table
-    from experiments.correlate import rank_models
-
     models, missing = models_frame(s, common)
     if missing:
         print(f"warning: {missing} runs of the study have no finished result", file=sys.stderr)
@@ -177,11 +176,6 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         specs = study_specs(s)
         if args.dry_run:
-            from experiments.checks import check_config
-            from experiments.config import RunConfig
-            from experiments.errors import ConfigError
-            from experiments.protocol import configure
-
             for arm in dict.fromkeys(sp.arm for sp in specs):  # every configuration composes
                 rc = RunConfig.from_hydra(
                     configure(next(sp for sp in specs if sp.arm == arm), common)
@@ -200,8 +194,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    from experiments.errors import one_line_exits
-    from experiments.study import main as module_main
-
     with one_line_exits("finished runs are kept; the same command goes on from there"):
-        sys.exit(module_main())
+        sys.exit(main())

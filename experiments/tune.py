@@ -16,17 +16,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from experiments.protocol import (
-    REACHED,
-    ProtocolError,
-    arm_keys,
-    execute,
-    load_result,
-    run_dir,
-    source_of,
-    tune_specs,
-    tuned_arms,
-)
+from experiments.aggregate import write_table
+from experiments.errors import ProtocolError
+from experiments.execute import execute
+from experiments.plan import arm_keys, load_result, run_dir, source_of, tune_specs, tuned_arms
+from experiments.runs import reached
 
 
 def tune_hash(p: Mapping[str, Any]) -> str:
@@ -142,12 +136,12 @@ def tune_table(p: Mapping[str, Any], common: Mapping[str, Any]) -> pd.DataFrame:
         result, folder = load_result(s, common)
         if result is None or "stop_reason" not in result:
             raise ProtocolError(f"tune run {folder} has no result: run tune again")
-        reached = result.get("status") == "finished" and result["stop_reason"] == REACHED
+        met = reached(result)
         steps = result.get("steps_trained")
-        row = {"arm": s.arm, "lr": s.lr, "seed": s.seed, "reached": reached}
+        row = {"arm": s.arm, "lr": s.lr, "seed": s.seed, "reached": met}
         row["val_error"] = result.get("val_error")
-        row["steps"] = steps if reached else np.nan
-        row["within"] = reached and steps <= within * s.values["max_steps"]
+        row["steps"] = steps if met else np.nan
+        row["within"] = met and steps <= within * s.values["max_steps"]
         rows.append(row)
     table = choose_rates(pd.DataFrame(rows).astype({"val_error": float}))
     table.insert(0, "protocol", p["name"])
@@ -156,7 +150,6 @@ def tune_table(p: Mapping[str, Any], common: Mapping[str, Any]) -> pd.DataFrame:
 
 
 def tune(p: Mapping[str, Any], common: Mapping[str, Any], tables: Path, jobs: int) -> int:
-    from experiments.aggregate import write_table
 
     failed = execute(tune_specs(p), common, jobs, f"{p['name']} tune")
     table = tune_table(p, common)

@@ -19,6 +19,8 @@ import numpy as np
 import pandas as pd
 import torch
 
+from experiments.aggregate import write_table
+
 OPTIMIZERS = {
     "sgd": lambda p, lr: torch.optim.SGD(p, lr=lr),
     "heavy_ball": lambda p, lr: torch.optim.SGD(p, lr=lr, momentum=0.9),
@@ -100,8 +102,6 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     if not 0.5 < args.p < 1:
         ap.error("--p must be in (0.5, 1): the positive class is the majority")
     runs = run(args.n, args.p, args.seeds, args.steps)
-    from experiments.aggregate import write_table
-
     write_table(runs, args.out, "wilson_runs")
     summary = runs.groupby("optimizer", sort=False)[
         ["train_loss", "train_error", "test_error"]

@@ -1,9 +1,10 @@
-"""The invariance audit end to end on a tiny configuration: tables, figures and verdicts that
-follow from the theory (test error invariant, λmax not, Fisher-Rao and path norm invariant)."""
+"""The invariance audit end to end on a tiny configuration: tables and verdicts that follow from
+the theory (test error invariant, λmax not, Fisher-Rao and path norm invariant), and the report's
+figures drawn from those tables alone."""
 
 import pandas as pd
 
-from experiments import audit
+from experiments import audit, report
 
 
 def test_audit_writes_tables_and_figures_with_the_expected_verdicts(tmp_path, data_dir):
@@ -41,6 +42,8 @@ def test_audit_writes_tables_and_figures_with_the_expected_verdicts(tmp_path, da
     ].item()
     assert abs(layer_one - 1) < 1e-3  # α = 1 in layer mode is the identity
     assert (out / "tables" / "audit.md").read_text().startswith("|")
+    assert not (out / "figures").exists()  # tables in, tables out: the report draws
+    report.build(out)
     for name in ("audit_mlp.png", "audit_mlp_slice.png"):
         assert (out / "figures" / name).read_bytes()[:4] == b"\x89PNG"
     # each figure with the CSV of what it draws: the ratios and verdicts of the table
@@ -61,11 +64,12 @@ def test_audit_writes_tables_and_figures_with_the_expected_verdicts(tmp_path, da
     layer = curves["layer-wise α=10"] / curves["original"] - 1
     neuron = curves["neuron-wise α=10"] / curves["original"] - 1
     assert layer.abs().max() < 1e-4 and neuron.abs().max() > 0.01
-    # the figures are drawn from the saved tables alone
+    # --tables-only rebuilds the tables from the values, and the report the same figures from them
     for png in (out / "figures").glob("audit_mlp*"):
         png.unlink()
     audit.main(["--tables-only", "--out", str(out)])
-    assert (out / "figures" / "audit_mlp_slice.csv").exists()
+    assert pd.read_csv(out / "tables" / "audit.csv").equals(table)
+    report.build(out)
     assert pd.read_csv(out / "figures" / "audit_mlp_slice.csv").equals(slice_)
 
 
