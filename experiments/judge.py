@@ -49,11 +49,11 @@ def figure_tables(p: Mapping[str, Any], runs: Mapping) -> dict[str, pd.DataFrame
 
     planes, paths = exports.pca_frames(runs, counts)
     tables = {
-        "surfaces": exports.surface_frame(runs, reached),
+        "surfaces": exports.surface_frame(runs, counts),
         "pca_planes": planes,
         "pca_paths": paths,
-        "tracked": exports.tracked_frame(runs, reached),
-        "spectra": exports.spectra_frame(runs, reached),
+        "tracked": exports.tracked_frame(runs, counts),
+        "spectra": exports.spectra_frame(runs, counts),
     }
     return {name: frame for name, frame in tables.items() if not frame.empty}
 
