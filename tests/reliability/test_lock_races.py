@@ -106,12 +106,13 @@ def test_the_parallel_launcher_given_one_run_three_times_ends_without_an_error(t
     run ends finished. (That no two train at once is the lock's test above.)"""
     from joblib import Parallel, delayed
 
-    from experiments import protocol as P
+    from experiments import execute as E
+    from experiments import plan as P
 
     p = P.load_protocol(Path(__file__).parents[1] / "experiments" / "protocol_tiny.yaml")
     common = {"runs_dir": str(tmp_path / "runs"), "data_dir": str(data_dir), "progress": False}
     spec = P._spec(p, "small", 0.1, 0, name="race", epochs=30, max_steps=None)
-    outs = Parallel(n_jobs=3)(delayed(P._job)(P.configure(spec, common)) for _ in range(3))
+    outs = Parallel(n_jobs=3)(delayed(E._job)(P.configure(spec, common)) for _ in range(3))
     assert {o["status"] for o in outs} <= {"finished", "running elsewhere"}, outs
     (run_dir,) = (tmp_path / "runs" / "race").iterdir()
     assert json.loads((run_dir / "result.json").read_text())["status"] == "finished"
