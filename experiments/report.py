@@ -24,6 +24,7 @@ from experiments import report_figures as F
 from experiments import report_landscape as L
 from experiments.report_study import study_lines
 from experiments.schemas import TableError, load
+from experiments.templating import render
 from flatness.io import atomic_write_bytes
 
 TITLES = {
@@ -80,31 +81,14 @@ def _diff(row: pd.Series) -> str:
 
 def setup_section(protocols: dict, runs: pd.DataFrame, tables: Path, env: dict) -> list[str]:
     """Data, models, criteria, budgets, rates, seeds, hardware and compute, from the saved tables."""
-    lines = ["## Setup", ""]
     first = next(iter(protocols.values()))["base"]
     n = runs.iloc[0]
+    split = {"train": int(n["num_train"]), "val": int(n["num_val"]), "test": int(n["num_test"])}
     sizes = runs.drop_duplicates("protocol").set_index("protocol")
     other = [
-        f"{name}: {int(r.num_train):,} / {int(r.num_val):,} / {int(r.num_test):,}"
+        {"name": name, "train": int(r.num_train), "val": int(r.num_val), "test": int(r.num_test)}
         for name, r in sizes.iterrows()
         if (r.num_train, r.num_val, r.num_test) != (n["num_train"], n["num_val"], n["num_test"])
-    ]
-    lines += [
-        f"- **Data**: MNIST-1D generated offline (`mnist1d`, {first.get('dataset.num_samples')} "
-        f"samples): {int(n['num_train']):,} training, {int(n['num_val']):,} validation and "
-        f"{int(n['num_test']):,} test samples"
-        + (f" (other splits, training / validation / test: {'; '.join(other)})" if other else "")
-        + ". Learning rates are chosen on validation error "
-        "only (the search's runs record a test error too, which no choice reads).",
-        f"- **Model**: {first.get('model')} of width {first.get('model.width')}"
-        + (f" and depth {first['model.depth']}" if "model.depth" in first else "")
-        + f" ({int(n['n_params']):,} parameters), ReLU; the model and size of every arm are in "
-        "the table below.",
-        f"- **Hardware**: {env.get('cpu')} ({env.get('cores')} cores), torch {env.get('torch')}, "
-        f"Python {env.get('python')}; every run on one thread, device "
-        f"{', '.join(sorted(runs['device'].dropna().unique()))}.",
-        "- **Seeds**: seed s gives the same initial weights and batch order in every arm; the "
-        "search uses other seeds than the final runs.",
     ]
     rows = []
     for name, p in protocols.items():
@@ -161,55 +145,37 @@ def setup_section(protocols: dict, runs: pd.DataFrame, tables: Path, env: dict) 
                     "CPU min": f"{(mine['train_s'].sum() + mine['measure_s'].sum()) / 60:.2f}",
                 }
             )
-    lines += [
-        "- **Measures** (on the weights saved at the criterion; settings as in each protocol's config):"
-    ]
-    for name, p in protocols.items():
-        settings = "; ".join(
-            f"`{m}` ({', '.join(f'{k}={v}' for k, v in (s or {}).items())})"
-            for m, s in p["base"].get("metrics", {}).items()
-        )
-        derived = "; ".join(
-            f"`{d}` (geometric mean of {', '.join(s['numerator'])} over {s['denominator']})"
-            if "numerator" in s
-            else f"`{d}` (mean rise of {s['value']} at ±{s['at']} along the {s['surface']} "
-            "surface's two filter-normalised directions)"
-            for d, s in p.get("derived", {}).items()
-        )
-        lines.append(f"  - {name}: {settings}" + (f"; {derived}" if derived else ""))
-    lines += [
-        "",
-        "Every arm is trained to the same training cross-entropy (the criterion, checked on the "
-        "whole training set after every "
-        + ", ".join(
-            f"{p['base'].get('criterion_every_samples')} samples ({n})"
-            for n, p in protocols.items()
+    return render(
+        "report_setup.md.j2",
+        num_samples=first.get("dataset.num_samples"),
+        split=split,
+        other=other,
+        model=first.get("model"),
+        width=first.get("model.width"),
+        **({"depth": first["model.depth"]} if "model.depth" in first else {}),
+        n_params=int(n["n_params"]),
+        env=env,
+        devices=sorted(runs["device"].dropna().unique()),
+        measures=[
+            {
+                "protocol": name,
+                "metrics": {m: s or {} for m, s in p["base"].get("metrics", {}).items()},
+                "derived": p.get("derived", {}),
+            }
+            for name, p in protocols.items()
+        ],
+        criterion_every=[
+            (name, p["base"]["criterion_every_samples"])
+            for name, p in protocols.items()
             if p["base"].get("criterion_every_samples")
-        )
-        + ") under a budget counted in optimizer steps, and measured on the weights saved when "
-        "the criterion was met. The learning rate of each arm is the one with the lowest mean "
-        "validation error among the grid's rates at which every search seed met the criterion "
-        "within a stated fraction of the budget ("
-        + ", ".join(
-            f"{p['tune'].get('reach_within', 1.0):g} ({n})"
-            for n, p in protocols.items()
+        ],
+        reach_within=[
+            (name, p["tune"].get("reach_within", 1.0))
+            for name, p in protocols.items()
             if p.get("tune")
-        )
-        + "; `results/tables/lr_<protocol>.md` has every rate's numbers); `edge!` flags a choice at "
-        "the grid's edge, `limit` one whose next rate up was not eligible (the largest rate that "
-        "reached the criterion reliably: the rule, not validation error alone, set it). CPU min "
-        "is the single-thread compute of the final runs (training, and the latest measuring pass of "
-        "each run: for the runs another protocol measures again through `same_as`, that pass; "
-        "likewise the `git_commit` each run records, in `protocol_runs.csv`, is that of its latest "
-        "measuring pass, not necessarily of its training). Arms marked "
-        "`fixed budget` (Hoffer et al.'s regime adaptation, the continuations) have no criterion: "
-        "they train for their stated number of steps, and count as reached when they did; their "
-        "rates are derived from another arm's (`lr grid` says which). Arms that are another "
-        "protocol's runs (`same_as`) are listed under that protocol only.",
-        "",
-        _md(pd.DataFrame(rows)),
-    ]
-    return lines
+        ],
+        table=_md(pd.DataFrame(rows)),
+    ).split("\n")
 
 
 def statistics_section(verdicts: pd.DataFrame) -> list[str]:
@@ -933,7 +899,7 @@ def build(results: Path) -> Path:
             "figure's data beside it in `results/figures/<name>.csv`.",
             "",
         ]
-        lines += setup_section(protocols, runs, tables, env) + [""]
+        lines += setup_section(protocols, runs, tables, env)
         lines += verdict_summary(verdicts) + [""]
         lines += statistics_section(verdicts)
         for p in protocols.values():
