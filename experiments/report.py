@@ -53,6 +53,13 @@ PCT = ("test_error", "gap", "train_error", "val_error")
 _table = load
 
 
+def _section(name: str, **context) -> list[str]:
+    """Template ``name`` filled with ``context`` as the report's lines: each line of the template
+    is a line of the report, the file's final newline ending its last line (a section that ends
+    with a blank line ends its template with one)."""
+    return render(name, **context).removesuffix("\n").split("\n")
+
+
 def _md(df: pd.DataFrame, floatfmt: str = ".4g") -> str:
     return df.to_markdown(index=False, floatfmt=floatfmt)
 
@@ -145,7 +152,7 @@ def setup_section(protocols: dict, runs: pd.DataFrame, tables: Path, env: dict) 
                     "CPU min": f"{(mine['train_s'].sum() + mine['measure_s'].sum()) / 60:.2f}",
                 }
             )
-    return render(
+    return _section(
         "report_setup.md.j2",
         num_samples=first.get("dataset.num_samples"),
         split=split,
@@ -175,73 +182,32 @@ def setup_section(protocols: dict, runs: pd.DataFrame, tables: Path, env: dict) 
             if p.get("tune")
         ],
         table=_md(pd.DataFrame(rows)),
-    ).split("\n")
+    )
 
 
 def statistics_section(verdicts: pd.DataFrame) -> list[str]:
     tested = verdicts[verdicts["p_holm"].notna()]
     size = int(verdicts["family_size"].iloc[0]) if len(verdicts) else 0
     n = int(verdicts["n_seeds"].min())
-    lines = [
-        "## Statistics and the decision rule",
-        "",
-        "Each claim is stated in its protocol's config (`conf/protocol/*.yaml`; what changed after "
-        "runs began is listed in each protocol's history below): "
-        "the hypothesis, the quantity and direction of its **effect** on generalisation, and the "
-        "sharpness measure of its **mechanism**, each with a margin. Both parts are tested the "
-        "same way over paired seeds: the difference a − b per seed, a paired t interval (95%), "
-        f"the exact sign-flip permutation p-value (all 2^{n} sign patterns over {n} seeds, "
-        f"smallest possible two-sided p = {2 / 2**n:.2g}), Holm's correction over the report's "
-        "whole family of "
-        f"primary tests ({size} tests, listed below), and TOST equivalence against the margin. "
-        "A part is *reproduced* if it goes the claimed way with Holm p < 0.05, *reversed* if "
-        "significant the other way, *not reproduced* if TOST shows it within the margin, and "
-        "*inconclusive* otherwise (with the seeds the observed spread would need). A claim is "
-        "reproduced only when both parts are; parts that disagree make it *partly*. An arm that "
-        "missed the criterion in any seed, or a value at a search bound, is *not comparable* and "
-        "enters no test. Sharpness parts are tested on log(a/b) against a ratio margin; the "
-        "rank-correlation claim uses Kendall τ with a bootstrap over whole seeds. The function "
-        "that applies the rule is `experiments.verdicts.verdict_family`, tested on hand-made "
-        "tables that reach every branch. The sign-flip p-values are two-sided (a directional "
-        "hypothesis does not halve them). *Reproduced* means a significant difference in the "
-        "claimed direction, not a difference larger than the margin: the margin only decides "
-        "*not reproduced* (equivalence), so an effect whose interval straddles its margin is "
-        "reproduced in sign but not shown to be large.",
-        "",
-        "The Holm family:",
-        "",
-    ]
-    for i, r in enumerate(tested.itertuples(), 1):
-        scale = "log ratio " if r.margin_is_ratio else ""
-        resolvable = (
-            f"; at the observed spread (SD {r.sd_diff:.3g}) {r.resolve_n:.0f} seeds resolve a "
-            f"{scale}margin of ±{r.resolvable_margin:.3g} (stated: ±{r.margin:.3g})"
-            if not math.isnan(r.resolvable_margin)
-            else ""
-        )
-        lines.append(
-            f"{i}. {r.protocol}/{r.comparison} — {r.part}: {r.quantity} ({r.direction}), raw p = "
-            f"{r.p_raw:.3g}, Holm p = {r.p_holm:.3g}{resolvable}"
-            + (
-                f" = ±log(1 + {r.margin:g}) = ±{math.log1p(r.margin):.3g}"
-                if r.margin_is_ratio and resolvable
-                else ""
-            )
-        )
     # a significant part whose adjusted p is near α depends on the family's size: say by how much
     close = tested[(tested["p_holm"] < 0.05) & (tested["p_holm"] >= 0.04)]
-    for r in close.itertuples():
-        lines += [
-            "",
-            f"Borderline: {r.protocol}/{r.comparison} ({r.part}) has Holm p = {r.p_holm:.3g}, "
-            f"its raw p {r.p_raw:.3g} times the {round(r.p_holm / r.p_raw)} tests at or after its "
-            "rank: one more test with a larger raw p (ranked after it) would take it over 0.05. "
-            f"Its verdict stands for the family of {size} tests the report states, and would not "
-            "survive a larger one. The family is kept as declared: taking out tests after seeing "
-            "them (even uninformative ones, see the notes under the verdicts) would lower every "
-            "other adjusted p after the fact.",
-        ]
-    return lines
+    return _section(
+        "report_statistics.md.j2",
+        n=n,
+        p_min=2 / 2**n,
+        size=size,
+        tested=[
+            {
+                **r._asdict(),
+                "resolvable": not math.isnan(r.resolvable_margin),
+                "log_margin": math.log1p(r.margin),
+            }
+            for r in tested.itertuples()
+        ],
+        borderline=[
+            {**r._asdict(), "ranked_after": round(r.p_holm / r.p_raw)} for r in close.itertuples()
+        ],
+    )
 
 
 def verdict_summary(verdicts: pd.DataFrame) -> list[str]:
@@ -899,7 +865,7 @@ def build(results: Path) -> Path:
             "figure's data beside it in `results/figures/<name>.csv`.",
             "",
         ]
-        lines += setup_section(protocols, runs, tables, env)
+        lines += setup_section(protocols, runs, tables, env) + [""]
         lines += verdict_summary(verdicts) + [""]
         lines += statistics_section(verdicts)
         for p in protocols.values():
