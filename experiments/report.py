@@ -219,7 +219,7 @@ def verdict_summary(verdicts: pd.DataFrame) -> list[str]:
         caveat = getattr(eff, "caveat", "")
         mark = ""
         if isinstance(caveat, str) and caveat:
-            notes.append(f"{len(notes) + 1}. {proto}/{comp}: {caveat}")
+            notes.append((f"{proto}/{comp}", caveat))
             mark = f" (note {len(notes)})"
         rows.append(
             {
@@ -232,19 +232,7 @@ def verdict_summary(verdicts: pd.DataFrame) -> list[str]:
                 "verdict": f"**{eff.verdict}**{mark}",
             }
         )
-    if notes:
-        notes = ["", "Notes, from each comparison's config (what the verdict does and does not "
-                 "bear on):", "", *notes]  # fmt: skip
-    return [
-        "## Verdicts",
-        "",
-        f"a − b over {n} paired seeds, 95% interval in brackets; effect in points of test error "
-        "(or Kendall τ), mechanism as the ratio a/b of the sharpness measure. Each row's reason, "
-        "with every p-value, is in its section below and in `results/tables/verdicts.md`.",
-        "",
-        _md(pd.DataFrame(rows)),
-        *notes,
-    ]
+    return _section("report_verdicts.md.j2", n=n, table=_md(pd.DataFrame(rows)), notes=notes)
 
 
 def one_sided(r) -> str:
