@@ -67,6 +67,11 @@ def _section(name: str, **context) -> list[str]:
     return _text(name, **context).split("\n")
 
 
+def _csv(figure: str) -> str:
+    """The data file saved beside a figure (``x.png`` -> ``x.csv``)."""
+    return figure.replace(".png", ".csv")
+
+
 def _md(df: pd.DataFrame, floatfmt: str = ".4g") -> str:
     return df.to_markdown(index=False, floatfmt=floatfmt)
 
@@ -679,47 +684,23 @@ def audit_section(tables: Path, figures: Path) -> list[str]:
     audit = _table(tables, "audit")
     if audit is None:
         return []
-    lines = [
-        "",
-        "## Scale invariance (Dinh et al. 2017)",
-        "",
-        "Each audited model is a final run of the batch-size protocol (trained to its criterion). "
-        "Multiplying the first layer by α and the second by 1/α (layer-wise), or each unit of the "
-        "first layer by its own factor (neuron-wise), leaves the function unchanged; the rule is "
-        "deterministic (`experiments/audit.py`): the logits must agree to 1e-4 relative, a metric "
-        "is *invariant* when every ratio to the original is within 1% of 1, *at bound* when its "
-        "search hit a bound at some α (then no ratio is shown), *changed ×r for every α* when the "
-        "transform itself moved it by the same factor at every α, otherwise it *moves* by the "
-        "largest over the smallest ratio, the original (ratio 1) included. Neuron-wise, α is the "
-        "centre of the per-unit factors, so α = 1 is a rescaling too, not the original. A metric "
-        "that moves cannot by itself be a measure of generalisation, since the test error does "
-        "not move.",
-        "",
-    ]
     keep = [c for c in audit.columns if c not in ("spread",)]
-    lines += [_md(audit[keep], ".3g"), ""]
+    lines = _section("report_audit.md.j2", table=_md(audit[keep], ".3g"))
     values = _table(tables, "audit_values")
     runs = _table(tables, "protocol_runs")
     for model in dict.fromkeys(audit["model"]):
         if values is None:
             break
         label = _audited(model, runs)
-        alphas = ", ".join(f"{a:g}" for a in sorted(values["alpha"].unique()))
         made = F.audit_figure(values, audit, model, figures, label)
-        lines += [
-            f"![audit {model}](figures/{made})",
-            "",
-            f"*Figure: {label}, each metric's value over the original model's against α (measured "
-            f"at α = {alphas} only; the lines join those points), one panel per metric family and "
-            "a row per rescaling mode. The grey band is the test error, which the rescaling leaves "
-            "at 1. Dashed lines with hollow markers are the metrics the table calls invariant (every "
-            "ratio within 1% of 1: judge by the table, not by the band's width); a flat line away "
-            "from 1 is a metric the transform changed by the same factor at every α. Neuron-wise, "
-            "each unit's factor is one random draw around α, so α = 1 is itself a rescaling: the "
-            "star marks the original model, from which the table's factors are measured. Data: "
-            f"`figures/{made.replace('.png', '.csv')}`.*",
-            "",
-        ]
+        lines += _section(
+            "report_audit_figure.md.j2",
+            model=model,
+            made=made,
+            data=_csv(made),
+            label=label,
+            alphas=sorted(values["alpha"].unique()),
+        )
         lines += audit_slice_lines(tables, figures, model, label)
     lines += audit_order_lines(tables, runs)
     return lines
@@ -734,24 +715,19 @@ def audit_order_lines(tables: Path, runs: pd.DataFrame | None) -> list[str]:
     for (model, curve), part in slices.groupby(["model", "curve"], sort=False):
         rises[model, curve] = F.slice_rise(part["t"], part["train_loss"])
     first, second = list(dict.fromkeys(slices["model"]))
-    told = []
-    for curve in dict.fromkeys(slices["curve"]):
-        a, b = rises[first, curve], rises[second, curve]
-        told.append(f"{curve}: {a:.3g} vs {b:.3g} ({'<' if a < b else '>'})")
-    flips = len({told_one.split("(")[-1] for told_one in told}) > 1
-    return [
-        f"The two audited minima's slice rises at ±0.5 ({_audited(first, runs)} vs "
-        f"{_audited(second, runs)}): "
-        + "; ".join(told)
-        + ". "
-        + (
-            "A rescaling that leaves both functions alone reverses which minimum the slice calls "
-            "the sharper: a single filter-normalised slice cannot rank minima on its own."
-            if flips
-            else "No rescaling here changes which minimum the slice calls the sharper."
-        ),
-        "",
+    curves = [
+        {"curve": curve, "a": rises[first, curve], "b": rises[second, curve]}
+        for curve in dict.fromkeys(slices["curve"])
     ]
+    for c in curves:
+        c["smaller"] = c["a"] < c["b"]
+    return _section(
+        "report_audit_order.md.j2",
+        first=_audited(first, runs),
+        second=_audited(second, runs),
+        curves=curves,
+        flips=len({c["smaller"] for c in curves}) > 1,
+    )
 
 
 def audit_slice_lines(tables: Path, figures: Path, model: str, label: str) -> list[str]:
@@ -762,27 +738,25 @@ def audit_slice_lines(tables: Path, figures: Path, model: str, label: str) -> li
         return []
     rows = slices[slices["model"] == model]
     original = rows[rows["curve"] == "original"].set_index("t")["train_loss"]
-    told = []
+    curves = []
     for curve, part in rows.groupby("curve", sort=False):
-        rise = F.slice_rise(part["t"], part["train_loss"])
-        if curve == "original":
-            told.append(f"{rise:.3g} for the original")
-            continue
         apart = (part.set_index("t")["train_loss"] / original - 1).abs().max()
-        told.append(
-            f"{rise:.3g} {curve} (its slice differs from the original's by up to {apart:.0%})"
+        curves.append(
+            {
+                "curve": curve,
+                "original": curve == "original",
+                "rise": F.slice_rise(part["t"], part["train_loss"]),
+                "apart": apart,
+            }
         )
-    return [
-        f"![audit slice {model}](figures/{made})",
-        "",
-        f"*Figure: {label}, the filter-normalised slice through the same function before and "
-        f"after rescaling (one random direction, seed 0). The training loss rises at ±0.5 by "
-        f"{'; '.join(told)}. Filter normalisation is meant to make such slices comparable across "
-        f"scales; where a rescaled slice departs from the original's, the picture itself is "
-        f"fooled by a change that leaves the function alone. Data: "
-        f"`figures/{made.replace('.png', '.csv')}`, from `tables/audit_slices.csv`.*",
-        "",
-    ]
+    return _section(
+        "report_audit_slice.md.j2",
+        model=model,
+        made=made,
+        data=_csv(made),
+        label=label,
+        curves=curves,
+    )
 
 
 def _audited(model: str, runs: pd.DataFrame | None) -> str:
