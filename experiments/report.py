@@ -503,34 +503,24 @@ def surfaces_lines(p: dict, tables: Path, figures: Path) -> list[str]:
     reached = int(surfaces.drop_duplicates(["arm", "seed"])["reached"].astype(bool).sum())
     runs = surfaces[["arm", "seed"]].drop_duplicates().shape[0]
     drawn = pd.read_csv(figures / made.replace(".png", ".csv"))
-    drawn_seeds = ", ".join(
-        f"{a} seed {int(s)}" for a, s in drawn.groupby("arm", sort=False)["seed"].first().items()
-    )
     centre = drawn[(drawn["x"].abs() < 1e-9) & (drawn["y"].abs() < 1e-9)]
     paired = _table(tables, f"paired_{p['name']}")
-    sharp = ""
+    sharpness = None  # the slice sharpness' medians, when the protocol tests them
     if paired is not None and "slice_sharpness" in set(paired["quantity"]):
         q = paired[paired["quantity"] == "slice_sharpness"].groupby("arm")["value"].median()
-        sharp = (
-            " What the verdict above tests is the slice sharpness (the rise of the training loss at "
-            "±0.5 along both directions), whose median over seeds is "
-            + ", ".join(f"{q[a]:.2f} for {a}" for a in p["arms"] if a in q)
-            + "; it ranks the arms, and within an arm it does not follow the test error (see where "
-            "the association comes from, above)."
-        )
-    return [
-        f"![surfaces](figures/{made})",
-        "",
-        f"*Figure: the runs' own filter-normalised planes (each arm's median seed by slice "
-        f"sharpness: {drawn_seeds}; each cell one point of the grid, no interpolation; one log colour scale with "
-        f"its bar); {reached} of {runs} runs met the criterion. The "
-        f"surfaces are evaluated on their own training samples, so the drawn centres' loss "
-        f"({centre['train_loss'].min():.3f} to {centre['train_loss'].max():.3f}) is not the "
-        f"criterion check's. At ±1 along a filter-normalised direction each filter is perturbed "
-        f"by its own norm: the ends describe broken models. Data: "
-        f"`figures/{made.replace('.png', '.csv')}`, from `tables/{path.name}`.*" + sharp,
-        "",
-    ]
+        sharpness = [(a, q[a]) for a in p["arms"] if a in q]
+    return _section(
+        "report_surfaces.md.j2",
+        made=made,
+        data=_csv(made),
+        table=path.name,
+        drawn=[(a, int(s)) for a, s in drawn.groupby("arm", sort=False)["seed"].first().items()],
+        reached=reached,
+        runs=runs,
+        centre_min=centre["train_loss"].min(),
+        centre_max=centre["train_loss"].max(),
+        sharpness=sharpness,
+    )
 
 
 def interpolation_lines(p: dict, tables: Path, figures: Path) -> list[str]:
@@ -543,8 +533,8 @@ def interpolation_lines(p: dict, tables: Path, figures: Path) -> list[str]:
     made = F.interpolation_figure(pairs, figures, f"{p['name']}_interpolation", labels)
     if made is None:
         return []
-    data = pd.read_csv(figures / made.replace(".png", ".csv"))
-    lines = []
+    data = pd.read_csv(figures / _csv(made))
+    told = []
     for pair, part in data.groupby("pair", sort=False):
         wide = part.pivot_table(index="t", columns="seed", values="train_loss")
         inside = wide.loc[(wide.index > 0) & (wide.index < 1)].max()
@@ -559,45 +549,32 @@ def interpolation_lines(p: dict, tables: Path, figures: Path) -> list[str]:
         outer = {a: (wide.index.min(), outer_a), b: (wide.index.max(), outer_b)}
         test = part.pivot_table(index="t", columns="seed", values="test_loss")
         dips = test.loc[(test.index > 0) & (test.index < 1)].min() < test.loc[[0.0, 1.0]].min()
-        lines.append(
-            f"for {pair}, the training loss between the minima peaks at a median "
-            f"{inside.median():.2g} against {ends.median():.2g} at the ends (above both ends in "
-            f"{int((inside > ends).sum())} of {wide.shape[1]} seeds, by at least "
-            f"{(inside / ends).min():.0f}×); beyond them it climbs higher on the "
-            f"{labels.get(higher, higher)} side (t = {outer[higher][0]:g}: median "
-            f"{outer[higher][1].median():.2g}, against {outer[lower][1].median():.2g} at t = "
-            f"{outer[lower][0]:g}) in {n_higher} of {wide.shape[1]} seeds; and the test loss dips "
-            f"below both ends somewhere between them in {int(dips.sum())} of {wide.shape[1]} seeds"
+        told.append(
+            {
+                "pair": pair,
+                "inside": inside.median(),
+                "ends": ends.median(),
+                "above": int((inside > ends).sum()),
+                "seeds": wide.shape[1],
+                "factor": (inside / ends).min(),
+                "higher": labels.get(higher, higher),
+                "t_higher": outer[higher][0],
+                "higher_median": outer[higher][1].median(),
+                "t_lower": outer[lower][0],
+                "lower_median": outer[lower][1].median(),
+                "n_higher": n_higher,
+                "dips": int(dips.sum()),
+            }
         )
     runs = _table(tables, "protocol_runs")
-    met = ""
+    met = None
     if runs is not None:
         ends = {
             a for part in data.groupby("pair") for a in (part[1]["a"].iloc[0], part[1]["b"].iloc[0])
         }
         mine = runs[(runs["protocol"] == p["name"]) & runs["arm"].isin(ends)]
-        met = (
-            f" {int((mine['stop_reason'] == 'train_until_loss').sum())} of {len(mine)} of these "
-            "runs met the training criterion, so every line joins two minima that met the same "
-            "criterion."
-        )
-    return [
-        f"![interpolation](figures/{made})",
-        "",
-        "*Figure: Keskar et al.'s picture of the two minima of each seed, from the pairs the "
-        "protocol measured after its runs (training loss on the first 4,000 training samples, "
-        "test loss and accuracy on the test set; loss on a log scale, which makes both dips look "
-        f"alike: compare the outer walls). Data: `figures/{made.replace('.png', '.csv')}`.*"
-        + met
-        + " Along "
-        "this one line, " + "; ".join(lines) + ". The rise between them means the two minima are "
-        "not linearly connected, not that they are separate basins by any other path. Keskar et "
-        "al. found the large-batch end the steeper; where the small-batch side climbs higher here, "
-        "this line disagrees with them, and it is one direction only (the sharpness verdict above "
-        "measures all of them). The test accuracies at both ends are in the legend; whether their "
-        "difference exceeds seed noise is the verdict above.",
-        "",
-    ]
+        met = {"reached": int((mine["stop_reason"] == "train_until_loss").sum()), "runs": len(mine)}
+    return _section("report_interpolation.md.j2", made=made, data=_csv(made), pairs=told, met=met)
 
 
 def within_arm_tau(paired: pd.DataFrame, c: dict) -> list[str]:
