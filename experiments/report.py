@@ -55,16 +55,16 @@ WILSON_WITHIN = 0.05
 _table = load
 
 
-def _text(name: str, **context) -> str:
-    """Template ``name`` filled with ``context``; the file's final newline ends its last line and
+def _text(template: str, /, **context) -> str:
+    """``template`` filled with ``context``; the file's final newline ends its last line and
     is not part of the text."""
-    return render(name, **context).removesuffix("\n")
+    return render(template, **context).removesuffix("\n")
 
 
-def _section(name: str, **context) -> list[str]:
+def _section(template: str, /, **context) -> list[str]:
     """``_text`` as the report's lines: each line of the template is a line of the report (a
     section that ends with a blank line ends its template with one)."""
-    return _text(name, **context).split("\n")
+    return _text(template, **context).split("\n")
 
 
 def _csv(figure: str) -> str:
@@ -312,14 +312,6 @@ def protocol_section(
     paired = _table(tables, f"paired_{name}")
     secondary = _table(tables, "secondary")
     mine = verdicts[verdicts["protocol"] == name]
-    lines = ["", f"## {TITLES.get(name, name)}", ""]
-    if p.get("deck"):  # the explanation under test, in the deck's own words
-        lines += [f"The deck: *“{p['deck'].strip()}”*", ""]
-    arms = ", ".join(
-        f"`{a}` ({', '.join(f'{k}={v}' for k, v in (o or {}).items())})"
-        for a, o in p["arms"].items()
-    )
-    lines += [f"Arms: {arms}. Final seeds: {len(p['seeds'])} per arm, paired.", ""]
     mine_runs = runs[runs["protocol"] == name]
     summary = mine_runs.groupby("arm", sort=False).agg(
         reached=("stop_reason", lambda r: f"{r.isin(['train_until_loss']).sum()}/{len(r)}"),
@@ -333,94 +325,22 @@ def protocol_section(
     )
     for col in ("train_error", "val_error", "test_error", "test_error_sd"):
         summary[col] = summary[col].map(lambda v: f"{100 * v:.2f}%")
-    lines += [
-        "Each arm at its criterion (or, for a fixed-budget arm, at the end of its budget), mean "
-        "over the seeds (test error SD across seeds; train and test error side by side; "
-        "`reached`: runs at the criterion, `budget_used`: runs that trained their whole budget):",
-        "",
-        _md(summary.reset_index()),
-        "",
-    ]
-    if p.get("history"):
-        lines += ["Changes to this protocol after its first runs (from its config):", ""]
-        lines += [f"- {h}" for h in p["history"]] + [""]
-    figure_number = 0
+    lines = _section(
+        "report_protocol.md.j2",
+        title=TITLES.get(name, name),
+        # the explanation under test, in the deck's own words
+        deck=p["deck"].strip() if p.get("deck") else None,
+        arms={a: o or {} for a, o in p["arms"].items()},
+        seeds=len(p["seeds"]),
+        summary=_md(summary.reset_index()),
+        history=p.get("history") or [],
+    )
     for c in p["comparisons"]:
-        rows = mine[mine["comparison"] == c["name"]]
-        lines += [f"### {c['name']}: {c['rule']['hypothesis']}", ""]
-        for r in rows.itertuples():
-            lines.append(
-                f"- **{r.part}** ({r.quantity}, {r.direction}): *{r.part_verdict}*. {r.reason}"
-                + (f" {one_sided(r)}" if hasattr(r, "tost_ci_low") and one_sided(r) else "")
-            )
-        lines += [
-            "",
-            f"**Verdict: {rows['verdict'].iloc[0]}.** Rule (from the protocol's config; changes "
-            f"made after its first runs are in its history above): `{rows['rule'].iloc[0]}`",
-            "",
-        ]
-        if c.get("caveat"):
-            lines += [f"**Caveat** (from the config): {c['caveat']}", ""]
+        lines += comparison_lines(
+            p, c, mine[mine["comparison"] == c["name"]], paired, figures, runs
+        )
         if paired is None:
             continue
-        figure_number += 1
-        fig_name = f"{name}_{c['name']}"
-        if c.get("kind") == "kendall_tau":
-            made = F.tau_figure(paired, c["name"], c["x"], c["y"], figures, fig_name)
-            sub = paired[paired["comparison"] == c["name"]]
-            wide = sub.pivot_table(index="seed", columns=["quantity", "arm"], values="value")
-            wide.columns = [f"{q} {a}" for q, a in wide.columns]
-            lines += [_md(wide.reset_index(), ".4g"), ""]
-        else:
-            quantities = [c["rule"]["quantity"]]
-            if c["rule"].get("mechanism"):
-                quantities.append(c["rule"]["mechanism"]["quantity"])
-            made = F.paired_figure(paired, c["name"], quantities, figures, fig_name)
-            rate = mine_runs.drop_duplicates("arm").set_index("arm")["lr"]
-            derived = (
-                any({"lr_from", "same_as"} & set(p["arms"][arm] or {}) for arm in (c["a"], c["b"]))
-                if c.get("kind", "paired") == "paired"
-                else False
-            )
-            if derived and rate[c["a"]] != rate[c["b"]]:
-                lines += [
-                    f"The arms run at different rates (a = {c['a']} at {rate[c['a']]:g}, b = "
-                    f"{c['b']} at {rate[c['b']]:g}): a `same_as` arm is another protocol's runs "
-                    "at the rate that protocol's search chose, an `lr_from` arm derives its rate "
-                    "from another arm's by the rule in its config; neither is searched here.",
-                    "",
-                ]
-            elif c.get("kind", "paired") == "paired" and rate[c["a"]] != rate[c["b"]]:
-                lines += [
-                    f"The arms run at different rates, each its own validation choice (a = "
-                    f"{c['a']} at {rate[c['a']]:g}, b = {c['b']} at {rate[c['b']]:g}): the "
-                    "comparison is of each arm at its tuned rate, so it includes how large a rate "
-                    "each arm tolerates while still meeting the criterion, not the optimizer or "
-                    "batch size at one rate (the search's table has every rate of both arms).",
-                    "",
-                ]
-            if c.get("kind") == "interaction":
-                a, a2 = c["a"]
-                b, b2 = c["b"]
-                lines += [
-                    f"Per seed, {c['rule']['quantity']} of each arm and the interaction "
-                    f"({a} − {a2}) − ({b} − {b2}) in points:",
-                    "",
-                    _md(interaction_table(paired, c)),
-                    "",
-                ]
-            else:
-                lines += [
-                    "Per seed (a = " + c["a"] + ", b = " + c["b"] + "; secondary measures "
-                    "included when there are few, never part of a verdict; ✗ marks a run that "
-                    "missed its criterion or budget, shown but in no test):",
-                    "",
-                    _md(per_seed_table(paired, c["name"], few=len(p.get("secondary", [])) <= 3)),
-                    "",
-                ]
-        if made:
-            caption = figure_caption(figures, made, c, mine_runs, p)
-            lines += [f"![{c['name']}](figures/{made})", "", caption, ""]
         if c.get("kind") == "kendall_tau":
             lines += within_arm_tau(paired, c)
         else:
@@ -433,60 +353,113 @@ def protocol_section(
     lines += E.explanation_lines(p, tables, figures, runs)
     lines += schedule_lines(p, mine_runs)
     settings = mine_runs.drop_duplicates("arm").set_index("arm")["settings"]
-    lines += ["Every setting of each arm as its runs resolved it:", ""]
-    lines += [f"- `{arm}`: {text}" for arm, text in settings.items()] + [""]
+    lines += _section("report_protocol_settings.md.j2", settings=list(settings.items()))
     return lines
+
+
+def comparison_lines(
+    p: dict,
+    c: dict,
+    rows: pd.DataFrame,
+    paired: pd.DataFrame | None,
+    figures: Path,
+    runs: pd.DataFrame,
+) -> list[str]:
+    """One comparison: each part's verdict with its reason, the claim's verdict and rule, and when
+    the paired table exists, the per-seed numbers and the figure drawn from them."""
+    parts = [
+        {
+            **r._asdict(),
+            "one_sided": one_sided(r) if hasattr(r, "tost_ci_low") else "",
+        }
+        for r in rows.itertuples()
+    ]
+    context = {
+        "comparison": c["name"],
+        "hypothesis": c["rule"]["hypothesis"],
+        "parts": parts,
+        "verdict": rows["verdict"].iloc[0],
+        "rule": rows["rule"].iloc[0],
+        "caveat": c.get("caveat"),
+        "kind": c.get("kind", "paired"),
+        "a": c.get("a"),
+        "b": c.get("b"),
+        "quantity": c["rule"]["quantity"],
+        "table": None,
+        "rates": None,
+        "figure": None,
+    }
+    if paired is None:
+        return _section("report_comparison.md.j2", **context)
+    mine_runs = runs[runs["protocol"] == p["name"]]
+    fig_name = f"{p['name']}_{c['name']}"
+    if c.get("kind") == "kendall_tau":
+        made = F.tau_figure(paired, c["name"], c["x"], c["y"], figures, fig_name)
+        sub = paired[paired["comparison"] == c["name"]]
+        wide = sub.pivot_table(index="seed", columns=["quantity", "arm"], values="value")
+        wide.columns = [f"{q} {a}" for q, a in wide.columns]
+        context["table"] = _md(wide.reset_index(), ".4g")
+    else:
+        quantities = [c["rule"]["quantity"]]
+        if c["rule"].get("mechanism"):
+            quantities.append(c["rule"]["mechanism"]["quantity"])
+        made = F.paired_figure(paired, c["name"], quantities, figures, fig_name)
+        rate = mine_runs.drop_duplicates("arm").set_index("arm")["lr"]
+        if c.get("kind", "paired") == "paired" and rate[c["a"]] != rate[c["b"]]:
+            derived = any(
+                {"lr_from", "same_as"} & set(p["arms"][arm] or {}) for arm in (c["a"], c["b"])
+            )
+            context["rates"] = {"derived": derived, "a": rate[c["a"]], "b": rate[c["b"]]}
+        if c.get("kind") == "interaction":
+            context["table"] = _md(interaction_table(paired, c))
+        else:
+            few = len(p.get("secondary", [])) <= 3
+            context["table"] = _md(per_seed_table(paired, c["name"], few=few))
+    if made:
+        context["figure"] = made
+        context["caption"] = figure_caption(figures, made, c, mine_runs, p)
+    return _section("report_comparison.md.j2", **context)
 
 
 def figure_caption(figures: Path, made: str, c: dict, runs: pd.DataFrame, p: dict) -> str:
     """A comparison figure's caption, read from the figure's own data and the runs table: what it
     draws, where each arm's runs stopped and their training loss there, and per quantity in how many
     seeds arm a lies above arm b (the direction the rule tests)."""
-    data = pd.read_csv(figures / made.replace(".png", ".csv"))
-    source = f"Data: `figures/{made.replace('.png', '.csv')}`."
-    arms = list(dict.fromkeys(data["arm"]))
-    where = []
-    for arm in arms:
+    data = pd.read_csv(figures / _csv(made))
+    arms = []
+    for arm in dict.fromkeys(data["arm"]):
         mine = runs[(runs["arm"] == arm) & runs["seed"].isin(set(data["seed"]))]
-        met = int((mine["stop_reason"] == "train_until_loss").sum())
-        fixed = bool({"fixed_budget", "steps_from"} & set(p["arms"].get(arm) or {}))
-        stop = (
-            "after its fixed number of steps"
-            if fixed
-            else "at its criterion"
-            if met == len(mine)
-            else f"at its criterion in {met} of {len(mine)} runs"
+        arms.append(
+            {
+                "arm": arm,
+                "fixed": bool({"fixed_budget", "steps_from"} & set(p["arms"].get(arm) or {})),
+                "met": int((mine["stop_reason"] == "train_until_loss").sum()),
+                "runs": len(mine),
+                "loss": mine["train_loss"].median(),
+            }
         )
-        where.append(f"{arm} {stop}, train loss a median {mine['train_loss'].median():.3g}")
-    stops = "; ".join(where)
-    if c.get("kind") == "kendall_tau":
-        return (
-            f"*Figure: each of the {len(data)} models drawn, {c['x']} against {c['y']}, one colour "
-            f"and marker per arm ({stops}); the verdict's τ pools every model, and the lines below "
-            f"show how much of it comes from between the arms. {source}*"
-        )
-    counts, constant = [], []
-    for q, part in data.groupby("quantity", sort=False):
+    counts, constant = [], []  # a rank-correlation figure draws models, not quantities per seed
+    quantities = () if c.get("kind") == "kendall_tau" else data.groupby("quantity", sort=False)
+    for q, part in quantities:
         if part["value"].nunique() == 1:
-            constant.append(f"every {q} drawn is {part['value'].iloc[0]:.3g}")
+            constant.append((q, part["value"].iloc[0]))
             continue
         if c.get("kind", "paired") == "paired":
             wide = part.pivot_table(index="seed", columns="arm", values="value").dropna()
             if {c["a"], c["b"]} <= set(wide.columns):
-                above = int((wide[c["a"]] > wide[c["b"]]).sum())
-                counts.append(f"{q}: {above} of {len(wide)}")
-    told = (
-        f" {c['a']} lies above {c['b']} in " + "; ".join(counts) + " paired seeds; whether that "
-        "exceeds the seeds' spread is what the verdict above tests."
-        if counts
-        else ""
-    )
-    if constant:
-        told += " " + "; ".join(constant).capitalize() + ": that panel has no spread to show."
-    return (
-        f"*Figure: every seed's value in {', '.join(arms)} ({stops}; a run that missed a "
-        f"criterion it had to meet, or whose measure hit its search bound, is left out; grey "
-        f"lines join one seed's runs).{told} {source}*"
+                counts.append((q, int((wide[c["a"]] > wide[c["b"]]).sum()), len(wide)))
+    return _text(
+        "report_comparison_caption.md.j2",
+        kind=c.get("kind", "paired"),
+        data=_csv(made),
+        arms=arms,
+        models=len(data),
+        x=c.get("x"),
+        y=c.get("y"),
+        a=c.get("a"),
+        b=c.get("b"),
+        counts=counts,
+        constant=constant,
     )
 
 
