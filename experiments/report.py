@@ -7,6 +7,9 @@ Reads what ``python -m experiments.protocol verdicts`` wrote (``verdicts.csv``, 
 typed; every figure is drawn from them (:mod:`experiments.report_figures`). The report opens with the
 setup, then the verdicts, then one section per claim with its protocol, per-seed numbers, effect with
 its interval and Holm-adjusted p, the verdict and the rule that produced it.
+
+This module computes what each sentence states; the sentences are the templates
+``experiments/templates/report_*.md.j2`` (:mod:`experiments.templating`), one per section or caption.
 """
 
 from __future__ import annotations
@@ -27,14 +30,6 @@ from experiments.schemas import TableError, load
 from experiments.templating import render
 from flatness.io import atomic_write_bytes
 
-TITLES = {
-    "batch_size": "Batch size (Keskar et al. 2017)",
-    "optimizer": "SGD vs Adam, and optimizers beyond Adam (Wilson et al. 2017; Foret et al. 2021)",
-    "visualisation": "Filter-normalised visualisation (Li et al. 2018)",
-    "batch_norm": "The deck's explanations, 1: batch-norm noise (Hoffer et al. 2017)",
-    "averaged_sharpness": "The deck's explanations, 2: per-sample sharpness averaged by the batch",
-    "adam_escape": "The deck's explanations, 3: does Adam get stuck in a local minimum?",
-}
 # Keskar et al. 2017, Table 3 ("Sharpness of Minima in Full Space"), ε = 1e-3: small-batch and
 # large-batch means over their networks F1, F2, C1-C4; their large/small ratio sits beside ours.
 KESKAR_TABLE3 = {
@@ -327,7 +322,7 @@ def protocol_section(
         summary[col] = summary[col].map(lambda v: f"{100 * v:.2f}%")
     lines = _section(
         "report_protocol.md.j2",
-        title=TITLES.get(name, name),
+        protocol=name,
         # the explanation under test, in the deck's own words
         deck=p["deck"].strip() if p.get("deck") else None,
         arms={a: o or {} for a, o in p["arms"].items()},
