@@ -207,7 +207,7 @@ def statistics_section(verdicts: pd.DataFrame) -> list[str]:
             {
                 **r._asdict(),
                 "resolvable": not math.isnan(r.resolvable_margin),
-                "log_margin": math.log1p(r.margin),
+                "log_margin": math.log1p(r.margin) if r.margin_is_ratio else None,
             }
             for r in tested.itertuples()
         ],
