@@ -7,6 +7,9 @@ Reads what ``python -m experiments.protocol verdicts`` wrote (``verdicts.csv``, 
 typed; every figure is drawn from them (:mod:`experiments.report_figures`). The report opens with the
 setup, then the verdicts, then one section per claim with its protocol, per-seed numbers, effect with
 its interval and Holm-adjusted p, the verdict and the rule that produced it.
+
+This module computes what each sentence states; the sentences are the templates
+``experiments/templates/report_*.md.j2`` (:mod:`experiments.templating`), one per section or caption.
 """
 
 from __future__ import annotations
@@ -24,16 +27,9 @@ from experiments import report_figures as F
 from experiments import report_landscape as L
 from experiments.report_study import study_lines
 from experiments.schemas import TableError, load
+from experiments.templating import render
 from flatness.io import atomic_write_bytes
 
-TITLES = {
-    "batch_size": "Batch size (Keskar et al. 2017)",
-    "optimizer": "SGD vs Adam, and optimizers beyond Adam (Wilson et al. 2017; Foret et al. 2021)",
-    "visualisation": "Filter-normalised visualisation (Li et al. 2018)",
-    "batch_norm": "The deck's explanations, 1: batch-norm noise (Hoffer et al. 2017)",
-    "averaged_sharpness": "The deck's explanations, 2: per-sample sharpness averaged by the batch",
-    "adam_escape": "The deck's explanations, 3: does Adam get stuck in a local minimum?",
-}
 # Keskar et al. 2017, Table 3 ("Sharpness of Minima in Full Space"), ε = 1e-3: small-batch and
 # large-batch means over their networks F1, F2, C1-C4; their large/small ratio sits beside ours.
 KESKAR_TABLE3 = {
@@ -45,11 +41,30 @@ KESKAR_TABLE3 = {
     "C4": (12.83, 421.84),
 }
 PCT = ("test_error", "gap", "train_error", "val_error")
+# Wilson et al.'s adaptive methods reach the majority-class error in the limit: how close counts
+WILSON_WITHIN = 0.05
 
 
 # every table as the analysis wrote it, checked against its declared schema: the report refuses a
 # table whose rows or verdicts do not add up rather than print it
 _table = load
+
+
+def _text(template: str, /, **context) -> str:
+    """``template`` filled with ``context``; the file's final newline ends its last line and
+    is not part of the text."""
+    return render(template, **context).removesuffix("\n")
+
+
+def _section(template: str, /, **context) -> list[str]:
+    """``_text`` as the report's lines: each line of the template is a line of the report (a
+    section that ends with a blank line ends its template with one)."""
+    return _text(template, **context).split("\n")
+
+
+def _csv(figure: str) -> str:
+    """The data file saved beside a figure (``x.png`` -> ``x.csv``)."""
+    return figure.replace(".png", ".csv")
 
 
 def _md(df: pd.DataFrame, floatfmt: str = ".4g") -> str:
@@ -80,31 +95,14 @@ def _diff(row: pd.Series) -> str:
 
 def setup_section(protocols: dict, runs: pd.DataFrame, tables: Path, env: dict) -> list[str]:
     """Data, models, criteria, budgets, rates, seeds, hardware and compute, from the saved tables."""
-    lines = ["## Setup", ""]
     first = next(iter(protocols.values()))["base"]
     n = runs.iloc[0]
+    split = {"train": int(n["num_train"]), "val": int(n["num_val"]), "test": int(n["num_test"])}
     sizes = runs.drop_duplicates("protocol").set_index("protocol")
     other = [
-        f"{name}: {int(r.num_train):,} / {int(r.num_val):,} / {int(r.num_test):,}"
+        {"name": name, "train": int(r.num_train), "val": int(r.num_val), "test": int(r.num_test)}
         for name, r in sizes.iterrows()
         if (r.num_train, r.num_val, r.num_test) != (n["num_train"], n["num_val"], n["num_test"])
-    ]
-    lines += [
-        f"- **Data**: MNIST-1D generated offline (`mnist1d`, {first.get('dataset.num_samples')} "
-        f"samples): {int(n['num_train']):,} training, {int(n['num_val']):,} validation and "
-        f"{int(n['num_test']):,} test samples"
-        + (f" (other splits, training / validation / test: {'; '.join(other)})" if other else "")
-        + ". Learning rates are chosen on validation error "
-        "only (the search's runs record a test error too, which no choice reads).",
-        f"- **Model**: {first.get('model')} of width {first.get('model.width')}"
-        + (f" and depth {first['model.depth']}" if "model.depth" in first else "")
-        + f" ({int(n['n_params']):,} parameters), ReLU; the model and size of every arm are in "
-        "the table below.",
-        f"- **Hardware**: {env.get('cpu')} ({env.get('cores')} cores), torch {env.get('torch')}, "
-        f"Python {env.get('python')}; every run on one thread, device "
-        f"{', '.join(sorted(runs['device'].dropna().unique()))}.",
-        "- **Seeds**: seed s gives the same initial weights and batch order in every arm; the "
-        "search uses other seeds than the final runs.",
     ]
     rows = []
     for name, p in protocols.items():
@@ -161,121 +159,62 @@ def setup_section(protocols: dict, runs: pd.DataFrame, tables: Path, env: dict) 
                     "CPU min": f"{(mine['train_s'].sum() + mine['measure_s'].sum()) / 60:.2f}",
                 }
             )
-    lines += [
-        "- **Measures** (on the weights saved at the criterion; settings as in each protocol's config):"
-    ]
-    for name, p in protocols.items():
-        settings = "; ".join(
-            f"`{m}` ({', '.join(f'{k}={v}' for k, v in (s or {}).items())})"
-            for m, s in p["base"].get("metrics", {}).items()
-        )
-        derived = "; ".join(
-            f"`{d}` (geometric mean of {', '.join(s['numerator'])} over {s['denominator']})"
-            if "numerator" in s
-            else f"`{d}` (mean rise of {s['value']} at ±{s['at']} along the {s['surface']} "
-            "surface's two filter-normalised directions)"
-            for d, s in p.get("derived", {}).items()
-        )
-        lines.append(f"  - {name}: {settings}" + (f"; {derived}" if derived else ""))
-    lines += [
-        "",
-        "Every arm is trained to the same training cross-entropy (the criterion, checked on the "
-        "whole training set after every "
-        + ", ".join(
-            f"{p['base'].get('criterion_every_samples')} samples ({n})"
-            for n, p in protocols.items()
+    return _section(
+        "report_setup.md.j2",
+        num_samples=first.get("dataset.num_samples"),
+        split=split,
+        other=other,
+        model=first.get("model"),
+        width=first.get("model.width"),
+        **({"depth": first["model.depth"]} if "model.depth" in first else {}),
+        n_params=int(n["n_params"]),
+        env=env,
+        devices=sorted(runs["device"].dropna().unique()),
+        measures=[
+            {
+                "protocol": name,
+                "metrics": {m: s or {} for m, s in p["base"].get("metrics", {}).items()},
+                "derived": p.get("derived", {}),
+            }
+            for name, p in protocols.items()
+        ],
+        criterion_every=[
+            (name, p["base"]["criterion_every_samples"])
+            for name, p in protocols.items()
             if p["base"].get("criterion_every_samples")
-        )
-        + ") under a budget counted in optimizer steps, and measured on the weights saved when "
-        "the criterion was met. The learning rate of each arm is the one with the lowest mean "
-        "validation error among the grid's rates at which every search seed met the criterion "
-        "within a stated fraction of the budget ("
-        + ", ".join(
-            f"{p['tune'].get('reach_within', 1.0):g} ({n})"
-            for n, p in protocols.items()
+        ],
+        reach_within=[
+            (name, p["tune"].get("reach_within", 1.0))
+            for name, p in protocols.items()
             if p.get("tune")
-        )
-        + "; `results/tables/lr_<protocol>.md` has every rate's numbers); `edge!` flags a choice at "
-        "the grid's edge, `limit` one whose next rate up was not eligible (the largest rate that "
-        "reached the criterion reliably: the rule, not validation error alone, set it). CPU min "
-        "is the single-thread compute of the final runs (training, and the latest measuring pass of "
-        "each run: for the runs another protocol measures again through `same_as`, that pass; "
-        "likewise the `git_commit` each run records, in `protocol_runs.csv`, is that of its latest "
-        "measuring pass, not necessarily of its training). Arms marked "
-        "`fixed budget` (Hoffer et al.'s regime adaptation, the continuations) have no criterion: "
-        "they train for their stated number of steps, and count as reached when they did; their "
-        "rates are derived from another arm's (`lr grid` says which). Arms that are another "
-        "protocol's runs (`same_as`) are listed under that protocol only.",
-        "",
-        _md(pd.DataFrame(rows)),
-    ]
-    return lines
+        ],
+        table=_md(pd.DataFrame(rows)),
+    )
 
 
 def statistics_section(verdicts: pd.DataFrame) -> list[str]:
     tested = verdicts[verdicts["p_holm"].notna()]
     size = int(verdicts["family_size"].iloc[0]) if len(verdicts) else 0
     n = int(verdicts["n_seeds"].min())
-    lines = [
-        "## Statistics and the decision rule",
-        "",
-        "Each claim is stated in its protocol's config (`conf/protocol/*.yaml`; what changed after "
-        "runs began is listed in each protocol's history below): "
-        "the hypothesis, the quantity and direction of its **effect** on generalisation, and the "
-        "sharpness measure of its **mechanism**, each with a margin. Both parts are tested the "
-        "same way over paired seeds: the difference a − b per seed, a paired t interval (95%), "
-        f"the exact sign-flip permutation p-value (all 2^{n} sign patterns over {n} seeds, "
-        f"smallest possible two-sided p = {2 / 2**n:.2g}), Holm's correction over the report's "
-        "whole family of "
-        f"primary tests ({size} tests, listed below), and TOST equivalence against the margin. "
-        "A part is *reproduced* if it goes the claimed way with Holm p < 0.05, *reversed* if "
-        "significant the other way, *not reproduced* if TOST shows it within the margin, and "
-        "*inconclusive* otherwise (with the seeds the observed spread would need). A claim is "
-        "reproduced only when both parts are; parts that disagree make it *partly*. An arm that "
-        "missed the criterion in any seed, or a value at a search bound, is *not comparable* and "
-        "enters no test. Sharpness parts are tested on log(a/b) against a ratio margin; the "
-        "rank-correlation claim uses Kendall τ with a bootstrap over whole seeds. The function "
-        "that applies the rule is `experiments.verdicts.verdict_family`, tested on hand-made "
-        "tables that reach every branch. The sign-flip p-values are two-sided (a directional "
-        "hypothesis does not halve them). *Reproduced* means a significant difference in the "
-        "claimed direction, not a difference larger than the margin: the margin only decides "
-        "*not reproduced* (equivalence), so an effect whose interval straddles its margin is "
-        "reproduced in sign but not shown to be large.",
-        "",
-        "The Holm family:",
-        "",
-    ]
-    for i, r in enumerate(tested.itertuples(), 1):
-        scale = "log ratio " if r.margin_is_ratio else ""
-        resolvable = (
-            f"; at the observed spread (SD {r.sd_diff:.3g}) {r.resolve_n:.0f} seeds resolve a "
-            f"{scale}margin of ±{r.resolvable_margin:.3g} (stated: ±{r.margin:.3g})"
-            if not math.isnan(r.resolvable_margin)
-            else ""
-        )
-        lines.append(
-            f"{i}. {r.protocol}/{r.comparison} — {r.part}: {r.quantity} ({r.direction}), raw p = "
-            f"{r.p_raw:.3g}, Holm p = {r.p_holm:.3g}{resolvable}"
-            + (
-                f" = ±log(1 + {r.margin:g}) = ±{math.log1p(r.margin):.3g}"
-                if r.margin_is_ratio and resolvable
-                else ""
-            )
-        )
     # a significant part whose adjusted p is near α depends on the family's size: say by how much
     close = tested[(tested["p_holm"] < 0.05) & (tested["p_holm"] >= 0.04)]
-    for r in close.itertuples():
-        lines += [
-            "",
-            f"Borderline: {r.protocol}/{r.comparison} ({r.part}) has Holm p = {r.p_holm:.3g}, "
-            f"its raw p {r.p_raw:.3g} times the {round(r.p_holm / r.p_raw)} tests at or after its "
-            "rank: one more test with a larger raw p (ranked after it) would take it over 0.05. "
-            f"Its verdict stands for the family of {size} tests the report states, and would not "
-            "survive a larger one. The family is kept as declared: taking out tests after seeing "
-            "them (even uninformative ones, see the notes under the verdicts) would lower every "
-            "other adjusted p after the fact.",
-        ]
-    return lines
+    return _section(
+        "report_statistics.md.j2",
+        n=n,
+        p_min=2 / 2**n,
+        size=size,
+        tested=[
+            {
+                **r._asdict(),
+                "resolvable": not math.isnan(r.resolvable_margin),
+                "log_margin": math.log1p(r.margin) if r.margin_is_ratio else None,
+            }
+            for r in tested.itertuples()
+        ],
+        borderline=[
+            {**r._asdict(), "ranked_after": round(r.p_holm / r.p_raw)} for r in close.itertuples()
+        ],
+    )
 
 
 def verdict_summary(verdicts: pd.DataFrame) -> list[str]:
@@ -287,7 +226,7 @@ def verdict_summary(verdicts: pd.DataFrame) -> list[str]:
         caveat = getattr(eff, "caveat", "")
         mark = ""
         if isinstance(caveat, str) and caveat:
-            notes.append(f"{len(notes) + 1}. {proto}/{comp}: {caveat}")
+            notes.append((f"{proto}/{comp}", caveat))
             mark = f" (note {len(notes)})"
         rows.append(
             {
@@ -300,19 +239,7 @@ def verdict_summary(verdicts: pd.DataFrame) -> list[str]:
                 "verdict": f"**{eff.verdict}**{mark}",
             }
         )
-    if notes:
-        notes = ["", "Notes, from each comparison's config (what the verdict does and does not "
-                 "bear on):", "", *notes]  # fmt: skip
-    return [
-        "## Verdicts",
-        "",
-        f"a − b over {n} paired seeds, 95% interval in brackets; effect in points of test error "
-        "(or Kendall τ), mechanism as the ratio a/b of the sharpness measure. Each row's reason, "
-        "with every p-value, is in its section below and in `results/tables/verdicts.md`.",
-        "",
-        _md(pd.DataFrame(rows)),
-        *notes,
-    ]
+    return _section("report_verdicts.md.j2", n=n, table=_md(pd.DataFrame(rows)), notes=notes)
 
 
 def one_sided(r) -> str:
@@ -320,17 +247,19 @@ def one_sided(r) -> str:
     the stated margin in the claimed direction, or in the other."""
     if r.part_verdict != "inconclusive" or math.isnan(r.tost_ci_low):
         return ""
-    scale = "log ratio" if r.margin_is_ratio else "difference"
     margin = math.log1p(r.margin) if r.margin_is_ratio else r.margin  # the scale TOST tests on
     if r.direction == "greater" and r.tost_ci_high < margin:
-        side = f"its upper bound {r.tost_ci_high:+.3g} lies below +{margin:.3g}"
+        bound = r.tost_ci_high
     elif r.direction == "less" and r.tost_ci_low > -margin:
-        side = f"its lower bound {r.tost_ci_low:+.3g} lies above −{margin:.3g}"
+        bound = r.tost_ci_low
     else:
         return ""
-    return (
-        f" One-sided, the 90% interval of the {scale} excludes an effect of the stated size in "
-        f"the claimed direction ({side}); what stays open is an effect the other way."
+    return _text(
+        "report_one_sided.md.j2",
+        ratio=r.margin_is_ratio,
+        direction=r.direction,
+        bound=bound,
+        margin=margin,
     )
 
 
@@ -378,14 +307,6 @@ def protocol_section(
     paired = _table(tables, f"paired_{name}")
     secondary = _table(tables, "secondary")
     mine = verdicts[verdicts["protocol"] == name]
-    lines = ["", f"## {TITLES.get(name, name)}", ""]
-    if p.get("deck"):  # the explanation under test, in the deck's own words
-        lines += [f"The deck: *“{p['deck'].strip()}”*", ""]
-    arms = ", ".join(
-        f"`{a}` ({', '.join(f'{k}={v}' for k, v in (o or {}).items())})"
-        for a, o in p["arms"].items()
-    )
-    lines += [f"Arms: {arms}. Final seeds: {len(p['seeds'])} per arm, paired.", ""]
     mine_runs = runs[runs["protocol"] == name]
     summary = mine_runs.groupby("arm", sort=False).agg(
         reached=("stop_reason", lambda r: f"{r.isin(['train_until_loss']).sum()}/{len(r)}"),
@@ -399,94 +320,22 @@ def protocol_section(
     )
     for col in ("train_error", "val_error", "test_error", "test_error_sd"):
         summary[col] = summary[col].map(lambda v: f"{100 * v:.2f}%")
-    lines += [
-        "Each arm at its criterion (or, for a fixed-budget arm, at the end of its budget), mean "
-        "over the seeds (test error SD across seeds; train and test error side by side; "
-        "`reached`: runs at the criterion, `budget_used`: runs that trained their whole budget):",
-        "",
-        _md(summary.reset_index()),
-        "",
-    ]
-    if p.get("history"):
-        lines += ["Changes to this protocol after its first runs (from its config):", ""]
-        lines += [f"- {h}" for h in p["history"]] + [""]
-    figure_number = 0
+    lines = _section(
+        "report_protocol.md.j2",
+        protocol=name,
+        # the explanation under test, in the deck's own words
+        deck=p["deck"].strip() if p.get("deck") else None,
+        arms={a: o or {} for a, o in p["arms"].items()},
+        seeds=len(p["seeds"]),
+        summary=_md(summary.reset_index()),
+        history=p.get("history") or [],
+    )
     for c in p["comparisons"]:
-        rows = mine[mine["comparison"] == c["name"]]
-        lines += [f"### {c['name']}: {c['rule']['hypothesis']}", ""]
-        for r in rows.itertuples():
-            lines.append(
-                f"- **{r.part}** ({r.quantity}, {r.direction}): *{r.part_verdict}*. {r.reason}"
-                + (one_sided(r) if hasattr(r, "tost_ci_low") else "")
-            )
-        lines += [
-            "",
-            f"**Verdict: {rows['verdict'].iloc[0]}.** Rule (from the protocol's config; changes "
-            f"made after its first runs are in its history above): `{rows['rule'].iloc[0]}`",
-            "",
-        ]
-        if c.get("caveat"):
-            lines += [f"**Caveat** (from the config): {c['caveat']}", ""]
+        lines += comparison_lines(
+            p, c, mine[mine["comparison"] == c["name"]], paired, figures, runs
+        )
         if paired is None:
             continue
-        figure_number += 1
-        fig_name = f"{name}_{c['name']}"
-        if c.get("kind") == "kendall_tau":
-            made = F.tau_figure(paired, c["name"], c["x"], c["y"], figures, fig_name)
-            sub = paired[paired["comparison"] == c["name"]]
-            wide = sub.pivot_table(index="seed", columns=["quantity", "arm"], values="value")
-            wide.columns = [f"{q} {a}" for q, a in wide.columns]
-            lines += [_md(wide.reset_index(), ".4g"), ""]
-        else:
-            quantities = [c["rule"]["quantity"]]
-            if c["rule"].get("mechanism"):
-                quantities.append(c["rule"]["mechanism"]["quantity"])
-            made = F.paired_figure(paired, c["name"], quantities, figures, fig_name)
-            rate = mine_runs.drop_duplicates("arm").set_index("arm")["lr"]
-            derived = (
-                any({"lr_from", "same_as"} & set(p["arms"][arm] or {}) for arm in (c["a"], c["b"]))
-                if c.get("kind", "paired") == "paired"
-                else False
-            )
-            if derived and rate[c["a"]] != rate[c["b"]]:
-                lines += [
-                    f"The arms run at different rates (a = {c['a']} at {rate[c['a']]:g}, b = "
-                    f"{c['b']} at {rate[c['b']]:g}): a `same_as` arm is another protocol's runs "
-                    "at the rate that protocol's search chose, an `lr_from` arm derives its rate "
-                    "from another arm's by the rule in its config; neither is searched here.",
-                    "",
-                ]
-            elif c.get("kind", "paired") == "paired" and rate[c["a"]] != rate[c["b"]]:
-                lines += [
-                    f"The arms run at different rates, each its own validation choice (a = "
-                    f"{c['a']} at {rate[c['a']]:g}, b = {c['b']} at {rate[c['b']]:g}): the "
-                    "comparison is of each arm at its tuned rate, so it includes how large a rate "
-                    "each arm tolerates while still meeting the criterion, not the optimizer or "
-                    "batch size at one rate (the search's table has every rate of both arms).",
-                    "",
-                ]
-            if c.get("kind") == "interaction":
-                a, a2 = c["a"]
-                b, b2 = c["b"]
-                lines += [
-                    f"Per seed, {c['rule']['quantity']} of each arm and the interaction "
-                    f"({a} − {a2}) − ({b} − {b2}) in points:",
-                    "",
-                    _md(interaction_table(paired, c)),
-                    "",
-                ]
-            else:
-                lines += [
-                    "Per seed (a = " + c["a"] + ", b = " + c["b"] + "; secondary measures "
-                    "included when there are few, never part of a verdict; ✗ marks a run that "
-                    "missed its criterion or budget, shown but in no test):",
-                    "",
-                    _md(per_seed_table(paired, c["name"], few=len(p.get("secondary", [])) <= 3)),
-                    "",
-                ]
-        if made:
-            caption = figure_caption(figures, made, c, mine_runs, p)
-            lines += [f"![{c['name']}](figures/{made})", "", caption, ""]
         if c.get("kind") == "kendall_tau":
             lines += within_arm_tau(paired, c)
         else:
@@ -499,60 +348,113 @@ def protocol_section(
     lines += E.explanation_lines(p, tables, figures, runs)
     lines += schedule_lines(p, mine_runs)
     settings = mine_runs.drop_duplicates("arm").set_index("arm")["settings"]
-    lines += ["Every setting of each arm as its runs resolved it:", ""]
-    lines += [f"- `{arm}`: {text}" for arm, text in settings.items()] + [""]
+    lines += _section("report_protocol_settings.md.j2", settings=list(settings.items()))
     return lines
+
+
+def comparison_lines(
+    p: dict,
+    c: dict,
+    rows: pd.DataFrame,
+    paired: pd.DataFrame | None,
+    figures: Path,
+    runs: pd.DataFrame,
+) -> list[str]:
+    """One comparison: each part's verdict with its reason, the claim's verdict and rule, and when
+    the paired table exists, the per-seed numbers and the figure drawn from them."""
+    parts = [
+        {
+            **r._asdict(),
+            "one_sided": one_sided(r) if hasattr(r, "tost_ci_low") else "",
+        }
+        for r in rows.itertuples()
+    ]
+    context = {
+        "comparison": c["name"],
+        "hypothesis": c["rule"]["hypothesis"],
+        "parts": parts,
+        "verdict": rows["verdict"].iloc[0],
+        "rule": rows["rule"].iloc[0],
+        "caveat": c.get("caveat"),
+        "kind": c.get("kind", "paired"),
+        "a": c.get("a"),
+        "b": c.get("b"),
+        "quantity": c["rule"]["quantity"],
+        "table": None,
+        "rates": None,
+        "figure": None,
+    }
+    if paired is None:
+        return _section("report_comparison.md.j2", **context)
+    mine_runs = runs[runs["protocol"] == p["name"]]
+    fig_name = f"{p['name']}_{c['name']}"
+    if c.get("kind") == "kendall_tau":
+        made = F.tau_figure(paired, c["name"], c["x"], c["y"], figures, fig_name)
+        sub = paired[paired["comparison"] == c["name"]]
+        wide = sub.pivot_table(index="seed", columns=["quantity", "arm"], values="value")
+        wide.columns = [f"{q} {a}" for q, a in wide.columns]
+        context["table"] = _md(wide.reset_index(), ".4g")
+    else:
+        quantities = [c["rule"]["quantity"]]
+        if c["rule"].get("mechanism"):
+            quantities.append(c["rule"]["mechanism"]["quantity"])
+        made = F.paired_figure(paired, c["name"], quantities, figures, fig_name)
+        rate = mine_runs.drop_duplicates("arm").set_index("arm")["lr"]
+        if c.get("kind", "paired") == "paired" and rate[c["a"]] != rate[c["b"]]:
+            derived = any(
+                {"lr_from", "same_as"} & set(p["arms"][arm] or {}) for arm in (c["a"], c["b"])
+            )
+            context["rates"] = {"derived": derived, "a": rate[c["a"]], "b": rate[c["b"]]}
+        if c.get("kind") == "interaction":
+            context["table"] = _md(interaction_table(paired, c))
+        else:
+            few = len(p.get("secondary", [])) <= 3
+            context["table"] = _md(per_seed_table(paired, c["name"], few=few))
+    if made:
+        context["figure"] = made
+        context["caption"] = figure_caption(figures, made, c, mine_runs, p)
+    return _section("report_comparison.md.j2", **context)
 
 
 def figure_caption(figures: Path, made: str, c: dict, runs: pd.DataFrame, p: dict) -> str:
     """A comparison figure's caption, read from the figure's own data and the runs table: what it
     draws, where each arm's runs stopped and their training loss there, and per quantity in how many
     seeds arm a lies above arm b (the direction the rule tests)."""
-    data = pd.read_csv(figures / made.replace(".png", ".csv"))
-    source = f"Data: `figures/{made.replace('.png', '.csv')}`."
-    arms = list(dict.fromkeys(data["arm"]))
-    where = []
-    for arm in arms:
+    data = pd.read_csv(figures / _csv(made))
+    arms = []
+    for arm in dict.fromkeys(data["arm"]):
         mine = runs[(runs["arm"] == arm) & runs["seed"].isin(set(data["seed"]))]
-        met = int((mine["stop_reason"] == "train_until_loss").sum())
-        fixed = bool({"fixed_budget", "steps_from"} & set(p["arms"].get(arm) or {}))
-        stop = (
-            "after its fixed number of steps"
-            if fixed
-            else "at its criterion"
-            if met == len(mine)
-            else f"at its criterion in {met} of {len(mine)} runs"
+        arms.append(
+            {
+                "arm": arm,
+                "fixed": bool({"fixed_budget", "steps_from"} & set(p["arms"].get(arm) or {})),
+                "met": int((mine["stop_reason"] == "train_until_loss").sum()),
+                "runs": len(mine),
+                "loss": mine["train_loss"].median(),
+            }
         )
-        where.append(f"{arm} {stop}, train loss a median {mine['train_loss'].median():.3g}")
-    stops = "; ".join(where)
-    if c.get("kind") == "kendall_tau":
-        return (
-            f"*Figure: each of the {len(data)} models drawn, {c['x']} against {c['y']}, one colour "
-            f"and marker per arm ({stops}); the verdict's τ pools every model, and the lines below "
-            f"show how much of it comes from between the arms. {source}*"
-        )
-    counts, constant = [], []
-    for q, part in data.groupby("quantity", sort=False):
+    counts, constant = [], []  # a rank-correlation figure draws models, not quantities per seed
+    quantities = () if c.get("kind") == "kendall_tau" else data.groupby("quantity", sort=False)
+    for q, part in quantities:
         if part["value"].nunique() == 1:
-            constant.append(f"every {q} drawn is {part['value'].iloc[0]:.3g}")
+            constant.append((q, part["value"].iloc[0]))
             continue
         if c.get("kind", "paired") == "paired":
             wide = part.pivot_table(index="seed", columns="arm", values="value").dropna()
             if {c["a"], c["b"]} <= set(wide.columns):
-                above = int((wide[c["a"]] > wide[c["b"]]).sum())
-                counts.append(f"{q}: {above} of {len(wide)}")
-    told = (
-        f" {c['a']} lies above {c['b']} in " + "; ".join(counts) + " paired seeds; whether that "
-        "exceeds the seeds' spread is what the verdict above tests."
-        if counts
-        else ""
-    )
-    if constant:
-        told += " " + "; ".join(constant).capitalize() + ": that panel has no spread to show."
-    return (
-        f"*Figure: every seed's value in {', '.join(arms)} ({stops}; a run that missed a "
-        f"criterion it had to meet, or whose measure hit its search bound, is left out; grey "
-        f"lines join one seed's runs).{told} {source}*"
+                counts.append((q, int((wide[c["a"]] > wide[c["b"]]).sum()), len(wide)))
+    return _text(
+        "report_comparison_caption.md.j2",
+        kind=c.get("kind", "paired"),
+        data=_csv(made),
+        arms=arms,
+        models=len(data),
+        x=c.get("x"),
+        y=c.get("y"),
+        a=c.get("a"),
+        b=c.get("b"),
+        counts=counts,
+        constant=constant,
     )
 
 
@@ -569,34 +471,24 @@ def surfaces_lines(p: dict, tables: Path, figures: Path) -> list[str]:
     reached = int(surfaces.drop_duplicates(["arm", "seed"])["reached"].astype(bool).sum())
     runs = surfaces[["arm", "seed"]].drop_duplicates().shape[0]
     drawn = pd.read_csv(figures / made.replace(".png", ".csv"))
-    drawn_seeds = ", ".join(
-        f"{a} seed {int(s)}" for a, s in drawn.groupby("arm", sort=False)["seed"].first().items()
-    )
     centre = drawn[(drawn["x"].abs() < 1e-9) & (drawn["y"].abs() < 1e-9)]
     paired = _table(tables, f"paired_{p['name']}")
-    sharp = ""
+    sharpness = None  # the slice sharpness' medians, when the protocol tests them
     if paired is not None and "slice_sharpness" in set(paired["quantity"]):
         q = paired[paired["quantity"] == "slice_sharpness"].groupby("arm")["value"].median()
-        sharp = (
-            " What the verdict above tests is the slice sharpness (the rise of the training loss at "
-            "±0.5 along both directions), whose median over seeds is "
-            + ", ".join(f"{q[a]:.2f} for {a}" for a in p["arms"] if a in q)
-            + "; it ranks the arms, and within an arm it does not follow the test error (see where "
-            "the association comes from, above)."
-        )
-    return [
-        f"![surfaces](figures/{made})",
-        "",
-        f"*Figure: the runs' own filter-normalised planes (each arm's median seed by slice "
-        f"sharpness: {drawn_seeds}; each cell one point of the grid, no interpolation; one log colour scale with "
-        f"its bar); {reached} of {runs} runs met the criterion. The "
-        f"surfaces are evaluated on their own training samples, so the drawn centres' loss "
-        f"({centre['train_loss'].min():.3f} to {centre['train_loss'].max():.3f}) is not the "
-        f"criterion check's. At ±1 along a filter-normalised direction each filter is perturbed "
-        f"by its own norm: the ends describe broken models. Data: "
-        f"`figures/{made.replace('.png', '.csv')}`, from `tables/{path.name}`.*" + sharp,
-        "",
-    ]
+        sharpness = [(a, q[a]) for a in p["arms"] if a in q]
+    return _section(
+        "report_surfaces.md.j2",
+        made=made,
+        data=_csv(made),
+        table=path.name,
+        drawn=[(a, int(s)) for a, s in drawn.groupby("arm", sort=False)["seed"].first().items()],
+        reached=reached,
+        runs=runs,
+        centre_min=centre["train_loss"].min(),
+        centre_max=centre["train_loss"].max(),
+        sharpness=sharpness,
+    )
 
 
 def interpolation_lines(p: dict, tables: Path, figures: Path) -> list[str]:
@@ -609,8 +501,8 @@ def interpolation_lines(p: dict, tables: Path, figures: Path) -> list[str]:
     made = F.interpolation_figure(pairs, figures, f"{p['name']}_interpolation", labels)
     if made is None:
         return []
-    data = pd.read_csv(figures / made.replace(".png", ".csv"))
-    lines = []
+    data = pd.read_csv(figures / _csv(made))
+    told = []
     for pair, part in data.groupby("pair", sort=False):
         wide = part.pivot_table(index="t", columns="seed", values="train_loss")
         inside = wide.loc[(wide.index > 0) & (wide.index < 1)].max()
@@ -625,45 +517,32 @@ def interpolation_lines(p: dict, tables: Path, figures: Path) -> list[str]:
         outer = {a: (wide.index.min(), outer_a), b: (wide.index.max(), outer_b)}
         test = part.pivot_table(index="t", columns="seed", values="test_loss")
         dips = test.loc[(test.index > 0) & (test.index < 1)].min() < test.loc[[0.0, 1.0]].min()
-        lines.append(
-            f"for {pair}, the training loss between the minima peaks at a median "
-            f"{inside.median():.2g} against {ends.median():.2g} at the ends (above both ends in "
-            f"{int((inside > ends).sum())} of {wide.shape[1]} seeds, by at least "
-            f"{(inside / ends).min():.0f}×); beyond them it climbs higher on the "
-            f"{labels.get(higher, higher)} side (t = {outer[higher][0]:g}: median "
-            f"{outer[higher][1].median():.2g}, against {outer[lower][1].median():.2g} at t = "
-            f"{outer[lower][0]:g}) in {n_higher} of {wide.shape[1]} seeds; and the test loss dips "
-            f"below both ends somewhere between them in {int(dips.sum())} of {wide.shape[1]} seeds"
+        told.append(
+            {
+                "pair": pair,
+                "inside": inside.median(),
+                "ends": ends.median(),
+                "above": int((inside > ends).sum()),
+                "seeds": wide.shape[1],
+                "factor": (inside / ends).min(),
+                "higher": labels.get(higher, higher),
+                "t_higher": outer[higher][0],
+                "higher_median": outer[higher][1].median(),
+                "t_lower": outer[lower][0],
+                "lower_median": outer[lower][1].median(),
+                "n_higher": n_higher,
+                "dips": int(dips.sum()),
+            }
         )
     runs = _table(tables, "protocol_runs")
-    met = ""
+    met = None
     if runs is not None:
         ends = {
             a for part in data.groupby("pair") for a in (part[1]["a"].iloc[0], part[1]["b"].iloc[0])
         }
         mine = runs[(runs["protocol"] == p["name"]) & runs["arm"].isin(ends)]
-        met = (
-            f" {int((mine['stop_reason'] == 'train_until_loss').sum())} of {len(mine)} of these "
-            "runs met the training criterion, so every line joins two minima that met the same "
-            "criterion."
-        )
-    return [
-        f"![interpolation](figures/{made})",
-        "",
-        "*Figure: Keskar et al.'s picture of the two minima of each seed, from the pairs the "
-        "protocol measured after its runs (training loss on the first 4,000 training samples, "
-        "test loss and accuracy on the test set; loss on a log scale, which makes both dips look "
-        f"alike: compare the outer walls). Data: `figures/{made.replace('.png', '.csv')}`.*"
-        + met
-        + " Along "
-        "this one line, " + "; ".join(lines) + ". The rise between them means the two minima are "
-        "not linearly connected, not that they are separate basins by any other path. Keskar et "
-        "al. found the large-batch end the steeper; where the small-batch side climbs higher here, "
-        "this line disagrees with them, and it is one direction only (the sharpness verdict above "
-        "measures all of them). The test accuracies at both ends are in the legend; whether their "
-        "difference exceeds seed noise is the verdict above.",
-        "",
-    ]
+        met = {"reached": int((mine["stop_reason"] == "train_until_loss").sum()), "runs": len(mine)}
+    return _section("report_interpolation.md.j2", made=made, data=_csv(made), pairs=told, met=met)
 
 
 def within_arm_tau(paired: pd.DataFrame, c: dict) -> list[str]:
@@ -673,27 +552,22 @@ def within_arm_tau(paired: pd.DataFrame, c: dict) -> list[str]:
 
     wide = F.models_table(paired, c["name"])
     x, y = c["x"], c["y"]
-    parts = []
+    arms = []
     for arm, rows in wide.groupby("arm", sort=False):
         tau, p = kendalltau(rows[x], rows[y])
-        parts.append(f"{arm} τ = {tau:+.2f} (p = {p:.2g}, {len(rows)} models)")
+        arms.append({"arm": arm, "tau": tau, "p": p, "models": len(rows)})
     centred = wide.assign(**{q: wide[q] - wide.groupby("arm")[q].transform("mean") for q in (x, y)})
     tau_c, p_c = kendalltau(centred[x], centred[y])
     means = wide.groupby("arm")[[x, y]].mean()
-    tau_m = kendalltau(means[x], means[y])[0]
-    chance = 1 / math.factorial(len(means))
-    return [
-        "**Where the association comes from** (described, not tested; the rule is on the pooled "
-        f"τ): within each arm, {'; '.join(parts)}. After removing each arm's mean from both, "
-        f"τ = {tau_c:+.2f} (p = {p_c:.2g}); over the {len(means)} arm means τ = {tau_m:+.2f} "
-        f"(a perfect ranking of {len(means)} means arises by chance with probability "
-        f"{chance:.2g}, and the seed bootstrap holds the arms fixed, so its interval reflects "
-        "seed noise only). The pooled τ therefore ranks the arms (batch size and "
-        "weight decay move both quantities); it does not show that slice sharpness tracks test "
-        "error among models trained alike. The bootstrap p-value has a floor of about "
-        "2/(n_boot + 1) and is not an exact test; it enters Holm as given.",
-        "",
-    ]
+    return _section(
+        "report_within_arm_tau.md.j2",
+        arms=arms,
+        tau_centred=tau_c,
+        p_centred=p_c,
+        n_means=len(means),
+        tau_means=kendalltau(means[x], means[y])[0],
+        chance=1 / math.factorial(len(means)),
+    )
 
 
 def secondary_lines(sec: pd.DataFrame | None, protocol: str, comparison: str) -> list[str]:
@@ -704,17 +578,10 @@ def secondary_lines(sec: pd.DataFrame | None, protocol: str, comparison: str) ->
     rows = sec[(sec["protocol"] == protocol) & (sec["comparison"] == comparison)]
     if rows.empty:
         return []
-    text = "; ".join(
-        f"{r.quantity}: {r.mean_a:.3g} vs {r.mean_b:.3g} (a/b = {r.mean_a / r.mean_b:.3g}, "
-        f"difference 95% CI {r.ci_low:+.3g} to {r.ci_high:+.3g})"
-        for r in rows.itertuples()
+    return _section(
+        "report_secondary.md.j2",
+        rows=[{**r._asdict(), "ratio": r.mean_a / r.mean_b} for r in rows.itertuples()],
     )
-    return [
-        f"Secondary measures, a vs b (described, not tested): {text}. Where an invariant measure "
-        "(adaptive sharpness) and λmax disagree, the audit below says which one a rescaling can "
-        "move.",
-        "",
-    ]
 
 
 def schedule_lines(p: dict, runs: pd.DataFrame) -> list[str]:
@@ -723,26 +590,25 @@ def schedule_lines(p: dict, runs: pd.DataFrame) -> list[str]:
     base = p["base"]
     if base.get("lr_schedule") != "step":
         return []
-    out = []
+    arms = []
     for arm, rows in runs.groupby("arm", sort=False):
         budget = {**base, **(p["arms"][arm] or {})}["max_steps"]
         first = base.get("lr_step_milestones", [0.5])[0] * budget
-        after = int((rows["steps_trained"] > first).sum())
-        out.append(
-            f"{arm} {after}/{len(rows)} (train loss at the criterion {rows['train_loss'].min():.4f}"
-            f"–{rows['train_loss'].max():.4f})"
+        arms.append(
+            {
+                "arm": arm,
+                "after": int((rows["steps_trained"] > first).sum()),
+                "runs": len(rows),
+                "loss_min": rows["train_loss"].min(),
+                "loss_max": rows["train_loss"].max(),
+            }
         )
-    return [
-        "**The step decay.** The rate drops ×"
-        f"{base.get('lr_step_gamma', 0.1):g} at "
-        + ", ".join(f"{m:.0%}" for m in base.get("lr_step_milestones", []))
-        + " of the budget; runs that met the criterion only after the first drop: "
-        + "; ".join(out)
-        + ". Arms measured after a drop are compared at another point of their schedule than "
-        "arms measured before it, and a run can land below the criterion between two checks; "
-        "the training losses above say how equal the footing is.",
-        "",
-    ]
+    return _section(
+        "report_schedule.md.j2",
+        gamma=base.get("lr_step_gamma", 0.1),
+        milestones=base.get("lr_step_milestones", []),
+        arms=arms,
+    )
 
 
 def keskar_comparison(sec: pd.DataFrame | None) -> list[str]:
@@ -752,64 +618,34 @@ def keskar_comparison(sec: pd.DataFrame | None) -> list[str]:
     sec = sec[(sec["protocol"] == "batch_size") & (sec["quantity"] == "keskar_sharpness")]
     if sec.empty:
         return []
-    ours = "; ".join(
-        f"{r.comparison}: {r.mean_a:.3g} vs {r.mean_b:.3g}, ratio {r.mean_a / r.mean_b:.3g}"
-        for r in sec.itertuples()
+    return _section(
+        "report_keskar.md.j2",
+        ours=[{**r._asdict(), "ratio": r.mean_a / r.mean_b} for r in sec.itertuples()],
+        theirs=[(k, lb / sb) for k, (sb, lb) in KESKAR_TABLE3.items()],
     )
-    theirs = ", ".join(f"{k} {lb / sb:.3g}" for k, (sb, lb) in KESKAR_TABLE3.items())
-    return [
-        "**Keskar's own measure beside his numbers.** ε-sharpness (ε = 1e-3, full space, his "
-        f"Metric 2.1), mean large vs small batch over the seeds: {ours}. His Table 3 gives "
-        f"large/small ratios of {theirs} (batch 256 against 10% of the data, networks F1–C4).",
-        "",
-    ]
 
 
 def audit_section(tables: Path, figures: Path) -> list[str]:
     audit = _table(tables, "audit")
     if audit is None:
         return []
-    lines = [
-        "",
-        "## Scale invariance (Dinh et al. 2017)",
-        "",
-        "Each audited model is a final run of the batch-size protocol (trained to its criterion). "
-        "Multiplying the first layer by α and the second by 1/α (layer-wise), or each unit of the "
-        "first layer by its own factor (neuron-wise), leaves the function unchanged; the rule is "
-        "deterministic (`experiments/audit.py`): the logits must agree to 1e-4 relative, a metric "
-        "is *invariant* when every ratio to the original is within 1% of 1, *at bound* when its "
-        "search hit a bound at some α (then no ratio is shown), *changed ×r for every α* when the "
-        "transform itself moved it by the same factor at every α, otherwise it *moves* by the "
-        "largest over the smallest ratio, the original (ratio 1) included. Neuron-wise, α is the "
-        "centre of the per-unit factors, so α = 1 is a rescaling too, not the original. A metric "
-        "that moves cannot by itself be a measure of generalisation, since the test error does "
-        "not move.",
-        "",
-    ]
     keep = [c for c in audit.columns if c not in ("spread",)]
-    lines += [_md(audit[keep], ".3g"), ""]
+    lines = _section("report_audit.md.j2", table=_md(audit[keep], ".3g"))
     values = _table(tables, "audit_values")
     runs = _table(tables, "protocol_runs")
     for model in dict.fromkeys(audit["model"]):
         if values is None:
             break
         label = _audited(model, runs)
-        alphas = ", ".join(f"{a:g}" for a in sorted(values["alpha"].unique()))
         made = F.audit_figure(values, audit, model, figures, label)
-        lines += [
-            f"![audit {model}](figures/{made})",
-            "",
-            f"*Figure: {label}, each metric's value over the original model's against α (measured "
-            f"at α = {alphas} only; the lines join those points), one panel per metric family and "
-            "a row per rescaling mode. The grey band is the test error, which the rescaling leaves "
-            "at 1. Dashed lines with hollow markers are the metrics the table calls invariant (every "
-            "ratio within 1% of 1: judge by the table, not by the band's width); a flat line away "
-            "from 1 is a metric the transform changed by the same factor at every α. Neuron-wise, "
-            "each unit's factor is one random draw around α, so α = 1 is itself a rescaling: the "
-            "star marks the original model, from which the table's factors are measured. Data: "
-            f"`figures/{made.replace('.png', '.csv')}`.*",
-            "",
-        ]
+        lines += _section(
+            "report_audit_figure.md.j2",
+            model=model,
+            made=made,
+            data=_csv(made),
+            label=label,
+            alphas=sorted(values["alpha"].unique()),
+        )
         lines += audit_slice_lines(tables, figures, model, label)
     lines += audit_order_lines(tables, runs)
     return lines
@@ -824,24 +660,19 @@ def audit_order_lines(tables: Path, runs: pd.DataFrame | None) -> list[str]:
     for (model, curve), part in slices.groupby(["model", "curve"], sort=False):
         rises[model, curve] = F.slice_rise(part["t"], part["train_loss"])
     first, second = list(dict.fromkeys(slices["model"]))
-    told = []
-    for curve in dict.fromkeys(slices["curve"]):
-        a, b = rises[first, curve], rises[second, curve]
-        told.append(f"{curve}: {a:.3g} vs {b:.3g} ({'<' if a < b else '>'})")
-    flips = len({told_one.split("(")[-1] for told_one in told}) > 1
-    return [
-        f"The two audited minima's slice rises at ±0.5 ({_audited(first, runs)} vs "
-        f"{_audited(second, runs)}): "
-        + "; ".join(told)
-        + ". "
-        + (
-            "A rescaling that leaves both functions alone reverses which minimum the slice calls "
-            "the sharper: a single filter-normalised slice cannot rank minima on its own."
-            if flips
-            else "No rescaling here changes which minimum the slice calls the sharper."
-        ),
-        "",
+    curves = [
+        {"curve": curve, "a": rises[first, curve], "b": rises[second, curve]}
+        for curve in dict.fromkeys(slices["curve"])
     ]
+    for c in curves:
+        c["smaller"] = c["a"] < c["b"]
+    return _section(
+        "report_audit_order.md.j2",
+        first=_audited(first, runs),
+        second=_audited(second, runs),
+        curves=curves,
+        flips=len({c["smaller"] for c in curves}) > 1,
+    )
 
 
 def audit_slice_lines(tables: Path, figures: Path, model: str, label: str) -> list[str]:
@@ -852,27 +683,25 @@ def audit_slice_lines(tables: Path, figures: Path, model: str, label: str) -> li
         return []
     rows = slices[slices["model"] == model]
     original = rows[rows["curve"] == "original"].set_index("t")["train_loss"]
-    told = []
+    curves = []
     for curve, part in rows.groupby("curve", sort=False):
-        rise = F.slice_rise(part["t"], part["train_loss"])
-        if curve == "original":
-            told.append(f"{rise:.3g} for the original")
-            continue
         apart = (part.set_index("t")["train_loss"] / original - 1).abs().max()
-        told.append(
-            f"{rise:.3g} {curve} (its slice differs from the original's by up to {apart:.0%})"
+        curves.append(
+            {
+                "curve": curve,
+                "original": curve == "original",
+                "rise": F.slice_rise(part["t"], part["train_loss"]),
+                "apart": apart,
+            }
         )
-    return [
-        f"![audit slice {model}](figures/{made})",
-        "",
-        f"*Figure: {label}, the filter-normalised slice through the same function before and "
-        f"after rescaling (one random direction, seed 0). The training loss rises at ±0.5 by "
-        f"{'; '.join(told)}. Filter normalisation is meant to make such slices comparable across "
-        f"scales; where a rescaled slice departs from the original's, the picture itself is "
-        f"fooled by a change that leaves the function alone. Data: "
-        f"`figures/{made.replace('.png', '.csv')}`, from `tables/audit_slices.csv`.*",
-        "",
-    ]
+    return _section(
+        "report_audit_slice.md.j2",
+        model=model,
+        made=made,
+        data=_csv(made),
+        label=label,
+        curves=curves,
+    )
 
 
 def _audited(model: str, runs: pd.DataFrame | None) -> str:
@@ -890,49 +719,28 @@ def wilson_section(tables: Path) -> list[str]:
         return []
     err = runs.groupby("optimizer", sort=False)["test_error"].mean()
     majority = runs["majority_error"].mean()
-    ok = (
+    as_derived = (
         err[["sgd", "heavy_ball"]].max() == 0
-        and (abs(err[["adagrad", "rmsprop", "adam"]] - majority) < 0.05).all()
+        and (abs(err[["adagrad", "rmsprop", "adam"]] - majority) < WILSON_WITHIN).all()
     )
-    return [
-        "",
-        "## Wilson et al.'s counter-example (a check of the optimizer code, not a verdict)",
-        "",
-        "Least squares on linearly separable data with d = 6n (Wilson et al. 2017, §3.3): test "
-        "error "
-        + ", ".join(f"{k} {v:.3f}" for k, v in err.items())
-        + f"; the majority class would give {majority:.3f}. "
-        + (
-            "Gradient descent and heavy ball generalise perfectly and the adaptive methods' test "
-            "error is within 0.05 of the majority-class error, as the paper derives for their "
-            "limit (they lean on the always-on features): the optimizers behave as stated."
-            if ok
-            else "This does NOT match the paper's derivation: check the optimizer code."
-        ),
-    ]
+    return _section(
+        "report_wilson.md.j2",
+        errors=list(err.items()),
+        majority=majority,
+        as_derived=as_derived,
+        within=WILSON_WITHIN,
+    )
 
 
 def build(results: Path) -> Path:
     tables, figures = results / "tables", results / "figures"
     verdicts = _table(tables, "verdicts")
-    lines = ["# Report: do flat minima generalise better?", ""]
-    if verdicts is None:
-        lines += [
-            "No protocol verdicts yet: run `./reproduce.sh` (or `python -m experiments.protocol "
-            "verdicts batch_size optimizer visualisation`).",
-        ]
-    else:
+    lines = _section("report_intro.md.j2", verdicts=verdicts is not None)
+    if verdicts is not None:
         protocols = json.loads((tables / "protocols.json").read_text())
         protocols = {p["name"]: p for p in protocols}
         runs = _table(tables, "protocol_runs")
         env = json.loads((tables / "environment.json").read_text())
-        lines += [
-            "Generated by `python -m experiments.report` from `results/tables/` (written by the "
-            "runs, `experiments.protocol verdicts`, `experiments.audit` and `experiments.wilson`); "
-            "every number is read from those tables and every figure drawn from them, with the "
-            "figure's data beside it in `results/figures/<name>.csv`.",
-            "",
-        ]
         lines += setup_section(protocols, runs, tables, env) + [""]
         lines += verdict_summary(verdicts) + [""]
         lines += statistics_section(verdicts)
@@ -943,15 +751,7 @@ def build(results: Path) -> Path:
     for described in sorted(tables.glob("study_*.json")):
         lines += study_lines(tables, figures, described.stem.removeprefix("study_"))
     lines += sources_section(lines, results)
-    lines += [
-        "",
-        "## Not in this report",
-        "",
-        "The earlier correlation sweep (`conf/experiment/correlation`: 1 seed, fixed epochs, most "
-        "runs off any criterion) is superseded by the correlation study above; it still runs "
-        "alone (`python -m experiments.run -m experiment=correlation`). The earlier batch-norm "
-        "sweep (`conf/experiment/batchnorm`) is superseded by the batch_norm protocol above.",
-    ]
+    lines += _section("report_not_in_report.md.j2")
     path = results / "REPORT.md"
     atomic_write_bytes(path, ("\n".join(lines) + "\n").encode())
     return path
@@ -1040,15 +840,7 @@ def sources_section(lines: list[str], results: Path) -> list[str]:
         rows.append({"figure": f"`{figure}.png`", "runs of": source, "arms and seeds drawn": arms,
                      "runs": len(part) - missing,
                      "at their criterion": f"{int(met.sum())} of {len(met)}"})  # fmt: skip
-    return [
-        "",
-        "## Figures and the runs they draw",
-        "",
-        "Read from each figure's own data file (`results/figures/<name>.csv`); every run's id, "
-        "the name of its directory under `runs/<protocol>/`, is in `tables/figure_sources.csv`.",
-        "",
-        _md(pd.DataFrame(rows)),
-    ]
+    return _section("report_sources.md.j2", table=_md(pd.DataFrame(rows)))
 
 
 def _seeds(seeds: pd.Series) -> str:
