@@ -13,7 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from experiments.report_figures import _save, arm_style, plt, sns
+from experiments import templating
+from experiments.report_figures import _save, arm_style, phrase, plt, sns
 from experiments.schemas import load
 from experiments.sharpness_by_batch import sharpness_by_b
 from experiments.stats import t_interval
@@ -67,67 +68,50 @@ def batch_norm_lines(p: dict, tables: Path, figures: Path, runs: pd.DataFrame) -
     need = {"bn_large", "bn_small", "ghost_large", "regime_large", "ghost_regime"}
     if not need <= set(wide.columns):
         return []
-    gap = wide["bn_large"] - wide["bn_small"]
-    mean, _, lo, hi, _ = t_interval(gap)
+    mean, _, lo, hi, _ = t_interval(wide["bn_large"] - wide["bn_small"])
     rows = []
-    what = {
-        "ghost_large": "ghost batch norm alone, at the criterion (its own searched rate)",
-        "regime_large": "the small batch's updates at √10 × its rate, plain batch norm",
-        "ghost_regime": "ghost batch norm + the small batch's updates at √10 × its rate",
-    }
-    for arm, text in what.items():
+    for arm in ("ghost_large", "regime_large", "ghost_regime"):
         share, s_lo, s_hi = gap_closed(wide, "bn_large", "bn_small", arm)
         rows.append(
             {
                 "arm": arm,
-                "what changes from bn_large": text,
+                "what changes from bn_large": phrase("explanations_batch_norm_arm.md.j2", arm=arm),
                 "test error": f"{100 * wide[arm].mean():.2f}%",
                 "train loss at the end": f"{loss[arm].mean():.3g}",
                 "updates (median)": f"{steps[arm].median():.0f}",
                 "share of the gap closed": f"{share:.2f} [{s_lo:.2f}, {s_hi:.2f}]",
             }
         )
-    lines = [
-        "How much of the batch-norm CNN's batch-size gap each large-batch variant closes. The gap "
-        f"is bn_large − bn_small = {100 * mean:+.2f} points of test error (95% t interval "
-        f"{100 * lo:+.2f} to {100 * hi:+.2f}; bn_small took a median {steps['bn_small'].median():.0f} "
-        f"updates, bn_large {steps['bn_large'].median():.0f}). The share closed is "
-        "mean(bn_large − arm) / mean(bn_large − bn_small), 95% interval from resampling the seeds; "
-        "1 closes the whole gap, 0 none, above 1 overshoots. regime_large answers how much the "
-        "number of updates (with the √-scaled rate) accounts for alone; ghost_regime adds ghost "
-        "batch norm. Described, not tested: the tested claims are the two above.",
-        "",
-        _md(pd.DataFrame(rows)),
-        "",
-    ]
     contrasts = []
-    for a, b, text in (
-        ("bn_large", "ghost_large", "ghost batch norm at the criterion (equal training loss)"),
-        ("regime_large", "ghost_regime", "ghost batch norm at the small batch's updates"),
-    ):
+    for a, b in (("bn_large", "ghost_large"), ("regime_large", "ghost_regime")):
         m, _, c_lo, c_hi, p_t = t_interval(wide[a] - wide[b])
         contrasts.append(
-            f"{a} − {b} = {100 * m:+.2f} points (95% t interval {100 * c_lo:+.2f} to "
-            f"{100 * c_hi:+.2f}, t-test p = {p_t:.2g}): {text}"
+            {"a": a, "b": b, "points": 100 * m, "low": 100 * c_lo, "high": 100 * c_hi, "p": p_t}
         )
-    lines += [
-        "Ghost batch norm's own share, separated from the number of updates (described, not in "
-        "the Holm family): " + "; ".join(contrasts) + ".",
-        "",
-    ]
     criterion = p["base"].get("train_until_loss")
     fixed = [a for a in ("regime_large", "ghost_regime") if a in loss.columns]
-    if criterion and fixed and (loss[fixed].mean() < criterion / 2).any():
-        lines += [
-            "The regime arms end far below the criterion the other arms stop at (train loss "
-            + ", ".join(f"{a} {loss[a].mean():.2g}" for a in fixed)
-            + f" against {criterion:g}): as many updates as the small batch, each on ten times "
-            "the samples, train further. What they close is therefore not only the batch's "
-            "noise or its batch-norm statistics but also more training; the small batch itself "
-            "was not trained past its criterion, so this design cannot separate the two.",
-            "",
-        ]
+    below = criterion and fixed and (loss[fixed].mean() < criterion / 2).any()
     order = [a for a in p["arms"] if a in wide.columns]
+    made = _batch_norm_figure(mine, wide, order, figures, p["name"])
+    return templating.lines(
+        "explanations_batch_norm.md.j2",
+        gap={"points": 100 * mean, "low": 100 * lo, "high": 100 * hi},
+        updates={a: steps[a].median() for a in ("bn_small", "bn_large")},
+        table=_md(pd.DataFrame(rows)),
+        contrasts=contrasts,
+        regime_loss={a: loss[a].mean() for a in fixed} if below else {},
+        criterion=criterion,
+        made=made,
+        data=made.replace(".png", ".csv"),
+        n_seeds=wide.shape[0],
+        means={a: 100 * wide[a].mean() for a in order},
+    )
+
+
+def _batch_norm_figure(
+    mine: pd.DataFrame, wide: pd.DataFrame, order: list[str], figures: Path, name: str
+) -> str:
+    """Every seed's test error in each arm, grey lines joining one seed's runs, the bar the mean."""
     tidy = mine[["arm", "seed", "test_error", "train_loss"]].copy()
     fig, ax = plt.subplots(figsize=(1.15 * len(order) + 1.5, 3.8))
     for _, seed_values in wide[order].iterrows():
@@ -143,24 +127,9 @@ def batch_norm_lines(p: dict, tables: Path, figures: Path, runs: pd.DataFrame) -
     ax.set_ylabel("test error (%), axis not from 0")
     ax.tick_params(axis="x", labelrotation=30)
     ax.grid(alpha=0.3)
-    ax.set_title(
-        f"MNIST-1D CNN, {wide.shape[0]} seeds (grey: one seed across arms; bar: mean). "
-        "Criterion arms at train CE 0.05; ghost_regime, regime_large: fixed budgets",
-        fontsize=8,
-    )
+    ax.set_title(phrase("explanations_batch_norm_title.txt.j2", n_seeds=wide.shape[0]), fontsize=8)
     fig.tight_layout()
-    made = _save(fig, tidy, figures, f"{p['name']}_arms")
-    means = ", ".join(f"{a} {100 * wide[a].mean():.2f}%" for a in order)
-    lines += [
-        f"![batch-norm arms](figures/{made})",
-        "",
-        f"*Figure: every seed's test error in each arm of this protocol, grey lines joining one "
-        f"seed's runs, the bar the mean over {wide.shape[0]} seeds: {means}. The contrasts the "
-        f"verdicts and the table above test are differences of these columns, seed by seed. "
-        f"Data: `figures/{made.replace('.png', '.csv')}`.*",
-        "",
-    ]
-    return lines
+    return _save(fig, tidy, figures, f"{name}_arms")
 
 
 # --- 2. averaged sharpness --------------------------------------------------------------------------

@@ -20,6 +20,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from experiments import templating  # noqa: E402
 from flatness.io import atomic_write_bytes  # noqa: E402
 from flatness.plot import save_figure  # noqa: E402
 
@@ -110,6 +111,12 @@ def arm_palette(arms) -> dict[str, tuple[float, float, float]]:
 def arm_markers(arms) -> dict[str, str]:
     """``{arm: marker}`` for seaborn's ``markers=``."""
     return {a: arm_style(a)[1] for a in arms}
+
+
+def phrase(name: str, **context) -> str:
+    """A one-line template filled in (a figure's title, a table's cell): its text without the
+    file's closing newline."""
+    return templating.render(name, **context).rstrip("\n")
 
 
 def _save(fig, data: pd.DataFrame, figures: Path, name: str) -> str:
