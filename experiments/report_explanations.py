@@ -20,6 +20,7 @@ from experiments.sharpness_by_batch import sharpness_by_b
 from experiments.stats import t_interval
 
 N_BOOT = 2000
+FIGURE_TEXT = "explanations_figure_text.txt.j2"  # the figures' titles and long labels
 
 
 def explanation_lines(p: dict, tables: Path, figures: Path, runs: pd.DataFrame) -> list[str]:
@@ -127,7 +128,7 @@ def _batch_norm_figure(
     ax.set_ylabel("test error (%), axis not from 0")
     ax.tick_params(axis="x", labelrotation=30)
     ax.grid(alpha=0.3)
-    ax.set_title(phrase("explanations_batch_norm_title.txt.j2", n_seeds=wide.shape[0]), fontsize=8)
+    ax.set_title(phrase(FIGURE_TEXT, key="batch_norm_title", n_seeds=wide.shape[0]), fontsize=8)
     fig.tight_layout()
     return _save(fig, tidy, figures, f"{name}_arms")
 
@@ -135,15 +136,16 @@ def _batch_norm_figure(
 # --- 2. averaged sharpness --------------------------------------------------------------------------
 
 
-def relative_se(tables: Path, p: dict) -> str:
-    """Median over minima of (standard error / mean) of λmax(L_B) over the batches, per B."""
+def relative_se(tables: Path, p: dict) -> list[tuple[str, float]] | None:
+    """Median over minima of (standard error / mean) of λmax(L_B) over the batches, per B (None:
+    not recorded)."""
     metrics = _read(tables, "run_metrics")
     if metrics is None:
-        return "not recorded"
+        return None
     rows = metrics[(metrics["protocol"] == p["name"]) & metrics["metric"].str.match(r"lmax_b\d")]
     rel = (rows["error_bound"] / rows["value"]).groupby(rows["metric"]).median()
     order = sorted(rel.index, key=lambda m: int(m.rsplit("_b", 1)[1]))
-    return ", ".join(f"B = {m.rsplit('_b', 1)[1]}: {rel[m]:.0%}" for m in order)
+    return [(m.rsplit("_b", 1)[1], rel[m]) for m in order]
 
 
 def averaged_lines(p: dict, tables: Path, figures: Path, runs: pd.DataFrame) -> list[str]:
@@ -156,8 +158,23 @@ def averaged_lines(p: dict, tables: Path, figures: Path, runs: pd.DataFrame) -> 
         raise FileNotFoundError(
             f"{tables}/sharpness_by_batch_{p['name']}.csv: run the verdicts step, which writes it"
         )
+    made = _by_b_figure(tidy, figures, p["name"])
+    return templating.lines(
+        "explanations_averaged_sharpness.md.j2",
+        table=_md(_averaged_table(tidy, taus)),
+        **_monotone(tidy),
+        relative_se=relative_se(tables, p),
+        without=_without_b1(tidy),
+        made=made,
+        data=made.replace(".png", ".csv"),
+        ratios=_large_over_small(tidy),
+    )
+
+
+def _averaged_table(tidy: pd.DataFrame, taus: pd.DataFrame) -> pd.DataFrame:
+    """Per model, measure and B: both minima's geometric means, their separation seed by seed and
+    Kendall τ with test error (from the verdicts step's table)."""
     tau_of = taus.set_index(["model", "measure", "quantity"])
-    lines = []
     rows = []
     for (model, measure, quantity), sub in tidy.groupby(
         ["model", "measure", "quantity"], sort=False
@@ -180,65 +197,46 @@ def averaged_lines(p: dict, tables: Path, figures: Path, runs: pd.DataFrame) -> 
                 "Kendall τ with test error [95%]": f"{tau:+.2f} [{t_lo:+.2f}, {t_hi:+.2f}]",
             }
         )
-    table = pd.DataFrame(rows)
-    lines += [
-        "Sharpness of the loss of a batch of B samples at each minimum (geometric means over the "
-        "seeds), the separation of the two minima at each B as log(large/small) seed by seed "
-        "with its 95% t interval, and Kendall τ of each B's value with test error over the 20 "
-        "minima of each model (95% interval from resampling seeds). The tested claim compares "
-        "the separation at B ≤ 64 with that at B = all; the rest is described.",
-        "",
-        _md(table),
-        "",
-    ]
-    lines += [
-        "How to read the verdicts above: the averaging ratio is, per minimum, the geometric mean "
-        "of λmax(L_B) over B = 1, 4, 16, 64 divided by λmax(L) of the whole set; the test is on "
-        "log(ratio of the large-batch minimum / ratio of the small-batch one), which equals the "
-        "separation log(large/small) averaged over B ≤ 64 minus the separation at B = all (the "
-        "table's fourth column). A value below 0 means the two minima differ less at small B "
-        "than on the whole set. Kendall τ here pools the 20 minima of each model, so it mostly "
-        "ranks the two arms (as the slices' τ did); within an arm it is not measured.",
-        "",
-    ]
-    lm = tidy[tidy["measure"].str.startswith("λ")]
+    return pd.DataFrame(rows)
+
+
+def _without_b1(tidy: pd.DataFrame) -> list[dict]:
+    """Per model, the separation of the averaging ratio with B = 1 left out (B = 4 to 64)."""
     without = []
-    for model, sub in lm.groupby("model", sort=False):
+    for model, sub in tidy[tidy["measure"].str.startswith("λ")].groupby("model", sort=False):
         wide_b = sub.pivot_table(index=["batch", "seed"], columns="B", values="value")
         bs = sorted(b for b in wide_b.columns if 4 <= b <= 64)
         ratio = np.exp(np.log(wide_b[bs]).mean(axis=1)) / wide_b[max(wide_b.columns)]
         sep = np.log(ratio.loc["large"]) - np.log(ratio.loc["small"])
         m, _, c_lo, c_hi, _ = t_interval(sep.dropna())
-        without.append(f"{model} {m:+.2f} [{c_lo:+.2f}, {c_hi:+.2f}]")
+        without.append({"model": model, "mean": m, "low": c_lo, "high": c_hi})
+    return without
+
+
+def _monotone(tidy: pd.DataFrame) -> dict[str, list[dict]]:
+    """Jensen's check: per model and measure, how many minima's sharpness falls monotonically with
+    B (``falls``), and every step where λmax rises (``rises``)."""
     falls, rises = [], []
     for (model, measure), sub in tidy.groupby(["model", "measure"], sort=False):
         curve = sub.groupby(["arm", "seed"]).apply(
             lambda g: bool(np.all(np.diff(g.sort_values("B")["value"].to_numpy()) <= 1e-12)),
             include_groups=False,
         )
-        falls.append(f"{model} {measure}: {int(curve.sum())}/{len(curve)}")
+        falls.append(
+            {"model": model, "measure": measure, "falling": int(curve.sum()), "minima": len(curve)}
+        )
         if measure.startswith("λ"):
             for (arm, seed), g in sub.groupby(["arm", "seed"]):
                 v = g.sort_values("B")[["B", "value"]].to_numpy()
                 for (b0, v0), (b1, v1) in zip(v[:-1], v[1:], strict=True):
                     if v1 > v0:
-                        rises.append(f"{arm} seed {seed} B {b0:g}→{b1:g} ×{v1 / v0:.2f}")
-    lines += [
-        "Sanity check of the measurement (Jensen: the expected λmax of a batch cannot rise with "
-        "B): minima whose mean sharpness falls monotonically from B = 1 to the whole set: "
-        + "; ".join(falls)
-        + ". Where λmax rises it is "
-        + (", ".join(rises) if rises else "nowhere")
-        + ": each B's batches are disjoint draws, not nested, and λmax of a few samples is "
-        "heavy-tailed over samples, so the means at small B carry large sampling error (median "
-        "relative standard error of a minimum's batch mean, by B: " + relative_se(tables, p) + "). "
-        "m-sharpness obeys the same inequality when each batch's maximum is exact (the maximum "
-        "of a mean is at most the mean of the maxima); ours takes 10 ascent steps on 8-32 "
-        "batches, so its non-monotone curves are approximate maximisation and sampling. "
-        "The same separation with B = 1 left out (geometric mean over B = 4, 16, 64, described, "
-        "not tested): " + "; ".join(without) + ".",
-        "",
-    ]
+                        rises.append({"arm": arm, "seed": seed, "b0": b0, "b1": b1,
+                                      "factor": v1 / v0})  # fmt: skip
+    return {"falls": falls, "rises": rises}
+
+
+def _by_b_figure(tidy: pd.DataFrame, figures: Path, name: str) -> str:
+    """Each minimum's sharpness against B, one panel per model and measure."""
     fig, axes = plt.subplots(
         2, tidy["model"].nunique(), figsize=(4.3 * tidy["model"].nunique(), 6.6), squeeze=False
     )
@@ -258,40 +256,27 @@ def averaged_lines(p: dict, tables: Path, figures: Path, runs: pd.DataFrame) -> 
             )  # fmt: skip
             ax.set_xscale("log")
             ax.set_yscale("log")
-            ax.set_xlabel("B, samples per batch (rightmost: whole set)")
+            ax.set_xlabel(phrase(FIGURE_TEXT, key="by_b_xlabel"))
             ax.set_ylabel(measure + " (log)")
             ax.grid(alpha=0.3, which="both")
-            ax.set_title(f"{model}: minima of small and large batches", fontsize=9)
+            ax.set_title(phrase(FIGURE_TEXT, key="by_b_panel", model=model), fontsize=9)
             ax.legend(title="minimum", fontsize=7, title_fontsize=7)
-    fig.suptitle(
-        "Sharpness of the mini-batch loss against B: line = geometric mean over 10 seeds, band = "
-        "the seeds' range",
-        fontsize=9,
-    )
+    fig.suptitle(phrase(FIGURE_TEXT, key="by_b_title"), fontsize=9)
     fig.tight_layout()
-    made = _save(fig, tidy, figures, f"{p['name']}_by_b")
+    return _save(fig, tidy, figures, f"{name}_by_b")
+
+
+def _large_over_small(tidy: pd.DataFrame) -> list[dict]:
+    """Per model and measure, the large- over the small-batch minima's geometric mean at the
+    smallest B and on the whole set."""
     ratios = []
     for (model, measure), sub in tidy.groupby(["model", "measure"], sort=False):
         geo = np.exp(np.log(sub["value"]).groupby([sub["B"], sub["batch"]]).mean()).unstack()
         if {"small", "large"} <= set(geo.columns):
             r = geo["large"] / geo["small"]
-            ratios.append(
-                f"{model}, {measure}: ×{r.iloc[0]:.2f} at B = {r.index[0]:g}, ×{r.iloc[-1]:.2f} "
-                f"on the whole set"
-            )
-    lines += [
-        f"![sharpness against B](figures/{made})",
-        "",
-        "*Figure: each minimum's sharpness of the mini-batch loss against the batch size B it is "
-        "measured at (the deck's averaging explanation predicts the large-batch minima to be the "
-        "sharper at small B by more than on the whole set). The large-batch over the small-batch "
-        "minima's geometric mean: " + "; ".join(ratios) + ". The rightmost point is each "
-        "measure on the whole training set; the batch-size protocol's own λmax uses its first "
-        "4000 samples, so the two λmax differ for the same runs. Data: "
-        f"`figures/{made.replace('.png', '.csv')}`.*",
-        "",
-    ]
-    return lines
+            ratios.append({"model": model, "measure": measure, "first": r.iloc[0],
+                           "b": r.index[0], "last": r.iloc[-1]})  # fmt: skip
+    return ratios
 
 
 # --- 3. Adam's local minima ---------------------------------------------------------------------------
