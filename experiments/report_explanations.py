@@ -20,6 +20,7 @@ from experiments.sharpness_by_batch import sharpness_by_b
 from experiments.stats import t_interval
 
 N_BOOT = 2000
+BASIN = 0.05  # the adam_escape protocol's rule: a barrier below it is one basin
 FIGURE_TEXT = "explanations_figure_text.txt.j2"  # the figures' titles and long labels
 
 
@@ -291,32 +292,47 @@ def adam_escape_lines(p: dict, tables: Path, figures: Path, runs: pd.DataFrame) 
     values = paired.drop_duplicates(["arm", "seed", "quantity"]).pivot_table(
         index="seed", columns=["quantity", "arm"], values="value"
     )
-    yard = pairs[pairs["pair"] == "adam_vs_momentum"].set_index("seed")["distance"]
-    threshold = 0.05
-    lines = []
-    verdicts = _read(tables, "verdicts")
-    premise = (
-        verdicts[
-            (verdicts["protocol"].str.startswith("optimizer")) & (verdicts["comparison"] == "adam")
-        ]
-        if verdicts is not None
-        else pd.DataFrame()
-    )
-    if not premise.empty and premise["verdict"].iloc[0] != "reproduced":
-        r = premise.iloc[0]
-        lines += [
-            f"First, the premise: in this setting Adam does not generalise worse than SGD with "
-            f"momentum (optimizer/adam: {100 * r['mean_diff']:+.2f} points of test error, "
-            f"*{r['verdict']}*), so there is no Adam gap here for the explanation to account for; "
-            "what is tested below is whether its mechanism (a minimum Adam cannot leave) shows.",
-            "",
-        ]
-    lines += [
-        "The yardstick and the basin question (`results/tables/pairs_adam_escape.csv`): the "
-        "straight path between the Adam and the momentum minimum of each seed, and between where "
-        "the SGD continuation ends and that momentum minimum, on the first 4000 training samples.",
-        "",
+    barrier = paired[(paired["comparison"] == "escape") & (paired["quantity"] == "linear_barrier")]
+    sw = pairs[pairs["pair"] == "switched_minimum_vs_adam"]
+    made, tidy = _paths_figure(pairs, figures, p["name"])
+    return templating.lines(
+        "explanations_adam_escape.md.j2",
+        premise=_premise(_read(tables, "verdicts")),
+        table=_md(_pairs_table(pairs)),
+        moved=_moved(values, pairs),
+        zero_barriers=bool(not barrier.empty and (barrier["value"] == 0).all()),
+        continued=_continued(mine),
+        control=_control(mine),
+        switched_minimum={
+            "min": sw["barrier"].min(),
+            "max": sw["barrier"].max(),
+            "under": int((sw["barrier"] < BASIN).sum()),
+            "seeds": len(sw),
+        }
+        if not sw.empty
+        else None,
+        above_criterion=_above_criterion(values),
+        made=made,
+        data=made.replace(".png", ".csv"),
+        rises=_path_rises(tidy, pairs, mine[mine["protocol"] == p["name"]]),
+    ) + equal_loss_lines(p, tables, mine)
+
+
+def _premise(verdicts: pd.DataFrame | None) -> dict | None:
+    """The optimizer protocol's adam verdict where it is not reproduced (the gap to explain)."""
+    if verdicts is None:
+        return None
+    premise = verdicts[
+        (verdicts["protocol"].str.startswith("optimizer")) & (verdicts["comparison"] == "adam")
     ]
+    if premise.empty or premise["verdict"].iloc[0] == "reproduced":
+        return None
+    r = premise.iloc[0]
+    return {"points": 100 * r["mean_diff"], "verdict": r["verdict"]}
+
+
+def _pairs_table(pairs: pd.DataFrame) -> pd.DataFrame:
+    """Per path: its length and barrier over the seeds, and in how many seeds it is one basin."""
     rows = []
     for name, sub in pairs.groupby("pair", sort=False):
         rows.append(
@@ -326,11 +342,20 @@ def adam_escape_lines(p: dict, tables: Path, figures: Path, runs: pd.DataFrame) 
                 f"({sub['distance'].min():.1f}–{sub['distance'].max():.1f})",
                 "barrier (mean, range)": f"{sub['barrier'].mean():.3g} "
                 f"({sub['barrier'].min():.3g}–{sub['barrier'].max():.3g})",
-                f"seeds under {threshold} (one basin)": f"{(sub['barrier'] < threshold).sum()}/"
-                f"{len(sub)}",
+                f"seeds under {BASIN} (one basin)": f"{(sub['barrier'] < BASIN).sum()}/{len(sub)}",
             }
         )
-    lines += [_md(pd.DataFrame(rows)), ""]
+    return pd.DataFrame(rows)
+
+
+def _spread(values: pd.Series) -> dict[str, float]:
+    return {"mean": values.mean(), "min": values.min(), "max": values.max()}
+
+
+def _moved(values: pd.DataFrame, pairs: pd.DataFrame) -> list[dict]:
+    """How far each continuation moved from the Adam minimum, absolute and as a share of the
+    Adam–momentum distance of its seed, and the train loss it ended at."""
+    yard = pairs[pairs["pair"] == "adam_vs_momentum"].set_index("seed")["distance"]
     moved = []
     for arm in ("adam_then_momentum", "adam_then_adam", "adam_then_momentum_min"):
         if ("distance_from_init", arm) not in values:
@@ -338,145 +363,114 @@ def adam_escape_lines(p: dict, tables: Path, figures: Path, runs: pd.DataFrame) 
         share = values["distance_from_init", arm] / yard
         loss = values.get(("train_loss", arm))
         moved.append(
-            f"`{arm}` moved {values['distance_from_init', arm].mean():.1f} from the Adam minimum "
-            f"({share.mean():.2f} of the Adam–momentum distance, range {share.min():.2f}–"
-            f"{share.max():.2f})"
-            + (f", ending at train loss {loss.mean():.3g} (range {loss.min():.3g}–{loss.max():.3g})"
-               if loss is not None else "")
-        )  # fmt: skip
-    lines += [
-        "How far each continuation moved in its fixed budget: " + "; ".join(moved) + ".",
-        "",
-    ]
-    barrier = paired[(paired["comparison"] == "escape") & (paired["quantity"] == "linear_barrier")]
-    if not barrier.empty and (barrier["value"] == 0).all():
-        lines += [
-            "Both continuations' barriers are 0 in every seed: the loss on the straight path from "
-            "the Adam minimum to where each continuation ends never rises above the chord between "
-            "its end values (the barrier is floored at 0 by definition), so the `escape` verdict's "
-            "zero spread is this, not a lack of data.",
-            "",
-        ]
+            {
+                "arm": arm,
+                "distance": values["distance_from_init", arm].mean(),
+                "share": share.mean(),
+                "share_min": share.min(),
+                "share_max": share.max(),
+                "loss": _spread(loss) if loss is not None else None,
+            }
+        )
+    return moved
+
+
+def _continued(mine: pd.DataFrame) -> dict | None:
+    """The switched runs continued to the criterion, against momentum from initialisation."""
     runs_min = mine[mine["arm"] == "adam_then_momentum_min"]
-    if not runs_min.empty:
-        back = (runs_min["stop_reason"] == "train_until_loss").sum()
-        lines += [
-            f"Continued to the criterion (adam_then_momentum_min, added after the first verdicts): "
-            f"{back}/{len(runs_min)} switched runs met it again within "
-            f"{int(runs_min['steps_trained'].max()):,} more steps (train loss at the end "
-            f"{runs_min['train_loss'].mean():.3g}, range {runs_min['train_loss'].min():.3g}–"
-            f"{runs_min['train_loss'].max():.3g}; test error "
-            f"{100 * runs_min['test_error'].mean():.2f}%), while momentum from its random "
-            "initialisation meets it in a median "
-            f"{mine[mine['arm'] == 'momentum']['steps_trained'].median():.0f} steps. Why SGD at "
-            "this rate cannot settle from Adam's solution is not established here. The whole-set "
-            "λmax at Adam's minimum is far below momentum's stability limit 2(1 + β)/η = 38 at "
-            "rate 0.1, but the λmax of the loss of a batch is 10-30 times the whole set's (see "
-            "the averaged-sharpness section), so a batch-scale instability is not ruled out.",
-            "",
-        ]
+    if runs_min.empty:
+        return None
+    return {
+        "met": int((runs_min["stop_reason"] == "train_until_loss").sum()),
+        "runs": len(runs_min),
+        "steps": int(runs_min["steps_trained"].max()),
+        "loss": _spread(runs_min["train_loss"]),
+        "test_error": 100 * runs_min["test_error"].mean(),
+        "momentum_steps": mine[mine["arm"] == "momentum"]["steps_trained"].median(),
+    }
+
+
+def _control(mine: pd.DataFrame) -> dict | None:
+    """The restart control: momentum's own minimum restarted like the switch."""
     control = mine[mine["arm"] == "momentum_then_momentum"]
-    if not control.empty:
-        lines += [
-            f"The restart control (momentum_then_momentum: momentum's own minimum restarted the "
-            f"same way, fresh state, rate 0.1, 3000 steps; in no comparison) ends at train loss "
-            f"{control['train_loss'].mean():.3g} (range {control['train_loss'].min():.3g}–"
-            f"{control['train_loss'].max():.3g}) and test error "
-            f"{100 * control['test_error'].mean():.2f}%, against the switched runs' "
-            f"{mine[mine['arm'] == 'adam_then_momentum']['train_loss'].mean():.3g}: "
-            + (
-                "a restart alone does not throw a minimum out; what throws the switched runs "
-                "out is starting SGD from Adam's solution."
-                if control["train_loss"].max() < 0.05
-                else "a restart alone also moves a minimum far, so the switch's failure is not "
-                "specific to Adam's solution."
-            ),
-            "",
-        ]
-    sw = pairs[pairs["pair"] == "switched_minimum_vs_adam"]
-    if not sw.empty:
-        lines += [
-            f"switched_minimum_vs_adam: the barrier between the Adam minimum and where the "
-            f"continued switch ends is {sw['barrier'].min():.3g}–{sw['barrier'].max():.3g}, under "
-            f"the stated 0.05 in {(sw['barrier'] < threshold).sum()}/{len(sw)} seeds; but that end "
-            "is not at the criterion (above), and barriers of that size are as large as the "
-            "path's end losses, so the row does not settle whether the two share a basin.",
-            "",
-        ]
+    if control.empty:
+        return None
+    return {
+        "loss": _spread(control["train_loss"]),
+        "test_error": 100 * control["test_error"].mean(),
+        "switched_loss": mine[mine["arm"] == "adam_then_momentum"]["train_loss"].mean(),
+        "settles": bool(control["train_loss"].max() < 0.05),  # stays in its minimum
+    }
+
+
+def _above_criterion(values: pd.DataFrame) -> dict | None:
+    """The switched runs' end loss where it is above the criterion the Adam minima were taken at."""
     criterion = 0.01  # the optimizer protocol's, at which the Adam minima were taken
     loss = values.get(("train_loss", "adam_then_momentum"))
-    if loss is not None and (loss > criterion).any():
-        lines += [
-            f"The switched runs end above the criterion the Adam minima were taken at (train loss "
-            f"{loss.mean():.3g} against {criterion:g}, in {(loss > criterion).sum()}/{len(loss)} "
-            "seeds): the switch at momentum's rate throws the weights out of Adam's minimum and "
-            "the budget does not bring them back down, so their λmax and test error are of a point "
-            "on the way, not of a minimum, and their comparison with the Adam continuation (which "
-            "stays in its basin and keeps lowering its loss) is not at equal training loss. It "
-            "answers 'does the switch leave, and where is it after this budget', not 'is the "
-            "minimum it finds flatter'.",
-            "",
-        ]
+    if loss is None or not (loss > criterion).any():
+        return None
+    above = int((loss > criterion).sum())
+    return {"loss": loss.mean(), "criterion": criterion, "above": above, "seeds": len(loss)}
+
+
+def _paths_figure(pairs: pd.DataFrame, figures: Path, name: str) -> tuple[str, pd.DataFrame]:
+    """The training loss on each straight path, every seed, one panel per pair; the file and the
+    tidy data drawn."""
     n = pairs["pair"].nunique()
     fig, axes = plt.subplots(1, n, figsize=(4.6 * n, 3.8), sharey=True, squeeze=False)
     axes = axes[0]
     tidy = []
-    for ax, (name, sub) in zip(axes, pairs.groupby("pair", sort=False), strict=False):
+    for ax, (pair, sub) in zip(axes, pairs.groupby("pair", sort=False), strict=False):
         for r in sub.itertuples():
             t, loss = json.loads(r.path_t), json.loads(r.path_loss)
             ax.plot(t, loss, color="tab:blue", alpha=0.5, linewidth=0.9)
             tidy += [
-                {"pair": name, "seed": r.seed, "t": a, "train_loss": b}
+                {"pair": pair, "seed": r.seed, "t": a, "train_loss": b}
                 for a, b in zip(t, loss, strict=True)
             ]
         ax.set_yscale("log")
         ax.set_xlabel(f"t: 0 at {sub['b'].iloc[0]}, 1 at {sub['a'].iloc[0]}")
-        ax.set_title(f"{name}: {len(sub)} seeds", fontsize=9)
+        ax.set_title(f"{pair}: {len(sub)} seeds", fontsize=9)
         ax.grid(alpha=0.3, which="both")
-    axes[0].set_ylabel("training loss on the straight path (log)")
-    fig.suptitle(
-        "Straight paths between the end points of two runs of one seed (not all minima: see the "
-        "runs' train loss; first 4000 training samples, 21 points)",
-        fontsize=9,
-    )
+    axes[0].set_ylabel(phrase(FIGURE_TEXT, key="paths_ylabel"))
+    fig.suptitle(phrase(FIGURE_TEXT, key="paths_title"), fontsize=9)
     fig.tight_layout()
     tidy = pd.DataFrame(tidy)
-    made = _save(fig, tidy, figures, f"{p['name']}_paths")
+    return _save(fig, tidy, figures, f"{name}_paths"), tidy
+
+
+def _path_rises(tidy: pd.DataFrame, pairs: pd.DataFrame, own: pd.DataFrame) -> list[dict]:
+    """Per pair, read from the figure's data: how many seeds' lines peak above both ends and by
+    how much, and how many fall below the t = 0 end just beside it; ``own`` is the protocol's
+    runs (each once), for how many of each end's runs met their criterion."""
     rises = []
     for name, sub in tidy.groupby("pair", sort=False):
         wide = sub.pivot_table(index="t", columns="seed", values="train_loss")
         inside = wide.loc[(wide.index > 0) & (wide.index < 1)].max()
         ends = wide.loc[[wide.index.min(), wide.index.max()]].max()
         pair = pairs[pairs["pair"] == name].iloc[0]
-        own = mine[mine["protocol"] == p["name"]]  # each run once
         met = [
-            f"{arm} {int((own[own['arm'] == arm]['stop_reason'] == 'train_until_loss').sum())}"
-            f" of {int((own['arm'] == arm).sum())}"
+            (
+                arm,
+                int((own[own["arm"] == arm]["stop_reason"] == "train_until_loss").sum()),
+                int((own["arm"] == arm).sum()),
+            )
             for arm in (pair["b"], pair["a"])
         ]
         near = wide.loc[wide.index[wide.index > 0].min()]
-        below = int((near < wide.loc[wide.index.min()]).sum())
         rises.append(
-            f"{name} (runs at their criterion: {', '.join(met)}): the loss inside the line peaks "
-            f"above both ends in {int((inside > ends).sum())} of {wide.shape[1]} seeds, by a "
-            f"factor {(inside / ends).min():.2f} at the least (median peak {inside.median():.2g} "
-            f"against the higher end's {ends.median():.2g}), and just inside the t = 0 end it "
-            f"falls below that end in {below} of {wide.shape[1]}"
+            {
+                "pair": name,
+                "met": met,
+                "above": int((inside > ends).sum()),
+                "seeds": wide.shape[1],
+                "factor": (inside / ends).min(),
+                "peak": inside.median(),
+                "end": ends.median(),
+                "below": int((near < wide.loc[wide.index.min()]).sum()),
+            }
         )
-    lines += [
-        f"![straight paths](figures/{made})",
-        "",
-        "*Figure: the training loss on the straight line between the end points of two runs of "
-        "one seed, every seed; an end whose run missed its criterion is a point on the way, not a "
-        "minimum, and an end the line falls below just beside it is not the line's lowest "
-        "point. " + "; ".join(rises) + ". How high a peak must be to separate two basins is the "
-        "protocol's rule (a barrier below 0.05 counts as one basin; the barriers are in the table "
-        "above), and a peak says nothing of other paths between the points. Data: "
-        f"`figures/{made.replace('.png', '.csv')}`.*",
-        "",
-    ]
-    lines += equal_loss_lines(p, tables, mine)
-    return lines
+    return rises
 
 
 def equal_loss_lines(p: dict, tables: Path, runs: pd.DataFrame) -> list[str]:
@@ -516,11 +510,4 @@ def equal_loss_lines(p: dict, tables: Path, runs: pd.DataFrame) -> list[str]:
                 "adam vs momentum, paired [95% t]": paired,
             }
         )
-    return [
-        "The two optimizers' minima at equal training loss (the optimizer protocol's runs at "
-        "cross-entropy 0.01; means over the seeds, geometric for sharpness; described, not "
-        "tested here):",
-        "",
-        _md(pd.DataFrame(rows)),
-        "",
-    ]
+    return templating.lines("explanations_equal_loss.md.j2", table=_md(pd.DataFrame(rows)))
