@@ -13,12 +13,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from experiments.report_figures import _save, arm_style, plt, sns
+from experiments import templating
+from experiments.report_figures import _save, arm_style, phrase, plt, sns
 from experiments.schemas import load
 from experiments.sharpness_by_batch import sharpness_by_b
 from experiments.stats import t_interval
 
 N_BOOT = 2000
+BASIN = 0.05  # the adam_escape protocol's rule: a barrier below it is one basin
+FIGURE_TEXT = "explanations_figure_text.txt.j2"  # the figures' titles and long labels
 
 
 def explanation_lines(p: dict, tables: Path, figures: Path, runs: pd.DataFrame) -> list[str]:
@@ -67,67 +70,50 @@ def batch_norm_lines(p: dict, tables: Path, figures: Path, runs: pd.DataFrame) -
     need = {"bn_large", "bn_small", "ghost_large", "regime_large", "ghost_regime"}
     if not need <= set(wide.columns):
         return []
-    gap = wide["bn_large"] - wide["bn_small"]
-    mean, _, lo, hi, _ = t_interval(gap)
+    mean, _, lo, hi, _ = t_interval(wide["bn_large"] - wide["bn_small"])
     rows = []
-    what = {
-        "ghost_large": "ghost batch norm alone, at the criterion (its own searched rate)",
-        "regime_large": "the small batch's updates at √10 × its rate, plain batch norm",
-        "ghost_regime": "ghost batch norm + the small batch's updates at √10 × its rate",
-    }
-    for arm, text in what.items():
+    for arm in ("ghost_large", "regime_large", "ghost_regime"):
         share, s_lo, s_hi = gap_closed(wide, "bn_large", "bn_small", arm)
         rows.append(
             {
                 "arm": arm,
-                "what changes from bn_large": text,
+                "what changes from bn_large": phrase("explanations_batch_norm_arm.md.j2", arm=arm),
                 "test error": f"{100 * wide[arm].mean():.2f}%",
                 "train loss at the end": f"{loss[arm].mean():.3g}",
                 "updates (median)": f"{steps[arm].median():.0f}",
                 "share of the gap closed": f"{share:.2f} [{s_lo:.2f}, {s_hi:.2f}]",
             }
         )
-    lines = [
-        "How much of the batch-norm CNN's batch-size gap each large-batch variant closes. The gap "
-        f"is bn_large − bn_small = {100 * mean:+.2f} points of test error (95% t interval "
-        f"{100 * lo:+.2f} to {100 * hi:+.2f}; bn_small took a median {steps['bn_small'].median():.0f} "
-        f"updates, bn_large {steps['bn_large'].median():.0f}). The share closed is "
-        "mean(bn_large − arm) / mean(bn_large − bn_small), 95% interval from resampling the seeds; "
-        "1 closes the whole gap, 0 none, above 1 overshoots. regime_large answers how much the "
-        "number of updates (with the √-scaled rate) accounts for alone; ghost_regime adds ghost "
-        "batch norm. Described, not tested: the tested claims are the two above.",
-        "",
-        _md(pd.DataFrame(rows)),
-        "",
-    ]
     contrasts = []
-    for a, b, text in (
-        ("bn_large", "ghost_large", "ghost batch norm at the criterion (equal training loss)"),
-        ("regime_large", "ghost_regime", "ghost batch norm at the small batch's updates"),
-    ):
+    for a, b in (("bn_large", "ghost_large"), ("regime_large", "ghost_regime")):
         m, _, c_lo, c_hi, p_t = t_interval(wide[a] - wide[b])
         contrasts.append(
-            f"{a} − {b} = {100 * m:+.2f} points (95% t interval {100 * c_lo:+.2f} to "
-            f"{100 * c_hi:+.2f}, t-test p = {p_t:.2g}): {text}"
+            {"a": a, "b": b, "points": 100 * m, "low": 100 * c_lo, "high": 100 * c_hi, "p": p_t}
         )
-    lines += [
-        "Ghost batch norm's own share, separated from the number of updates (described, not in "
-        "the Holm family): " + "; ".join(contrasts) + ".",
-        "",
-    ]
     criterion = p["base"].get("train_until_loss")
     fixed = [a for a in ("regime_large", "ghost_regime") if a in loss.columns]
-    if criterion and fixed and (loss[fixed].mean() < criterion / 2).any():
-        lines += [
-            "The regime arms end far below the criterion the other arms stop at (train loss "
-            + ", ".join(f"{a} {loss[a].mean():.2g}" for a in fixed)
-            + f" against {criterion:g}): as many updates as the small batch, each on ten times "
-            "the samples, train further. What they close is therefore not only the batch's "
-            "noise or its batch-norm statistics but also more training; the small batch itself "
-            "was not trained past its criterion, so this design cannot separate the two.",
-            "",
-        ]
+    below = criterion and fixed and (loss[fixed].mean() < criterion / 2).any()
     order = [a for a in p["arms"] if a in wide.columns]
+    made = _batch_norm_figure(mine, wide, order, figures, p["name"])
+    return templating.lines(
+        "explanations_batch_norm.md.j2",
+        gap={"points": 100 * mean, "low": 100 * lo, "high": 100 * hi},
+        updates={a: steps[a].median() for a in ("bn_small", "bn_large")},
+        table=_md(pd.DataFrame(rows)),
+        contrasts=contrasts,
+        regime_loss={a: loss[a].mean() for a in fixed} if below else {},
+        criterion=criterion,
+        made=made,
+        data=made.replace(".png", ".csv"),
+        n_seeds=wide.shape[0],
+        means={a: 100 * wide[a].mean() for a in order},
+    )
+
+
+def _batch_norm_figure(
+    mine: pd.DataFrame, wide: pd.DataFrame, order: list[str], figures: Path, name: str
+) -> str:
+    """Every seed's test error in each arm, grey lines joining one seed's runs, the bar the mean."""
     tidy = mine[["arm", "seed", "test_error", "train_loss"]].copy()
     fig, ax = plt.subplots(figsize=(1.15 * len(order) + 1.5, 3.8))
     for _, seed_values in wide[order].iterrows():
@@ -143,38 +129,24 @@ def batch_norm_lines(p: dict, tables: Path, figures: Path, runs: pd.DataFrame) -
     ax.set_ylabel("test error (%), axis not from 0")
     ax.tick_params(axis="x", labelrotation=30)
     ax.grid(alpha=0.3)
-    ax.set_title(
-        f"MNIST-1D CNN, {wide.shape[0]} seeds (grey: one seed across arms; bar: mean). "
-        "Criterion arms at train CE 0.05; ghost_regime, regime_large: fixed budgets",
-        fontsize=8,
-    )
+    ax.set_title(phrase(FIGURE_TEXT, key="batch_norm_title", n_seeds=wide.shape[0]), fontsize=8)
     fig.tight_layout()
-    made = _save(fig, tidy, figures, f"{p['name']}_arms")
-    means = ", ".join(f"{a} {100 * wide[a].mean():.2f}%" for a in order)
-    lines += [
-        f"![batch-norm arms](figures/{made})",
-        "",
-        f"*Figure: every seed's test error in each arm of this protocol, grey lines joining one "
-        f"seed's runs, the bar the mean over {wide.shape[0]} seeds: {means}. The contrasts the "
-        f"verdicts and the table above test are differences of these columns, seed by seed. "
-        f"Data: `figures/{made.replace('.png', '.csv')}`.*",
-        "",
-    ]
-    return lines
+    return _save(fig, tidy, figures, f"{name}_arms")
 
 
 # --- 2. averaged sharpness --------------------------------------------------------------------------
 
 
-def relative_se(tables: Path, p: dict) -> str:
-    """Median over minima of (standard error / mean) of λmax(L_B) over the batches, per B."""
+def relative_se(tables: Path, p: dict) -> list[tuple[str, float]] | None:
+    """Median over minima of (standard error / mean) of λmax(L_B) over the batches, per B (None:
+    not recorded)."""
     metrics = _read(tables, "run_metrics")
     if metrics is None:
-        return "not recorded"
+        return None
     rows = metrics[(metrics["protocol"] == p["name"]) & metrics["metric"].str.match(r"lmax_b\d")]
     rel = (rows["error_bound"] / rows["value"]).groupby(rows["metric"]).median()
     order = sorted(rel.index, key=lambda m: int(m.rsplit("_b", 1)[1]))
-    return ", ".join(f"B = {m.rsplit('_b', 1)[1]}: {rel[m]:.0%}" for m in order)
+    return [(m.rsplit("_b", 1)[1], rel[m]) for m in order]
 
 
 def averaged_lines(p: dict, tables: Path, figures: Path, runs: pd.DataFrame) -> list[str]:
@@ -187,8 +159,23 @@ def averaged_lines(p: dict, tables: Path, figures: Path, runs: pd.DataFrame) -> 
         raise FileNotFoundError(
             f"{tables}/sharpness_by_batch_{p['name']}.csv: run the verdicts step, which writes it"
         )
+    made = _by_b_figure(tidy, figures, p["name"])
+    return templating.lines(
+        "explanations_averaged_sharpness.md.j2",
+        table=_md(_averaged_table(tidy, taus)),
+        **_monotone(tidy),
+        relative_se=relative_se(tables, p),
+        without=_without_b1(tidy),
+        made=made,
+        data=made.replace(".png", ".csv"),
+        ratios=_large_over_small(tidy),
+    )
+
+
+def _averaged_table(tidy: pd.DataFrame, taus: pd.DataFrame) -> pd.DataFrame:
+    """Per model, measure and B: both minima's geometric means, their separation seed by seed and
+    Kendall τ with test error (from the verdicts step's table)."""
     tau_of = taus.set_index(["model", "measure", "quantity"])
-    lines = []
     rows = []
     for (model, measure, quantity), sub in tidy.groupby(
         ["model", "measure", "quantity"], sort=False
@@ -211,65 +198,46 @@ def averaged_lines(p: dict, tables: Path, figures: Path, runs: pd.DataFrame) -> 
                 "Kendall τ with test error [95%]": f"{tau:+.2f} [{t_lo:+.2f}, {t_hi:+.2f}]",
             }
         )
-    table = pd.DataFrame(rows)
-    lines += [
-        "Sharpness of the loss of a batch of B samples at each minimum (geometric means over the "
-        "seeds), the separation of the two minima at each B as log(large/small) seed by seed "
-        "with its 95% t interval, and Kendall τ of each B's value with test error over the 20 "
-        "minima of each model (95% interval from resampling seeds). The tested claim compares "
-        "the separation at B ≤ 64 with that at B = all; the rest is described.",
-        "",
-        _md(table),
-        "",
-    ]
-    lines += [
-        "How to read the verdicts above: the averaging ratio is, per minimum, the geometric mean "
-        "of λmax(L_B) over B = 1, 4, 16, 64 divided by λmax(L) of the whole set; the test is on "
-        "log(ratio of the large-batch minimum / ratio of the small-batch one), which equals the "
-        "separation log(large/small) averaged over B ≤ 64 minus the separation at B = all (the "
-        "table's fourth column). A value below 0 means the two minima differ less at small B "
-        "than on the whole set. Kendall τ here pools the 20 minima of each model, so it mostly "
-        "ranks the two arms (as the slices' τ did); within an arm it is not measured.",
-        "",
-    ]
-    lm = tidy[tidy["measure"].str.startswith("λ")]
+    return pd.DataFrame(rows)
+
+
+def _without_b1(tidy: pd.DataFrame) -> list[dict]:
+    """Per model, the separation of the averaging ratio with B = 1 left out (B = 4 to 64)."""
     without = []
-    for model, sub in lm.groupby("model", sort=False):
+    for model, sub in tidy[tidy["measure"].str.startswith("λ")].groupby("model", sort=False):
         wide_b = sub.pivot_table(index=["batch", "seed"], columns="B", values="value")
         bs = sorted(b for b in wide_b.columns if 4 <= b <= 64)
         ratio = np.exp(np.log(wide_b[bs]).mean(axis=1)) / wide_b[max(wide_b.columns)]
         sep = np.log(ratio.loc["large"]) - np.log(ratio.loc["small"])
         m, _, c_lo, c_hi, _ = t_interval(sep.dropna())
-        without.append(f"{model} {m:+.2f} [{c_lo:+.2f}, {c_hi:+.2f}]")
+        without.append({"model": model, "mean": m, "low": c_lo, "high": c_hi})
+    return without
+
+
+def _monotone(tidy: pd.DataFrame) -> dict[str, list[dict]]:
+    """Jensen's check: per model and measure, how many minima's sharpness falls monotonically with
+    B (``falls``), and every step where λmax rises (``rises``)."""
     falls, rises = [], []
     for (model, measure), sub in tidy.groupby(["model", "measure"], sort=False):
         curve = sub.groupby(["arm", "seed"]).apply(
             lambda g: bool(np.all(np.diff(g.sort_values("B")["value"].to_numpy()) <= 1e-12)),
             include_groups=False,
         )
-        falls.append(f"{model} {measure}: {int(curve.sum())}/{len(curve)}")
+        falls.append(
+            {"model": model, "measure": measure, "falling": int(curve.sum()), "minima": len(curve)}
+        )
         if measure.startswith("λ"):
             for (arm, seed), g in sub.groupby(["arm", "seed"]):
                 v = g.sort_values("B")[["B", "value"]].to_numpy()
                 for (b0, v0), (b1, v1) in zip(v[:-1], v[1:], strict=True):
                     if v1 > v0:
-                        rises.append(f"{arm} seed {seed} B {b0:g}→{b1:g} ×{v1 / v0:.2f}")
-    lines += [
-        "Sanity check of the measurement (Jensen: the expected λmax of a batch cannot rise with "
-        "B): minima whose mean sharpness falls monotonically from B = 1 to the whole set: "
-        + "; ".join(falls)
-        + ". Where λmax rises it is "
-        + (", ".join(rises) if rises else "nowhere")
-        + ": each B's batches are disjoint draws, not nested, and λmax of a few samples is "
-        "heavy-tailed over samples, so the means at small B carry large sampling error (median "
-        "relative standard error of a minimum's batch mean, by B: " + relative_se(tables, p) + "). "
-        "m-sharpness obeys the same inequality when each batch's maximum is exact (the maximum "
-        "of a mean is at most the mean of the maxima); ours takes 10 ascent steps on 8-32 "
-        "batches, so its non-monotone curves are approximate maximisation and sampling. "
-        "The same separation with B = 1 left out (geometric mean over B = 4, 16, 64, described, "
-        "not tested): " + "; ".join(without) + ".",
-        "",
-    ]
+                        rises.append({"arm": arm, "seed": seed, "b0": b0, "b1": b1,
+                                      "factor": v1 / v0})  # fmt: skip
+    return {"falls": falls, "rises": rises}
+
+
+def _by_b_figure(tidy: pd.DataFrame, figures: Path, name: str) -> str:
+    """Each minimum's sharpness against B, one panel per model and measure."""
     fig, axes = plt.subplots(
         2, tidy["model"].nunique(), figsize=(4.3 * tidy["model"].nunique(), 6.6), squeeze=False
     )
@@ -289,40 +257,27 @@ def averaged_lines(p: dict, tables: Path, figures: Path, runs: pd.DataFrame) -> 
             )  # fmt: skip
             ax.set_xscale("log")
             ax.set_yscale("log")
-            ax.set_xlabel("B, samples per batch (rightmost: whole set)")
+            ax.set_xlabel(phrase(FIGURE_TEXT, key="by_b_xlabel"))
             ax.set_ylabel(measure + " (log)")
             ax.grid(alpha=0.3, which="both")
-            ax.set_title(f"{model}: minima of small and large batches", fontsize=9)
+            ax.set_title(phrase(FIGURE_TEXT, key="by_b_panel", model=model), fontsize=9)
             ax.legend(title="minimum", fontsize=7, title_fontsize=7)
-    fig.suptitle(
-        "Sharpness of the mini-batch loss against B: line = geometric mean over 10 seeds, band = "
-        "the seeds' range",
-        fontsize=9,
-    )
+    fig.suptitle(phrase(FIGURE_TEXT, key="by_b_title"), fontsize=9)
     fig.tight_layout()
-    made = _save(fig, tidy, figures, f"{p['name']}_by_b")
+    return _save(fig, tidy, figures, f"{name}_by_b")
+
+
+def _large_over_small(tidy: pd.DataFrame) -> list[dict]:
+    """Per model and measure, the large- over the small-batch minima's geometric mean at the
+    smallest B and on the whole set."""
     ratios = []
     for (model, measure), sub in tidy.groupby(["model", "measure"], sort=False):
         geo = np.exp(np.log(sub["value"]).groupby([sub["B"], sub["batch"]]).mean()).unstack()
         if {"small", "large"} <= set(geo.columns):
             r = geo["large"] / geo["small"]
-            ratios.append(
-                f"{model}, {measure}: ×{r.iloc[0]:.2f} at B = {r.index[0]:g}, ×{r.iloc[-1]:.2f} "
-                f"on the whole set"
-            )
-    lines += [
-        f"![sharpness against B](figures/{made})",
-        "",
-        "*Figure: each minimum's sharpness of the mini-batch loss against the batch size B it is "
-        "measured at (the deck's averaging explanation predicts the large-batch minima to be the "
-        "sharper at small B by more than on the whole set). The large-batch over the small-batch "
-        "minima's geometric mean: " + "; ".join(ratios) + ". The rightmost point is each "
-        "measure on the whole training set; the batch-size protocol's own λmax uses its first "
-        "4000 samples, so the two λmax differ for the same runs. Data: "
-        f"`figures/{made.replace('.png', '.csv')}`.*",
-        "",
-    ]
-    return lines
+            ratios.append({"model": model, "measure": measure, "first": r.iloc[0],
+                           "b": r.index[0], "last": r.iloc[-1]})  # fmt: skip
+    return ratios
 
 
 # --- 3. Adam's local minima ---------------------------------------------------------------------------
@@ -337,32 +292,47 @@ def adam_escape_lines(p: dict, tables: Path, figures: Path, runs: pd.DataFrame) 
     values = paired.drop_duplicates(["arm", "seed", "quantity"]).pivot_table(
         index="seed", columns=["quantity", "arm"], values="value"
     )
-    yard = pairs[pairs["pair"] == "adam_vs_momentum"].set_index("seed")["distance"]
-    threshold = 0.05
-    lines = []
-    verdicts = _read(tables, "verdicts")
-    premise = (
-        verdicts[
-            (verdicts["protocol"].str.startswith("optimizer")) & (verdicts["comparison"] == "adam")
-        ]
-        if verdicts is not None
-        else pd.DataFrame()
-    )
-    if not premise.empty and premise["verdict"].iloc[0] != "reproduced":
-        r = premise.iloc[0]
-        lines += [
-            f"First, the premise: in this setting Adam does not generalise worse than SGD with "
-            f"momentum (optimizer/adam: {100 * r['mean_diff']:+.2f} points of test error, "
-            f"*{r['verdict']}*), so there is no Adam gap here for the explanation to account for; "
-            "what is tested below is whether its mechanism (a minimum Adam cannot leave) shows.",
-            "",
-        ]
-    lines += [
-        "The yardstick and the basin question (`results/tables/pairs_adam_escape.csv`): the "
-        "straight path between the Adam and the momentum minimum of each seed, and between where "
-        "the SGD continuation ends and that momentum minimum, on the first 4000 training samples.",
-        "",
+    barrier = paired[(paired["comparison"] == "escape") & (paired["quantity"] == "linear_barrier")]
+    sw = pairs[pairs["pair"] == "switched_minimum_vs_adam"]
+    made, tidy = _paths_figure(pairs, figures, p["name"])
+    return templating.lines(
+        "explanations_adam_escape.md.j2",
+        premise=_premise(_read(tables, "verdicts")),
+        table=_md(_pairs_table(pairs)),
+        moved=_moved(values, pairs),
+        zero_barriers=bool(not barrier.empty and (barrier["value"] == 0).all()),
+        continued=_continued(mine),
+        control=_control(mine),
+        switched_minimum={
+            "min": sw["barrier"].min(),
+            "max": sw["barrier"].max(),
+            "under": int((sw["barrier"] < BASIN).sum()),
+            "seeds": len(sw),
+        }
+        if not sw.empty
+        else None,
+        above_criterion=_above_criterion(values),
+        made=made,
+        data=made.replace(".png", ".csv"),
+        rises=_path_rises(tidy, pairs, mine[mine["protocol"] == p["name"]]),
+    ) + equal_loss_lines(p, tables, mine)
+
+
+def _premise(verdicts: pd.DataFrame | None) -> dict | None:
+    """The optimizer protocol's adam verdict where it is not reproduced (the gap to explain)."""
+    if verdicts is None:
+        return None
+    premise = verdicts[
+        (verdicts["protocol"].str.startswith("optimizer")) & (verdicts["comparison"] == "adam")
     ]
+    if premise.empty or premise["verdict"].iloc[0] == "reproduced":
+        return None
+    r = premise.iloc[0]
+    return {"points": 100 * r["mean_diff"], "verdict": r["verdict"]}
+
+
+def _pairs_table(pairs: pd.DataFrame) -> pd.DataFrame:
+    """Per path: its length and barrier over the seeds, and in how many seeds it is one basin."""
     rows = []
     for name, sub in pairs.groupby("pair", sort=False):
         rows.append(
@@ -372,11 +342,20 @@ def adam_escape_lines(p: dict, tables: Path, figures: Path, runs: pd.DataFrame) 
                 f"({sub['distance'].min():.1f}–{sub['distance'].max():.1f})",
                 "barrier (mean, range)": f"{sub['barrier'].mean():.3g} "
                 f"({sub['barrier'].min():.3g}–{sub['barrier'].max():.3g})",
-                f"seeds under {threshold} (one basin)": f"{(sub['barrier'] < threshold).sum()}/"
-                f"{len(sub)}",
+                f"seeds under {BASIN} (one basin)": f"{(sub['barrier'] < BASIN).sum()}/{len(sub)}",
             }
         )
-    lines += [_md(pd.DataFrame(rows)), ""]
+    return pd.DataFrame(rows)
+
+
+def _spread(values: pd.Series) -> dict[str, float]:
+    return {"mean": values.mean(), "min": values.min(), "max": values.max()}
+
+
+def _moved(values: pd.DataFrame, pairs: pd.DataFrame) -> list[dict]:
+    """How far each continuation moved from the Adam minimum, absolute and as a share of the
+    Adam–momentum distance of its seed, and the train loss it ended at."""
+    yard = pairs[pairs["pair"] == "adam_vs_momentum"].set_index("seed")["distance"]
     moved = []
     for arm in ("adam_then_momentum", "adam_then_adam", "adam_then_momentum_min"):
         if ("distance_from_init", arm) not in values:
@@ -384,145 +363,114 @@ def adam_escape_lines(p: dict, tables: Path, figures: Path, runs: pd.DataFrame) 
         share = values["distance_from_init", arm] / yard
         loss = values.get(("train_loss", arm))
         moved.append(
-            f"`{arm}` moved {values['distance_from_init', arm].mean():.1f} from the Adam minimum "
-            f"({share.mean():.2f} of the Adam–momentum distance, range {share.min():.2f}–"
-            f"{share.max():.2f})"
-            + (f", ending at train loss {loss.mean():.3g} (range {loss.min():.3g}–{loss.max():.3g})"
-               if loss is not None else "")
-        )  # fmt: skip
-    lines += [
-        "How far each continuation moved in its fixed budget: " + "; ".join(moved) + ".",
-        "",
-    ]
-    barrier = paired[(paired["comparison"] == "escape") & (paired["quantity"] == "linear_barrier")]
-    if not barrier.empty and (barrier["value"] == 0).all():
-        lines += [
-            "Both continuations' barriers are 0 in every seed: the loss on the straight path from "
-            "the Adam minimum to where each continuation ends never rises above the chord between "
-            "its end values (the barrier is floored at 0 by definition), so the `escape` verdict's "
-            "zero spread is this, not a lack of data.",
-            "",
-        ]
+            {
+                "arm": arm,
+                "distance": values["distance_from_init", arm].mean(),
+                "share": share.mean(),
+                "share_min": share.min(),
+                "share_max": share.max(),
+                "loss": _spread(loss) if loss is not None else None,
+            }
+        )
+    return moved
+
+
+def _continued(mine: pd.DataFrame) -> dict | None:
+    """The switched runs continued to the criterion, against momentum from initialisation."""
     runs_min = mine[mine["arm"] == "adam_then_momentum_min"]
-    if not runs_min.empty:
-        back = (runs_min["stop_reason"] == "train_until_loss").sum()
-        lines += [
-            f"Continued to the criterion (adam_then_momentum_min, added after the first verdicts): "
-            f"{back}/{len(runs_min)} switched runs met it again within "
-            f"{int(runs_min['steps_trained'].max()):,} more steps (train loss at the end "
-            f"{runs_min['train_loss'].mean():.3g}, range {runs_min['train_loss'].min():.3g}–"
-            f"{runs_min['train_loss'].max():.3g}; test error "
-            f"{100 * runs_min['test_error'].mean():.2f}%), while momentum from its random "
-            "initialisation meets it in a median "
-            f"{mine[mine['arm'] == 'momentum']['steps_trained'].median():.0f} steps. Why SGD at "
-            "this rate cannot settle from Adam's solution is not established here. The whole-set "
-            "λmax at Adam's minimum is far below momentum's stability limit 2(1 + β)/η = 38 at "
-            "rate 0.1, but the λmax of the loss of a batch is 10-30 times the whole set's (see "
-            "the averaged-sharpness section), so a batch-scale instability is not ruled out.",
-            "",
-        ]
+    if runs_min.empty:
+        return None
+    return {
+        "met": int((runs_min["stop_reason"] == "train_until_loss").sum()),
+        "runs": len(runs_min),
+        "steps": int(runs_min["steps_trained"].max()),
+        "loss": _spread(runs_min["train_loss"]),
+        "test_error": 100 * runs_min["test_error"].mean(),
+        "momentum_steps": mine[mine["arm"] == "momentum"]["steps_trained"].median(),
+    }
+
+
+def _control(mine: pd.DataFrame) -> dict | None:
+    """The restart control: momentum's own minimum restarted like the switch."""
     control = mine[mine["arm"] == "momentum_then_momentum"]
-    if not control.empty:
-        lines += [
-            f"The restart control (momentum_then_momentum: momentum's own minimum restarted the "
-            f"same way, fresh state, rate 0.1, 3000 steps; in no comparison) ends at train loss "
-            f"{control['train_loss'].mean():.3g} (range {control['train_loss'].min():.3g}–"
-            f"{control['train_loss'].max():.3g}) and test error "
-            f"{100 * control['test_error'].mean():.2f}%, against the switched runs' "
-            f"{mine[mine['arm'] == 'adam_then_momentum']['train_loss'].mean():.3g}: "
-            + (
-                "a restart alone does not throw a minimum out; what throws the switched runs "
-                "out is starting SGD from Adam's solution."
-                if control["train_loss"].max() < 0.05
-                else "a restart alone also moves a minimum far, so the switch's failure is not "
-                "specific to Adam's solution."
-            ),
-            "",
-        ]
-    sw = pairs[pairs["pair"] == "switched_minimum_vs_adam"]
-    if not sw.empty:
-        lines += [
-            f"switched_minimum_vs_adam: the barrier between the Adam minimum and where the "
-            f"continued switch ends is {sw['barrier'].min():.3g}–{sw['barrier'].max():.3g}, under "
-            f"the stated 0.05 in {(sw['barrier'] < threshold).sum()}/{len(sw)} seeds; but that end "
-            "is not at the criterion (above), and barriers of that size are as large as the "
-            "path's end losses, so the row does not settle whether the two share a basin.",
-            "",
-        ]
+    if control.empty:
+        return None
+    return {
+        "loss": _spread(control["train_loss"]),
+        "test_error": 100 * control["test_error"].mean(),
+        "switched_loss": mine[mine["arm"] == "adam_then_momentum"]["train_loss"].mean(),
+        "settles": bool(control["train_loss"].max() < 0.05),  # stays in its minimum
+    }
+
+
+def _above_criterion(values: pd.DataFrame) -> dict | None:
+    """The switched runs' end loss where it is above the criterion the Adam minima were taken at."""
     criterion = 0.01  # the optimizer protocol's, at which the Adam minima were taken
     loss = values.get(("train_loss", "adam_then_momentum"))
-    if loss is not None and (loss > criterion).any():
-        lines += [
-            f"The switched runs end above the criterion the Adam minima were taken at (train loss "
-            f"{loss.mean():.3g} against {criterion:g}, in {(loss > criterion).sum()}/{len(loss)} "
-            "seeds): the switch at momentum's rate throws the weights out of Adam's minimum and "
-            "the budget does not bring them back down, so their λmax and test error are of a point "
-            "on the way, not of a minimum, and their comparison with the Adam continuation (which "
-            "stays in its basin and keeps lowering its loss) is not at equal training loss. It "
-            "answers 'does the switch leave, and where is it after this budget', not 'is the "
-            "minimum it finds flatter'.",
-            "",
-        ]
+    if loss is None or not (loss > criterion).any():
+        return None
+    above = int((loss > criterion).sum())
+    return {"loss": loss.mean(), "criterion": criterion, "above": above, "seeds": len(loss)}
+
+
+def _paths_figure(pairs: pd.DataFrame, figures: Path, name: str) -> tuple[str, pd.DataFrame]:
+    """The training loss on each straight path, every seed, one panel per pair; the file and the
+    tidy data drawn."""
     n = pairs["pair"].nunique()
     fig, axes = plt.subplots(1, n, figsize=(4.6 * n, 3.8), sharey=True, squeeze=False)
     axes = axes[0]
     tidy = []
-    for ax, (name, sub) in zip(axes, pairs.groupby("pair", sort=False), strict=False):
+    for ax, (pair, sub) in zip(axes, pairs.groupby("pair", sort=False), strict=False):
         for r in sub.itertuples():
             t, loss = json.loads(r.path_t), json.loads(r.path_loss)
             ax.plot(t, loss, color="tab:blue", alpha=0.5, linewidth=0.9)
             tidy += [
-                {"pair": name, "seed": r.seed, "t": a, "train_loss": b}
+                {"pair": pair, "seed": r.seed, "t": a, "train_loss": b}
                 for a, b in zip(t, loss, strict=True)
             ]
         ax.set_yscale("log")
         ax.set_xlabel(f"t: 0 at {sub['b'].iloc[0]}, 1 at {sub['a'].iloc[0]}")
-        ax.set_title(f"{name}: {len(sub)} seeds", fontsize=9)
+        ax.set_title(f"{pair}: {len(sub)} seeds", fontsize=9)
         ax.grid(alpha=0.3, which="both")
-    axes[0].set_ylabel("training loss on the straight path (log)")
-    fig.suptitle(
-        "Straight paths between the end points of two runs of one seed (not all minima: see the "
-        "runs' train loss; first 4000 training samples, 21 points)",
-        fontsize=9,
-    )
+    axes[0].set_ylabel(phrase(FIGURE_TEXT, key="paths_ylabel"))
+    fig.suptitle(phrase(FIGURE_TEXT, key="paths_title"), fontsize=9)
     fig.tight_layout()
     tidy = pd.DataFrame(tidy)
-    made = _save(fig, tidy, figures, f"{p['name']}_paths")
+    return _save(fig, tidy, figures, f"{name}_paths"), tidy
+
+
+def _path_rises(tidy: pd.DataFrame, pairs: pd.DataFrame, own: pd.DataFrame) -> list[dict]:
+    """Per pair, read from the figure's data: how many seeds' lines peak above both ends and by
+    how much, and how many fall below the t = 0 end just beside it; ``own`` is the protocol's
+    runs (each once), for how many of each end's runs met their criterion."""
     rises = []
     for name, sub in tidy.groupby("pair", sort=False):
         wide = sub.pivot_table(index="t", columns="seed", values="train_loss")
         inside = wide.loc[(wide.index > 0) & (wide.index < 1)].max()
         ends = wide.loc[[wide.index.min(), wide.index.max()]].max()
         pair = pairs[pairs["pair"] == name].iloc[0]
-        own = mine[mine["protocol"] == p["name"]]  # each run once
         met = [
-            f"{arm} {int((own[own['arm'] == arm]['stop_reason'] == 'train_until_loss').sum())}"
-            f" of {int((own['arm'] == arm).sum())}"
+            (
+                arm,
+                int((own[own["arm"] == arm]["stop_reason"] == "train_until_loss").sum()),
+                int((own["arm"] == arm).sum()),
+            )
             for arm in (pair["b"], pair["a"])
         ]
         near = wide.loc[wide.index[wide.index > 0].min()]
-        below = int((near < wide.loc[wide.index.min()]).sum())
         rises.append(
-            f"{name} (runs at their criterion: {', '.join(met)}): the loss inside the line peaks "
-            f"above both ends in {int((inside > ends).sum())} of {wide.shape[1]} seeds, by a "
-            f"factor {(inside / ends).min():.2f} at the least (median peak {inside.median():.2g} "
-            f"against the higher end's {ends.median():.2g}), and just inside the t = 0 end it "
-            f"falls below that end in {below} of {wide.shape[1]}"
+            {
+                "pair": name,
+                "met": met,
+                "above": int((inside > ends).sum()),
+                "seeds": wide.shape[1],
+                "factor": (inside / ends).min(),
+                "peak": inside.median(),
+                "end": ends.median(),
+                "below": int((near < wide.loc[wide.index.min()]).sum()),
+            }
         )
-    lines += [
-        f"![straight paths](figures/{made})",
-        "",
-        "*Figure: the training loss on the straight line between the end points of two runs of "
-        "one seed, every seed; an end whose run missed its criterion is a point on the way, not a "
-        "minimum, and an end the line falls below just beside it is not the line's lowest "
-        "point. " + "; ".join(rises) + ". How high a peak must be to separate two basins is the "
-        "protocol's rule (a barrier below 0.05 counts as one basin; the barriers are in the table "
-        "above), and a peak says nothing of other paths between the points. Data: "
-        f"`figures/{made.replace('.png', '.csv')}`.*",
-        "",
-    ]
-    lines += equal_loss_lines(p, tables, mine)
-    return lines
+    return rises
 
 
 def equal_loss_lines(p: dict, tables: Path, runs: pd.DataFrame) -> list[str]:
@@ -562,11 +510,4 @@ def equal_loss_lines(p: dict, tables: Path, runs: pd.DataFrame) -> list[str]:
                 "adam vs momentum, paired [95% t]": paired,
             }
         )
-    return [
-        "The two optimizers' minima at equal training loss (the optimizer protocol's runs at "
-        "cross-entropy 0.01; means over the seeds, geometric for sharpness; described, not "
-        "tested here):",
-        "",
-        _md(pd.DataFrame(rows)),
-        "",
-    ]
+    return templating.lines("explanations_equal_loss.md.j2", table=_md(pd.DataFrame(rows)))

@@ -20,6 +20,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from experiments import templating  # noqa: E402
 from flatness.io import atomic_write_bytes  # noqa: E402
 from flatness.plot import save_figure  # noqa: E402
 
@@ -33,6 +34,7 @@ LABELS = {
 }
 MARKERS = ["o", "s", "D", "^", "v", "P", "X"]
 PROTOCOL_DIR = Path(__file__).resolve().parent.parent / "conf" / "protocol"
+FIGURE_TEXT = "figures_figure_text.txt.j2"  # the figures' titles and long labels
 
 
 # The protocols in the order the report shows them (then any other file by name): the first ones
@@ -112,6 +114,12 @@ def arm_markers(arms) -> dict[str, str]:
     return {a: arm_style(a)[1] for a in arms}
 
 
+def phrase(name: str, **context) -> str:
+    """A one-line template filled in (a figure's title, a table's cell): its text without the
+    file's closing newline."""
+    return templating.render(name, **context).rstrip("\n")
+
+
 def _save(fig, data: pd.DataFrame, figures: Path, name: str) -> str:
     figures.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(figures / f"{name}.csv", data.to_csv(index=False).encode())
@@ -169,10 +177,7 @@ def paired_figure(
         ax.grid(alpha=0.3)
     n = rows["seed"].nunique()
     logged = any(ax.get_yscale() == "log" for ax in axes[0])
-    title = (
-        f"{comparison}: {n} paired seeds (grey line: one seed across the arms; black bar: the "
-        + ("mean; on a log axis, the geometric mean)" if logged else "mean)")
-    )
+    title = phrase(FIGURE_TEXT, key="paired_title", comparison=comparison, seeds=n, logged=logged)
     # wrapped to the figure's width: a one- or two-panel figure is narrower than the sentence
     fig.suptitle(textwrap.fill(title, int(12 * fig.get_figwidth())), fontsize=9)
     fig.tight_layout()
@@ -202,7 +207,9 @@ def tau_figure(
     ax.set_ylabel(LABELS.get(y, y))
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, title="arm", title_fontsize=7)
-    ax.set_title(f"{comparison}: {len(wide)} models, each at its training criterion", fontsize=10)
+    ax.set_title(
+        phrase(FIGURE_TEXT, key="tau_title", comparison=comparison, models=len(wide)), fontsize=10
+    )
     fig.tight_layout()
     return _save(fig, wide[["arm", "seed", x, y]], figures, name)
 
@@ -283,8 +290,7 @@ def audit_figure(
                 ax.set_ylabel(f"{mode}-wise: value / original")
             if i == len(modes) - 1:
                 ax.set_xlabel("α (the same function at every α)")
-    fig.suptitle(f"{label or model}: which metrics the α-rescaling moves (Dinh et al. 2017); "
-                 "grey: test error, which must stay at 1", fontsize=12)  # fmt: skip
+    fig.suptitle(phrase(FIGURE_TEXT, key="audit_title", model=label or model), fontsize=12)
     fig.tight_layout()
     tidy = rows[["model", "mode", "family", "metric", "alpha", "ratio", "verdict"]]
     return _save(fig, tidy, figures, f"audit_{model}")
@@ -304,12 +310,11 @@ def audit_slice_figure(slices: pd.DataFrame, model: str, figures: Path) -> str |
                     label=curve)  # fmt: skip
     axes[0].set_yscale("log")
     for ax, label in zip(axes, ("training loss (log scale)", "training accuracy"), strict=True):
-        ax.set_xlabel("position along a filter-normalised direction (seed 0)")
+        ax.set_xlabel(phrase(FIGURE_TEXT, key="audit_slice_xlabel"))
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle(f"{model}: the same function's filter-normalised slice before and after "
-                 "rescaling (first 2000 training samples)", fontsize=10)  # fmt: skip
+    fig.suptitle(phrase(FIGURE_TEXT, key="audit_slice_title", model=model), fontsize=10)
     fig.tight_layout()
     return _save(fig, rows, figures, f"audit_{model}_slice")
 
@@ -369,16 +374,16 @@ def surfaces_figure(
                              cmap="viridis", shading="nearest")  # fmt: skip
         ax.plot(0, 0, "w+", ms=12)
         centre = part.loc[(part["x"].abs() + part["y"].abs()).idxmin()]
-        ax.set_title(f"{arm}, seed {int(part['seed'].iloc[0])} (run's train loss "
-                     f"{part['run_train_loss'].iloc[0]:.3g})\ncentre: train loss "
-                     f"{centre['train_loss']:.3f}, test acc {centre['test_acc']:.3f}", fontsize=9)  # fmt: skip
+        ax.set_title(phrase(FIGURE_TEXT, key="surfaces_panel", arm=arm,
+                            seed=int(part["seed"].iloc[0]), loss=part["run_train_loss"].iloc[0],
+                            centre_loss=centre["train_loss"], centre_acc=centre["test_acc"]),
+                     fontsize=9)  # fmt: skip
         ax.set_xlabel("direction 1 (filter-normalised)", fontsize=10)
         if k == 0:
             ax.set_ylabel("direction 2 (filter-normalised)", fontsize=10)
     cbar = fig.colorbar(mesh, cax=fig.add_subplot(grid[0, -1]))
-    cbar.set_label("training loss on the surface's samples (log scale)", fontsize=10)
-    fig.suptitle("Filter-normalised loss surfaces of the final runs (Li et al. 2018), every run at its "
-                 "training criterion", fontsize=12)  # fmt: skip
+    cbar.set_label(phrase(FIGURE_TEXT, key="surfaces_colorbar"), fontsize=10)
+    fig.suptitle(phrase(FIGURE_TEXT, key="surfaces_title"), fontsize=12)
     fig.tight_layout()
     columns = ["arm", "seed", "reached", "run_train_loss", "x", "y", "train_loss", "test_loss",
                "train_acc", "test_acc"]  # fmt: skip
@@ -434,7 +439,7 @@ def interpolation_figure(
             ax.set_title(f"{pair}: {'loss' if kind == 'loss' else 'accuracy'}", fontsize=10)
             ax.grid(alpha=0.3)
             ax.legend(fontsize=8, loc="best", framealpha=0.85)
-    fig.suptitle("Linear interpolation between two minima of each seed (Keskar et al. 2017, Fig. 3): "
-                 f"median over {data['seed'].nunique()} seeds, band: range over seeds", fontsize=12)  # fmt: skip
+    fig.suptitle(phrase(FIGURE_TEXT, key="interpolation_title", seeds=data["seed"].nunique()),
+                 fontsize=12)  # fmt: skip
     fig.tight_layout()
     return _save(fig, data, figures, name)

@@ -24,12 +24,15 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from experiments.report_figures import _save, arm_style, plt, slice_rise, typical_planes
+from experiments import templating
+from experiments.report_figures import _save, arm_style, phrase, plt, slice_rise, typical_planes
 from experiments.schemas import load
 
 Panels = Sequence[tuple[str, Sequence[str]]]
 # experiments.optim.stability_threshold's formulas, for labels
 THRESHOLD_FORMULA = {"sgd": "2/η", "momentum": "(2 + 2β)/η"}
+FIGURE_TEXT = "landscape_figure_text.txt.j2"  # the figures' titles, legend entries, long labels
+CAPTIONS = "landscape_captions.md.j2"
 
 
 def contrast_panels(p: Mapping[str, Any], vary: str = "batch_size") -> list[tuple[str, list[str]]]:
@@ -99,10 +102,9 @@ def slices_figure(surfaces: pd.DataFrame, panels: Panels, figures: Path, name: s
             drawn.append(part)
         ax.plot([], [], color="0.3", ls="-", label="training loss (solid)")
         ax.plot([], [], color="0.3", ls="--", label="test loss (dashed)")
-        _log_panel(ax, title, "position along a filter-normalised direction (grid points marked)")
+        _log_panel(ax, title, phrase(FIGURE_TEXT, key="slices_xlabel"))
     axes[0][0].set_ylabel("cross-entropy (log scale)")
-    fig.suptitle("1D filter-normalised slices through each minimum (Li et al. 2018, Fig. 5): median "
-                 "over seeds, band: every seed", fontsize=11)  # fmt: skip
+    fig.suptitle(phrase(FIGURE_TEXT, key="slices_title"), fontsize=11)
     fig.tight_layout()
     columns = ["arm", "seed", "reached", "run_train_loss", "x", "train_loss", "test_loss"]
     return _save(fig, pd.concat(drawn)[columns], figures, name)
@@ -133,9 +135,10 @@ def surface_3d_figure(
         ax.set_xlabel("direction 1", fontsize=8)
         ax.set_ylabel("direction 2", fontsize=8)
         ax.set_zlabel("log10 training loss", fontsize=8)
-        ax.set_title(f"{arm}, seed {int(part['seed'].iloc[0])}\n(run's train loss "
-                     f"{part['run_train_loss'].iloc[0]:.3g})", fontsize=9)  # fmt: skip
-    fig.suptitle("The same planes in 3D (Li et al. 2018, Fig. 1): one vertical scale", fontsize=11)
+        ax.set_title(phrase(FIGURE_TEXT, key="surfaces_3d_panel", arm=arm,
+                            seed=int(part["seed"].iloc[0]), loss=part["run_train_loss"].iloc[0]),
+                     fontsize=9)  # fmt: skip
+    fig.suptitle(phrase(FIGURE_TEXT, key="surfaces_3d_title"), fontsize=11)
     fig.tight_layout(rect=(0, 0, 1, 0.93))
     columns = ["arm", "seed", "reached", "run_train_loss", "x", "y", "train_loss"]
     return _save(fig, seed0[columns], figures, name)
@@ -182,22 +185,22 @@ def spectra_figure(spectra: pd.DataFrame, panels: Panels, figures: Path, name: s
             ax.plot(wide.index, wide.to_numpy(), color=colour, lw=0.6, alpha=0.35)
             top = part[part["arm"] == arm].groupby("seed")["node"].max()
             ax.plot(wide.index, wide.median(axis=1), color=colour, lw=2,
-                    label=_arm_label(arm, mine, f", largest eigenvalue (median) {top.median():.3g}"))  # fmt: skip
+                    label=_arm_label(arm, mine, phrase(FIGURE_TEXT, key="spectra_arm",
+                                                       top=top.median())))  # fmt: skip
             ax.plot(top, np.full(len(top), 1.0), "|", color=colour, ms=12,
                     transform=ax.get_xaxis_transform())  # fmt: skip
             drawn.append(mine)
         ax.set_yscale("log")
         peak = float(curves["density"].max())
         ax.set_ylim(peak * 1e-7, peak * 3)
-        ax.set_xlabel("eigenvalue of the training loss's Hessian (first 4000 training samples)")
+        ax.set_xlabel(phrase(FIGURE_TEXT, key="spectra_xlabel"))
         ax.set_ylabel("density (log scale)")
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="upper right", bbox_to_anchor=(1.0, 0.9))
-        ax.text(0.01, 0.01, f"Gaussian width σ = {0.01 * (hi - lo):.2g}", transform=ax.transAxes,
-                fontsize=8, va="bottom")  # fmt: skip
-    fig.suptitle("Hessian eigenvalue density at each minimum (SLQ; Ghorbani et al. 2019): thin, "
-                 "every seed; thick, the median; ticks, each seed's largest eigenvalue", fontsize=11)  # fmt: skip
+        ax.text(0.01, 0.01, phrase(FIGURE_TEXT, key="spectra_width", sigma=0.01 * (hi - lo)),
+                transform=ax.transAxes, fontsize=8, va="bottom")  # fmt: skip
+    fig.suptitle(phrase(FIGURE_TEXT, key="spectra_title"), fontsize=11)
     fig.tight_layout()
     return _save(fig, pd.concat(drawn), figures, name)
 
@@ -231,15 +234,14 @@ def tracked_figure(
         if len(threshold):
             formula = THRESHOLD_FORMULA.get(part["optimizer"].iloc[0], "")
             ax.axhline(threshold.iloc[0], color="crimson", ls="--",
-                       label=f"stability threshold {formula} = {threshold.iloc[0]:.3g}\n"
-                             "(full-batch gradient descent on a quadratic)")  # fmt: skip
+                       label=phrase(FIGURE_TEXT, key="tracked_threshold", formula=formula,
+                                    threshold=threshold.iloc[0]))  # fmt: skip
         ax.plot([], [], color=colour, marker=marker,
-                label=_arm_label(arm, part, f", η = {part['lr'].iloc[0]:g};\nmarker: the final "
-                                            "weights at the criterion"))  # fmt: skip
+                label=_arm_label(arm, part, phrase(FIGURE_TEXT, key="tracked_arm",
+                                                   lr=part["lr"].iloc[0])))  # fmt: skip
         _log_panel(ax, arm, "training step")
     axes[0][0].set_ylabel("λmax, first 4000 samples (log)")
-    fig.suptitle("Sharpness along training (Cohen et al. 2021): every seed, tracked every epoch "
-                 "(batch 64) or every 2 epochs (batch 1600)", fontsize=11)  # fmt: skip
+    fig.suptitle(phrase(FIGURE_TEXT, key="tracked_title"), fontsize=11)
     fig.tight_layout()
     columns = ["arm", "seed", "reached", "run_train_loss", "optimizer", "point", "epoch", "step",
                "lr", "train_loss", "lambda_max", "threshold"]  # fmt: skip
@@ -292,19 +294,21 @@ def pca_figure(
         ax.plot([0.0], [0.0], "w*", ms=12, label="final weights (the plane's centre)")
         all_seeds = paths[paths["arm"] == arm].drop_duplicates("seed")
         share = all_seeds["pc1_variance"] + all_seeds["pc2_variance"]
-        ax.set_xlabel(f"PC1 ({100 * path['pc1_variance'].iloc[0]:.1f}% of the path's variance)")
+        ax.set_xlabel(
+            phrase(FIGURE_TEXT, key="pca_xlabel", share=100 * path["pc1_variance"].iloc[0])
+        )
         ax.set_ylabel(f"PC2 ({100 * path['pc2_variance'].iloc[0]:.1f}%)")
-        ax.set_title(f"{arm}, seed {first[arm]} ({len(path)} saved epochs; train loss "
-                     f"{path['run_train_loss'].iloc[0]:.3g})\nPC1 + PC2 over all {len(all_seeds)} "
-                     f"seeds: {100 * share.min():.1f}–{100 * share.max():.1f}%", fontsize=9)  # fmt: skip
+        ax.set_title(phrase(FIGURE_TEXT, key="pca_panel", arm=arm, seed=first[arm],
+                            epochs=len(path), loss=path["run_train_loss"].iloc[0],
+                            seeds=len(all_seeds), low=100 * share.min(), high=100 * share.max()),
+                     fontsize=9)  # fmt: skip
         ax.legend(fontsize=8, loc="lower right")
     cbar = fig.colorbar(mesh, ax=list(axes[0]), fraction=0.04)
     cbar.ax.yaxis.set_major_locator(FixedLocator(levels[::3]))
     cbar.ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:.3g}"))
     cbar.ax.yaxis.set_minor_locator(FixedLocator([]))
-    cbar.set_label("training loss on the plane (first 4000 samples, log scale)")
-    fig.suptitle("The path of training on its two principal directions (Li et al. 2018, Sec. 7)",
-                 fontsize=11)  # fmt: skip
+    cbar.set_label(phrase(FIGURE_TEXT, key="pca_colorbar"))
+    fig.suptitle(phrase(FIGURE_TEXT, key="pca_title"), fontsize=11)
     plane0 = plane0.assign(part="plane")
     path0 = path0.assign(part="path")
     columns = ["part", "arm", "seed", "reached", "run_train_loss", "x", "y", "train_loss", "epoch",
@@ -317,10 +321,6 @@ def pca_figure(
 
 
 _read = load  # every table through its schema
-
-
-def _by_arm(values: pd.Series, fmt: str = ".3g") -> str:
-    return ", ".join(f"{v:{fmt}} for {a}" for a, v in values.items())
 
 
 def _rise(slices: pd.DataFrame, value: str, at: float = 0.5) -> pd.Series:
@@ -344,51 +344,45 @@ def tracked_caption(data: pd.DataFrame, made: str, order: Sequence[str] = ()) ->
     peak = runs["ratio"].max()
     second = runs["step"].apply(lambda s: sorted(s)[1] if len(s) > 1 else np.nan)
     at = along.loc[runs["ratio"].idxmax()].set_index(["arm", "seed"])["step"]
-    told = []
-    for arm in _ordered(along["arm"], order):
-        n = int(len(peak.loc[arm]))
-        ends = final[final["arm"] == arm]["ratio"]
-        told.append(
-            f"{arm}: above its threshold in {int((peak.loc[arm] >= 1).sum())} of {n} runs (peak a "
-            f"median {peak.loc[arm].median():.0%} of it), the peak at the first tracked point after "
-            f"the start in {int((at.loc[arm] <= second.loc[arm]).sum())} of {n} (so it may come "
-            f"earlier than drawn), and at the criterion λmax a median {ends.median():.0%} of the "
-            "threshold"
-        )
-    at_end = float(final.groupby("arm")["ratio"].median().max()) if len(final) else float("nan")
-    return [
-        f"![sharpness along training](figures/{made})",
-        "",
-        "*Figure: λmax of the training loss along training (Lanczos to 1e-3 on the first 4000 "
-        "training samples, recorded by the runs as they trained), ending (dotted) at each run's "
-        "own λmax of its final weights at the criterion (Lanczos to 1e-4, same samples; the last "
-        "tracked epoch is not at the criterion, which is reached mid-epoch), against the "
-        "stability threshold of each arm's optimizer at its rate. That threshold is the one of "
-        "full-batch gradient descent with momentum on a quadratic: for mini-batch training it is "
-        "a reference line, not a bound. "
-        + "; ".join(told)
-        + ". "
-        + edge_of_stability(float(peak.max()), at_end)
-        + f" Data: `figures/{made.replace('.png', '.csv')}`.*",
-        "",
+    told = [
+        {
+            "arm": arm,
+            "runs": int(len(peak.loc[arm])),
+            "above": int((peak.loc[arm] >= 1).sum()),
+            "peak": peak.loc[arm].median(),
+            "first": int((at.loc[arm] <= second.loc[arm]).sum()),
+            "end": final[final["arm"] == arm]["ratio"].median(),
+        }
+        for arm in _ordered(along["arm"], order)
     ]
+    at_end = float(final.groupby("arm")["ratio"].median().max()) if len(final) else float("nan")
+    highest = float(peak.max())
+    return _caption(
+        "sharpness_history",
+        made,
+        told=told,
+        edge=edge_of_stability(highest, at_end),
+        above=highest >= 1,
+    )
 
 
 def edge_of_stability(highest: float, at_end: float) -> str:
-    """What the ratios of λmax to the stability threshold say: the highest any run reaches, and the
-    largest arm median at the end (Cohen et al. 2021 find full-batch training held at ratio ≈ 1)."""
+    """What the ratios of λmax to the stability threshold say, from the highest any run reaches
+    and the largest arm median at the end (Cohen et al. 2021 find full-batch training held at
+    ratio ≈ 1): ``far`` (no run within a factor of two), ``early`` (some come close early, every
+    arm's median ends below half) or ``near`` (runs end near it)."""
     if highest < 0.5:
-        return (
-            "No run comes within a factor of two of its threshold: λmax is not capped by the rate "
-            "here, so a difference in sharpness between the arms is not the threshold's doing."
-        )
+        return "far"
     if at_end < 0.5:
-        return (
-            f"Some runs come {'above' if highest >= 1 else 'close to'} the threshold early; at the "
-            "criterion every arm's median is below half of it, so the sharpness compared in the "
-            "verdicts is not held at the edge of stability."
-        )
-    return "Runs end near their threshold: the rate may cap the sharpness they reach."
+        return "early"
+    return "near"
+
+
+def _caption(figure: str, made: str, **context: Any) -> list[str]:
+    """A figure's Markdown image and its caption (``landscape_captions.md.j2``)."""
+    return templating.lines(
+        CAPTIONS, figure=figure, made=made, data=made.replace(".png", ".csv"), **context
+    )
 
 
 def landscape_lines(p: Mapping[str, Any], tables: Path, figures: Path) -> list[str]:
@@ -400,96 +394,15 @@ def landscape_lines(p: Mapping[str, Any], tables: Path, figures: Path) -> list[s
     if surfaces is not None and panels:
         made = slices_figure(surfaces, panels, figures, f"{name}_slices_1d")
         if made:
-            drawn = pd.read_csv(figures / made.replace(".png", ".csv"))
-            train, test = _rise(drawn, "train_loss"), _rise(drawn, "test_loss")
-            centre = drawn[drawn["x"].abs() < 1e-9].groupby("arm", sort=False)
-            gap = centre["test_loss"].median() - centre["train_loss"].median()
-            factor = centre["test_loss"].median() / centre["train_loss"].median()
-            lines += [
-                f"![1D slices](figures/{made})",
-                "",
-                f"*Figure: the 1D slices through each minimum along the first of its plane's two "
-                f"filter-normalised directions, training and test loss, every run at its criterion. "
-                f"Along this one direction the training loss rises at ±0.5 by a median "
-                f"{_by_arm(train)}; the test loss by {_by_arm(test)}. At the centre the test loss "
-                f"lies above the training loss by {_by_arm(gap)} (a factor "
-                f"{_by_arm(factor, '.0f')}: on this log axis the vertical distance between the "
-                f"solid and dashed lines is that factor, not the difference). The generalisation "
-                f"gap in loss is that difference at the centre, not the width of either curve. "
-                f"Data: "
-                f"`figures/{made.replace('.png', '.csv')}`.*",
-                "",
-            ]
+            lines += _slices_caption(figures, made)
         made = surface_3d_figure(surfaces, list(p["arms"]), figures, f"{name}_surfaces_3d")
         if made:
-            drawn = pd.read_csv(figures / made.replace(".png", ".csv"))
-            corner = drawn.groupby("arm", sort=False)["train_loss"].max()
-            every = _reached(surfaces).groupby(["arm", "seed"])["train_loss"].max()
-            highest = every.groupby("arm").median().reindex(corner.index)
-            same = list(corner.sort_values().index) == list(highest.sort_values().index)
-            reversal = (
-                ""
-                if same
-                else (
-                    ": the drawn seeds order the arms' heights differently from the seeds' medians, "
-                    "so compare the arms by the medians, not by the picture"
-                )
-            )
-            lines += [
-                f"![3D surfaces](figures/{made})",
-                "",
-                f"*Figure: the planes of the contour figure rendered in 3D on one vertical scale "
-                f"(log10 of the training loss), each arm's median seed by slice sharpness (the "
-                f"seeds drawn: {_by_arm(drawn.groupby('arm', sort=False)['seed'].first(), 'd')}); "
-                f"the highest point of each plane is {_by_arm(corner)}, and over every seed a "
-                f"median {_by_arm(highest)}{reversal}. A 3D rendering hides the far "
-                f"side of each bowl, so the contour figure and the slices carry the numbers. "
-                f"Data: `figures/{made.replace('.png', '.csv')}`.*",
-                "",
-            ]
+            lines += _surfaces_3d_caption(surfaces, figures, made)
     spectra = _read(tables, f"spectra_{name}")
     if spectra is not None and panels:
         made = spectra_figure(spectra, panels, figures, f"{name}_spectra")
         if made:
-            data = _reached(spectra)
-            order = _ordered(data["arm"], list(p["arms"]))
-            per_run = data.groupby(["arm", "seed"])["node"]
-            top = per_run.max().groupby("arm").median().reindex(order)
-            bottom = per_run.min().groupby("arm").median().reindex(order)
-            heavy = data[data["node"] > 0.1].groupby(["arm", "seed", "vector"])["weight"].sum()
-            weight = heavy.reindex(
-                data.groupby(["arm", "seed", "vector"]).size().index, fill_value=0.0
-            )  # every vector, those with no node above 0.1 at 0
-            tail = weight.groupby("arm").median().reindex(order)
-            settings = p["base"].get("metrics", {}).get("hessian_esd", {})
-            paired = _read(tables, f"paired_{name}")
-            check = ""
-            if paired is not None and "lambda_max" in set(paired["quantity"]):
-                lam = paired[paired["quantity"] == "lambda_max"].drop_duplicates(["arm", "seed"])
-                lam = lam.groupby("arm")["value"].median().reindex(order).dropna()
-                check = f" (the protocol's own λmax, by Lanczos to 1e-4: {_by_arm(lam)})"
-            lines += [
-                f"![spectral density](figures/{made})",
-                "",
-                f"*Figure: the Hessian's eigenvalue density at every minimum that met the "
-                f"criterion, by stochastic Lanczos quadrature ({settings.get('vectors', '?')} "
-                f"random vectors × {settings.get('steps', '?')} steps each, recorded by the runs), "
-                f"each quadrature node drawn as a Gaussian of the width printed in its panel (1% "
-                f"of the panel's range): the peak heights and the tails beyond the extreme nodes "
-                f"are the smoothing's, not the spectrum's, and the panels' x-axes differ; the "
-                f"thick curve is the pointwise median of the seeds' curves, so its bumps need not "
-                f"be any one seed's. The "
-                f"largest eigenvalue is a median {_by_arm(top)}{check}; the most negative "
-                f"{_by_arm(bottom)} (median over seeds of the extreme nodes). Eigenvalues above "
-                f"0.1 hold a median {_by_arm(tail, '.2%')} of the quadrature weight: the bulk near "
-                f"zero coincides and the minima differ in the tail. The two arms of a panel share "
-                f"the optimizer but not the batch size, the learning rate each chose on validation "
-                f"or the number of steps, so the panel compares the two minima as trained, not the "
-                f"batch size alone. Data: `figures/{made.replace('.png', '.csv')}` (the quadrature "
-                f"itself: "
-                f"`tables/spectra_{name}.csv`).*",
-                "",
-            ]
+            lines += _spectra_caption(p, tables, spectra, made)
     tracked = _read(tables, f"tracked_{name}")
     if tracked is not None:
         made = tracked_figure(tracked, figures, f"{name}_sharpness_history", list(p["arms"]))
@@ -499,39 +412,91 @@ def landscape_lines(p: Mapping[str, Any], tables: Path, figures: Path) -> list[s
     if planes is not None and paths is not None:
         made = pca_figure(planes, paths, figures, f"{name}_pca_path", list(p["arms"]))
         if made:
-            drawn = pd.read_csv(figures / made.replace(".png", ".csv"))
-            plane = drawn[drawn["part"] == "plane"]
-            low = plane.groupby("arm", sort=False)["train_loss"].min()
-            at_end = plane[(plane["x"].abs() < 1e-9) & (plane["y"].abs() < 1e-9)]
-            at_end = at_end.groupby("arm", sort=False)["train_loss"].first().reindex(low.index)
-            runs = _reached(paths).drop_duplicates(["arm", "seed"])
-            order = _ordered(runs["arm"], list(p["arms"]))
-            share = (runs["pc1_variance"] + runs["pc2_variance"]).groupby(runs["arm"]).min()
-            share = share.reindex(order)
-            first = runs.groupby("arm")["pc1_variance"].median().reindex(order)
-            lines += [
-                f"![training path](figures/{made})",
-                "",
-                f"*Figure: each tracked arm's path of training (weights saved after every epoch) "
-                f"on the plane of its first two principal directions, over the training loss "
-                f"there. The first direction alone holds a median {_by_arm(first, '.0%')} of "
-                f"the path's variance, the first two together {_by_arm(share, '.0%')} at "
-                f"the least"
-                + (
-                    ": the path is nearly one-dimensional, as Li et al. found, so the plane shows "
-                    "how far training went more than which way it turned."
-                    if first.min() >= 0.8
-                    else "."
-                )
-                + " Each panel spans 1.2 times its own path, in units of distance in weight space, "
-                "so the panels' extents and the width of their valleys are not comparable with "
-                "each other. On the plane drawn, the lowest training loss is "
-                + _by_arm(low)
-                + " against "
-                + _by_arm(at_end)
-                + " at the final weights (the centre): where it is lower, the plane passes below "
-                "the end point, which the path never visited."
-                + f" Data: `figures/{made.replace('.png', '.csv')}`.*",
-                "",
-            ]
+            lines += _pca_caption(p, paths, figures, made)
     return lines
+
+
+def _slices_caption(figures: Path, made: str) -> list[str]:
+    """The 1D slices' rise at ±0.5 and the test-over-train gap at the centre, per arm."""
+    drawn = pd.read_csv(figures / made.replace(".png", ".csv"))
+    centre = drawn[drawn["x"].abs() < 1e-9].groupby("arm", sort=False)
+    test, train = centre["test_loss"].median(), centre["train_loss"].median()
+    return _caption(
+        "slices_1d",
+        made,
+        train=_rise(drawn, "train_loss").to_dict(),
+        test=_rise(drawn, "test_loss").to_dict(),
+        gap=(test - train).to_dict(),
+        factor=(test / train).to_dict(),
+    )
+
+
+def _surfaces_3d_caption(surfaces: pd.DataFrame, figures: Path, made: str) -> list[str]:
+    """The drawn planes' highest points against every seed's median, and whether they agree on
+    the arms' order."""
+    drawn = pd.read_csv(figures / made.replace(".png", ".csv"))
+    corner = drawn.groupby("arm", sort=False)["train_loss"].max()
+    every = _reached(surfaces).groupby(["arm", "seed"])["train_loss"].max()
+    highest = every.groupby("arm").median().reindex(corner.index)
+    return _caption(
+        "surfaces_3d",
+        made,
+        seeds=drawn.groupby("arm", sort=False)["seed"].first().to_dict(),
+        corner=corner.to_dict(),
+        highest=highest.to_dict(),
+        same_order=list(corner.sort_values().index) == list(highest.sort_values().index),
+    )
+
+
+def _spectra_caption(
+    p: Mapping[str, Any], tables: Path, spectra: pd.DataFrame, made: str
+) -> list[str]:
+    """The spectra's extreme nodes and tail weight per arm (medians over seeds), beside the
+    protocol's own λmax where it has one."""
+    data = _reached(spectra)
+    order = _ordered(data["arm"], list(p["arms"]))
+    per_run = data.groupby(["arm", "seed"])["node"]
+    heavy = data[data["node"] > 0.1].groupby(["arm", "seed", "vector"])["weight"].sum()
+    weight = heavy.reindex(
+        data.groupby(["arm", "seed", "vector"]).size().index, fill_value=0.0
+    )  # every vector, those with no node above 0.1 at 0
+    settings = p["base"].get("metrics", {}).get("hessian_esd", {})
+    paired = _read(tables, f"paired_{p['name']}")
+    own = {}
+    if paired is not None and "lambda_max" in set(paired["quantity"]):
+        lam = paired[paired["quantity"] == "lambda_max"].drop_duplicates(["arm", "seed"])
+        own = lam.groupby("arm")["value"].median().reindex(order).dropna().to_dict()
+    return _caption(
+        "spectra",
+        made,
+        protocol=p["name"],
+        vectors=settings.get("vectors", "?"),
+        steps=settings.get("steps", "?"),
+        top=per_run.max().groupby("arm").median().reindex(order).to_dict(),
+        bottom=per_run.min().groupby("arm").median().reindex(order).to_dict(),
+        tail=weight.groupby("arm").median().reindex(order).to_dict(),
+        own_lambda_max=own,
+    )
+
+
+def _pca_caption(p: Mapping[str, Any], paths: pd.DataFrame, figures: Path, made: str) -> list[str]:
+    """The share of the paths' variance on the first directions, and the plane's lowest loss
+    against its centre's."""
+    drawn = pd.read_csv(figures / made.replace(".png", ".csv"))
+    plane = drawn[drawn["part"] == "plane"]
+    low = plane.groupby("arm", sort=False)["train_loss"].min()
+    at_end = plane[(plane["x"].abs() < 1e-9) & (plane["y"].abs() < 1e-9)]
+    at_end = at_end.groupby("arm", sort=False)["train_loss"].first().reindex(low.index)
+    runs = _reached(paths).drop_duplicates(["arm", "seed"])
+    order = _ordered(runs["arm"], list(p["arms"]))
+    share = (runs["pc1_variance"] + runs["pc2_variance"]).groupby(runs["arm"]).min()
+    first = runs.groupby("arm")["pc1_variance"].median().reindex(order)
+    return _caption(
+        "pca_path",
+        made,
+        first=first.to_dict(),
+        share=share.reindex(order).to_dict(),
+        one_dimensional=bool(first.min() >= 0.8),
+        low=low.to_dict(),
+        at_end=at_end.to_dict(),
+    )
