@@ -25,6 +25,8 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from experiments.report_figures import _save  # noqa: E402
+from experiments.templating import lines as template_lines  # noqa: E402
+from experiments.templating import render  # noqa: E402
 
 # Which family each registered measure belongs to, for the figure's colours and the text
 FAMILIES = {
@@ -333,11 +335,21 @@ def _ordered(levels) -> list[str]:
         return labels
 
 
-def _common_subset(metrics: Mapping[str, Any]) -> str:
+def _subsets(metrics: Mapping[str, Any]) -> list[str]:
+    """The training subsets the measures are computed on, smallest first (none: the whole set)."""
     subsets = {v.get("subset") for v in metrics.values() if isinstance(v, Mapping)} - {None}
-    if not subsets:
-        return "the whole training set"
-    return f"the first {' or '.join(str(x) for x in sorted(subsets))} training samples"
+    return [str(x) for x in sorted(subsets)]
+
+
+def _text(template: str, **context: Any) -> str:
+    """A template that renders one paragraph or none: its text without the file's last newline."""
+    return render(template, **context).removesuffix("\n")
+
+
+def _paragraphs(template: str, **context: Any) -> list[str]:
+    """A template that renders a paragraph per line: those paragraphs (none when it is empty)."""
+    text = _text(template, **context)
+    return text.split("\n") if text else []
 
 
 def _n_test(base: Mapping[str, Any]) -> int:
@@ -348,41 +360,18 @@ def _n_test(base: Mapping[str, Any]) -> int:
 def study_lines(tables: Path, figures: Path, name: str = "jiang") -> list[str]:
     """The report's section for study ``name``; a pointer to the command before it ran."""
     saved = read_study(tables, name)
-    head = ["", "## Which measure predicts generalisation? (Jiang et al. 2020's study)", ""]
     if saved is None:
-        return head + [f"Not run yet: `python -m experiments.study run {name}` then `rank {name}`."]
+        return template_lines("study_intro.md.j2", ran=False, study=name)
     s, ranking, dropped, models, null = (
         saved[k] for k in ("study", "ranking", "dropped", "models", "null")
     )
     axes, metrics, base = list(s["axes"]), s["base"].get("metrics") or {}, s["base"]
-    levels = "; ".join(f"{a} ∈ {{{', '.join(_ordered(s['axes'][a]))}}}" for a in axes)
-    n_config = int(np.prod([len(v) for v in s["axes"].values()]))
-    lost = dropped.groupby("axis")[["missed_criterion", "below_train_acc"]].sum().iloc[0]
     n_test = _n_test(base)
     lr_axis = any(
         a in ("lr", "learning_rate") or any("lr_factor" in (lvl or {}) for lvl in levels.values())
         for a, levels in s["axes"].items()
     )
-    lines = head + [
-        f"*Scope: one dataset (MNIST-1D), the {MODELS.get(base.get('model'), base.get('model'))} "
-        f"only, {len(s['seeds'])} seeds, "
-        f"{n_config} configurations at "
-        f"{'/'.join(sorted({str(len(v)) for v in s['axes'].values()}))} levels per axis"
-        + ("" if lr_axis else ", the learning rate tied to the optimizer rather than an axis")
-        + f", a {n_test:,}-sample test set. Jiang et al. trained over 10,000 networks on a "
-        "3^7 = 2,187-configuration grid (CIFAR-10 and SVHN). Read this as a small replication of "
-        "their method, not a verdict on the measures.*",
-        "",
-        f"A full factorial grid of {n_config} configurations ({levels}), each trained from "
-        f"{len(s['seeds'])} seeds (`conf/study/{name}.yaml`): {s['models']} models, "
-        f"{'all' if len(models) == s['models'] else len(models)} ranked. Every model trains to "
-        f"training cross-entropy {base.get('train_until_loss')} under a budget of "
-        f"{base.get('max_steps'):,} steps, as Jiang et al. train to 0.01; "
-        f"{int(lost['missed_criterion'])} missed it and {int(lost['below_train_acc'])} ended below "
-        f"{s['min_train_acc']:.0%} train accuracy (per axis level in "
-        f"`results/tables/study_{name}_dropped.csv`). {s.get('notes', '')}".rstrip(),
-        "",
-    ]
+    lines = intro_lines(s, name, dropped, models, n_test, lr_axis)
     drivers = gap_drivers(models, axes, n_test)
     driver = next(iter(drivers["axes"]))
     lines += gap_lines(drivers)
@@ -427,88 +416,77 @@ def study_lines(tables: Path, figures: Path, name: str = "jiang") -> list[str]:
     return lines
 
 
+def intro_lines(
+    s: Mapping[str, Any],
+    name: str,
+    dropped: pd.DataFrame,
+    models: pd.DataFrame,
+    n_test: int,
+    lr_axis: bool,
+) -> list[str]:
+    """The section's heading, the study's scope and its grid, with the models it lost."""
+    base = s["base"]
+    lost = dropped.groupby("axis")[["missed_criterion", "below_train_acc"]].sum().iloc[0]
+    return template_lines(
+        "study_intro.md.j2",
+        ran=True,
+        study=name,
+        model=MODELS.get(base.get("model"), base.get("model")),
+        seeds=len(s["seeds"]),
+        n_config=int(np.prod([len(v) for v in s["axes"].values()])),
+        level_counts=sorted({str(len(v)) for v in s["axes"].values()}),
+        levels={a: _ordered(s["axes"][a]) for a in s["axes"]},
+        lr_axis=lr_axis,
+        n_test=n_test,
+        models=s["models"],
+        ranked=len(models),
+        train_until_loss=base.get("train_until_loss"),
+        max_steps=base.get("max_steps"),
+        missed=int(lost["missed_criterion"]),
+        below=int(lost["below_train_acc"]),
+        min_train_acc=s["min_train_acc"],
+        notes=s.get("notes", "").rstrip(),
+    )
+
+
 def gap_lines(d: Mapping[str, Any]) -> list[str]:
-    shares = ", ".join(f"{a} {v:.0%}" for a, v in d["axes"].items())
-    return [
-        f"**What the measures must predict.** The gap runs from {d['min']:.3f} to {d['max']:.3f} "
-        f"(mean {d['mean']:.3f}). Configurations hold {d['between']:.0%} of its variance and "
-        f"seeds the rest; one axis at a time, the levels explain: {shares}. The test error's "
-        f"binomial standard error is about {d['se']:.3f}, so a difference of two gaps has one of "
-        f"about {np.sqrt(2) * d['se']:.3f}; {d['close_pairs']:.0%} of model pairs have gaps closer "
-        "than that, and their signs are largely noise. A τ over all models "
-        "therefore mostly asks how closely a measure follows the first few of those axes.",
-        "",
-    ]
+    return template_lines("study_gap.md.j2", d=d, pair_se=np.sqrt(2) * d["se"])
 
 
-def bound_text(ranking: pd.DataFrame) -> str:
-    hits = int(ranking["at_bound"].sum()) if "at_bound" in ranking else 0
-    if not hits:
-        return "none did (`at_bound` is 0 for every measure)."
-    return f"{hits} searches did (the `at bound` column)."
+def at_bound(ranking: pd.DataFrame) -> int:
+    """How many of the ranking's searches stopped at their bound."""
+    return int(ranking["at_bound"].sum()) if "at_bound" in ranking else 0
 
 
 def method_lines(
     s: Mapping, metrics: Mapping, null: pd.Series | None, models, ranking: pd.DataFrame
 ) -> list[str]:
-    floor = (
-        f" A measure that knows nothing (an independent random number per model, {int(null['draws'])} "
-        f"draws) scores K = {null['q50']:.4f} at the median and {null['q95']:.4f} at the 95th "
-        "percentile: that is the floor."
-        if null is not None
-        else ""
+    return template_lines(
+        "study_method.md.j2",
+        bootstrap=s.get("bootstrap", 200),
+        null=null,
+        subsets=_subsets(metrics),
+        rises=radius_rises(metrics, models),
+        n_models=len(models),
+        at_bound=at_bound(ranking),
     )
-    return [
-        "**The statistics** (`experiments/jiang.py`, tested on hand-made data with known answers): "
-        "Kendall τ of each measure with the gap over all models; the granulated Ψ (for each axis, "
-        "the mean τ within the groups of configurations that differ only in that axis, seeds "
-        "averaged; then the mean over the axes where it is defined); and K(μ), the conditional "
-        "mutual information between the sign of a measure's difference and the sign of the gap's "
-        "difference over pairs of models, normalised by the conditional entropy of the gap's sign "
-        "(so the gap itself scores 1) and minimised over every conditioning set of at most 2 axes, "
-        "as Jiang et al.'s Section 5; K(μ) ignores the direction of the relation, which the sign "
-        f"column gives. Ranges: a two-stage bootstrap ({s.get('bootstrap', 200)} resamples; "
-        "configurations, then seeds within each; for Ψ, a configuration drawn twice counts "
-        "once), conditional on this grid's levels; with that "
-        "many resamples each 2.5% tail rests on a handful of points. K(μ) is a plug-in estimate "
-        "biased upwards near 0, so its range describes its spread and is not a confidence "
-        "interval." + floor,
-        "",
-        "**The measures** are every metric of the catalogue that applies to an MLP, at the "
-        "papers' settings (each name's settings are in the study file): the Hessian- and "
-        f"search-based ones on {_common_subset(metrics)}; sharpness at three radii per kind (worst "
-        "case and average, plain and adaptive, ℓ2 and ℓ∞), and m-sharpness at m = 16 and 128; "
-        "PAC-Bayes σ and magnitude-aware σ′ with their 1/σ² forms (`.inv_sq`) and Jiang's bound "
-        "with the distance from initialisation (`.bound`); `inverse_margin`, Jiang's 1/γ² of the "
-        "10th-percentile output margin; and three baselines that are not flatness. "
-        + radius_text(metrics, models)
-        + " A search that stopped at its bound counts as no value; "
-        + bound_text(ranking),
-        "",
-    ]
 
 
-def radius_text(metrics: Mapping[str, Any], models: pd.DataFrame) -> str:
-    """The loss rises the sharpness radii actually produced, and how many models' rise was ≤ 0
-    (a Monte-Carlo average or an ascent that found no rise)."""
+def radius_rises(metrics: Mapping[str, Any], models: pd.DataFrame) -> dict[str, Any] | None:
+    """The loss rises the sharpness radii actually produced (their least and largest over all
+    models), and per measure how many models' rise was ≤ 0 (a Monte-Carlo average or an ascent
+    that found no rise); None without a sharpness measure."""
     names = [n for n, v in metrics.items() if (v or {}).get("metric") in SHARPNESS[:3]]
     columns = [f"metric.{n}" for n in names if f"metric.{n}" in models]
     if not columns:
-        return ""
+        return None
     every = pd.concat([models[c] for c in columns])
     nonpositive = {c.removeprefix("metric."): int((models[c] <= 0).sum()) for c in columns}
-    nonpositive = {n: k for n, k in nonpositive.items() if k}
-    text = (
-        "The radii were calibrated on four models to give loss rises of about 1e-3 to 1; over "
-        f"all models they run from {every.min():.2g} to {every.max():.2g}."
-    )
-    if nonpositive:
-        text += (
-            " A rise ≤ 0 (Monte-Carlo noise at the smallest radii) occurs in "
-            + ", ".join(f"{k} of {len(models)} models at `{n}`" for n, k in nonpositive.items())
-            + "."
-        )
-    return text
+    return {
+        "min": every.min(),
+        "max": every.max(),
+        "nonpositive": {n: k for n, k in nonpositive.items() if k},
+    }
 
 
 def reading_lines(
