@@ -188,11 +188,10 @@ def ranking_figure(ranking: pd.DataFrame, metrics: Mapping, figures: Path, name:
     n = len(data)
     fig, axes = plt.subplots(1, 3, figsize=(12, 0.22 * n + 1.9), sharey=True)
     y = np.arange(n)
-    panels = [
-        ("cmi", "K(μ): normalised CMI with the gap's sign,\nminimised over ≤ 2 axes (0 = none, 1 = the gap)"),
-        ("tau_gap", "Kendall τ with the gap\n(over all models)"),
-        ("psi", "granulated Ψ: mean τ within\none-axis-varying groups"),
-    ]  # fmt: skip
+    suptitle, *titles = _text(
+        "study_ranking_figure.txt.j2", models=int(data["models"].max())
+    ).split("\n\n")
+    panels = list(zip(["cmi", "tau_gap", "psi"], titles, strict=True))
     colours = [PALETTE.get(f, "grey") for f in data["family"]]
     wrong = (data["sign"] == "✗").to_numpy()
     for ax, (key, title) in zip(axes, panels, strict=True):
@@ -213,11 +212,7 @@ def ranking_figure(ranking: pd.DataFrame, metrics: Mapping, figures: Path, name:
     handles.append(plt.Line2D([], [], color="grey", marker="o", markerfacecolor="white", lw=0,
                               label="τ of the unpredicted sign"))  # fmt: skip
     axes[2].legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
-    fig.suptitle(
-        f"Every measure against the generalisation gap over {int(data['models'].max())} models, "
-        "highest K(μ) first; bars: 2.5-97.5% bootstrap over configurations, then seeds",
-        fontsize=10,
-    )
+    fig.suptitle(suptitle, fontsize=10)
     fig.tight_layout()
     return _save(fig, data, figures, f"{name}_ranking")
 
@@ -376,39 +371,21 @@ def study_lines(tables: Path, figures: Path, name: str = "jiang") -> list[str]:
     driver = next(iter(drivers["axes"]))
     lines += gap_lines(drivers)
     lines += method_lines(s, metrics, null, models, ranking)
-    lines += [_md(ranking_table(ranking, axes, metrics)), ""]
-    lines += [
-        "*sign*: ✓ when τ's 95% interval lies on the side of 0 the measure's theory predicts "
-        "(+ for a complexity measure: a norm, 1/γ², a curvature, a sharpness, 1/σ², a bound; − for "
-        "σ, where larger is flatter), ✗ when it lies on the other side, ? when it spans 0. "
-        "*place*: the measure's place by K(μ) (ties share it; σ and its 1/σ² always tie) and its "
-        "2.5–97.5% range over the bootstrap. Ψ per axis: each the mean of one sign per pair of "
-        "configurations differing in that axis alone, with intervals in "
-        f"`results/tables/study_{name}_ranking.csv`. τ with the test error is in that file too: it "
-        f"equals τ with the gap here (train error is 0, gap and test error differ by at most "
-        f"{drivers['tau_test_vs_gap']:.4f}).",
-        "",
-    ]
     figure = ranking_figure(ranking, metrics, figures, f"study_{name}")
     best = [m for m in ranking["measure"] if not m.startswith("baseline.")]
     best = [m for m in best if not m.endswith(".inv_sq")][:3]
     scatter, moved = scatter_figure(models, best, axes, driver, figures, f"study_{name}")
-    lines += [
-        f"![ranking](figures/{figure})",
-        "",
-        f"*Figure: every measure's K(μ), τ and Ψ with 2.5–97.5% bootstrap ranges, from "
-        f"`figures/{figure.replace('.png', '.csv')}`; hollow where τ has the sign the measure's "
-        "theory does not predict.*",
-        "",
-        f"![best measures](figures/{scatter})",
-        "",
-        f"*Figure: the {len(best)} measures of highest K(μ) against the gap, one point per model, "
-        "coloured by the axis whose levels explain most of the measure's rank variance (that "
-        "share in brackets: "
-        + "; ".join(f"{m}: {a}, {v:.0%}" for m, (a, v) in moved.items())
-        + f"), marked by {driver}, the axis that moves the gap most.*",
-        "",
-    ]
+    lines += template_lines(
+        "study_ranking.md.j2",
+        table=_md(ranking_table(ranking, axes, metrics)),
+        study=name,
+        tau_test_vs_gap=drivers["tau_test_vs_gap"],
+        figure=figure,
+        figure_csv=figure.replace(".png", ".csv"),
+        scatter=scatter,
+        moved=moved,
+        driver=driver,
+    )
     lines += reading_lines(ranking, metrics, models, null, drivers, axes)
     lines += dissection_lines(ranking, metrics)
     lines += published_lines()
