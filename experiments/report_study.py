@@ -441,7 +441,7 @@ def method_lines(
     return template_lines(
         "study_method.md.j2",
         bootstrap=s.get("bootstrap", 200),
-        null=null,
+        null=_draws(null),
         subsets=_subsets(metrics),
         rises=radius_rises(metrics, models),
         n_models=len(models),
@@ -482,86 +482,45 @@ def reading_lines(
     top = measures.iloc[0]
     right = measures[[marks[m] == "✓" for m in measures["measure"]]]
     wrong = [m for m in measures["measure"] if marks[m] == "✗"]
-    rows = len(ranking)
-    out = [
-        f"**Reading.** Places are among the table's {rows} rows ({len(measures)} measures, "
-        f"{rows - len(measures)} baselines). The highest K(μ) is `{top['measure']}`'s (family: "
-        f"{family(top['measure'], metrics)}; K = {top['cmi']:.3f}, place range "
-        f"{int(top['rank_lo'])}–{int(top['rank_hi'])}), with τ {top['tau_gap']:+.2f} "
-        f"[{top['tau_gap_lo']:+.2f}, {top['tau_gap_hi']:+.2f}]"
-        + (
-            ": the sign its theory does not predict, so it ranks the gap well but backwards. "
-            if marks[top["measure"]] == "✗"
-            else ". "
-        )
-    ]
-    if len(right):
-        b = right.iloc[0]
-        out[0] += (
-            f"The highest with the predicted sign is `{b['measure']}` (K = {b['cmi']:.3f}, place "
-            f"{int(b['rank'])}, range {int(b['rank_lo'])}–{int(b['rank_hi'])}, τ "
-            f"{b['tau_gap']:+.2f}). The place ranges overlap widely: the data do not order the "
-            "top measures finely."
-        )
-    bullets = []
-    if null is not None:
-        above = int((measures["cmi"] > null["q95"]).sum())
-        above_max = int((measures["cmi"] > null["max"]).sum())
-        bullets.append(
-            f"{above} of {len(measures)} measures score K above the random floor's 95th percentile "
-            f"({null['q95']:.4f}), {above_max} above the largest of its {int(null['draws'])} "
-            f"draws ({null['max']:.4f}), which allows for having looked at {len(measures)}."
-        )
-    if wrong:
-        dropout = "dropout" in axes and all(r.loc[m, "psi[dropout]"] <= -0.5 for m in wrong
-                                            if registered(m, metrics) != "param_count")  # fmt: skip
-        bullets.append(
-            "τ has the unpredicted sign over its whole interval for "
-            + ", ".join(f"`{m}`" for m in wrong)
-            + ": larger norms go with smaller gaps here"
-            + (
-                "; each has Ψ[dropout] ≤ −0.5: dropout raises the weights' norms while it lowers "
-                "the gap."
-                if dropout
-                else "."
-            )
-        )
+    # dropout explains the norms' wrong sign when every norm that has it ranks dropout backwards
+    dropout = "dropout" in axes and all(r.loc[m, "psi[dropout]"] <= -0.5 for m in wrong
+                                        if registered(m, metrics) != "param_count")  # fmt: skip
     bound = [m for m in measures["measure"] if m.endswith(".bound")]
-    if bound and marks.get("distance_from_init") == "✗":
-        bullets.append(
-            "Jiang's bound forms (" + ", ".join(f"`{m}`" for m in bound) + ") add "
-            "‖w − w₀‖²/(4σ²) + log(m/σ) to σ: the distance from initialisation has the "
-            "unpredicted sign here, and the bounds score below σ alone."
-        )
-    if "baseline.train_loss" in r.index:
-        t = r.loc["baseline.train_loss"]
-        beaten = int((measures["cmi"] < t["cmi"]).sum())
-        loss = models["train_loss"]
-        bullets.append(
-            f"The final training loss, a baseline, scores K = {t['cmi']:.3f} (place "
-            f"{int(t['rank'])}, range {int(t['rank_lo'])}–{int(t['rank_hi'])}; τ "
-            f"{t['tau_gap']:+.2f}), above {beaten} of the {len(measures)} measures at the point "
-            f"estimate. It only records how far each run overshoots the stopping check "
-            f"({loss.min():.4f} to {loss.max():.4f}, under the 0.01 criterion), which differs by "
-            "batch size and optimizer: many measures do no better than the leftover of the "
-            "stopping rule."
-        )
-    if "baseline.steps" in r.index:
-        t = r.loc["baseline.steps"]
-        bullets.append(
-            f"Steps to the criterion, Jiang et al.'s optimisation baseline: K = {t['cmi']:.3f}, "
-            f"τ {t['tau_gap']:+.2f}."
-        )
-    bullets += axis_failure_lines(measures, metrics, axes, drivers, marks)
-    bullets += seed_lines(models, measures, metrics, axes)
-    design = [m for m in measures["measure"] if registered(m, metrics) == "param_count"]
-    for m in design:
-        bullets.append(
-            f"`{m}` is a design variable, a function of depth and width: its K is 0 by "
-            "construction (conditioning on those axes leaves it nothing) and its Ψ averages "
-            "those two axes only."
-        )
-    return [out[0], ""] + [f"- {b}" for b in bullets] + [""]
+    loss, steps = (_placed(r.loc[b]) if b in r.index else None
+                   for b in ("baseline.train_loss", "baseline.steps"))  # fmt: skip
+    return template_lines(
+        "study_reading.md.j2",
+        rows=len(ranking),
+        n_measures=len(measures),
+        top=_placed(top),
+        top_family=family(top["measure"], metrics),
+        top_wrong=marks[top["measure"]] == "✗",
+        right=_placed(right.iloc[0]) if len(right) else None,
+        null=_draws(null),
+        above=None if null is None else int((measures["cmi"] > null["q95"]).sum()),
+        above_max=None if null is None else int((measures["cmi"] > null["max"]).sum()),
+        wrong=wrong,
+        dropout=dropout,
+        bound=bound if marks.get("distance_from_init") == "✗" else [],
+        train_loss=loss,
+        beaten=None if loss is None else int((measures["cmi"] < loss["cmi"]).sum()),
+        loss_min=models["train_loss"].min(),
+        loss_max=models["train_loss"].max(),
+        steps=steps,
+        findings=axis_failure_lines(measures, metrics, axes, drivers, marks)
+        + seed_lines(models, measures, metrics, axes),
+        design=[m for m in measures["measure"] if registered(m, metrics) == "param_count"],
+    )
+
+
+def _placed(row: pd.Series) -> dict[str, Any]:
+    """A ranking row with its place and the place's range as integers, as the text states them."""
+    return {**row.to_dict(), **{k: int(row[k]) for k in ("rank", "rank_lo", "rank_hi")}}
+
+
+def _draws(null: pd.Series | None) -> dict[str, Any] | None:
+    """The random floor with its number of draws as an integer (None when none was drawn)."""
+    return None if null is None else {**null.to_dict(), "draws": int(null["draws"])}
 
 
 def seed_lines(
@@ -586,15 +545,16 @@ def seed_lines(
         return []
     values = pd.Series(agreement)
     se = 1 / np.sqrt(len(groups))
-    beyond = int((values > 2.5 * se).sum())
-    return [
-        f"Seed to seed, within each of the {len(groups)} configurations, the measures' sign "
-        f"agreement with the gap (oriented, 1 = always together) runs from {values.min():+.2f} to "
-        f"{values.max():+.2f} (`{values.idxmax()}` highest). A measure that knows nothing has a "
-        f"standard error of {se:.2f} there, and {beyond} of the {len(values)} measures looked at "
-        "lie beyond 2.5 of them: between seeds the measures follow the gap weakly at best; what "
-        "they rank is mostly the configurations."
-    ]
+    return _paragraphs(
+        "study_seed.md.j2",
+        configurations=len(groups),
+        lo=values.min(),
+        hi=values.max(),
+        highest=values.idxmax(),
+        se=se,
+        beyond=int((values > 2.5 * se).sum()),
+        looked_at=len(values),
+    )
 
 
 def axis_failure_lines(
@@ -620,29 +580,17 @@ def axis_failure_lines(
     frame = pd.DataFrame(oriented).T
     counts = (frame <= -0.5).sum()
     axis = counts.idxmax()
-    out = []
-    if counts[axis]:
-        failing = frame.index[frame[axis] <= -0.5]
-        holding = frame.index[frame[axis] >= 0.5]
-        fam = pd.Series([family(m, metrics) for m in failing]).value_counts()
-        named = [f"`{m}`" + (" (overall sign ✗)" if marks.get(m) == "✗" else "") for m in holding]
-        out.append(
-            f"On {axis}, {counts[axis]} of {len(frame)} measures rank the gap backwards (Ψ[{axis}] "
-            f"≤ −0.5 once oriented, point estimates each a mean of one sign per pair of "
-            f"configurations; {', '.join(f'{n} {f}' for f, n in fam.items())}): across the "
-            f"{axis} levels the measure moves one way and the gap the other. Those that hold on "
-            f"{axis} (oriented Ψ ≥ 0.5): "
-            + (", ".join(named) if named else "none")
-            + ". An averaged Ψ hides this, as Dziugaite et al. 2020 warn."
-        )
-    weak = [a for a, v in drivers["axes"].items() if v < 0.05]
-    if weak:
-        out.append(
-            f"{' and '.join(weak)} explain{'s' if len(weak) == 1 else ''} under 5% of the gap's "
-            "variance each: Ψ on them is mostly noise (each a mean of signs with a standard error "
-            "near 0.18), and the mean Ψ includes them, as Jiang et al.'s does."
-        )
-    return out
+    failing = frame.index[frame[axis] <= -0.5]
+    holding = frame.index[frame[axis] >= 0.5]
+    return _paragraphs(
+        "study_axis_failure.md.j2",
+        axis=axis,
+        failing=int(counts[axis]),
+        judged=len(frame),
+        families=pd.Series([family(m, metrics) for m in failing]).value_counts().to_dict(),
+        holding=[(m, marks.get(m) == "✗") for m in holding],
+        weak=[a for a, v in drivers["axes"].items() if v < 0.05],
+    )
 
 
 def dissection_lines(ranking: pd.DataFrame, metrics: Mapping[str, Any]) -> list[str]:
