@@ -597,64 +597,35 @@ def dissection_lines(ranking: pd.DataFrame, metrics: Mapping[str, Any]) -> list[
     table = dissection(ranking, metrics)
     if table.empty:
         return []
-    avg = table[table["kind"] == "average"]
-    worst = table[table["kind"] == "worst case"]
-    reading = []
-    if len(avg) and len(worst):
-        reading.append(
-            f"Average-case sharpness has τ {avg['_tau'].min():+.2f} to {avg['_tau'].max():+.2f} "
-            f"over its kinds and radii, worst-case {worst['_tau'].min():+.2f} to "
-            f"{worst['_tau'].max():+.2f}, near 0 at its smallest radii."
-        )
+    tau = {kind: (group["_tau"].min(), group["_tau"].max())
+           for kind, group in table.groupby("kind") if kind in ("average", "worst case")}  # fmt: skip
+    depth, flat = [], None
     if table["_psi_depth"].notna().any():
-        parts = []
         for (kind, adaptive), group in table.groupby(["kind", "adaptive"], sort=True):
-            v = group["_psi_depth"]
-            span = f"{v.min():+.2f}" if v.min() == v.max() else f"{v.min():+.2f} to {v.max():+.2f}"
-            parts.append(f"{adaptive} {kind} {span}")
-        reading.append("Ψ on depth: " + "; ".join(parts) + ".")
-        flat = table[table["_tau"].abs() < 0.1]
-        if len(flat):
-            reading.append(
-                f"Where τ is near 0 (|τ| < 0.1: {len(flat)} rows, all worst case at the smallest "
-                "radii)"
-                if (flat["kind"] != "average").all()
-                else f"Where τ is near 0 (|τ| < 0.1: {len(flat)} rows)"
+            lo, hi = group["_psi_depth"].min(), group["_psi_depth"].max()
+            depth.append(
+                {"kind": kind, "adaptive": adaptive, "lo": lo, "hi": None if lo == hi else hi}
             )
-            reading[-1] += (
-                f", Ψ on depth is {flat['_psi_depth'].min():+.2f} to "
-                f"{flat['_psi_depth'].max():+.2f}: deeper networks are sharper there and "
-                "generalise better, which cancels what the other axes contribute."
-            )
-    return [
-        "**Andriushchenko et al.'s dissection of sharpness**, each kind at the study's three "
-        "radii (τ and Ψ with 95% bootstrap intervals). " + " ".join(reading),
-        "",
-        _md(table.drop(columns=["_tau", "_psi_depth"])),
-        "",
-    ]
+        near = table[table["_tau"].abs() < 0.1]
+        if len(near):
+            flat = {
+                "rows": len(near),
+                "all_worst": bool((near["kind"] != "average").all()),
+                "lo": near["_psi_depth"].min(),
+                "hi": near["_psi_depth"].max(),
+            }
+    return template_lines(
+        "study_dissection.md.j2",
+        tau=tau if len(tau) == 2 else None,
+        depth=depth,
+        flat=flat,
+        table=_md(table.drop(columns=["_tau", "_psi_depth"])),
+    )
 
 
 def published_lines() -> list[str]:
     """Our ranking beside the published ones: only what could be read from a citable source."""
-    return [
-        "**Beside the published rankings.** Jiang et al. 2020 (ICLR, arXiv 1912.02178) rank over "
-        "2,187 CIFAR-10 networks (7 axes × 3 levels) trained to cross-entropy 0.01; their "
-        "conclusions are that sharpness- and PAC-Bayes-based measures, the magnitude-aware ones "
-        "above all, predict generalisation best, and that norm-based measures, the spectral "
-        "product in particular, correlate negatively with the generalisation gap (their τ). "
-        "Andriushchenko et al. 2023 (ICML, "
-        'arXiv 2302.07011) find that sharpness "does not correlate well with generalization '
-        "but rather with some training parameters like the learning rate\"; the authors' summary "
-        "figure (repository `tml-epfl/sharpness-vs-generalization`, `images/summary_slide.png`) "
-        "gives τ of adaptive worst-case ℓ∞ sharpness with test error of 0.08 (ViT from scratch on "
-        "ImageNet), 0.04 (CLIP fine-tuned on ImageNet) and −0.09 (BERT, HANS lexical), settings "
-        "far from these MLPs. The per-measure numbers of Jiang et al.'s Table 1 (τ, Ψ per axis, "
-        "K) were not available here: the copies of the paper this offline environment can read "
-        "hold only its opening. They are not quoted from memory, so the comparison below rests on "
-        "the papers' stated conclusions; compare our table with their Table 1 directly.",
-        "",
-    ]
+    return template_lines("study_published.md.j2")
 
 
 def _interval_word(lo: float, hi: float, expected: str, width: float = 0.1) -> str:
@@ -677,78 +648,54 @@ def agreement_lines(
     95% interval excludes the other sign; "τ ≈ 0" when the interval lies within ±0.1; "among the
     best" when the bootstrap range of the measure's place lies within the top quarter."""
     measures = ranking[~ranking["measure"].str.startswith("baseline.")].reset_index(drop=True)
+    by_name = measures.set_index("measure")
     n, rows = len(ranking), []  # places are among all the table's rows, baselines included
     mag = [m for m in measures["measure"] if registered(m, metrics) == "pacbayes_sigma"
            and settings_of(m, metrics).get("magnitude_aware") and not m.endswith(".bound")]  # fmt: skip
     if mag:
-        r = measures.set_index("measure").loc[mag[0]]
-        quarter = n / 4
+        r, quarter = _placed(by_name.loc[mag[0]].rename(mag[0])), n / 4
         word = (
             "agrees"
             if r["rank_hi"] <= quarter
             else ("differs" if r["rank_lo"] > quarter else "inconclusive")
         )
-        rows.append({
-            "published": "Jiang et al.: magnitude-aware PAC-Bayes flatness is among the best",
-            "here": f"`{mag[0]}` place {int(r['rank'])} of {n} rows (range {int(r['rank_lo'])}–"
-                    f"{int(r['rank_hi'])}; top quarter: ≤ {quarter:.0f}), K = {r['cmi']:.3f}",
-            "reading": word,
-        })  # fmt: skip
-    if "spectral_product" in set(measures["measure"]):
-        r = measures.set_index("measure").loc["spectral_product"]
-        rows.append({
-            "published": "Jiang et al.: the spectral product correlates negatively with the gap",
-            "here": f"τ with the gap {r['tau_gap']:+.2f} [{r['tau_gap_lo']:+.2f}, {r['tau_gap_hi']:+.2f}]",
-            "reading": _interval_word(r["tau_gap_lo"], r["tau_gap_hi"], "negative"),
-        })  # fmt: skip
+        cells = _cells("magnitude_aware", measure=mag[0], row=r, rows=n, quarter=quarter)
+        rows.append({**cells, "reading": word})
+    if "spectral_product" in by_name.index:
+        r = by_name.loc["spectral_product"]
+        cells = _cells("spectral_product", row=r)
+        rows.append(
+            {**cells, "reading": _interval_word(r["tau_gap_lo"], r["tau_gap_hi"], "negative")}
+        )
     sharp = [m for m in measures["measure"] if registered(m, metrics) == "worst_case_sharpness"
              and settings_of(m, metrics).get("adaptive")
              and settings_of(m, metrics).get("norm") == "linf"]  # fmt: skip
     for m in sharp:
-        r = measures.set_index("measure").loc[m]
+        r = by_name.loc[m]
+        lo, hi = r["tau_test_lo"], r["tau_test_hi"]
         rows.append({
-            "published": "Andriushchenko et al.: τ of adaptive worst-case ℓ∞ sharpness ≈ 0",
-            "here": f"`{m}` (ρ = {settings_of(m, metrics).get('rho'):g}): τ with the test error "
-                    f"{r['tau_test']:+.2f} [{r['tau_test_lo']:+.2f}, {r['tau_test_hi']:+.2f}]",
-            "reading": _interval_word(r["tau_test_lo"], r["tau_test_hi"], "near 0"),
-            "at ±0.05 / ±0.15": " / ".join(
-                _interval_word(r["tau_test_lo"], r["tau_test_hi"], "near 0", width)
-                for width in (0.05, 0.15)
-            ),
+            **_cells("adaptive_sharpness", measure=m, row=r, rho=settings_of(m, metrics).get("rho")),
+            "reading": _interval_word(lo, hi, "near 0"),
+            "at ±0.05 / ±0.15": " / ".join(_interval_word(lo, hi, "near 0", w) for w in (0.05, 0.15)),
         })  # fmt: skip
     if not rows:
         return []
-    lines = [
-        "**Where we agree and where we differ**, each read by a rule of "
-        "`experiments/report_study.py`: a sign agrees when its 95% interval excludes the other "
-        'sign; τ ≈ 0 when the interval lies within ±0.1; "among the best" when the bootstrap '
-        "range of the measure's place lies in the top quarter. These rules were written with this "
-        "section, after a first ranking of these models had been seen: they are descriptive, not "
-        "pre-registered like the protocols' decision rules.",
-        "",
-        _md(pd.DataFrame(rows).fillna("")),
-        "",
-    ]
-    notes = []
-    if sharp:
-        notes.append(
-            "The Andriushchenko rows compare MLPs on MNIST-1D with transformers at ImageNet and "
-            "MNLI scale, and the reading changes with the radius, which this study chose"
-            + (
-                "; nor can this grid test their main claim, that sharpness tracks the learning "
-                "rate, since the learning rate is not an axis here (it comes with the optimizer)."
-                if not lr_axis
-                else "."
-            )
-        )
     given = measures["cmi_given"].value_counts()
-    if len(given):
-        top = given.index[0]
-        share = sum(drivers["axes"].get(a, 0) for a in top.split("+"))
-        notes.append(
-            f"The conditioning set that minimises K(μ) is `{top}` for {given.iloc[0]} of "
-            f"{len(measures)} measures, sharpness or not: those axes hold about {share:.0%} of the "
-            "gap's variance (one at a time, summed), so conditioning on them removes what most "
-            "measures share with the gap. It is not specific to sharpness."
-        )
-    return lines + [" ".join(notes), ""] if notes else lines
+    return template_lines(
+        "study_agreement.md.j2",
+        table=_md(pd.DataFrame(rows).fillna("")),
+        sharp=bool(sharp),
+        lr_axis=lr_axis,
+        n_measures=len(measures),
+        given=None if given.empty else {
+            "axes": given.index[0],
+            "measures": given.iloc[0],
+            "share": sum(drivers["axes"].get(a, 0) for a in given.index[0].split("+")),
+        },
+    )  # fmt: skip
+
+
+def _cells(claim: str, **context: Any) -> dict[str, str]:
+    """The agreement table's words for one published conclusion: the claim and what we find."""
+    published, here = _text("study_agreement_cells.md.j2", claim=claim, **context).split("\n")
+    return {"published": published, "here": here}
