@@ -6,7 +6,8 @@ It writes the scope, what drives the gap, the ranking table (each measure's sign
 its theory predicts, K(μ) with its place and their bootstrap ranges, τ, Ψ), a figure of every
 measure's K(μ), τ and Ψ, the measure-versus-gap scatter of the best few coloured by the axis that
 moves each most, Andriushchenko et al. 2023's dissection of sharpness, and our ranking beside the
-published conclusions, each read by a rule written here.
+published conclusions, each read by a rule written here. The words are templates
+(``experiments/templates/study_*.j2``); this module computes what they state and passes it in.
 """
 
 from __future__ import annotations
@@ -368,14 +369,34 @@ def study_lines(tables: Path, figures: Path, name: str = "jiang") -> list[str]:
     )
     lines = intro_lines(s, name, dropped, models, n_test, lr_axis)
     drivers = gap_drivers(models, axes, n_test)
-    driver = next(iter(drivers["axes"]))
     lines += gap_lines(drivers)
     lines += method_lines(s, metrics, null, models, ranking)
+    lines += ranking_lines(ranking, models, metrics, axes, drivers, figures, name)
+    lines += reading_lines(ranking, metrics, models, null, drivers, axes)
+    lines += dissection_lines(ranking, metrics)
+    lines += published_lines()
+    lines += agreement_lines(ranking, metrics, drivers, lr_axis)
+    return lines
+
+
+def ranking_lines(
+    ranking: pd.DataFrame,
+    models: pd.DataFrame,
+    metrics: Mapping[str, Any],
+    axes: list[str],
+    drivers: Mapping[str, Any],
+    figures: Path,
+    name: str,
+) -> list[str]:
+    """The ranking table and its key; the figure of every measure and the scatter of the best
+    three (the 1/σ² forms left out: they rank as σ does), marked by the axis that moves the gap
+    most."""
     figure = ranking_figure(ranking, metrics, figures, f"study_{name}")
     best = [m for m in ranking["measure"] if not m.startswith("baseline.")]
     best = [m for m in best if not m.endswith(".inv_sq")][:3]
+    driver = next(iter(drivers["axes"]))
     scatter, moved = scatter_figure(models, best, axes, driver, figures, f"study_{name}")
-    lines += template_lines(
+    return template_lines(
         "study_ranking.md.j2",
         table=_md(ranking_table(ranking, axes, metrics)),
         study=name,
@@ -386,11 +407,6 @@ def study_lines(tables: Path, figures: Path, name: str = "jiang") -> list[str]:
         moved=moved,
         driver=driver,
     )
-    lines += reading_lines(ranking, metrics, models, null, drivers, axes)
-    lines += dissection_lines(ranking, metrics)
-    lines += published_lines()
-    lines += agreement_lines(ranking, metrics, drivers, lr_axis)
-    return lines
 
 
 def intro_lines(
@@ -594,6 +610,8 @@ def axis_failure_lines(
 
 
 def dissection_lines(ranking: pd.DataFrame, metrics: Mapping[str, Any]) -> list[str]:
+    """The dissection table with what it shows: τ's span for average and worst-case sharpness,
+    Ψ on depth per kind (one number where its radii agree), and Ψ on depth where τ is near 0."""
     table = dissection(ranking, metrics)
     if table.empty:
         return []
@@ -653,7 +671,7 @@ def agreement_lines(
     mag = [m for m in measures["measure"] if registered(m, metrics) == "pacbayes_sigma"
            and settings_of(m, metrics).get("magnitude_aware") and not m.endswith(".bound")]  # fmt: skip
     if mag:
-        r, quarter = _placed(by_name.loc[mag[0]].rename(mag[0])), n / 4
+        r, quarter = _placed(by_name.loc[mag[0]]), n / 4
         word = (
             "agrees"
             if r["rank_hi"] <= quarter
