@@ -6,7 +6,8 @@ It writes the scope, what drives the gap, the ranking table (each measure's sign
 its theory predicts, K(μ) with its place and their bootstrap ranges, τ, Ψ), a figure of every
 measure's K(μ), τ and Ψ, the measure-versus-gap scatter of the best few coloured by the axis that
 moves each most, Andriushchenko et al. 2023's dissection of sharpness, and our ranking beside the
-published conclusions, each read by a rule written here.
+published conclusions, each read by a rule written here. The words are templates
+(``experiments/templates/study_*.j2``); this module computes what they state and passes it in.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
 from experiments.report_figures import _save  # noqa: E402
+from experiments.templating import lines as template_lines  # noqa: E402
+from experiments.templating import render  # noqa: E402
 
 # Which family each registered measure belongs to, for the figure's colours and the text
 FAMILIES = {
@@ -186,11 +189,10 @@ def ranking_figure(ranking: pd.DataFrame, metrics: Mapping, figures: Path, name:
     n = len(data)
     fig, axes = plt.subplots(1, 3, figsize=(12, 0.22 * n + 1.9), sharey=True)
     y = np.arange(n)
-    panels = [
-        ("cmi", "K(μ): normalised CMI with the gap's sign,\nminimised over ≤ 2 axes (0 = none, 1 = the gap)"),
-        ("tau_gap", "Kendall τ with the gap\n(over all models)"),
-        ("psi", "granulated Ψ: mean τ within\none-axis-varying groups"),
-    ]  # fmt: skip
+    suptitle, *titles = _text(
+        "study_ranking_figure.txt.j2", models=int(data["models"].max())
+    ).split("\n\n")
+    panels = list(zip(["cmi", "tau_gap", "psi"], titles, strict=True))
     colours = [PALETTE.get(f, "grey") for f in data["family"]]
     wrong = (data["sign"] == "✗").to_numpy()
     for ax, (key, title) in zip(axes, panels, strict=True):
@@ -211,11 +213,7 @@ def ranking_figure(ranking: pd.DataFrame, metrics: Mapping, figures: Path, name:
     handles.append(plt.Line2D([], [], color="grey", marker="o", markerfacecolor="white", lw=0,
                               label="τ of the unpredicted sign"))  # fmt: skip
     axes[2].legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.02, 1.0))
-    fig.suptitle(
-        f"Every measure against the generalisation gap over {int(data['models'].max())} models, "
-        "highest K(μ) first; bars: 2.5-97.5% bootstrap over configurations, then seeds",
-        fontsize=10,
-    )
+    fig.suptitle(suptitle, fontsize=10)
     fig.tight_layout()
     return _save(fig, data, figures, f"{name}_ranking")
 
@@ -333,11 +331,21 @@ def _ordered(levels) -> list[str]:
         return labels
 
 
-def _common_subset(metrics: Mapping[str, Any]) -> str:
+def _subsets(metrics: Mapping[str, Any]) -> list[str]:
+    """The training subsets the measures are computed on, smallest first (none: the whole set)."""
     subsets = {v.get("subset") for v in metrics.values() if isinstance(v, Mapping)} - {None}
-    if not subsets:
-        return "the whole training set"
-    return f"the first {' or '.join(str(x) for x in sorted(subsets))} training samples"
+    return [str(x) for x in sorted(subsets)]
+
+
+def _text(template: str, **context: Any) -> str:
+    """A template that renders one paragraph or none: its text without the file's last newline."""
+    return render(template, **context).removesuffix("\n")
+
+
+def _paragraphs(template: str, **context: Any) -> list[str]:
+    """A template that renders a paragraph per line: those paragraphs (none when it is empty)."""
+    text = _text(template, **context)
+    return text.split("\n") if text else []
 
 
 def _n_test(base: Mapping[str, Any]) -> int:
@@ -348,78 +356,22 @@ def _n_test(base: Mapping[str, Any]) -> int:
 def study_lines(tables: Path, figures: Path, name: str = "jiang") -> list[str]:
     """The report's section for study ``name``; a pointer to the command before it ran."""
     saved = read_study(tables, name)
-    head = ["", "## Which measure predicts generalisation? (Jiang et al. 2020's study)", ""]
     if saved is None:
-        return head + [f"Not run yet: `python -m experiments.study run {name}` then `rank {name}`."]
+        return template_lines("study_intro.md.j2", ran=False, study=name)
     s, ranking, dropped, models, null = (
         saved[k] for k in ("study", "ranking", "dropped", "models", "null")
     )
     axes, metrics, base = list(s["axes"]), s["base"].get("metrics") or {}, s["base"]
-    levels = "; ".join(f"{a} ∈ {{{', '.join(_ordered(s['axes'][a]))}}}" for a in axes)
-    n_config = int(np.prod([len(v) for v in s["axes"].values()]))
-    lost = dropped.groupby("axis")[["missed_criterion", "below_train_acc"]].sum().iloc[0]
     n_test = _n_test(base)
     lr_axis = any(
         a in ("lr", "learning_rate") or any("lr_factor" in (lvl or {}) for lvl in levels.values())
         for a, levels in s["axes"].items()
     )
-    lines = head + [
-        f"*Scope: one dataset (MNIST-1D), the {MODELS.get(base.get('model'), base.get('model'))} "
-        f"only, {len(s['seeds'])} seeds, "
-        f"{n_config} configurations at "
-        f"{'/'.join(sorted({str(len(v)) for v in s['axes'].values()}))} levels per axis"
-        + ("" if lr_axis else ", the learning rate tied to the optimizer rather than an axis")
-        + f", a {n_test:,}-sample test set. Jiang et al. trained over 10,000 networks on a "
-        "3^7 = 2,187-configuration grid (CIFAR-10 and SVHN). Read this as a small replication of "
-        "their method, not a verdict on the measures.*",
-        "",
-        f"A full factorial grid of {n_config} configurations ({levels}), each trained from "
-        f"{len(s['seeds'])} seeds (`conf/study/{name}.yaml`): {s['models']} models, "
-        f"{'all' if len(models) == s['models'] else len(models)} ranked. Every model trains to "
-        f"training cross-entropy {base.get('train_until_loss')} under a budget of "
-        f"{base.get('max_steps'):,} steps, as Jiang et al. train to 0.01; "
-        f"{int(lost['missed_criterion'])} missed it and {int(lost['below_train_acc'])} ended below "
-        f"{s['min_train_acc']:.0%} train accuracy (per axis level in "
-        f"`results/tables/study_{name}_dropped.csv`). {s.get('notes', '')}".rstrip(),
-        "",
-    ]
+    lines = intro_lines(s, name, dropped, models, n_test, lr_axis)
     drivers = gap_drivers(models, axes, n_test)
-    driver = next(iter(drivers["axes"]))
     lines += gap_lines(drivers)
     lines += method_lines(s, metrics, null, models, ranking)
-    lines += [_md(ranking_table(ranking, axes, metrics)), ""]
-    lines += [
-        "*sign*: ✓ when τ's 95% interval lies on the side of 0 the measure's theory predicts "
-        "(+ for a complexity measure: a norm, 1/γ², a curvature, a sharpness, 1/σ², a bound; − for "
-        "σ, where larger is flatter), ✗ when it lies on the other side, ? when it spans 0. "
-        "*place*: the measure's place by K(μ) (ties share it; σ and its 1/σ² always tie) and its "
-        "2.5–97.5% range over the bootstrap. Ψ per axis: each the mean of one sign per pair of "
-        "configurations differing in that axis alone, with intervals in "
-        f"`results/tables/study_{name}_ranking.csv`. τ with the test error is in that file too: it "
-        f"equals τ with the gap here (train error is 0, gap and test error differ by at most "
-        f"{drivers['tau_test_vs_gap']:.4f}).",
-        "",
-    ]
-    figure = ranking_figure(ranking, metrics, figures, f"study_{name}")
-    best = [m for m in ranking["measure"] if not m.startswith("baseline.")]
-    best = [m for m in best if not m.endswith(".inv_sq")][:3]
-    scatter, moved = scatter_figure(models, best, axes, driver, figures, f"study_{name}")
-    lines += [
-        f"![ranking](figures/{figure})",
-        "",
-        f"*Figure: every measure's K(μ), τ and Ψ with 2.5–97.5% bootstrap ranges, from "
-        f"`figures/{figure.replace('.png', '.csv')}`; hollow where τ has the sign the measure's "
-        "theory does not predict.*",
-        "",
-        f"![best measures](figures/{scatter})",
-        "",
-        f"*Figure: the {len(best)} measures of highest K(μ) against the gap, one point per model, "
-        "coloured by the axis whose levels explain most of the measure's rank variance (that "
-        "share in brackets: "
-        + "; ".join(f"{m}: {a}, {v:.0%}" for m, (a, v) in moved.items())
-        + f"), marked by {driver}, the axis that moves the gap most.*",
-        "",
-    ]
+    lines += ranking_lines(ranking, models, metrics, axes, drivers, figures, name)
     lines += reading_lines(ranking, metrics, models, null, drivers, axes)
     lines += dissection_lines(ranking, metrics)
     lines += published_lines()
@@ -427,88 +379,107 @@ def study_lines(tables: Path, figures: Path, name: str = "jiang") -> list[str]:
     return lines
 
 
+def ranking_lines(
+    ranking: pd.DataFrame,
+    models: pd.DataFrame,
+    metrics: Mapping[str, Any],
+    axes: list[str],
+    drivers: Mapping[str, Any],
+    figures: Path,
+    name: str,
+) -> list[str]:
+    """The ranking table and its key; the figure of every measure and the scatter of the best
+    three (the 1/σ² forms left out: they rank as σ does), marked by the axis that moves the gap
+    most."""
+    figure = ranking_figure(ranking, metrics, figures, f"study_{name}")
+    best = [m for m in ranking["measure"] if not m.startswith("baseline.")]
+    best = [m for m in best if not m.endswith(".inv_sq")][:3]
+    driver = next(iter(drivers["axes"]))
+    scatter, moved = scatter_figure(models, best, axes, driver, figures, f"study_{name}")
+    return template_lines(
+        "study_ranking.md.j2",
+        table=_md(ranking_table(ranking, axes, metrics)),
+        study=name,
+        tau_test_vs_gap=drivers["tau_test_vs_gap"],
+        figure=figure,
+        figure_csv=figure.replace(".png", ".csv"),
+        scatter=scatter,
+        moved=moved,
+        driver=driver,
+    )
+
+
+def intro_lines(
+    s: Mapping[str, Any],
+    name: str,
+    dropped: pd.DataFrame,
+    models: pd.DataFrame,
+    n_test: int,
+    lr_axis: bool,
+) -> list[str]:
+    """The section's heading, the study's scope and its grid, with the models it lost."""
+    base = s["base"]
+    lost = dropped.groupby("axis")[["missed_criterion", "below_train_acc"]].sum().iloc[0]
+    return template_lines(
+        "study_intro.md.j2",
+        ran=True,
+        study=name,
+        model=MODELS.get(base.get("model"), base.get("model")),
+        seeds=len(s["seeds"]),
+        n_config=int(np.prod([len(v) for v in s["axes"].values()])),
+        level_counts=sorted({str(len(v)) for v in s["axes"].values()}),
+        levels={a: _ordered(s["axes"][a]) for a in s["axes"]},
+        lr_axis=lr_axis,
+        n_test=n_test,
+        models=s["models"],
+        ranked=len(models),
+        train_until_loss=base.get("train_until_loss"),
+        max_steps=base.get("max_steps"),
+        missed=int(lost["missed_criterion"]),
+        below=int(lost["below_train_acc"]),
+        min_train_acc=s["min_train_acc"],
+        notes=s.get("notes", "").rstrip(),
+    )
+
+
 def gap_lines(d: Mapping[str, Any]) -> list[str]:
-    shares = ", ".join(f"{a} {v:.0%}" for a, v in d["axes"].items())
-    return [
-        f"**What the measures must predict.** The gap runs from {d['min']:.3f} to {d['max']:.3f} "
-        f"(mean {d['mean']:.3f}). Configurations hold {d['between']:.0%} of its variance and "
-        f"seeds the rest; one axis at a time, the levels explain: {shares}. The test error's "
-        f"binomial standard error is about {d['se']:.3f}, so a difference of two gaps has one of "
-        f"about {np.sqrt(2) * d['se']:.3f}; {d['close_pairs']:.0%} of model pairs have gaps closer "
-        "than that, and their signs are largely noise. A τ over all models "
-        "therefore mostly asks how closely a measure follows the first few of those axes.",
-        "",
-    ]
+    return template_lines("study_gap.md.j2", d=d, pair_se=np.sqrt(2) * d["se"])
 
 
-def bound_text(ranking: pd.DataFrame) -> str:
-    hits = int(ranking["at_bound"].sum()) if "at_bound" in ranking else 0
-    if not hits:
-        return "none did (`at_bound` is 0 for every measure)."
-    return f"{hits} searches did (the `at bound` column)."
+def at_bound(ranking: pd.DataFrame) -> int:
+    """How many of the ranking's searches stopped at their bound."""
+    return int(ranking["at_bound"].sum()) if "at_bound" in ranking else 0
 
 
 def method_lines(
     s: Mapping, metrics: Mapping, null: pd.Series | None, models, ranking: pd.DataFrame
 ) -> list[str]:
-    floor = (
-        f" A measure that knows nothing (an independent random number per model, {int(null['draws'])} "
-        f"draws) scores K = {null['q50']:.4f} at the median and {null['q95']:.4f} at the 95th "
-        "percentile: that is the floor."
-        if null is not None
-        else ""
+    return template_lines(
+        "study_method.md.j2",
+        bootstrap=s.get("bootstrap", 200),
+        null=_draws(null),
+        subsets=_subsets(metrics),
+        rises=radius_rises(metrics, models),
+        n_models=len(models),
+        at_bound=at_bound(ranking),
     )
-    return [
-        "**The statistics** (`experiments/jiang.py`, tested on hand-made data with known answers): "
-        "Kendall τ of each measure with the gap over all models; the granulated Ψ (for each axis, "
-        "the mean τ within the groups of configurations that differ only in that axis, seeds "
-        "averaged; then the mean over the axes where it is defined); and K(μ), the conditional "
-        "mutual information between the sign of a measure's difference and the sign of the gap's "
-        "difference over pairs of models, normalised by the conditional entropy of the gap's sign "
-        "(so the gap itself scores 1) and minimised over every conditioning set of at most 2 axes, "
-        "as Jiang et al.'s Section 5; K(μ) ignores the direction of the relation, which the sign "
-        f"column gives. Ranges: a two-stage bootstrap ({s.get('bootstrap', 200)} resamples; "
-        "configurations, then seeds within each; for Ψ, a configuration drawn twice counts "
-        "once), conditional on this grid's levels; with that "
-        "many resamples each 2.5% tail rests on a handful of points. K(μ) is a plug-in estimate "
-        "biased upwards near 0, so its range describes its spread and is not a confidence "
-        "interval." + floor,
-        "",
-        "**The measures** are every metric of the catalogue that applies to an MLP, at the "
-        "papers' settings (each name's settings are in the study file): the Hessian- and "
-        f"search-based ones on {_common_subset(metrics)}; sharpness at three radii per kind (worst "
-        "case and average, plain and adaptive, ℓ2 and ℓ∞), and m-sharpness at m = 16 and 128; "
-        "PAC-Bayes σ and magnitude-aware σ′ with their 1/σ² forms (`.inv_sq`) and Jiang's bound "
-        "with the distance from initialisation (`.bound`); `inverse_margin`, Jiang's 1/γ² of the "
-        "10th-percentile output margin; and three baselines that are not flatness. "
-        + radius_text(metrics, models)
-        + " A search that stopped at its bound counts as no value; "
-        + bound_text(ranking),
-        "",
-    ]
 
 
-def radius_text(metrics: Mapping[str, Any], models: pd.DataFrame) -> str:
-    """The loss rises the sharpness radii actually produced, and how many models' rise was ≤ 0
-    (a Monte-Carlo average or an ascent that found no rise)."""
+def radius_rises(metrics: Mapping[str, Any], models: pd.DataFrame) -> dict[str, Any] | None:
+    """The loss rises the sharpness radii actually produced (their least and largest over all
+    models), and per measure how many models' rise was ≤ 0 (a Monte-Carlo average or an ascent
+    that found no rise); None without a sharpness measure."""
     names = [n for n, v in metrics.items() if (v or {}).get("metric") in SHARPNESS[:3]]
     columns = [f"metric.{n}" for n in names if f"metric.{n}" in models]
     if not columns:
-        return ""
+        return None
     every = pd.concat([models[c] for c in columns])
     nonpositive = {c.removeprefix("metric."): int((models[c] <= 0).sum()) for c in columns}
-    nonpositive = {n: k for n, k in nonpositive.items() if k}
-    text = (
-        "The radii were calibrated on four models to give loss rises of about 1e-3 to 1; over "
-        f"all models they run from {every.min():.2g} to {every.max():.2g}."
-    )
-    if nonpositive:
-        text += (
-            " A rise ≤ 0 (Monte-Carlo noise at the smallest radii) occurs in "
-            + ", ".join(f"{k} of {len(models)} models at `{n}`" for n, k in nonpositive.items())
-            + "."
-        )
-    return text
+    return {
+        "min": every.min(),
+        "max": every.max(),
+        "nonpositive": {n: k for n, k in nonpositive.items() if k},
+    }
 
 
 def reading_lines(
@@ -527,86 +498,45 @@ def reading_lines(
     top = measures.iloc[0]
     right = measures[[marks[m] == "✓" for m in measures["measure"]]]
     wrong = [m for m in measures["measure"] if marks[m] == "✗"]
-    rows = len(ranking)
-    out = [
-        f"**Reading.** Places are among the table's {rows} rows ({len(measures)} measures, "
-        f"{rows - len(measures)} baselines). The highest K(μ) is `{top['measure']}`'s (family: "
-        f"{family(top['measure'], metrics)}; K = {top['cmi']:.3f}, place range "
-        f"{int(top['rank_lo'])}–{int(top['rank_hi'])}), with τ {top['tau_gap']:+.2f} "
-        f"[{top['tau_gap_lo']:+.2f}, {top['tau_gap_hi']:+.2f}]"
-        + (
-            ": the sign its theory does not predict, so it ranks the gap well but backwards. "
-            if marks[top["measure"]] == "✗"
-            else ". "
-        )
-    ]
-    if len(right):
-        b = right.iloc[0]
-        out[0] += (
-            f"The highest with the predicted sign is `{b['measure']}` (K = {b['cmi']:.3f}, place "
-            f"{int(b['rank'])}, range {int(b['rank_lo'])}–{int(b['rank_hi'])}, τ "
-            f"{b['tau_gap']:+.2f}). The place ranges overlap widely: the data do not order the "
-            "top measures finely."
-        )
-    bullets = []
-    if null is not None:
-        above = int((measures["cmi"] > null["q95"]).sum())
-        above_max = int((measures["cmi"] > null["max"]).sum())
-        bullets.append(
-            f"{above} of {len(measures)} measures score K above the random floor's 95th percentile "
-            f"({null['q95']:.4f}), {above_max} above the largest of its {int(null['draws'])} "
-            f"draws ({null['max']:.4f}), which allows for having looked at {len(measures)}."
-        )
-    if wrong:
-        dropout = "dropout" in axes and all(r.loc[m, "psi[dropout]"] <= -0.5 for m in wrong
-                                            if registered(m, metrics) != "param_count")  # fmt: skip
-        bullets.append(
-            "τ has the unpredicted sign over its whole interval for "
-            + ", ".join(f"`{m}`" for m in wrong)
-            + ": larger norms go with smaller gaps here"
-            + (
-                "; each has Ψ[dropout] ≤ −0.5: dropout raises the weights' norms while it lowers "
-                "the gap."
-                if dropout
-                else "."
-            )
-        )
+    # dropout explains the norms' wrong sign when every norm that has it ranks dropout backwards
+    dropout = "dropout" in axes and all(r.loc[m, "psi[dropout]"] <= -0.5 for m in wrong
+                                        if registered(m, metrics) != "param_count")  # fmt: skip
     bound = [m for m in measures["measure"] if m.endswith(".bound")]
-    if bound and marks.get("distance_from_init") == "✗":
-        bullets.append(
-            "Jiang's bound forms (" + ", ".join(f"`{m}`" for m in bound) + ") add "
-            "‖w − w₀‖²/(4σ²) + log(m/σ) to σ: the distance from initialisation has the "
-            "unpredicted sign here, and the bounds score below σ alone."
-        )
-    if "baseline.train_loss" in r.index:
-        t = r.loc["baseline.train_loss"]
-        beaten = int((measures["cmi"] < t["cmi"]).sum())
-        loss = models["train_loss"]
-        bullets.append(
-            f"The final training loss, a baseline, scores K = {t['cmi']:.3f} (place "
-            f"{int(t['rank'])}, range {int(t['rank_lo'])}–{int(t['rank_hi'])}; τ "
-            f"{t['tau_gap']:+.2f}), above {beaten} of the {len(measures)} measures at the point "
-            f"estimate. It only records how far each run overshoots the stopping check "
-            f"({loss.min():.4f} to {loss.max():.4f}, under the 0.01 criterion), which differs by "
-            "batch size and optimizer: many measures do no better than the leftover of the "
-            "stopping rule."
-        )
-    if "baseline.steps" in r.index:
-        t = r.loc["baseline.steps"]
-        bullets.append(
-            f"Steps to the criterion, Jiang et al.'s optimisation baseline: K = {t['cmi']:.3f}, "
-            f"τ {t['tau_gap']:+.2f}."
-        )
-    bullets += axis_failure_lines(measures, metrics, axes, drivers, marks)
-    bullets += seed_lines(models, measures, metrics, axes)
-    design = [m for m in measures["measure"] if registered(m, metrics) == "param_count"]
-    for m in design:
-        bullets.append(
-            f"`{m}` is a design variable, a function of depth and width: its K is 0 by "
-            "construction (conditioning on those axes leaves it nothing) and its Ψ averages "
-            "those two axes only."
-        )
-    return [out[0], ""] + [f"- {b}" for b in bullets] + [""]
+    loss, steps = (_placed(r.loc[b]) if b in r.index else None
+                   for b in ("baseline.train_loss", "baseline.steps"))  # fmt: skip
+    return template_lines(
+        "study_reading.md.j2",
+        rows=len(ranking),
+        n_measures=len(measures),
+        top=_placed(top),
+        top_family=family(top["measure"], metrics),
+        top_wrong=marks[top["measure"]] == "✗",
+        right=_placed(right.iloc[0]) if len(right) else None,
+        null=_draws(null),
+        above=None if null is None else int((measures["cmi"] > null["q95"]).sum()),
+        above_max=None if null is None else int((measures["cmi"] > null["max"]).sum()),
+        wrong=wrong,
+        dropout=dropout,
+        bound=bound if marks.get("distance_from_init") == "✗" else [],
+        train_loss=loss,
+        beaten=None if loss is None else int((measures["cmi"] < loss["cmi"]).sum()),
+        loss_min=models["train_loss"].min(),
+        loss_max=models["train_loss"].max(),
+        steps=steps,
+        findings=axis_failure_lines(measures, metrics, axes, drivers, marks)
+        + seed_lines(models, measures, metrics, axes),
+        design=[m for m in measures["measure"] if registered(m, metrics) == "param_count"],
+    )
+
+
+def _placed(row: pd.Series) -> dict[str, Any]:
+    """A ranking row with its place and the place's range as integers, as the text states them."""
+    return {**row.to_dict(), **{k: int(row[k]) for k in ("rank", "rank_lo", "rank_hi")}}
+
+
+def _draws(null: pd.Series | None) -> dict[str, Any] | None:
+    """The random floor with its number of draws as an integer (None when none was drawn)."""
+    return None if null is None else {**null.to_dict(), "draws": int(null["draws"])}
 
 
 def seed_lines(
@@ -631,15 +561,16 @@ def seed_lines(
         return []
     values = pd.Series(agreement)
     se = 1 / np.sqrt(len(groups))
-    beyond = int((values > 2.5 * se).sum())
-    return [
-        f"Seed to seed, within each of the {len(groups)} configurations, the measures' sign "
-        f"agreement with the gap (oriented, 1 = always together) runs from {values.min():+.2f} to "
-        f"{values.max():+.2f} (`{values.idxmax()}` highest). A measure that knows nothing has a "
-        f"standard error of {se:.2f} there, and {beyond} of the {len(values)} measures looked at "
-        "lie beyond 2.5 of them: between seeds the measures follow the gap weakly at best; what "
-        "they rank is mostly the configurations."
-    ]
+    return _paragraphs(
+        "study_seed.md.j2",
+        configurations=len(groups),
+        lo=values.min(),
+        hi=values.max(),
+        highest=values.idxmax(),
+        se=se,
+        beyond=int((values > 2.5 * se).sum()),
+        looked_at=len(values),
+    )
 
 
 def axis_failure_lines(
@@ -665,93 +596,54 @@ def axis_failure_lines(
     frame = pd.DataFrame(oriented).T
     counts = (frame <= -0.5).sum()
     axis = counts.idxmax()
-    out = []
-    if counts[axis]:
-        failing = frame.index[frame[axis] <= -0.5]
-        holding = frame.index[frame[axis] >= 0.5]
-        fam = pd.Series([family(m, metrics) for m in failing]).value_counts()
-        named = [f"`{m}`" + (" (overall sign ✗)" if marks.get(m) == "✗" else "") for m in holding]
-        out.append(
-            f"On {axis}, {counts[axis]} of {len(frame)} measures rank the gap backwards (Ψ[{axis}] "
-            f"≤ −0.5 once oriented, point estimates each a mean of one sign per pair of "
-            f"configurations; {', '.join(f'{n} {f}' for f, n in fam.items())}): across the "
-            f"{axis} levels the measure moves one way and the gap the other. Those that hold on "
-            f"{axis} (oriented Ψ ≥ 0.5): "
-            + (", ".join(named) if named else "none")
-            + ". An averaged Ψ hides this, as Dziugaite et al. 2020 warn."
-        )
-    weak = [a for a, v in drivers["axes"].items() if v < 0.05]
-    if weak:
-        out.append(
-            f"{' and '.join(weak)} explain{'s' if len(weak) == 1 else ''} under 5% of the gap's "
-            "variance each: Ψ on them is mostly noise (each a mean of signs with a standard error "
-            "near 0.18), and the mean Ψ includes them, as Jiang et al.'s does."
-        )
-    return out
+    failing = frame.index[frame[axis] <= -0.5]
+    holding = frame.index[frame[axis] >= 0.5]
+    return _paragraphs(
+        "study_axis_failure.md.j2",
+        axis=axis,
+        failing=int(counts[axis]),
+        judged=len(frame),
+        families=pd.Series([family(m, metrics) for m in failing]).value_counts().to_dict(),
+        holding=[(m, marks.get(m) == "✗") for m in holding],
+        weak=[a for a, v in drivers["axes"].items() if v < 0.05],
+    )
 
 
 def dissection_lines(ranking: pd.DataFrame, metrics: Mapping[str, Any]) -> list[str]:
+    """The dissection table with what it shows: τ's span for average and worst-case sharpness,
+    Ψ on depth per kind (one number where its radii agree), and Ψ on depth where τ is near 0."""
     table = dissection(ranking, metrics)
     if table.empty:
         return []
-    avg = table[table["kind"] == "average"]
-    worst = table[table["kind"] == "worst case"]
-    reading = []
-    if len(avg) and len(worst):
-        reading.append(
-            f"Average-case sharpness has τ {avg['_tau'].min():+.2f} to {avg['_tau'].max():+.2f} "
-            f"over its kinds and radii, worst-case {worst['_tau'].min():+.2f} to "
-            f"{worst['_tau'].max():+.2f}, near 0 at its smallest radii."
-        )
+    tau = {kind: (group["_tau"].min(), group["_tau"].max())
+           for kind, group in table.groupby("kind") if kind in ("average", "worst case")}  # fmt: skip
+    depth, flat = [], None
     if table["_psi_depth"].notna().any():
-        parts = []
         for (kind, adaptive), group in table.groupby(["kind", "adaptive"], sort=True):
-            v = group["_psi_depth"]
-            span = f"{v.min():+.2f}" if v.min() == v.max() else f"{v.min():+.2f} to {v.max():+.2f}"
-            parts.append(f"{adaptive} {kind} {span}")
-        reading.append("Ψ on depth: " + "; ".join(parts) + ".")
-        flat = table[table["_tau"].abs() < 0.1]
-        if len(flat):
-            reading.append(
-                f"Where τ is near 0 (|τ| < 0.1: {len(flat)} rows, all worst case at the smallest "
-                "radii)"
-                if (flat["kind"] != "average").all()
-                else f"Where τ is near 0 (|τ| < 0.1: {len(flat)} rows)"
+            lo, hi = group["_psi_depth"].min(), group["_psi_depth"].max()
+            depth.append(
+                {"kind": kind, "adaptive": adaptive, "lo": lo, "hi": None if lo == hi else hi}
             )
-            reading[-1] += (
-                f", Ψ on depth is {flat['_psi_depth'].min():+.2f} to "
-                f"{flat['_psi_depth'].max():+.2f}: deeper networks are sharper there and "
-                "generalise better, which cancels what the other axes contribute."
-            )
-    return [
-        "**Andriushchenko et al.'s dissection of sharpness**, each kind at the study's three "
-        "radii (τ and Ψ with 95% bootstrap intervals). " + " ".join(reading),
-        "",
-        _md(table.drop(columns=["_tau", "_psi_depth"])),
-        "",
-    ]
+        near = table[table["_tau"].abs() < 0.1]
+        if len(near):
+            flat = {
+                "rows": len(near),
+                "all_worst": bool((near["kind"] != "average").all()),
+                "lo": near["_psi_depth"].min(),
+                "hi": near["_psi_depth"].max(),
+            }
+    return template_lines(
+        "study_dissection.md.j2",
+        tau=tau if len(tau) == 2 else None,
+        depth=depth,
+        flat=flat,
+        table=_md(table.drop(columns=["_tau", "_psi_depth"])),
+    )
 
 
 def published_lines() -> list[str]:
     """Our ranking beside the published ones: only what could be read from a citable source."""
-    return [
-        "**Beside the published rankings.** Jiang et al. 2020 (ICLR, arXiv 1912.02178) rank over "
-        "2,187 CIFAR-10 networks (7 axes × 3 levels) trained to cross-entropy 0.01; their "
-        "conclusions are that sharpness- and PAC-Bayes-based measures, the magnitude-aware ones "
-        "above all, predict generalisation best, and that norm-based measures, the spectral "
-        "product in particular, correlate negatively with the generalisation gap (their τ). "
-        "Andriushchenko et al. 2023 (ICML, "
-        'arXiv 2302.07011) find that sharpness "does not correlate well with generalization '
-        "but rather with some training parameters like the learning rate\"; the authors' summary "
-        "figure (repository `tml-epfl/sharpness-vs-generalization`, `images/summary_slide.png`) "
-        "gives τ of adaptive worst-case ℓ∞ sharpness with test error of 0.08 (ViT from scratch on "
-        "ImageNet), 0.04 (CLIP fine-tuned on ImageNet) and −0.09 (BERT, HANS lexical), settings "
-        "far from these MLPs. The per-measure numbers of Jiang et al.'s Table 1 (τ, Ψ per axis, "
-        "K) were not available here: the copies of the paper this offline environment can read "
-        "hold only its opening. They are not quoted from memory, so the comparison below rests on "
-        "the papers' stated conclusions; compare our table with their Table 1 directly.",
-        "",
-    ]
+    return template_lines("study_published.md.j2")
 
 
 def _interval_word(lo: float, hi: float, expected: str, width: float = 0.1) -> str:
@@ -774,78 +666,54 @@ def agreement_lines(
     95% interval excludes the other sign; "τ ≈ 0" when the interval lies within ±0.1; "among the
     best" when the bootstrap range of the measure's place lies within the top quarter."""
     measures = ranking[~ranking["measure"].str.startswith("baseline.")].reset_index(drop=True)
+    by_name = measures.set_index("measure")
     n, rows = len(ranking), []  # places are among all the table's rows, baselines included
     mag = [m for m in measures["measure"] if registered(m, metrics) == "pacbayes_sigma"
            and settings_of(m, metrics).get("magnitude_aware") and not m.endswith(".bound")]  # fmt: skip
     if mag:
-        r = measures.set_index("measure").loc[mag[0]]
-        quarter = n / 4
+        r, quarter = _placed(by_name.loc[mag[0]]), n / 4
         word = (
             "agrees"
             if r["rank_hi"] <= quarter
             else ("differs" if r["rank_lo"] > quarter else "inconclusive")
         )
-        rows.append({
-            "published": "Jiang et al.: magnitude-aware PAC-Bayes flatness is among the best",
-            "here": f"`{mag[0]}` place {int(r['rank'])} of {n} rows (range {int(r['rank_lo'])}–"
-                    f"{int(r['rank_hi'])}; top quarter: ≤ {quarter:.0f}), K = {r['cmi']:.3f}",
-            "reading": word,
-        })  # fmt: skip
-    if "spectral_product" in set(measures["measure"]):
-        r = measures.set_index("measure").loc["spectral_product"]
-        rows.append({
-            "published": "Jiang et al.: the spectral product correlates negatively with the gap",
-            "here": f"τ with the gap {r['tau_gap']:+.2f} [{r['tau_gap_lo']:+.2f}, {r['tau_gap_hi']:+.2f}]",
-            "reading": _interval_word(r["tau_gap_lo"], r["tau_gap_hi"], "negative"),
-        })  # fmt: skip
+        cells = _cells("magnitude_aware", measure=mag[0], row=r, rows=n, quarter=quarter)
+        rows.append({**cells, "reading": word})
+    if "spectral_product" in by_name.index:
+        r = by_name.loc["spectral_product"]
+        cells = _cells("spectral_product", row=r)
+        rows.append(
+            {**cells, "reading": _interval_word(r["tau_gap_lo"], r["tau_gap_hi"], "negative")}
+        )
     sharp = [m for m in measures["measure"] if registered(m, metrics) == "worst_case_sharpness"
              and settings_of(m, metrics).get("adaptive")
              and settings_of(m, metrics).get("norm") == "linf"]  # fmt: skip
     for m in sharp:
-        r = measures.set_index("measure").loc[m]
+        r = by_name.loc[m]
+        lo, hi = r["tau_test_lo"], r["tau_test_hi"]
         rows.append({
-            "published": "Andriushchenko et al.: τ of adaptive worst-case ℓ∞ sharpness ≈ 0",
-            "here": f"`{m}` (ρ = {settings_of(m, metrics).get('rho'):g}): τ with the test error "
-                    f"{r['tau_test']:+.2f} [{r['tau_test_lo']:+.2f}, {r['tau_test_hi']:+.2f}]",
-            "reading": _interval_word(r["tau_test_lo"], r["tau_test_hi"], "near 0"),
-            "at ±0.05 / ±0.15": " / ".join(
-                _interval_word(r["tau_test_lo"], r["tau_test_hi"], "near 0", width)
-                for width in (0.05, 0.15)
-            ),
+            **_cells("adaptive_sharpness", measure=m, row=r, rho=settings_of(m, metrics).get("rho")),
+            "reading": _interval_word(lo, hi, "near 0"),
+            "at ±0.05 / ±0.15": " / ".join(_interval_word(lo, hi, "near 0", w) for w in (0.05, 0.15)),
         })  # fmt: skip
     if not rows:
         return []
-    lines = [
-        "**Where we agree and where we differ**, each read by a rule of "
-        "`experiments/report_study.py`: a sign agrees when its 95% interval excludes the other "
-        'sign; τ ≈ 0 when the interval lies within ±0.1; "among the best" when the bootstrap '
-        "range of the measure's place lies in the top quarter. These rules were written with this "
-        "section, after a first ranking of these models had been seen: they are descriptive, not "
-        "pre-registered like the protocols' decision rules.",
-        "",
-        _md(pd.DataFrame(rows).fillna("")),
-        "",
-    ]
-    notes = []
-    if sharp:
-        notes.append(
-            "The Andriushchenko rows compare MLPs on MNIST-1D with transformers at ImageNet and "
-            "MNLI scale, and the reading changes with the radius, which this study chose"
-            + (
-                "; nor can this grid test their main claim, that sharpness tracks the learning "
-                "rate, since the learning rate is not an axis here (it comes with the optimizer)."
-                if not lr_axis
-                else "."
-            )
-        )
     given = measures["cmi_given"].value_counts()
-    if len(given):
-        top = given.index[0]
-        share = sum(drivers["axes"].get(a, 0) for a in top.split("+"))
-        notes.append(
-            f"The conditioning set that minimises K(μ) is `{top}` for {given.iloc[0]} of "
-            f"{len(measures)} measures, sharpness or not: those axes hold about {share:.0%} of the "
-            "gap's variance (one at a time, summed), so conditioning on them removes what most "
-            "measures share with the gap. It is not specific to sharpness."
-        )
-    return lines + [" ".join(notes), ""] if notes else lines
+    return template_lines(
+        "study_agreement.md.j2",
+        table=_md(pd.DataFrame(rows).fillna("")),
+        sharp=bool(sharp),
+        lr_axis=lr_axis,
+        n_measures=len(measures),
+        given=None if given.empty else {
+            "axes": given.index[0],
+            "measures": given.iloc[0],
+            "share": sum(drivers["axes"].get(a, 0) for a in given.index[0].split("+")),
+        },
+    )  # fmt: skip
+
+
+def _cells(claim: str, **context: Any) -> dict[str, str]:
+    """The agreement table's words for one published conclusion: the claim and what we find."""
+    published, here = _text("study_agreement_cells.md.j2", claim=claim, **context).split("\n")
+    return {"published": published, "here": here}

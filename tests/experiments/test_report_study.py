@@ -120,3 +120,23 @@ def test_seed_agreement_is_one_for_the_gap_and_about_zero_for_noise():
     (line,) = R.seed_lines(two, measures, {}, ["a", "b", "c"])
     assert "+1.00 (`copy` highest)" in line and "8 configurations" in line
     assert "1 of the 2 measures looked at" in line  # the copy, at 1, beyond 2.5 standard errors
+
+
+def test_the_sections_optional_sentences_follow_what_was_saved(saved):
+    tables, figures = saved
+    study = json.loads((tables / "study_t.json").read_text())
+    study["notes"] = "A note of the study.  "
+    study["axes"]["a"]["l1"] = {"lr_factor": 2}  # the learning rate is an axis
+    (tables / "study_t.json").write_text(json.dumps(study))
+    ranking = pd.read_csv(tables / "study_t_ranking.csv")
+    ranking.loc[ranking["measure"] == "noise", "at_bound"] = 3
+    ranking.to_csv(tables / "study_t_ranking.csv", index=False)
+    without_floor = "\n".join(R.study_lines(tables, figures, "t"))
+    (tables / "study_t_null.csv").unlink()
+    text = "\n".join(R.study_lines(tables, figures, "t"))
+    assert "`results/tables/study_t_dropped.csv`). A note of the study.\n" in text
+    assert "the learning rate tied to the optimizer" not in text
+    assert "3 searches did (the `at bound` column)." in text and "| at bound" in text
+    assert "that is the floor" in without_floor and "random floor" in without_floor
+    assert "that is the floor" not in text and "random floor" not in text
+    assert text.startswith("\n## Which measure predicts generalisation?") and "{{" not in text
