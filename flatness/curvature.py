@@ -28,8 +28,11 @@ def _hvp_extra(obj: Objective, res: H.EigenResult) -> dict:
     return {"products": res.products, "converged": bool(res.converged), "hvp_mode": obj.hvp_mode}
 
 
-def _eigen(obj: Objective, k, tol, bound, max_iter, seed) -> H.EigenResult:
-    return H.lanczos(obj.flat_hvp, obj.dim, k=k, tol=tol, bound=bound, max_iter=max_iter, seed=seed)
+def _eigen(obj: Objective, k, tol, bound, max_iter, seed, precision) -> H.EigenResult:
+    return H.lanczos(
+        obj.flat_hvp, obj.dim, k=k, tol=tol, bound=bound, max_iter=max_iter, seed=seed,
+        precision=precision, device=obj.device,
+    )  # fmt: skip
 
 
 @records_settings
@@ -41,8 +44,16 @@ def lambda_max(
     max_iter: int = 100,
     seed: int = 0,
     subset: int | None = None,
+    precision: str = "float32",
 ) -> Measurement:
-    """The largest Hessian eigenvalue, by Lanczos stopped when its error bound ≤ ``tol``·λ.
+    """The largest Hessian eigenvalue, by Lanczos stopped when its error bound ≤ ``tol``·λ
+    (Keskar et al. 2017; Ghorbani et al. 2019).
+
+    Settings: ``tol`` relative error bound at which to stop (a fraction of λ); ``bound``
+    ``"residual"`` (guaranteed) or ``"gap"`` (sharper estimate r²/δ, fewer products); ``max_iter``
+    most Hessian-vector products; ``seed`` of the start vector; ``subset`` the first N samples
+    (None: all); ``precision`` of the stored Lanczos basis, ``"float32"`` (fast: about 4 bytes per
+    parameter per step) or ``"float64"`` (the library's numbers before 0.2, bit for bit).
 
     The default 1e-3 is PyHessian's tolerance, but on a guaranteed bound instead of a change of the
     running estimate: on the default MLP it costs 9.8 products (PyHessian 11.4) and lands within
@@ -52,16 +63,18 @@ def lambda_max(
     the sharper gap estimate r²/δ and which Hessian-vector-product path ran.
     """
     obj = obj.subset(subset)
-    res = _eigen(obj, 1, tol, bound, max_iter, seed)
+    res = _eigen(obj, 1, tol, bound, max_iter, seed, precision)
     extra = {"error_estimate": float(res.gap_estimates[0]), **_hvp_extra(obj, res)}
     return Measurement(
         float(res.eigenvalues[0]), {"n_samples": obj.n}, extra, float(res.residuals[0])
     )
 
 
-def _top_k(obj: Objective, k, tol, bound, max_iter, seed) -> tuple[Measurement, H.EigenResult]:
+def _top_k(
+    obj: Objective, k, tol, bound, max_iter, seed, precision
+) -> tuple[Measurement, H.EigenResult]:
     """The top-k eigenvalues as a Measurement (with their residual bounds), and Lanczos's result."""
-    res = _eigen(obj, k, tol, bound, max_iter, seed)
+    res = _eigen(obj, k, tol, bound, max_iter, seed, precision)
     values = Measurement(
         [float(v) for v in res.eigenvalues],
         {"n_samples": obj.n},
@@ -81,9 +94,11 @@ def top_eigenvalues(
     max_iter: int = 200,
     seed: int = 0,
     subset: int | None = None,
+    precision: str = "float32",
 ) -> Measurement:
-    """The ``k`` largest Hessian eigenvalues (descending list) with their residual error bounds."""
-    return _top_k(obj.subset(subset), k, tol, bound, max_iter, seed)[0]
+    """The ``k`` largest Hessian eigenvalues (descending list) with their residual error bounds
+    (Ghorbani et al. 2019; Yao et al. 2020). Settings as :func:`lambda_max`; ``k`` how many."""
+    return _top_k(obj.subset(subset), k, tol, bound, max_iter, seed, precision)[0]
 
 
 @records_settings
@@ -96,8 +111,12 @@ def hessian_trace(
     seed: int = 0,
     subset: int | None = None,
 ) -> Measurement:
-    """tr(H) by Hutchinson with Rademacher probes, stopped once its standard error ≤ ``rtol``·|tr|;
-    ``error_bound`` is that standard error."""
+    """tr(H) by Hutchinson with Rademacher probes, stopped once its standard error ≤ ``rtol``·|tr|
+    (Hutchinson 1989; Yao et al. 2020); ``error_bound`` is that standard error.
+
+    Settings: ``rtol`` relative standard error at which to stop; ``min_probes`` / ``max_probes``
+    fewest and most Hessian-vector products; ``seed`` of the probes; ``subset`` the first N samples.
+    """
     obj = obj.subset(subset)
     res = H.hutchinson_trace(
         obj.flat_hvp, obj.dim, rtol=rtol, min_probes=min_probes, max_probes=max_probes, seed=seed,
@@ -117,7 +136,8 @@ def hessian_trace(
 def hessian_trace_hutchpp(
     obj: Objective, *, products: int = 90, seed: int = 0, subset: int | None = None
 ) -> Measurement:
-    """tr(H) by Hutch++: exact on a sketched top subspace, Hutchinson on the rest."""
+    """tr(H) by Hutch++ (Meyer et al. 2021): exact on a sketched top subspace, Hutchinson on the
+    rest, with ``products`` Hessian-vector products in all."""
     obj = obj.subset(subset)
     res = H.hutchpp_trace(obj.flat_hvp, obj.dim, products=products, seed=seed, device=obj.device)
     extra = {"products": res.products, "hvp_mode": obj.hvp_mode}
@@ -132,15 +152,30 @@ def spectral_density(
     steps: int = 60,
     seed: int = 0,
     subset: int | None = None,
+    precision: str = "float32",
+    memory: float = 2.0,
 ) -> Measurement:
-    """The eigenvalue spectral density by SLQ; the value is its mean (an estimate of tr(H)/n), the
-    quadrature nodes and weights (one row per random vector) are kept in ``extra``."""
+    """The eigenvalue spectral density by SLQ (Ubaru et al. 2017; Ghorbani et al. 2019); the value
+    is its mean (an estimate of tr(H)/n), the quadrature nodes and weights (one row per random
+    vector) are kept in ``extra``.
+
+    Settings: ``vectors`` random start vectors; ``steps`` Lanczos steps (quadrature nodes) each;
+    ``seed``; ``subset`` the first N samples; ``precision`` of the stored basis (as
+    :func:`lambda_max`); ``memory`` the GiB the stored basis may take: ``steps`` vectors of all
+    parameters need steps·4 bytes per parameter in float32 (2.7 GB for ResNet-18's 11.2M at 60
+    steps), and beyond the cap each step is reorthogonalised against the most recent vectors that
+    fit (``extra["window"]`` says how many; see :func:`flatness.hessian.slq`).
+    """
     obj = obj.subset(subset)
-    esd = H.slq(obj.flat_hvp, obj.dim, vectors=vectors, steps=steps, seed=seed, device=obj.device)
+    esd = H.slq(
+        obj.flat_hvp, obj.dim, vectors=vectors, steps=steps, seed=seed, precision=precision,
+        memory=memory, device=obj.device,
+    )  # fmt: skip
     extra = {
         "nodes": esd.nodes.tolist(),
         "weights": esd.weights.tolist(),
         "hvp_mode": obj.hvp_mode,
+        "window": esd.settings["window"],
     }
     return Measurement(esd.mean(), {"n_samples": obj.n}, extra, esd.mean_stderr())
 
