@@ -3,6 +3,7 @@ plain objects (no Hydra), and side-by-side timing (warm-up, round-robin repeats,
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -11,6 +12,11 @@ from typing import Any
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+# The scripts run as `python benchmarks/x.py`, whose path starts at benchmarks/: put the repository
+# root first, so that they measure this checkout's flatness and reach the suite (experiments/),
+# which is not installed (the distribution holds the library only).
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 DATA_DIR = ROOT / "data"  # git-ignored: dataset caches and the benchmarks' trained weights
 
 

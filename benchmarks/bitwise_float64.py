@@ -16,12 +16,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _common import ROOT
 from torch import nn
 
 from flatness import hessian as new
 from flatness.objective import Objective
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def old_module(ref: str):

@@ -11,11 +11,12 @@ with their settings back::
 when first called.
 """
 
+from flatness import progress
 from flatness.curvature import Hessian
 from flatness.data import Data, as_data
 from flatness.directions import direction_between, pca_directions, random_direction
 from flatness.evaluate import Evaluation, eval_mode, evaluate
-from flatness.metrics import DEFAULT_METRICS, describe, measure, to_row
+from flatness.metrics import DEFAULT_METRICS, Description, describe, measure, to_row
 from flatness.objective import Objective
 from flatness.registry import REGISTRY, Measurement, register, validate
 from flatness.reparam import Rescaled, RescaleError, rescale
@@ -27,6 +28,7 @@ __all__ = [
     "DEFAULT_METRICS",
     "REGISTRY",
     "Data",
+    "Description",
     "Evaluation",
     "Hessian",
     "Measurement",
@@ -42,6 +44,7 @@ __all__ = [
     "interpolate",
     "measure",
     "pca_directions",
+    "progress",
     "random_direction",
     "register",
     "rescale",
@@ -51,7 +54,7 @@ __all__ = [
     "validate",
     *_PLOTS,
 ]
-__version__ = "0.2.0"
+__version__ = "0.3.0"  # the one source: pyproject.toml reads it
 
 
 def __getattr__(name: str):

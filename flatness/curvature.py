@@ -11,12 +11,14 @@ the trace Hutchinson 1989 / Yao et al. 2020 (stopped on its standard error) and 
 from __future__ import annotations
 
 import dataclasses
+import inspect
 
 import torch.nn.functional as F
 from torch import nn
 
 from flatness import hessian as H
 from flatness import params as P
+from flatness import progress as progress_bars
 from flatness.data import DataLike
 from flatness.evaluate import LossFn
 from flatness.inputs import check_data, check_model
@@ -48,12 +50,6 @@ def lambda_max(
 ) -> Measurement:
     """The largest Hessian eigenvalue, by Lanczos stopped when its error bound ≤ ``tol``·λ
     (Keskar et al. 2017; Ghorbani et al. 2019).
-
-    Settings: ``tol`` relative error bound at which to stop (a fraction of λ); ``bound``
-    ``"residual"`` (guaranteed) or ``"gap"`` (sharper estimate r²/δ, fewer products); ``max_iter``
-    most Hessian-vector products; ``seed`` of the start vector; ``subset`` the first N samples
-    (None: all); ``precision`` of the stored Lanczos basis, ``"float32"`` (fast: about 4 bytes per
-    parameter per step) or ``"float64"`` (the library's numbers before 0.2, bit for bit).
 
     The default 1e-3 is PyHessian's tolerance, but on a guaranteed bound instead of a change of the
     running estimate: on the default MLP it costs 9.8 products (PyHessian 11.4) and lands within
@@ -97,7 +93,7 @@ def top_eigenvalues(
     precision: str = "float32",
 ) -> Measurement:
     """The ``k`` largest Hessian eigenvalues (descending list) with their residual error bounds
-    (Ghorbani et al. 2019; Yao et al. 2020). Settings as :func:`lambda_max`; ``k`` how many."""
+    (Ghorbani et al. 2019; Yao et al. 2020)."""
     return _top_k(obj.subset(subset), k, tol, bound, max_iter, seed, precision)[0]
 
 
@@ -112,11 +108,7 @@ def hessian_trace(
     subset: int | None = None,
 ) -> Measurement:
     """tr(H) by Hutchinson with Rademacher probes, stopped once its standard error ≤ ``rtol``·|tr|
-    (Hutchinson 1989; Yao et al. 2020); ``error_bound`` is that standard error.
-
-    Settings: ``rtol`` relative standard error at which to stop; ``min_probes`` / ``max_probes``
-    fewest and most Hessian-vector products; ``seed`` of the probes; ``subset`` the first N samples.
-    """
+    (Hutchinson 1989; Yao et al. 2020); ``error_bound`` is that standard error."""
     obj = obj.subset(subset)
     res = H.hutchinson_trace(
         obj.flat_hvp, obj.dim, rtol=rtol, min_probes=min_probes, max_probes=max_probes, seed=seed,
@@ -159,12 +151,10 @@ def spectral_density(
     is its mean (an estimate of tr(H)/n), the quadrature nodes and weights (one row per random
     vector) are kept in ``extra``.
 
-    Settings: ``vectors`` random start vectors; ``steps`` Lanczos steps (quadrature nodes) each;
-    ``seed``; ``subset`` the first N samples; ``precision`` of the stored basis (as
-    :func:`lambda_max`); ``memory`` the GiB the stored basis may take: ``steps`` vectors of all
-    parameters need steps·4 bytes per parameter in float32 (2.7 GB for ResNet-18's 11.2M at 60
-    steps), and beyond the cap each step is reorthogonalised against the most recent vectors that
-    fit (``extra["window"]`` says how many; see :func:`flatness.hessian.slq`).
+    The stored basis takes ``steps``·4 bytes per parameter in float32 (2.7 GB for ResNet-18's 11.2M
+    parameters at 60 steps; 5.4 GB in float64, and a copy of it on every step in 0.2); beyond
+    ``memory`` GiB each step is reorthogonalised against the most recent vectors that fit
+    (``extra["window"]`` says how many; see :func:`flatness.hessian.slq`).
     """
     obj = obj.subset(subset)
     esd = H.slq(
@@ -191,6 +181,22 @@ def density_of(measurement: Measurement) -> H.SpectralDensity:
     )
 
 
+def _shows_settings_of(measure, *leading: str):
+    """Gives a ``**settings`` method the signature of ``measure``'s settings, so that ``help()`` and
+    editors show each setting and its default, still written once, in ``measure``'s signature."""
+
+    def decorate(method):
+        params = list(inspect.signature(measure).parameters.values())[1:]
+        own = inspect.signature(method)
+        first = [own.parameters[name] for name in ("self", *leading)]  # the method's own defaults
+        rest = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in params
+                if p.name not in leading]  # fmt: skip
+        method.__signature__ = own.replace(parameters=[*first, *rest])
+        return method
+
+    return decorate
+
+
 class Hessian:
     """The Hessian of the mean loss of ``model`` over ``data`` (``(x, y)`` tensors or a loader).
 
@@ -201,7 +207,9 @@ class Hessian:
         H.eigenvalues(3).error_bound  # guaranteed bounds on each
         H.trace().value, H.trace().error_bound
 
-    Every method takes the settings of the measure it calls (same names, same defaults).
+    Every method takes the settings of the measure it calls (same names, same defaults; its
+    signature shows them, and ``flatness.describe(name)`` their meaning). ``progress`` as in
+    :func:`flatness.measure`.
     """
 
     def __init__(
@@ -211,10 +219,13 @@ class Hessian:
         loss_fn: LossFn = F.cross_entropy,
         *,
         batch_size: int = 2048,
+        progress: bool | str = "auto",
     ):
         check_model(model)
         check_data(data, "data")
+        progress_bars.check(progress)
         self.objective = Objective(model, data, loss_fn, batch_size=batch_size)
+        self.progress = progress
 
     def _checked(self, metric: str, settings: dict) -> dict:
         from flatness.registry import validate
@@ -222,12 +233,14 @@ class Hessian:
         validate({metric: settings}, num_params=self.objective.dim)  # one-line errors, as measure
         return settings
 
+    @_shows_settings_of(top_eigenvalues, "k")
     def eigenvalues(self, k: int = 1, **settings) -> Measurement:
         """The ``k`` largest eigenvalues (:func:`top_eigenvalues`)."""
-        return top_eigenvalues(
-            self.objective, **self._checked("hessian_top_k", {"k": k, **settings})
-        )
+        settings = self._checked("hessian_top_k", {"k": k, **settings})
+        with progress_bars.setting(self.progress):
+            return top_eigenvalues(self.objective, **settings)
 
+    @_shows_settings_of(top_eigenvalues, "k")
     def eigenvectors(self, k: int = 1, **settings) -> tuple[Measurement, list[P.Params]]:
         """The ``k`` largest eigenvalues and their unit eigenvectors as parameter dicts."""
         self._checked("hessian_top_k", {"k": k, **settings})
@@ -238,25 +251,35 @@ class Hessian:
             if key not in ("k", "subset")
         }
         used = {**defaults, **settings}
-        measured, res = _top_k(obj, k, **used)
+        with progress_bars.setting(self.progress):
+            measured, res = _top_k(obj, k, **used)
         values = dataclasses.replace(measured, settings={"k": k, **used, **measured.settings})
         dtype = next(iter(obj.params.values())).dtype
         vectors = [P.unflatten(v.to(dtype), obj.params) for v in res.eigenvectors]
         return values, vectors
 
     def trace(self, method: str = "hutchinson", **settings) -> Measurement:
-        """tr(H) by ``hutchinson`` (:func:`hessian_trace`) or ``hutch++``."""
-        if method == "hutchinson":
-            return hessian_trace(self.objective, **self._checked("hessian_trace", settings))
-        if method == "hutch++":
-            settings = self._checked("hessian_trace_hutchpp", settings)
-            return hessian_trace_hutchpp(self.objective, **settings)
-        raise ValueError(f"method must be 'hutchinson' or 'hutch++' (got {method!r})")
+        """tr(H) by ``hutchinson`` (:func:`hessian_trace`: ``rtol``, ``min_probes``,
+        ``max_probes``, ``seed``, ``subset``) or ``hutch++`` (:func:`hessian_trace_hutchpp`:
+        ``products``, ``seed``, ``subset``); ``flatness.describe("hessian_trace")`` lists them."""
+        if method not in ("hutchinson", "hutch++"):
+            raise ValueError(f"method must be 'hutchinson' or 'hutch++' (got {method!r})")
+        name, fn = (
+            ("hessian_trace", hessian_trace)
+            if method == "hutchinson"
+            else ("hessian_trace_hutchpp", hessian_trace_hutchpp)
+        )
+        settings = self._checked(name, settings)
+        with progress_bars.setting(self.progress):
+            return fn(self.objective, **settings)
 
+    @_shows_settings_of(spectral_density)
     def density(self, **settings) -> H.SpectralDensity:
         """The spectral density (:func:`spectral_density`); ``.error_bound`` on the result is the
         standard error of its mean over the random vectors."""
-        measured = spectral_density(self.objective, **self._checked("hessian_esd", settings))
+        settings = self._checked("hessian_esd", settings)
+        with progress_bars.setting(self.progress):
+            measured = spectral_density(self.objective, **settings)
         esd = density_of(measured)
         esd.error_bound = measured.error_bound
         return esd

@@ -22,6 +22,7 @@ from torch import nn
 from torch.func import functional_call, vmap
 
 from flatness.data import Data, DataLike, as_data
+from flatness.progress import bar as progress_bar
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 QUANTITIES = ("loss", "acc")
@@ -177,7 +178,7 @@ def evaluate_points_loop(
     batch_size: int,
     *,
     bn_data: Data | None = None,
-    progress: bool = False,
+    progress: bool | str = False,
 ) -> dict[str, np.ndarray]:
     """Loss and accuracy at θ + Σ_k coords[n, k]·directions[k], one point at a time.
 
@@ -185,16 +186,12 @@ def evaluate_points_loop(
     this is measurably faster than ``functional_call`` with a fresh dict per point. With
     ``bn_data``, batch-norm statistics are re-estimated at every point.
     """
-    from tqdm.auto import tqdm  # progress bars only when a grid is evaluated
-
     values = {f"{s}_{q}": np.empty(len(coords)) for s in splits for q in QUANTITIES}
     model.eval()  # once for the whole grid; the caller restores the mode
     targets = {k: p for k, p in model.named_parameters() if k in theta}
     dest, start = list(targets.values()), [theta[k] for k in targets]
     dir_lists = [[d[k] for k in targets] for d in directions]
-    for n, c in enumerate(
-        tqdm(coords, desc="surface", unit="pt", disable=not progress, leave=False)
-    ):
+    for n, c in enumerate(progress_bar(progress, iterable=coords, desc="surface", unit="pt")):
         with torch.no_grad():  # one fused call per term instead of one small op per tensor
             torch._foreach_copy_(dest, start)
             for coef, d in zip(c, dir_lists, strict=True):
@@ -218,12 +215,10 @@ def evaluate_points_vmap(
     batch_size: int,
     *,
     chunk_size: int | None = None,
-    progress: bool = False,
+    progress: bool | str = False,
 ) -> tuple[dict[str, np.ndarray], int]:
     """The same as :func:`evaluate_points_loop` with chunks of points in one ``vmap``-ed forward,
     halving the chunk on out-of-memory. Returns the values and the chunk size that worked."""
-    from tqdm.auto import tqdm
-
     model.eval()
     names = list(theta)
     d_stack = [torch.stack([d[k] for d in directions]) for k in names]  # (K, *shape) per parameter
@@ -238,7 +233,7 @@ def evaluate_points_vmap(
     values = {f"{s}_{q}": np.empty(len(coords)) for s in splits for q in QUANTITIES}
     dtype = next(iter(theta.values())).dtype
     device = next(iter(theta.values())).device
-    bar = tqdm(total=len(coords), desc="surface", unit="pt", disable=not progress, leave=False)
+    bar = progress_bar(progress, total=len(coords), desc="surface", unit="pt")
     start = 0
     while start < len(coords):
         c = torch.as_tensor(coords[start : start + chunk], dtype=dtype, device=device)

@@ -74,7 +74,7 @@ class _Basis:
     ResNet-18). ``window`` keeps only the most recent vectors (a ring), for SLQ within a memory cap.
 
     Reorthogonalisation is classical Gram-Schmidt against the kept vectors. In float64 it runs twice,
-    always (the library's behaviour before 0.2; Parlett's "twice is enough"). In float32 it runs once,
+    always (the behaviour of flatness 0.2 and earlier; Parlett's "twice is enough"). In float32 it runs once,
     and once more only when the pass removed most of the vector (‖w‖ fell below ‖w₀‖/√2, the
     criterion of Daniel, Gragg, Kaufman & Stewart 1976), where one pass leaves it unorthogonal.
     """
@@ -150,7 +150,7 @@ def lanczos(
     ``precision`` is the dtype of the stored basis (see :class:`_Basis`): ``"float32"``, the
     default, holds half the memory and moves half the bytes of ``"float64"``; the products
     themselves run in the model's dtype either way, so float32 Ritz values agree with float64 ones to
-    about 1e-6 relative, and ``"float64"`` reproduces the library's numbers before 0.2 bit for bit.
+    about 1e-6 relative, and ``"float64"`` reproduces the numbers of flatness 0.2 and earlier bit for bit.
     The basis grows with the steps taken: ``n``·(steps)·4 bytes in float32.
     """
     if bound not in ("residual", "gap"):

@@ -8,6 +8,7 @@ defaults are in :mod:`flatness.registry` and :mod:`flatness.catalog`.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -16,6 +17,7 @@ from torch import nn
 
 from flatness import catalog  # noqa: F401  (fills the registry)
 from flatness import params as P
+from flatness import progress as progress_bars
 from flatness.data import DataLike
 from flatness.evaluate import LossFn
 from flatness.inputs import check_data, check_init, check_model
@@ -27,6 +29,7 @@ from flatness.registry import (
     get,
     normalise_request,
     resolve_settings,
+    settings_text,
     validate,
 )
 
@@ -44,6 +47,7 @@ def measure(
     init: Mapping[str, torch.Tensor] | None = None,
     batch_size: int = 2048,
     on_error: str = "raise",
+    progress: bool | str = "auto",
 ) -> dict[str, Measurement]:
     """Measure ``metrics`` of ``model`` on its training ``data`` (and ``test`` data, if a metric
     needs it); returns ``{name: Measurement}``.
@@ -54,8 +58,12 @@ def measure(
     (a ``state_dict``) for ``distance_from_init`` and the PAC-Bayes bound. Every request is
     validated before any work. The model is never changed. With ``on_error="record"`` a measure that
     raises comes back with ``failure`` set and a NaN value instead of stopping the others.
-    ``pandas.DataFrame([flatness.to_row(result)])`` makes a table row.
+    ``pandas.DataFrame([flatness.to_row(result)])`` makes a table row. ``progress`` draws progress
+    bars for the measures that loop (``"auto"``: on a terminal or in a notebook, once a loop has run
+    two seconds; ``True`` always; ``False`` never; see :mod:`flatness.progress`).
+    ``flatness.describe(name)`` lists a measure's settings, defaults and units.
     """
+    progress_bars.check(progress)
     if on_error not in ("raise", "record"):
         raise ValueError(f"on_error must be 'raise' or 'record' (got {on_error!r})")
     request = normalise_request(DEFAULT_METRICS if metrics is None else metrics)
@@ -82,7 +90,7 @@ def measure(
     for name, settings in resolved.items():
         metric = get(base_metric(name, request[name]))
         try:
-            with P.restored(model):  # a measure must leave the model as it found it
+            with P.restored(model), progress_bars.setting(progress):  # leaves the model as found
                 kwargs = {**settings, **{k: inputs[k] for k in metric.inputs}}
                 value = metric.fn(obj.model if metric.takes_model else obj, **kwargs)
         except Exception as exc:
@@ -107,8 +115,27 @@ def to_row(results: Mapping[str, Measurement]) -> dict[str, Any]:
     return row
 
 
-def describe() -> list[dict[str, Any]]:
-    """One row per registered metric: name, definition, reference, inputs and default settings."""
+def describe(name: str | None = None) -> list[dict[str, Any]] | Description:
+    """With a ``name``: that measure's definition, reference, inputs and every setting with its
+    default, allowed values and meaning (``print()`` it, or read ``.settings``). Without: one row
+    per registered metric (name, definition, reference, inputs, default settings)."""
+    if name is not None:
+        metric = get(name)
+        return Description(
+            metric.name,
+            metric.description,
+            metric.reference,
+            metric.inputs,
+            {
+                key: {
+                    "default": default,
+                    "allowed": metric.limits[key].text() if key in metric.limits else None,
+                    "meaning": metric.notes.get(key),
+                }
+                for key, default in metric.defaults.items()
+            },
+            settings_text(metric),
+        )
     return [
         {
             "name": m.name,
@@ -119,6 +146,26 @@ def describe() -> list[dict[str, Any]]:
         }
         for m in REGISTRY.values()
     ]
+
+
+@dataclass(frozen=True)
+class Description:
+    """One measure as :func:`describe` tells it; ``str()`` is the text ``help()`` shows too."""
+
+    name: str
+    description: str
+    reference: str
+    needs: tuple[str, ...]
+    settings: dict[str, dict[str, Any]]
+    text: str
+
+    def __str__(self) -> str:
+        head = [f"{self.name}: {self.description}"]
+        if self.reference:
+            head.append(f"Reference: {self.reference}")
+        if self.needs:
+            head.append(f"Needs: {', '.join(self.needs)}")
+        return "\n".join(head + [self.text])
 
 
 __all__ = ["DEFAULT_METRICS", "measure", "resolve_settings", "to_row", "describe"]
