@@ -465,9 +465,6 @@ def bench_resnet18(ph, seeds, repeats, power_steps: int = 20) -> None:
     PH = f"pyhessian {ph.version} eigenvalues(), tol 1e-3 (its default)"
     rows = {
         PH: lambda s: ph.run(model, x, y, s, "eigen", maxIter=100, tol=1e-3),
-        f"pyhessian {ph.version} eigenvalues(), tol 1e-2": lambda s: ph.run(
-            model, x, y, s, "eigen", maxIter=100, tol=1e-2
-        ),
     }
     tol = flatness.registry.defaults_of(flatness.curvature.lambda_max)["tol"]
     ours = {
@@ -482,6 +479,8 @@ def bench_resnet18(ph, seeds, repeats, power_steps: int = 20) -> None:
         )
     with flatness.progress.setting(False):
         results = over_seeds(rows, seeds, repeats, sync)
+    for name, by_seed in results.items():  # the raw runs first, in case a table step fails
+        print(name, by_seed, flush=True)
     table = summarise(results, exact, PH)
     for row in table:
         row["within 1%"] = row.get("max rel. error", math.inf) <= 0.01
@@ -500,8 +499,8 @@ def bench_resnet18(ph, seeds, repeats, power_steps: int = 20) -> None:
     if base.get("within 1%"):
         print(verdict("(d) λmax within 1% of the reference, vs pyhessian's default", fastest, 1.0))
     else:
-        print("(d) pyhessian's default is not within 1% on every seed: compare at its tol 1e-2")
-    print(verdict("(e) λmax at our default tolerance", default, 2.0))
+        print("(d) pyhessian's default is not within 1% on every seed: no equal-accuracy verdict")
+    print(verdict("(e) λmax at our default tolerance (target ≤ 2× pyhessian)", default, 2.0))
     n = obj.dim
     esd = flatness.registry.defaults_of(flatness.curvature.spectral_density)
     from flatness.hessian import basis_vectors

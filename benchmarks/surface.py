@@ -2,9 +2,9 @@
 ``flatness.surface`` (auto, loop and vmap engines) and, when installed, for the ``loss-landscapes``
 package's ``random_plane`` on the same model, data and grid.
 
-    .venv/bin/python benchmarks/surface.py [--points 51] [--device auto] [--resnet]
+    .venv/bin/python benchmarks/surface.py [--points 51] [--samples 4000] [--device auto] [--resnet]
 
-The MLP is the 40-100-100-10 network on 4000 MNIST-1D-sized inputs (training loss only, which is what
+The MLP is the 40-100-100-10 network on 4000 (``--samples``) MNIST-1D-sized inputs (training loss only, which is what
 ``random_plane`` computes). ``--resnet`` adds ResNet-20 on 10,000 CIFAR-shaped inputs (meant for a GPU).
 """
 
@@ -109,6 +109,7 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--resnet", action="store_true")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--samples", type=int, default=4000, help="inputs of the MLP (default 4000)")
     add_threads_arg(ap)
     args = ap.parse_args()
     device = pick_device(args.device)
@@ -118,7 +119,8 @@ def main() -> None:
     mlp = nn.Sequential(
         nn.Linear(40, 100), nn.ReLU(), nn.Linear(100, 100), nn.ReLU(), nn.Linear(100, 10)
     ).to(device)
-    x, y = torch.randn(4000, 40, device=device), torch.randint(0, 10, (4000,), device=device)
+    n = args.samples
+    x, y = torch.randn(n, 40, device=device), torch.randint(0, 10, (n,), device=device)
     bench("MLP 40-100-100-10", mlp, x, y, args.points, 4096, device, args.repeats)
     if args.resnet:
         net = resnet20((3, 32, 32), 10).to(device).eval()

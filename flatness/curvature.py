@@ -210,6 +210,13 @@ class Hessian:
     Every method takes the settings of the measure it calls (same names, same defaults; its
     signature shows them, and ``flatness.describe(name)`` their meaning). ``progress`` as in
     :func:`flatness.measure`.
+
+    ``params`` chooses a part of the model: parameter names, submodules, or a list of both (None:
+    every trainable parameter). The Hessian is then the block of those parameters, the others
+    held at their values, e.g. per layer::
+
+        {name: flatness.Hessian(model, (x, y), params=layer).eigenvalues(1).value[0]
+         for name, layer in model.named_children() if any(layer.parameters())}
     """
 
     def __init__(
@@ -219,13 +226,21 @@ class Hessian:
         loss_fn: LossFn = F.cross_entropy,
         *,
         batch_size: int = 2048,
+        params: str | nn.Module | list | None = None,
         progress: bool | str = "auto",
     ):
         check_model(model)
         check_data(data, "data")
         progress_bars.check(progress)
-        self.objective = Objective(model, data, loss_fn, batch_size=batch_size)
+        self.names = P.select(model, params)  # None: all
+        self.objective = Objective(model, data, loss_fn, batch_size=batch_size, names=self.names)
         self.progress = progress
+
+    def _part(self, measured: Measurement) -> Measurement:
+        """The measurement with the chosen parameters among its settings, when a part was chosen."""
+        if self.names is None:
+            return measured
+        return dataclasses.replace(measured, settings={**measured.settings, "params": self.names})
 
     def _checked(self, metric: str, settings: dict) -> dict:
         from flatness.registry import validate
@@ -238,7 +253,7 @@ class Hessian:
         """The ``k`` largest eigenvalues (:func:`top_eigenvalues`)."""
         settings = self._checked("hessian_top_k", {"k": k, **settings})
         with progress_bars.setting(self.progress):
-            return top_eigenvalues(self.objective, **settings)
+            return self._part(top_eigenvalues(self.objective, **settings))
 
     @_shows_settings_of(top_eigenvalues, "k")
     def eigenvectors(self, k: int = 1, **settings) -> tuple[Measurement, list[P.Params]]:
@@ -253,7 +268,9 @@ class Hessian:
         used = {**defaults, **settings}
         with progress_bars.setting(self.progress):
             measured, res = _top_k(obj, k, **used)
-        values = dataclasses.replace(measured, settings={"k": k, **used, **measured.settings})
+        values = self._part(
+            dataclasses.replace(measured, settings={"k": k, **used, **measured.settings})
+        )
         dtype = next(iter(obj.params.values())).dtype
         vectors = [P.unflatten(v.to(dtype), obj.params) for v in res.eigenvectors]
         return values, vectors
@@ -271,7 +288,7 @@ class Hessian:
         )
         settings = self._checked(name, settings)
         with progress_bars.setting(self.progress):
-            return fn(self.objective, **settings)
+            return self._part(fn(self.objective, **settings))
 
     @_shows_settings_of(spectral_density)
     def density(self, **settings) -> H.SpectralDensity:
@@ -280,7 +297,7 @@ class Hessian:
         settings = self._checked("hessian_esd", settings)
         with progress_bars.setting(self.progress):
             measured = spectral_density(self.objective, **settings)
-        esd = density_of(measured)
+        esd = density_of(self._part(measured))
         esd.error_bound = measured.error_bound
         return esd
 

@@ -68,6 +68,21 @@ def cross_entropy_sum(logits: torch.Tensor, target: torch.Tensor) -> torch.Tenso
     return (logits.logsumexp(dim=-1) - logits.gather(-1, target[:, None]).squeeze(-1)).sum()
 
 
+def cross_entropy_sum_and_correct(
+    logits: torch.Tensor, target: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`cross_entropy_sum` and the number of correct predictions from one pass for the row
+    maxima: ``max`` gives both the stabiliser of the log-sum-exp and the predicted class (the first
+    maximal index, as ``argmax``), where logsumexp and argmax each made their own. On 2,000×10
+    logits this made a surface point of the MNIST-1D MLP ~15% faster on one CPU thread
+    (benchmarks/surface.py)."""
+    logits = logits.float()
+    top, predicted = logits.max(dim=-1)
+    shifted = (logits - top[:, None]).exp().sum(dim=-1).log()
+    loss = shifted.sum() + (top - logits.gather(-1, target[:, None]).squeeze(-1)).sum()
+    return loss, (predicted == target).sum()
+
+
 def accumulate(
     data: Data,
     per_batch: Callable[[torch.Tensor, torch.Tensor], Any],
@@ -106,6 +121,9 @@ def accumulate(
 def _batch_stats(out: torch.Tensor, yb: torch.Tensor, loss_fn: LossFn):
     """Summed loss (float64) and the number of correct predictions (None for non-class targets)."""
     classify = yb.dtype in (torch.int64, torch.int32) and yb.dim() == 1
+    if loss_fn is F.cross_entropy and classify and out.dim() == 2:
+        loss, correct = cross_entropy_sum_and_correct(out, yb)
+        return loss.double(), correct
     if loss_fn is F.cross_entropy and classify:
         loss = cross_entropy_sum(out, yb).double()
     else:

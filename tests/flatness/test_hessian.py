@@ -263,3 +263,36 @@ def test_slq_within_a_memory_cap_keeps_a_window_and_still_integrates_the_spectru
     np.testing.assert_allclose(capped.mean(), full.mean(), rtol=1e-5)
     assert capped.nodes.max() == pytest.approx(exact[0], rel=1e-4)  # extreme nodes converge
     assert capped.nodes.min() == pytest.approx(exact[-1], rel=1e-2)  # the clustered end, slower
+
+
+# --- curvature of a part of the model -----------------------------------------------------------
+
+
+def test_hessian_of_a_chosen_layer_is_the_block_of_the_dense_hessian():
+    torch.manual_seed(2)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 3))
+    x, y = torch.randn(40, 3), torch.randint(0, 3, (40,))
+    H = dense_hessian(model, x, y, F.cross_entropy)  # order: 0.weight, 0.bias, 2.weight, 2.bias
+    sizes = [p.numel() for p in model.parameters()]
+    start = sizes[0] + sizes[1]
+    block = H[start:, start:]  # the last layer's weight and bias
+    from flatness import Hessian
+
+    for choice in (model[2], ["2.weight", "2.bias"], [model[2]]):
+        h = Hessian(model, (x, y), params=choice, progress=False)
+        assert h.objective.dim == block.shape[0]
+        top = h.eigenvalues(2, tol=1e-6)
+        np.testing.assert_allclose(
+            top.value, np.sort(np.linalg.eigvalsh(block))[::-1][:2], rtol=1e-4
+        )
+        assert top.settings["params"] == ["2.weight", "2.bias"]
+    weight_only = Hessian(model, (x, y), params="0.weight", progress=False)
+    w = sizes[0]
+    exact = np.trace(H[:w, :w])
+    assert weight_only.trace("hutch++", products=3 * w).value == pytest.approx(exact, rel=1e-4)
+    with pytest.raises(ValueError, match="not a trainable parameter"):
+        Hessian(model, (x, y), params="0.weights")
+    with pytest.raises(ValueError, match="not a submodule"):
+        Hessian(model, (x, y), params=nn.Linear(2, 2))
+    with pytest.raises(ValueError, match="no trainable parameter"):
+        Hessian(model, (x, y), params=model[1])  # Tanh has none
