@@ -5,7 +5,8 @@ bar only where someone watches, on a terminal (stderr is a TTY) or in a Jupyter 
 a call has run for :data:`DELAY` seconds, so that quick calls, logs, pipes and the experiment suite's
 workers print nothing. ``True`` always draws it (from the start), ``False`` never. Every function that
 loops takes ``progress=``; :func:`flatness.measure` and :class:`flatness.Hessian` pass theirs down, and
-``with flatness.progress.setting(False):`` silences everything inside a block.
+``with flatness.progress.setting(False):`` silences everything inside a block: a call's explicit
+True or False wins, its ``"auto"`` (or None) follows the block.
 """
 
 from __future__ import annotations
@@ -29,9 +30,10 @@ def check(progress: Progress) -> None:
 
 @contextlib.contextmanager
 def setting(progress: Progress) -> Iterator[None]:
-    """Inside the block, ``progress=None`` (what inner calls pass down) means ``progress``."""
+    """Inside the block, calls with ``progress="auto"`` or None follow ``progress`` (an "auto" or
+    None here keeps the enclosing block's setting)."""
     check(progress)
-    token = _DEFAULT.set(_DEFAULT.get() if progress is None else progress)
+    token = _DEFAULT.set(_DEFAULT.get() if progress in (None, "auto") else progress)
     try:
         yield
     finally:
@@ -53,7 +55,7 @@ def bar(progress: Progress, **kwargs):
     from tqdm.auto import tqdm  # loaded on first use: `import flatness` stays light
 
     check(progress)
-    if progress is None:
+    if progress in (None, "auto"):
         progress = _DEFAULT.get()
     if progress == "auto":
         return tqdm(disable=not _watched(), delay=DELAY, leave=False, **kwargs)

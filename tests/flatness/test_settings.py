@@ -81,9 +81,16 @@ def test_progress_bars_draw_when_asked_and_stay_quiet_otherwise(capsys):
     assert capsys.readouterr().err == ""
     surface_1d(model, data, points=3, progress=True)
     assert "surface" in capsys.readouterr().err
-    with progress.setting(False):  # a block's setting reaches the measures inside
-        flatness.Hessian(model, data, progress=None).trace()
+    with progress.setting(False):  # a block's setting reaches the calls inside that say "auto"
+        flatness.Hessian(model, data).trace()
+        flatness.measure(model, data, metrics=["lambda_max"])
+        surface_1d(model, data, points=3)
     assert capsys.readouterr().err == ""
+    with progress.setting(True):
+        flatness.measure(model, data, metrics=["lambda_max"])
+        assert "lanczos" in capsys.readouterr().err
+        flatness.measure(model, data, metrics=["lambda_max"], progress=False)  # the call's own wins
+        assert capsys.readouterr().err == ""
     with pytest.raises(ValueError, match="progress must be"):
         flatness.measure(model, data, metrics=["lambda_max"], progress="yes")
 
