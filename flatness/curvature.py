@@ -216,7 +216,7 @@ class Hessian:
     held at their values, e.g. per layer::
 
         {name: flatness.Hessian(model, (x, y), params=layer).eigenvalues(1).value[0]
-         for name, layer in model.named_children() if any(layer.parameters())}
+         for name, layer in model.named_children() if list(layer.parameters())}
     """
 
     def __init__(
