@@ -11,7 +11,7 @@ with their settings back::
 when first called.
 """
 
-from flatness import progress
+from flatness import distributed, progress
 from flatness.curvature import Hessian
 from flatness.data import Data, as_data
 from flatness.directions import direction_between, pca_directions, random_direction
@@ -39,6 +39,7 @@ __all__ = [
     "as_data",
     "describe",
     "direction_between",
+    "distributed",
     "eval_mode",
     "evaluate",
     "interpolate",

@@ -10,6 +10,7 @@ the trace Hutchinson 1989 / Yao et al. 2020 (stopped on its standard error) and 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import inspect
 
@@ -20,6 +21,7 @@ from flatness import hessian as H
 from flatness import params as P
 from flatness import progress as progress_bars
 from flatness.data import DataLike
+from flatness.distributed import sharded
 from flatness.evaluate import LossFn
 from flatness.inputs import check_data, check_model
 from flatness.objective import Objective
@@ -211,6 +213,11 @@ class Hessian:
     signature shows them, and ``flatness.describe(name)`` their meaning). ``progress`` as in
     :func:`flatness.measure`.
 
+    ``distributed=True`` measures data-parallel under ``torch.distributed``: each rank passes its
+    shard of the data (shards may differ in size) and makes the same calls, and every rank gets the
+    value of the whole data (:mod:`flatness.distributed`); ``n_samples`` in the settings is then the
+    rank's own shard.
+
     ``params`` chooses a part of the model: parameter names, submodules, or a list of both (None:
     every trainable parameter). The Hessian is then the block of those parameters, the others
     held at their values, e.g. per layer::
@@ -228,6 +235,7 @@ class Hessian:
         batch_size: int = 2048,
         params: str | nn.Module | list | None = None,
         progress: bool | str = "auto",
+        distributed: bool = False,
     ):
         check_model(model)
         check_data(data, "data")
@@ -235,6 +243,15 @@ class Hessian:
         self.names = P.select(model, params)  # None: all
         self.objective = Objective(model, data, loss_fn, batch_size=batch_size, names=self.names)
         self.progress = progress
+        self.distributed = distributed
+        if distributed:
+            with sharded():  # refuses an uninitialised process group now, not at the first product
+                pass
+
+    @contextlib.contextmanager
+    def _running(self):
+        with progress_bars.setting(self.progress), sharded(self.distributed):
+            yield
 
     def _part(self, measured: Measurement) -> Measurement:
         """The measurement with the chosen parameters among its settings, when a part was chosen."""
@@ -252,7 +269,7 @@ class Hessian:
     def eigenvalues(self, k: int = 1, **settings) -> Measurement:
         """The ``k`` largest eigenvalues (:func:`top_eigenvalues`)."""
         settings = self._checked("hessian_top_k", {"k": k, **settings})
-        with progress_bars.setting(self.progress):
+        with self._running():
             return self._part(top_eigenvalues(self.objective, **settings))
 
     @_shows_settings_of(top_eigenvalues, "k")
@@ -266,7 +283,7 @@ class Hessian:
             if key not in ("k", "subset")
         }
         used = {**defaults, **settings}
-        with progress_bars.setting(self.progress):
+        with self._running():
             measured, res = _top_k(obj, k, **used)
         values = self._part(
             dataclasses.replace(measured, settings={"k": k, **used, **measured.settings})
@@ -287,7 +304,7 @@ class Hessian:
             else ("hessian_trace_hutchpp", hessian_trace_hutchpp)
         )
         settings = self._checked(name, settings)
-        with progress_bars.setting(self.progress):
+        with self._running():
             return self._part(fn(self.objective, **settings))
 
     @_shows_settings_of(spectral_density)
@@ -295,7 +312,7 @@ class Hessian:
         """The spectral density (:func:`spectral_density`); ``.error_bound`` on the result is the
         standard error of its mean over the random vectors."""
         settings = self._checked("hessian_esd", settings)
-        with progress_bars.setting(self.progress):
+        with self._running():
             measured = spectral_density(self.objective, **settings)
         esd = density_of(self._part(measured))
         esd.error_bound = measured.error_bound
@@ -303,4 +320,5 @@ class Hessian:
 
     def hvp(self, v: P.Params) -> P.Params:
         """H v for a parameter dict ``v``."""
-        return self.objective.hvp(v)
+        with self._running():
+            return self.objective.hvp(v)

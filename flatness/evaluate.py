@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, vmap
 
+from flatness import distributed
 from flatness.data import Data, DataLike, as_data
 from flatness.progress import bar as progress_bar
 
@@ -107,7 +108,8 @@ def accumulate(
             for xb, yb in data.batches(batch_size):
                 weight = len(xb) / n if mean else 1.0
                 total = _weighted_sum(total, per_batch(xb, yb), weight, detach)
-            return total, batch_size
+            # sharded data (flatness.distributed): the whole data's sum or mean, on every rank
+            return (distributed.combine(total, n, mean) if detach else total), batch_size
         except torch.OutOfMemoryError:
             if batch_size == 1 or not data.is_tensors:
                 raise
@@ -178,8 +180,9 @@ def evaluate_as_is(
         return loss
 
     total, _ = accumulate(data, per_batch, batch_size, mean=False)
-    n = len(data)
-    accuracy = int(counts["correct"]) / n if counts["classify"] else None
+    n = distributed.count(len(data))
+    correct = distributed.combine(torch.as_tensor(counts["correct"]), len(data), mean=False)
+    accuracy = int(correct) / n if counts["classify"] else None
     return Evaluation(loss=total.item() / n, accuracy=accuracy, n=n)
 
 

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
+from flatness import distributed
 from flatness import params as P
 from flatness.data import Data, DataLike, as_data
 from flatness.evaluate import Evaluation, LossFn, accumulate, eval_mode, evaluate
@@ -248,7 +249,7 @@ class Objective:
             )
             # A parameter the gradient does not depend on has a zero row in the Hessian.
             out.update({k: t.detach() for k, t in zip(leaves, parts, strict=True) if t is not None})
-        return out
+        return distributed.combine(out, self.n, mean=True)  # sharded data: the whole data's H v
 
     def flat_hvp(self, vector: torch.Tensor, mode: str = "auto") -> torch.Tensor:
         """:meth:`hvp` on flat vectors (any float dtype in, the same dtype out)."""
