@@ -468,7 +468,7 @@ def bench_resnet18(ph, seeds, repeats, power_steps: int = 20) -> None:
     }
     tol = flatness.registry.defaults_of(flatness.curvature.lambda_max)["tol"]
     ours = {
-        f"flatness lambda_max, defaults (tol {tol:g}, float32 basis)": {},
+        f"flatness lambda_max, defaults (tol {tol:g}, basis auto = float32)": {},
         "flatness lambda_max, tol 1e-2 (guaranteed 1% bound)": dict(tol=1e-2),
         "flatness lambda_max, tol 1e-3, bound=gap": dict(bound="gap"),
         "flatness lambda_max, precision=float64 (as flatness 0.2)": dict(precision="float64"),
@@ -505,10 +505,11 @@ def bench_resnet18(ph, seeds, repeats, power_steps: int = 20) -> None:
     esd = flatness.registry.defaults_of(flatness.curvature.spectral_density)
     from flatness.hessian import basis_vectors
 
-    window = min(esd["steps"], basis_vectors(n, esd["precision"], esd["memory"]))
+    basis = flatness.curvature.basis_precision(obj, esd["precision"])
+    window = min(esd["steps"], basis_vectors(n, basis, esd["memory"]))
     print(
         f"(f) spectral density at its defaults ({esd['vectors']} vectors × {esd['steps']} steps, "
-        f"{esd['precision']}, memory {esd['memory']} GiB): stored basis {window} vectors = "
+        f"{basis} basis, memory {esd['memory']} GiB): stored basis {window} vectors = "
         f"{window * n * 4 / 2**30:.2f} GiB (all {esd['steps']} steps in float64, as before: "
         f"{esd['steps'] * n * 8 / 2**30:.2f} GiB, plus a torch.stack copy of it every step)"
     )

@@ -35,9 +35,10 @@ LANCZOS_NOTES = {
     "max_iter": "most Hessian-vector products (Lanczos steps); `converged` in extra says if it stopped",
     "seed": SEED_NOTE,
     "subset": SUBSET_NOTE,
-    "precision": "dtype of the stored Lanczos basis: 'float32' (fast, ~4 bytes per parameter per "
-    "step; agrees with float64 to ~1e-6 relative) or 'float64' (the numbers of flatness <= 0.2, bit "
-    "for bit)",
+    "precision": "dtype of the stored Lanczos basis: 'auto' (that of the parameters, so float32 for "
+    "a float32 model: fast, ~4 bytes per parameter per step, within ~1e-6 relative of float64), "
+    "'float32', or 'float64' (the numbers of flatness <= 0.2 bit for bit); extra['basis_dtype'] "
+    "says which ran",
 }
 RHO_NOTE = (
     "radius of the perturbation ball, in the units of the weights (plain) or relative to |w| + η "
@@ -199,7 +200,7 @@ LANCZOS = {
     "max_iter": at_least(1),
     "seed": SEED,
     "subset": SUBSET,
-    "precision": one_of("float32", "float64"),
+    "precision": one_of("auto", "float32", "float64"),
 }
 register(
     "lambda_max",
@@ -219,7 +220,7 @@ register(
         "max_iter": at_least(1),
         "seed": SEED,
         "subset": SUBSET,
-        "precision": one_of("float32", "float64"),
+        "precision": one_of("auto", "float32", "float64"),
     },
     notes={
         "b": "samples per batch",
@@ -286,7 +287,7 @@ register(
         "steps": at_least(1),
         "seed": SEED,
         "subset": SUBSET,
-        "precision": one_of("float32", "float64"),
+        "precision": one_of("auto", "float32", "float64"),
         "memory": POSITIVE,
     },
     notes={

@@ -14,6 +14,7 @@ import contextlib
 import dataclasses
 import inspect
 
+import torch
 import torch.nn.functional as F
 from torch import nn
 
@@ -29,13 +30,26 @@ from flatness.registry import Measurement, defaults_of, records_settings
 
 
 def _hvp_extra(obj: Objective, res: H.EigenResult) -> dict:
-    return {"products": res.products, "converged": bool(res.converged), "hvp_mode": obj.hvp_mode}
+    return {
+        "products": res.products,
+        "converged": bool(res.converged),
+        "hvp_mode": obj.hvp_mode,
+        "basis_dtype": res.settings["precision"],
+    }
+
+
+def basis_precision(obj: Objective, precision: str) -> str:
+    """The Lanczos basis dtype a ``precision`` setting means: ``"auto"`` is that of the products,
+    the parameters' dtype (float64 for a float64 model), but never below float32."""
+    if precision != "auto":
+        return precision
+    return "float64" if next(iter(obj.params.values())).dtype == torch.float64 else "float32"
 
 
 def _eigen(obj: Objective, k, tol, bound, max_iter, seed, precision) -> H.EigenResult:
     return H.lanczos(
         obj.flat_hvp, obj.dim, k=k, tol=tol, bound=bound, max_iter=max_iter, seed=seed,
-        precision=precision, device=obj.device,
+        precision=basis_precision(obj, precision), device=obj.device,
     )  # fmt: skip
 
 
@@ -48,7 +62,7 @@ def lambda_max(
     max_iter: int = 100,
     seed: int = 0,
     subset: int | None = None,
-    precision: str = "float32",
+    precision: str = "auto",
 ) -> Measurement:
     """The largest Hessian eigenvalue, by Lanczos stopped when its error bound ≤ ``tol``·λ
     (Keskar et al. 2017; Ghorbani et al. 2019).
@@ -92,7 +106,7 @@ def top_eigenvalues(
     max_iter: int = 200,
     seed: int = 0,
     subset: int | None = None,
-    precision: str = "float32",
+    precision: str = "auto",
 ) -> Measurement:
     """The ``k`` largest Hessian eigenvalues (descending list) with their residual error bounds
     (Ghorbani et al. 2019; Yao et al. 2020)."""
@@ -146,7 +160,7 @@ def spectral_density(
     steps: int = 60,
     seed: int = 0,
     subset: int | None = None,
-    precision: str = "float32",
+    precision: str = "auto",
     memory: float = 2.0,
 ) -> Measurement:
     """The eigenvalue spectral density by SLQ (Ubaru et al. 2017; Ghorbani et al. 2019); the value
@@ -160,14 +174,15 @@ def spectral_density(
     """
     obj = obj.subset(subset)
     esd = H.slq(
-        obj.flat_hvp, obj.dim, vectors=vectors, steps=steps, seed=seed, precision=precision,
-        memory=memory, device=obj.device,
+        obj.flat_hvp, obj.dim, vectors=vectors, steps=steps, seed=seed, memory=memory,
+        precision=basis_precision(obj, precision), device=obj.device,
     )  # fmt: skip
     extra = {
         "nodes": esd.nodes.tolist(),
         "weights": esd.weights.tolist(),
         "hvp_mode": obj.hvp_mode,
         "window": esd.settings["window"],
+        "basis_dtype": esd.settings["precision"],
     }
     return Measurement(esd.mean(), {"n_samples": obj.n}, extra, esd.mean_stderr())
 

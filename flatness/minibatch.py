@@ -31,7 +31,7 @@ def minibatch_lambda_max(
     max_iter: int = 100,
     seed: int = 0,
     subset: int | None = None,
-    precision: str = "float32",
+    precision: str = "auto",
 ) -> Measurement:
     """Mean of λmax(L_B) over ``n_batches`` disjoint batches of ``b`` samples drawn without
     replacement (a seeded permutation, consecutive slices of it), each by Lanczos to ``tol``.

@@ -33,7 +33,7 @@ def test_describe_a_measure_gives_every_setting_its_default_limits_and_meaning()
 
 def test_help_of_a_measure_ends_with_its_settings_and_rho_guidance_quotes_asam_and_the_audit():
     doc = inspect.getdoc(flatness.curvature.lambda_max)
-    assert registry.SETTINGS_HEADING in doc and "precision = 'float32'" in doc
+    assert registry.SETTINGS_HEADING in doc and "precision = 'auto'" in doc
     wcs = flatness.describe("worst_case_sharpness")
     assert "ASAM" in wcs.settings["rho"]["meaning"] and "0.5" in wcs.settings["rho"]["meaning"]
     text = inspect.getdoc(flatness.sharpness.worst_case_sharpness)
@@ -54,7 +54,7 @@ def test_help_of_a_measure_ends_with_its_settings_and_rho_guidance_quotes_asam_a
 def test_hessian_methods_and_surfaces_show_their_settings_instead_of_hiding_them():
     sig = inspect.signature(flatness.Hessian.eigenvalues)
     assert sig.parameters["k"].default == 1  # the method's own
-    assert sig.parameters["precision"].default == "float32"  # read from top_eigenvalues
+    assert sig.parameters["precision"].default == "auto"  # read from top_eigenvalues
     assert "memory" in inspect.signature(flatness.Hessian.density).parameters
     shared = {}
     for fn in (surface_1d, surface_2d):
@@ -105,9 +105,14 @@ def test_precision_float64_is_a_setting_of_the_measures_and_agrees_with_float32(
             "b": {"metric": "lambda_max", "precision": "float64"},
         },
     )
-    assert out["a"].settings["precision"] == "float32"
-    assert out["b"].settings["precision"] == "float64"
+    assert out["a"].settings["precision"] == "auto" and out["a"].extra["basis_dtype"] == "float32"
+    assert (
+        out["b"].settings["precision"] == "float64" and out["b"].extra["basis_dtype"] == "float64"
+    )
     assert out["a"].value == pytest.approx(out["b"].value, rel=1e-5)
+    # a float64 model gets a float64 basis under "auto": its products would be wasted on float32
+    wide = flatness.measure(model.double(), (data[0].double(), data[1]), metrics=["lambda_max"])
+    assert wide["lambda_max"].extra["basis_dtype"] == "float64"
     with pytest.raises(ValueError, match="precision"):
         flatness.validate({"lambda_max": {"precision": "float16"}})
 
