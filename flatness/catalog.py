@@ -375,6 +375,7 @@ register(
         **SHARP_NOTES,
         "rho": "standard deviation of each Gaussian coordinate of δ ('l2'), or the half-width of "
         "the uniform box ('linf'); relative to |w| + η if adaptive",
+        "norm": "'l2': Gaussian δ; 'linf': δ uniform in the box [−ρ, ρ]",
         "samples": "Monte Carlo draws of δ",
         "subset": SUBSET_NOTE,
     },
