@@ -2,9 +2,9 @@
 ``flatness.surface`` (auto, loop and vmap engines) and, when installed, for the ``loss-landscapes``
 package's ``random_plane`` on the same model, data and grid.
 
-    .venv/bin/python benchmarks/surface.py [--points 51] [--device auto] [--resnet]
+    .venv/bin/python benchmarks/surface.py [--points 51] [--samples 4000] [--device auto] [--resnet]
 
-The MLP is the 40-100-100-10 network on 4000 MNIST-1D-sized inputs (training loss only, which is what
+The MLP is the 40-100-100-10 network on 4000 (``--samples``) MNIST-1D-sized inputs (training loss only, which is what
 ``random_plane`` computes). ``--resnet`` adds ResNet-20 on 10,000 CIFAR-shaped inputs (meant for a GPU).
 """
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import time
 
 import numpy as np
 import torch
@@ -42,7 +43,7 @@ def per_point_loop(model, x, y, dirs, xs, ys, batch_size):
                     ).item()
 
 
-def bench(label, model, x, y, points, batch_size, device, repeats):
+def bench(label, model, x, y, points, batch_size, device, repeats, clock=time.perf_counter):
     """Each method on the same grid once (warm-up), then round-robin ``repeats`` times; the best
     time of each is kept, so that a burst of load on a shared machine does not decide a ratio."""
     sync = sync_for(device)
@@ -86,10 +87,12 @@ def bench(label, model, x, y, points, batch_size, device, repeats):
         methods["loss-landscapes random_plane"] = lambda: loss_landscapes.random_plane(
             work, metric, distance=1, steps=points, normalization="filter", deepcopy_model=True
         )
-    best, _ = best_of(methods, repeats, sync)
+    best, _ = best_of(methods, repeats, sync, clock=clock)
     ref = n / best["per-point loop (reference)"]
+    what = "CPU time of the process" if clock is time.process_time else "wall time"
     print(
-        f"\n{label}: {points}x{points} grid, {len(x)} samples, device {device}, best of {repeats}"
+        f"\n{label}: {points}x{points} grid, {len(x)} samples, device {device}, best of {repeats} "
+        f"({what})"
     )
     print(f"| {'method':<44} | {'points/s':>9} | {'vs loop':>7} |")
     print(f"|{'-' * 46}|{'-' * 11}|{'-' * 9}|")
@@ -109,6 +112,12 @@ def main() -> None:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--resnet", action="store_true")
     ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--samples", type=int, default=4000, help="inputs of the MLP (default 4000)")
+    ap.add_argument(
+        "--cpu-time",
+        action="store_true",
+        help="time by the process's CPU time (one thread, on a machine shared with other jobs)",
+    )
     add_threads_arg(ap)
     args = ap.parse_args()
     device = pick_device(args.device)
@@ -118,8 +127,10 @@ def main() -> None:
     mlp = nn.Sequential(
         nn.Linear(40, 100), nn.ReLU(), nn.Linear(100, 100), nn.ReLU(), nn.Linear(100, 10)
     ).to(device)
-    x, y = torch.randn(4000, 40, device=device), torch.randint(0, 10, (4000,), device=device)
-    bench("MLP 40-100-100-10", mlp, x, y, args.points, 4096, device, args.repeats)
+    n = args.samples
+    x, y = torch.randn(n, 40, device=device), torch.randint(0, 10, (n,), device=device)
+    clock = time.process_time if args.cpu_time else time.perf_counter
+    bench("MLP 40-100-100-10", mlp, x, y, args.points, 4096, device, args.repeats, clock)
     if args.resnet:
         net = resnet20((3, 32, 32), 10).to(device).eval()
         xr, yr = (

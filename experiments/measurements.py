@@ -98,7 +98,23 @@ class Records:
 # Settings a measure gained after records of it existed, at the value that reproduces what those
 # records measured: left out of a record's key at that value, so that the records stay valid (as
 # store.ADDED_AT_DEFAULT does for run ids), while any other value makes a new record.
-ADDED_SETTINGS = {"average_sharpness": {"norm": "l2"}}
+ADDED_SETTINGS = {
+    "average_sharpness": {"norm": "l2"},
+    # flatness 0.3's Lanczos settings, at what flatness 0.2 did (the suite pins it: PINNED)
+    "lambda_max": {"precision": "float64"},
+    "minibatch_lambda_max": {"precision": "float64"},
+    "hessian_top_k": {"precision": "float64"},
+    "hessian_esd": {"precision": "float64", "memory": 2.0},
+}
+# The suite measures with the float64 Lanczos basis unless a request says otherwise: the numbers
+# its committed records hold, bit for bit (the library's default basis is the parameters' dtype,
+# float32 here, which moves λmax in its 7th digit). Recorded in each measurement's settings.
+PINNED = {"precision": "float64"}
+
+
+def pinned(resolved: dict[str, Any], asked: dict[str, Any]) -> dict[str, Any]:
+    """``asked`` (a metric's request) with the suite's pinned settings it takes and does not set."""
+    return {**{k: v for k, v in PINNED.items() if k in resolved and k not in asked}, **asked}
 
 
 def record_key(name: str, requested: dict[str, Any], resolved: dict[str, Any]) -> dict[str, Any]:
@@ -154,6 +170,8 @@ def measure_model(
             if name not in resolved and not record.get("failure"):
                 out["metrics"][name] = _result_entry(record)
     for name, settings in resolved.items():
+        asked = pinned(settings, requested.get(name) or {})
+        settings = {**settings, **asked}
         key = record_key(name, requested, settings)
         record = records.load(name, key) if records else None
         if record is None:
@@ -162,7 +180,7 @@ def measure_model(
                 model,
                 train,
                 test,
-                metrics={name: requested.get(name) or {}},
+                metrics={name: asked},
                 init=init,
                 batch_size=batch_size,
                 on_error="record",

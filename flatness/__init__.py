@@ -12,11 +12,12 @@ their settings back::
 when first called.
 """
 
+from flatness import distributed, progress
 from flatness.curvature import Hessian
 from flatness.data import Data, DataChangedError, as_data
 from flatness.directions import direction_between, pca_directions, random_direction
 from flatness.evaluate import Evaluation, eval_mode, evaluate
-from flatness.metrics import DEFAULT_METRICS, describe, measure, to_row
+from flatness.metrics import DEFAULT_METRICS, Description, describe, measure, to_row
 from flatness.objective import Objective
 from flatness.registry import REGISTRY, Measurement, register, validate
 from flatness.reparam import Rescaled, RescaleError, rescale
@@ -29,6 +30,7 @@ __all__ = [
     "REGISTRY",
     "Data",
     "DataChangedError",
+    "Description",
     "Evaluation",
     "Hessian",
     "Measurement",
@@ -39,11 +41,13 @@ __all__ = [
     "as_data",
     "describe",
     "direction_between",
+    "distributed",
     "eval_mode",
     "evaluate",
     "interpolate",
     "measure",
     "pca_directions",
+    "progress",
     "random_direction",
     "register",
     "rescale",
@@ -53,7 +57,7 @@ __all__ = [
     "validate",
     *_PLOTS,
 ]
-__version__ = "0.2.0"
+__version__ = "0.3.0"  # the one source: pyproject.toml reads it
 
 
 def __getattr__(name: str):

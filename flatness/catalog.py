@@ -27,6 +27,40 @@ from flatness.registry import (
     register,
 )
 
+# What each setting means and its unit, shown by flatness.describe(name) with its default and limits.
+SEED_NOTE = (
+    "seed of the random draws (an integer in [0, 2**32 - 1]); the same seed, the same number"
+)
+SUBSET_NOTE = "measure on the first N training samples only (None: all of them)"
+LANCZOS_NOTES = {
+    "tol": "stop when the error bound is <= tol × λ (relative, a fraction of λ: 1e-3 = 0.1%)",
+    "bound": "'residual': the guaranteed bound ‖Hx − λx‖; 'gap': the sharper estimate r²/δ "
+    "(fewer products, reliable once the Ritz gap δ has settled)",
+    "max_iter": "most Hessian-vector products (Lanczos steps); `converged` in extra says if it stopped",
+    "seed": SEED_NOTE,
+    "subset": SUBSET_NOTE,
+    "precision": "dtype of the stored Lanczos basis: 'auto' (that of the parameters, so float32 for "
+    "a float32 model: fast, ~4 bytes per parameter per step, within ~1e-6 relative of float64), "
+    "'float32', or 'float64' (the numbers of flatness <= 0.2 bit for bit); extra['basis_dtype'] "
+    "says which ran",
+}
+RHO_NOTE = (
+    "radius of the perturbation ball, in the units of the weights (plain) or relative to |w| + η "
+    "(adaptive): δ = (|w| + η)⊙u with ‖u‖ <= ρ, so ρ = 0.5 lets each weight move by about half "
+    "its size in ℓ2 over all weights. Plain SAM (Foret et al. 2021) uses 0.05; adaptive ASAM "
+    "(Kwon et al. 2021) uses 0.5 — pass rho=0.5 with adaptive=True (see the function's docstring "
+    "for the audit's numbers)"
+)
+SHARP_NOTES = {
+    "rho": RHO_NOTE,
+    "norm": "'l2' ball or 'linf' box for u",
+    "adaptive": "scale the perturbation by |w| + η (ASAM, Kwon et al. 2021): invariant to Dinh's "
+    "layer and neuron rescaling",
+    "eta": "added to |w| in the adaptive scale, so that zero weights can move too (ASAM uses 0.01)",
+    "seed": SEED_NOTE,
+}
+
+
 # --- loss, accuracy and the generalisation gap -------------------------------------------------
 
 
@@ -116,6 +150,7 @@ register(
     "linear_barrier",
     barrier.linear_barrier,
     limits={"points": at_least(2), "subset": SUBSET},
+    notes={"points": "evenly spaced points t in [0, 1] on the path", "subset": SUBSET_NOTE},
     description="largest rise of the training loss on the straight path from init above its chord",
     reference="Frankle et al. 2020 (linear mode connectivity); the deck's Adam explanation",
 )
@@ -123,6 +158,7 @@ register(
     "fisher_rao_norm",
     norms.fisher_rao_norm,
     limits={"subset": SUBSET},
+    notes={"subset": SUBSET_NOTE},
     description="sqrt(E⟨θ, ∇θ ℓ_i⟩²) over training samples, eval mode",
     reference=f"Liang et al. 2019; {JIANG}, App. C (norm-based)",
 )
@@ -130,6 +166,10 @@ register(
     "inverse_margin",
     margin.inverse_margin,
     limits={"quantile": Limit(low=0, high=1, low_open=True, high_open=True), "subset": SUBSET},
+    notes={
+        "quantile": "which quantile of the margins is γ (0.1: the 10th percentile)",
+        "subset": SUBSET_NOTE,
+    },  # fmt: skip
     description="1/γ², γ the 10th percentile of the training margins f(x)_y − max_{j≠y} f(x)_j",
     reference=f"{JIANG}, App. C.1 (output & margin based)",
 )
@@ -167,11 +207,13 @@ LANCZOS = {
     "max_iter": at_least(1),
     "seed": SEED,
     "subset": SUBSET,
+    "precision": one_of("auto", "float32", "float64"),
 }
 register(
     "lambda_max",
     curvature.lambda_max,
     limits=LANCZOS,
+    notes=LANCZOS_NOTES,
     description="largest Hessian eigenvalue of the training loss (Lanczos, residual error bound)",
     reference="Keskar et al. 2017; Ghorbani et al. 2019",
 )
@@ -185,6 +227,13 @@ register(
         "max_iter": at_least(1),
         "seed": SEED,
         "subset": SUBSET,
+        "precision": one_of("auto", "float32", "float64"),
+    },
+    notes={
+        "b": "samples per batch",
+        "n_batches": "disjoint batches (fewer if the data hold fewer than b × n_batches)",
+        **{k: LANCZOS_NOTES[k] for k in ("tol", "max_iter", "subset", "precision")},
+        "seed": "seed of the batches' permutation; batch i's Lanczos start uses seed + i",
     },
     description="mean largest Hessian eigenvalue of the loss on disjoint batches of b samples",
     reference="the deck's averaging explanation; Keskar et al. 2017 (sharpness at the batch scale)",
@@ -193,6 +242,7 @@ register(
     "hessian_top_k",
     curvature.top_eigenvalues,
     limits={**LANCZOS, "k": Limit(low=1, integer=True, at_most_params=True)},
+    notes={"k": "how many of the largest eigenvalues", **LANCZOS_NOTES},
     description="the k largest Hessian eigenvalues, a list (Lanczos)",
     reference="Ghorbani et al. 2019; Yao et al. 2020 (PyHessian)",
 )
@@ -214,6 +264,13 @@ register(
         "seed": SEED,
         "subset": SUBSET,
     },
+    notes={
+        "rtol": "stop when the standard error is <= rtol × |trace| (relative)",
+        "min_probes": "fewest Rademacher probes (Hessian-vector products) before stopping",
+        "max_probes": "most probes; `converged` in extra says whether rtol was reached",
+        "seed": SEED_NOTE,
+        "subset": SUBSET_NOTE,
+    },
     description="Hessian trace by Hutchinson (Rademacher), stopped on its standard error",
     reference="Hutchinson 1989; Yao et al. 2020 (PyHessian)",
 )
@@ -221,13 +278,34 @@ register(
     "hessian_trace_hutchpp",
     curvature.hessian_trace_hutchpp,
     limits={"products": at_least(6), "seed": SEED, "subset": SUBSET},
+    notes={
+        "products": "Hessian-vector products in all (a third sketch, a third exact, a third probes)",
+        "seed": SEED_NOTE,
+        "subset": SUBSET_NOTE,
+    },
     description="Hessian trace by Hutch++ (low-rank part exact, residual by Hutchinson)",
     reference="Meyer et al. 2021 (Hutch++)",
 )
 register(
     "hessian_esd",
     curvature.spectral_density,
-    limits={"vectors": at_least(1), "steps": at_least(1), "seed": SEED, "subset": SUBSET},
+    limits={
+        "vectors": at_least(1),
+        "steps": at_least(1),
+        "seed": SEED,
+        "subset": SUBSET,
+        "precision": one_of("auto", "float32", "float64"),
+        "memory": POSITIVE,
+    },
+    notes={
+        "vectors": "random start vectors (quadratures averaged)",
+        "steps": "Lanczos steps per vector: quadrature nodes, and Hessian-vector products",
+        "seed": SEED_NOTE,
+        "subset": SUBSET_NOTE,
+        "precision": LANCZOS_NOTES["precision"],
+        "memory": "GiB the stored Lanczos basis may take; beyond it, each step is "
+        "reorthogonalised against the most recent vectors that fit (extra['window'])",
+    },
     description="eigenvalue spectral density by SLQ; value = its mean (≈ trace / parameters)",
     reference="Ubaru et al. 2017; Ghorbani et al. 2019",
 )
@@ -247,6 +325,14 @@ register(
         "seed": SEED,
         "subset": SUBSET,
     },
+    notes={
+        "epsilon": "box half-width relative to the weights: |y_i| <= ε(|x_i| + 1) (the paper: 1e-3)",
+        "subspace_dim": "maximise in a random subspace of this dimension (None: the full space)",
+        "method": "'lbfgsb' (the paper's L-BFGS-B) or 'pga' (projected gradient ascent)",
+        "max_iter": "optimiser iterations (the paper: 10)",
+        "seed": SEED_NOTE,
+        "subset": SUBSET_NOTE,
+    },
     description="max loss rise in the box |y| ≤ ε(|x|+1), /(1+f(x)) ×100 (L-BFGS-B, 10 iterations)",
     reference="Keskar et al. 2017, Metric 2.1",
 )
@@ -259,6 +345,12 @@ register(
         "steps": at_least(1),
         "subset": SUBSET,
         "step_size": Limit(low=0, low_open=True, optional=True),
+    },
+    notes={
+        **SHARP_NOTES,
+        "steps": "projected gradient-ascent steps",
+        "step_size": "ascent step length for u, in the units of ρ (None: 2.5·ρ/steps, Madry et al.'s rule)",
+        "subset": SUBSET_NOTE,
     },
     description="max over ‖δ‖ ≤ ρ (ℓ2 or ℓ∞, δ scaled by |w|+η if adaptive) of L(w+δ) − L(w)",
     reference="Foret et al. 2021 (SAM); Kwon et al. 2021 (ASAM); Andriushchenko et al. 2023",
@@ -273,6 +365,12 @@ register(
         "m": at_least(1),
         "batches": at_least(1),
     },
+    notes={
+        **SHARP_NOTES,
+        "steps": "projected gradient-ascent steps per batch",
+        "m": "samples per batch (Foret et al.'s m)",
+        "batches": "disjoint random batches averaged",
+    },
     description="worst-case sharpness on batches of m samples, averaged",
     reference="Foret et al. 2021 (m-sharpness); Andriushchenko et al. 2023",
 )
@@ -280,6 +378,14 @@ register(
     "average_sharpness",
     sharpness.average_sharpness,
     limits={**SHARP, "norm": one_of("l2", "linf"), "samples": at_least(2), "subset": SUBSET},
+    notes={
+        **SHARP_NOTES,
+        "rho": "standard deviation of each Gaussian coordinate of δ ('l2'), or the half-width of "
+        "the uniform box ('linf'); relative to |w| + η if adaptive",
+        "norm": "'l2': Gaussian δ; 'linf': δ uniform in the box [−ρ, ρ]",
+        "samples": "Monte Carlo draws of δ",
+        "subset": SUBSET_NOTE,
+    },
     description="E L(w+δ) − L(w), δ ~ N(0, ρ²) or U[−ρ, ρ] (ℓ2/ℓ∞; scaled by |w|+η if adaptive)",
     reference=f"Andriushchenko et al. 2023; {JIANG}, App. C (flatness-based)",
 )
@@ -304,6 +410,19 @@ register(
         "max_iter": at_least(1),
         "seed": SEED,
         "subset": SUBSET,
+    },
+    notes={
+        "target_rise": "largest allowed rise of the training error (a fraction: 0.1 = 10 points)",
+        "magnitude_aware": "noise N(0, σ²w² + ε²) per weight instead of N(0, σ²) (Jiang et al.'s "
+        "magnitude-aware bound)",
+        "epsilon": "the ε of the magnitude-aware noise (in weight units)",
+        "samples": "noise draws per σ tried",
+        "sigma_min": "lower end of the bisection (in weight units)",
+        "sigma_max": "upper end of the bisection",
+        "rel_tol": "stop the bisection when its interval is below rel_tol relative",
+        "max_iter": "most bisection steps",
+        "seed": SEED_NOTE,
+        "subset": SUBSET_NOTE,
     },
     description="largest σ with train-error rise ≤ target under N(0, σ²) weight noise; 1/σ² in extra",
     reference=f"{JIANG}, App. C (PAC-Bayes flatness, plain and magnitude-aware)",

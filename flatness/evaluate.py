@@ -24,7 +24,9 @@ from torch import nn
 from torch.func import vmap
 
 from flatness import batch as B
+from flatness import distributed
 from flatness.data import Data, DataLike, as_data
+from flatness.progress import bar as progress_bar
 from flatness.task import accuracy_reason, batch_loss, check_targets
 
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -103,7 +105,8 @@ def accumulate(
             for xb, yb in data.batches(batch_size, device):
                 weight = len(yb) / n if mean else 1.0
                 total = _weighted_sum(total, per_batch(xb, yb), weight, detach)
-            return total, batch_size
+            # sharded data (flatness.distributed): the whole data's sum or mean, on every rank
+            return (distributed.combine(total, n, mean) if detach else total), batch_size
         except torch.OutOfMemoryError:
             if batch_size == 1 or not data.is_tensors:
                 raise
@@ -200,9 +203,10 @@ def evaluate_as_is(
         return loss
 
     total, _ = accumulate(data, per_batch, batch_size, mean=False, device=model_device(model))
-    n = len(data)
+    n = distributed.count(len(data))
     reason = counts["reason"]
-    accuracy = int(counts["correct"]) / n if reason is None else None
+    correct = distributed.combine(torch.as_tensor(counts["correct"]), len(data), mean=False)
+    accuracy = int(correct) / n if reason is None else None
     return Evaluation(loss=total.item() / n, accuracy=accuracy, n=n, accuracy_note=reason)
 
 
@@ -219,7 +223,7 @@ def evaluate_points_loop(
     batch_size: int,
     *,
     bn_data: Data | None = None,
-    progress: bool = False,
+    progress: bool | str = False,
 ) -> dict[str, np.ndarray]:
     """Loss and accuracy at θ + Σ_k coords[n, k]·directions[k], one point at a time.
 
@@ -227,8 +231,6 @@ def evaluate_points_loop(
     this is measurably faster than ``functional_call`` with a fresh dict per point. With
     ``bn_data``, batch-norm statistics are re-estimated at every point.
     """
-    from tqdm.auto import tqdm  # progress bars only when a grid is evaluated
-
     values = {f"{s}_{q}": np.empty(len(coords)) for s in splits for q in QUANTITIES}
     model.eval()  # once for the whole grid; the caller restores the mode
     # .data: writes that do not bump the parameters' version counters, so that an autograd graph
@@ -236,9 +238,7 @@ def evaluate_points_loop(
     targets = {k: p.data for k, p in model.named_parameters() if k in theta}
     dest, start = list(targets.values()), [theta[k] for k in targets]
     dir_lists = [[d[k] for k in targets] for d in directions]
-    for n, c in enumerate(
-        tqdm(coords, desc="surface", unit="pt", disable=not progress, leave=False)
-    ):
+    for n, c in enumerate(progress_bar(progress, iterable=coords, desc="surface", unit="pt")):
         with torch.no_grad():  # one fused call per term instead of one small op per tensor
             torch._foreach_copy_(dest, start)
             for coef, d in zip(c, dir_lists, strict=True):
@@ -262,12 +262,10 @@ def evaluate_points_vmap(
     batch_size: int,
     *,
     chunk_size: int | None = None,
-    progress: bool = False,
+    progress: bool | str = False,
 ) -> tuple[dict[str, np.ndarray], int]:
     """The same as :func:`evaluate_points_loop` with chunks of points in one ``vmap``-ed forward,
     halving the chunk on out-of-memory. Returns the values and the chunk size that worked."""
-    from tqdm.auto import tqdm
-
     model.eval()
     names = list(theta)
     d_stack = [torch.stack([d[k] for d in directions]) for k in names]  # (K, *shape) per parameter
@@ -284,7 +282,7 @@ def evaluate_points_vmap(
     values = {f"{s}_{q}": np.empty(len(coords)) for s in splits for q in QUANTITIES}
     dtype = next(iter(theta.values())).dtype
     device = next(iter(theta.values())).device
-    bar = tqdm(total=len(coords), desc="surface", unit="pt", disable=not progress, leave=False)
+    bar = progress_bar(progress, total=len(coords), desc="surface", unit="pt")
     start = 0
     while start < len(coords):
         c = torch.as_tensor(coords[start : start + chunk], dtype=dtype, device=device)

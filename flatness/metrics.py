@@ -8,6 +8,7 @@ defaults are in :mod:`flatness.registry` and :mod:`flatness.catalog`.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -16,6 +17,7 @@ from torch import nn
 
 from flatness import catalog  # noqa: F401  (fills the registry)
 from flatness import params as P
+from flatness import progress as progress_bars
 from flatness.batch import BatchFn, OutputFn
 from flatness.data import DataLike
 from flatness.evaluate import LossFn
@@ -28,6 +30,7 @@ from flatness.registry import (
     get,
     normalise_request,
     resolve_settings,
+    settings_text,
     validate,
 )
 
@@ -48,6 +51,7 @@ def measure(
     mode: str = "eval",
     batch_fn: BatchFn | None = None,
     output_fn: OutputFn | None = None,
+    progress: bool | str = "auto",
 ) -> dict[str, Measurement]:
     """Measure ``metrics`` of ``model`` on its training ``data`` (and ``test`` data, if a metric
     needs it); returns ``{name: Measurement}``.
@@ -68,7 +72,13 @@ def measure(
     ``output_fn`` a model output that is not the predictions tensor (a tuple, a dict, an output
     object) into it (:mod:`flatness.batch`). Accuracy measures on targets that are not class labels
     are NaN with the reason in ``extra["not_applicable"]``.
+
+    ``progress`` draws progress bars for the measures that loop (``"auto"``: on a terminal or in a
+    notebook, once a loop has run two seconds; ``True`` always; ``False`` never; see
+    :mod:`flatness.progress`).
+    ``flatness.describe(name)`` lists a measure's settings, defaults and units.
     """
+    progress_bars.check(progress)
     if on_error not in ("raise", "record"):
         raise ValueError(f"on_error must be 'raise' or 'record' (got {on_error!r})")
     request = normalise_request(DEFAULT_METRICS if metrics is None else metrics)
@@ -98,7 +108,7 @@ def measure(
     for name, settings in resolved.items():
         metric = get(base_metric(name, request[name]))
         try:
-            with P.restored(model):  # a measure must leave the model as it found it
+            with P.restored(model), progress_bars.setting(progress):  # leaves the model as found
                 kwargs = {**settings, **{k: inputs[k] for k in metric.inputs}}
                 value = metric.fn(obj.model if metric.takes_model else obj, **kwargs)
         except Exception as exc:
@@ -124,8 +134,27 @@ def to_row(results: Mapping[str, Measurement]) -> dict[str, Any]:
     return row
 
 
-def describe() -> list[dict[str, Any]]:
-    """One row per registered metric: name, definition, reference, inputs and default settings."""
+def describe(name: str | None = None) -> list[dict[str, Any]] | Description:
+    """With a ``name``: that measure's definition, reference, inputs and every setting with its
+    default, allowed values and meaning (``print()`` it, or read ``.settings``). Without: one row
+    per registered metric (name, definition, reference, inputs, default settings)."""
+    if name is not None:
+        metric = get(name)
+        return Description(
+            metric.name,
+            metric.description,
+            metric.reference,
+            metric.inputs,
+            {
+                key: {
+                    "default": default,
+                    "allowed": metric.limits[key].text() if key in metric.limits else None,
+                    "meaning": metric.notes.get(key),
+                }
+                for key, default in metric.defaults.items()
+            },
+            settings_text(metric),
+        )
     return [
         {
             "name": m.name,
@@ -136,6 +165,26 @@ def describe() -> list[dict[str, Any]]:
         }
         for m in REGISTRY.values()
     ]
+
+
+@dataclass(frozen=True)
+class Description:
+    """One measure as :func:`describe` tells it; ``str()`` is the text ``help()`` shows too."""
+
+    name: str
+    description: str
+    reference: str
+    needs: tuple[str, ...]
+    settings: dict[str, dict[str, Any]]
+    text: str
+
+    def __str__(self) -> str:
+        head = [f"{self.name}: {self.description}"]
+        if self.reference:
+            head.append(f"Reference: {self.reference}")
+        if self.needs:
+            head.append(f"Needs: {', '.join(self.needs)}")
+        return "\n".join(head + [self.text])
 
 
 __all__ = ["DEFAULT_METRICS", "measure", "resolve_settings", "to_row", "describe"]

@@ -31,13 +31,15 @@ def minibatch_lambda_max(
     max_iter: int = 100,
     seed: int = 0,
     subset: int | None = None,
+    precision: str = "auto",
 ) -> Measurement:
     """Mean of λmax(L_B) over ``n_batches`` disjoint batches of ``b`` samples drawn without
     replacement (a seeded permutation, consecutive slices of it), each by Lanczos to ``tol``.
 
     ``value`` is the mean; ``error_bound`` its standard error over the batches (the spread between
     batches, which dominates the Lanczos error at ``tol``); ``extra`` holds every batch's value.
-    Fewer batches are used when the data hold fewer than ``n_batches * b`` samples.
+    Fewer batches are used when the data hold fewer than ``n_batches * b`` samples. ``precision``
+    is that of each Lanczos basis (see :func:`flatness.curvature.lambda_max`).
     """
     obj = obj.subset(subset)
     count = min(n_batches, obj.n // b)
@@ -47,9 +49,11 @@ def minibatch_lambda_max(
     order = torch.randperm(obj.n, generator=torch.Generator().manual_seed(seed))
     values = []
     for i in range(count):
-        # the same parameters, mode and output_fn as the whole-set objective
+        # the same parameters, mode, output_fn and graph memory as the whole-set objective
         batch = whole.on(whole.data.select(order[i * b : (i + 1) * b]))
-        values.append(lambda_max(batch, tol=tol, max_iter=max_iter, seed=seed + i).value)
+        values.append(
+            lambda_max(batch, tol=tol, max_iter=max_iter, seed=seed + i, precision=precision).value
+        )
     mean = float(np.mean(values))
     stderr = float(np.std(values, ddof=1) / math.sqrt(count)) if count > 1 else math.nan
     extra = {"values": values, "batches": count, "stderr": stderr}

@@ -94,3 +94,37 @@ def _check_same_keys(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor
     if a.keys() != b.keys():
         missing = sorted(set(a) ^ set(b))
         raise KeyError(f"parameter dicts differ in keys: {missing[:5]}")
+
+
+def select(model: nn.Module, params) -> list[str] | None:
+    """The qualified names of the trainable parameters that ``params`` chooses, in the model's
+    order: None (all of them: returns None), a parameter name, a submodule of ``model``, or a list
+    mixing both. An unknown name, a module outside ``model`` or a choice with no trainable
+    parameter is an error that lists what can be chosen."""
+    if params is None:
+        return None
+    chosen = [params] if isinstance(params, str | nn.Module) else list(params)
+    trainable = [k for k, p in model.named_parameters() if p.requires_grad]
+    owner = {id(m): prefix for prefix, m in model.named_modules()}
+    wanted: set[str] = set()
+    for item in chosen:
+        if isinstance(item, nn.Module):
+            if id(item) not in owner:
+                raise ValueError(
+                    f"params: a {type(item).__name__} that is not a submodule of the model; pass "
+                    "one of model.named_modules() or parameter names"
+                )
+            prefix = owner[id(item)]
+            wanted |= {k for k in trainable if not prefix or k.startswith(prefix + ".")}
+        elif isinstance(item, str):
+            if item not in trainable:
+                shown = ", ".join(trainable[:8]) + (", …" if len(trainable) > 8 else "")
+                raise ValueError(f"params: {item!r} is not a trainable parameter ({shown})")
+            wanted.add(item)
+        else:
+            raise TypeError(
+                f"params: expected parameter names or modules (got {type(item).__name__})"
+            )
+    if not wanted:
+        raise ValueError("params: the choice holds no trainable parameter")
+    return [k for k in trainable if k in wanted]

@@ -15,6 +15,7 @@ import functools
 import inspect
 import math
 import numbers
+import textwrap
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -96,6 +97,20 @@ class Limit:
     at_most_params: bool = False
     choices: tuple[Any, ...] = ()
 
+    def text(self) -> str:
+        """What the setting may be, in words ("an integer >= 1 or null")."""
+        if self.choices:
+            return f"one of {list(self.choices)}"
+        kind = "an integer" if self.integer else "a finite number"
+        rng = [
+            f"{'>' if self.low_open else '>='} {self.low}" if self.low is not None else "",
+            f"{'<' if self.high_open else '<='} {self.high}" if self.high is not None else "",
+        ]
+        if self.at_most_params:
+            rng.append("<= the parameter count")
+        expected = " ".join([kind, " and ".join(r for r in rng if r)]).strip()
+        return expected + " or null" if self.optional else expected
+
     def check(self, key: str, value: Any, num_params: int | None = None) -> None:
         if value is None and self.optional:
             return
@@ -103,14 +118,7 @@ class Limit:
             if value not in self.choices:
                 raise ValueError(f"{key}: must be one of {list(self.choices)} (got {value!r})")
             return
-        kind = "an integer" if self.integer else "a finite number"
-        rng = [
-            f"{'>' if self.low_open else '>='} {self.low}" if self.low is not None else "",
-            f"{'<' if self.high_open else '<='} {self.high}" if self.high is not None else "",
-        ]
-        expected = " ".join([kind, " and ".join(r for r in rng if r)]).strip()
-        if self.optional:
-            expected += " or null"
+        expected = self.text().replace(" and <= the parameter count", "")
         ok = _is_int(value) if self.integer else _is_number(value)
         ok = ok and math.isfinite(value)
         if ok and self.low is not None:
@@ -143,7 +151,8 @@ def one_of(*choices: Any) -> Limit:
 
 @dataclass(frozen=True)
 class Metric:
-    """A registered measure: its function, one-line definition, reference and setting limits."""
+    """A registered measure: its function, one-line definition, reference, setting limits and what
+    each setting means (``notes``: meaning and unit, one line each)."""
 
     name: str
     fn: Callable[..., Any]
@@ -151,6 +160,7 @@ class Metric:
     reference: str = ""
     limits: Mapping[str, Limit] = field(default_factory=dict)
     check: Callable[[Mapping[str, Any]], None] | None = None
+    notes: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def defaults(self) -> dict[str, Any]:
@@ -178,8 +188,12 @@ def register(
     reference: str = "",
     limits: Mapping[str, Limit] | None = None,
     check: Callable[[Mapping[str, Any]], None] | None = None,
+    notes: Mapping[str, str] | None = None,
 ) -> Metric:
-    """Add the measure ``fn`` to the registry under ``name`` (see the module docstring)."""
+    """Add the measure ``fn`` to the registry under ``name`` (see the module docstring).
+
+    ``notes`` says what each setting means and its unit; :func:`flatness.describe` shows them with
+    the defaults (read from ``fn``'s signature) and the limits."""
     if name in REGISTRY:
         raise ValueError(f"metric {name!r} is already registered")
     params = list(inspect.signature(fn).parameters.values())
@@ -188,12 +202,33 @@ def register(
     for p in params[1:]:
         if p.name not in INPUTS and p.default is inspect.Parameter.empty:
             raise TypeError(f"metric {name!r}: setting {p.name!r} needs a default")
-    metric = Metric(name, fn, description, reference, dict(limits or {}), check)
-    unknown = set(metric.limits) - set(metric.defaults)
-    if unknown:
-        raise TypeError(f"metric {name!r}: limits for unknown settings {sorted(unknown)}")
+    metric = Metric(name, fn, description, reference, dict(limits or {}), check, dict(notes or {}))
+    for what, keys in (("limits", metric.limits), ("notes", metric.notes)):
+        unknown = set(keys) - set(metric.defaults)
+        if unknown:
+            raise TypeError(f"metric {name!r}: {what} for unknown settings {sorted(unknown)}")
     REGISTRY[name] = metric
+    if metric.notes and fn.__doc__ is not None and SETTINGS_HEADING not in fn.__doc__:
+        # help(fn) then lists what describe(name) does: one source, the registration
+        fn.__doc__ = inspect.cleandoc(fn.__doc__) + "\n\n" + settings_text(metric)
     return metric
+
+
+SETTINGS_HEADING = "Settings (default; allowed values; meaning):"
+
+
+def settings_text(metric: Metric) -> str:
+    """The settings of ``metric`` as text: each one's default, its limits and what it means."""
+    lines = [SETTINGS_HEADING]
+    for key, default in metric.defaults.items():
+        limit = metric.limits.get(key)
+        allowed = f"; {limit.text()}" if limit is not None else ""
+        lines.append(f"    {key} = {default!r}{allowed}")
+        if key in metric.notes:
+            lines += textwrap.wrap(
+                metric.notes[key], 96, initial_indent=" " * 8, subsequent_indent=" " * 8
+            )
+    return "\n".join(lines)
 
 
 def get(name: str) -> Metric:

@@ -43,6 +43,7 @@ from flatness.evaluate import (
 )
 from flatness.inputs import check_data, check_model
 from flatness.io import atomic_write_bytes, npz_bytes
+from flatness.progress import bar as progress_bar
 
 ENGINES = ("auto", "loop", "vmap")
 PRECISIONS = ("fp32", "tf32", "bf16", "fp16")
@@ -107,9 +108,31 @@ def surface_1d(
     ignore: str = "biasbn",
     span: tuple[float, float] = (-1.0, 1.0),
     points: int = 51,
-    **options: Any,
+    loss_fn: LossFn = F.cross_entropy,
+    batch_size: int = 4096,
+    subset: int | None = None,
+    bn_policy: str = "frozen",
+    bn_samples: int = 1024,
+    engine: str = "auto",
+    chunk_size: int | None = None,
+    precision: str = "fp32",
+    progress: bool | str = "auto",
+    batch_fn: BatchFn | None = None,
+    output_fn: OutputFn | None = None,
 ) -> Surface:
-    """Loss and accuracy along θ + α·d for α on a grid over ``span`` (a random direction by default)."""
+    """Loss and accuracy along θ + α·d for α on a grid over ``span`` (a random direction by default,
+    filter-normalised as Li et al. 2018 unless ``normalization`` says otherwise).
+
+    Evaluation settings (the same for :func:`surface_1d` and :func:`surface_2d`): ``loss_fn``
+    (a batch mean); ``batch_size`` samples per forward pass; ``subset`` the first N samples of each
+    split (None: all); ``bn_policy`` ``"frozen"`` (Li et al. 2018: the model's batch-norm
+    statistics) or ``"recompute"`` (re-estimated at every point from ``bn_samples`` training
+    samples); ``engine`` ``"auto"``, ``"loop"`` (one point at a time) or ``"vmap"`` (chunks of
+    ``chunk_size`` points per batched forward; None: what fits); ``precision`` of the forward
+    passes, ``"fp32"``, ``"tf32"``, ``"bf16"`` or ``"fp16"`` (CUDA); ``progress`` a bar (see
+    :mod:`flatness.progress`); ``batch_fn`` and ``output_fn`` read other batch layouts and model
+    outputs (:mod:`flatness.batch`).
+    """
     check_model(model)
     xs = grid_axis(*span, points)
     given = direction is not None
@@ -123,7 +146,11 @@ def surface_1d(
         "direction": "given" if given else "random",
     }
     coords = xs[:, None]
-    values = evaluate_grid(model, [direction], coords, train, test, **options)
+    values = evaluate_grid(
+        model, [direction], coords, train, test, loss_fn=loss_fn, batch_size=batch_size, subset=subset, bn_policy=bn_policy,
+        bn_samples=bn_samples, engine=engine, chunk_size=chunk_size, precision=precision,
+        progress=progress, batch_fn=batch_fn, output_fn=output_fn,
+    )  # fmt: skip
     settings.update(values.pop("_settings"))
     return Surface([xs], values, settings)
 
@@ -141,9 +168,20 @@ def surface_2d(
     y_span: tuple[float, float] = (-1.0, 1.0),
     x_points: int = 51,
     y_points: int = 51,
-    **options: Any,
+    loss_fn: LossFn = F.cross_entropy,
+    batch_size: int = 4096,
+    subset: int | None = None,
+    bn_policy: str = "frozen",
+    bn_samples: int = 1024,
+    engine: str = "auto",
+    chunk_size: int | None = None,
+    precision: str = "fp32",
+    progress: bool | str = "auto",
+    batch_fn: BatchFn | None = None,
+    output_fn: OutputFn | None = None,
 ) -> Surface:
-    """Loss and accuracy over the plane θ + α·δ + β·η (two random directions by default)."""
+    """Loss and accuracy over the plane θ + α·δ + β·η (two random filter-normalised directions by
+    default, Li et al. 2018). Evaluation settings as :func:`surface_1d`."""
     check_model(model)
     xs, ys = grid_axis(*x_span, x_points, "x range"), grid_axis(*y_span, y_points, "y range")
     given = directions is not None
@@ -157,7 +195,11 @@ def surface_2d(
         raise ValueError(f"surface_2d needs two directions (got {len(directions)})")
     gx, gy = np.meshgrid(xs, ys, indexing="ij")
     coords = np.stack([gx.ravel(), gy.ravel()], axis=1)
-    values = evaluate_grid(model, list(directions), coords, train, test, **options)
+    values = evaluate_grid(
+        model, list(directions), coords, train, test, loss_fn=loss_fn, batch_size=batch_size, subset=subset, bn_policy=bn_policy,
+        bn_samples=bn_samples, engine=engine, chunk_size=chunk_size, precision=precision,
+        progress=progress, batch_fn=batch_fn, output_fn=output_fn,
+    )  # fmt: skip
     settings = {
         "kind": "2d",
         "seed": seed,
@@ -176,19 +218,20 @@ def evaluate_grid(
     train: DataLike,
     test: DataLike | None = None,
     *,
-    loss_fn: LossFn = F.cross_entropy,
-    batch_size: int = 4096,
-    subset: int | None = None,
-    bn_policy: str = "frozen",
-    bn_samples: int = 1024,
-    engine: str = "auto",
-    chunk_size: int | None = None,
-    precision: str = "fp32",
-    progress: bool = False,
+    loss_fn: LossFn,
+    batch_size: int,
+    subset: int | None,
+    bn_policy: str,
+    bn_samples: int,
+    engine: str,
+    chunk_size: int | None,
+    precision: str,
+    progress: bool | str,
     batch_fn: BatchFn | None = None,
     output_fn: OutputFn | None = None,
 ) -> dict[str, Any]:
-    """Evaluate θ + Σ_k coords[n, k]·directions[k] for every row n of ``coords``.
+    """Evaluate θ + Σ_k coords[n, k]·directions[k] for every row n of ``coords`` (the engine of
+    :func:`surface_1d` and :func:`surface_2d`, whose signatures hold the defaults).
 
     Returns ``{"train_loss": (N,), "train_acc": (N,), ["test_loss", "test_acc"], "_settings": {...}}``.
     ``subset`` keeps the first samples of each split; ``bn_policy="recompute"`` re-estimates batch-norm
@@ -283,7 +326,7 @@ def interpolate(
     subset: int | None = None,
     bn_policy: str = "frozen",
     bn_samples: int = 1024,
-    progress: bool = False,
+    progress: bool | str = "auto",
     batch_fn: BatchFn | None = None,
     output_fn: OutputFn | None = None,
 ) -> Surface:
@@ -308,15 +351,11 @@ def interpolate(
     sa, sb = model_a.state_dict(), model_b.state_dict()
     if sa.keys() != sb.keys() or any(sa[k].shape != sb[k].shape for k in sa):
         raise ValueError("interpolate needs two models of the same architecture")
-    from tqdm.auto import tqdm
-
     work = copy.deepcopy(model_a)  # the inputs are never touched
     splits = _splits(train, test, subset, batch_fn, output_fn)
     bn_data = splits["train"].head(bn_samples)
     values = {f"{s}_{q}": np.empty(len(ts)) for s in splits for q in QUANTITIES}
-    for n, t in enumerate(
-        tqdm(ts, desc="interpolate", unit="pt", disable=not progress, leave=False)
-    ):
+    for n, t in enumerate(progress_bar(progress, iterable=ts, desc="interpolate", unit="pt")):
         state = {k: _mix(sa[k], sb[k], float(t)) for k in sa}
         work.load_state_dict(state)
         if bn_policy == "recompute":

@@ -3,6 +3,7 @@ MLP whose Hessian is computed densely by torch.autograd.functional.hessian."""
 
 import numpy as np
 import pytest
+import scipy.linalg
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -196,3 +197,102 @@ def test_a_cached_graph_survives_a_measurement_that_restores_batch_norm_buffers(
     first = hessian.eigenvalues(2).value
     flatness.measure(model, (x, y), metrics=["lambda_max"])
     assert hessian.eigenvalues(2).value == pytest.approx(first, rel=1e-6)
+
+
+# --- the basis: float32 by default, float64 as before, memory-capped SLQ ---------------------------
+
+
+def _old_lanczos_values(matvec, n, steps, seed):
+    """The Lanczos recurrence of flatness 0.2 (a list of float64 vectors stacked at every step,
+    reorthogonalised twice), written out independently: the α and β it produces."""
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(n, generator=g, dtype=torch.float64)
+    basis, alphas, betas = [q / q.norm()], [], []
+    for _ in range(steps):
+        w = matvec(basis[-1]).to(torch.float64)
+        alpha = torch.dot(w, basis[-1]).item()
+        w = w - alpha * basis[-1] - (betas[-1] * basis[-2] if betas else 0.0)
+        Q = torch.stack(basis)
+        for _ in range(2):
+            w = w - Q.T @ (Q @ w)
+        alphas.append(alpha)
+        betas.append(w.norm().item())
+        basis.append(w / betas[-1])
+    return alphas, betas[:-1]
+
+
+def spread_matrix(n=40, seed=0):
+    """A symmetric matrix with a known, spread spectrum (1 .. 100, log-spaced) and a gap at the top."""
+    g = torch.Generator().manual_seed(seed)
+    Q, _ = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64))
+    eig = torch.logspace(0, 2, n, dtype=torch.float64)
+    return (Q * eig) @ Q.T, eig.flip(0).numpy()
+
+
+def test_float64_precision_reproduces_the_old_recurrence_bit_for_bit():
+    A, _ = spread_matrix()
+    matvec = lambda v: (A.float() @ v.float()).to(v.dtype)  # noqa: E731  (float32 products, as a model's)
+    steps = 25  # past the basis's first doubling (16 rows)
+    alphas, betas = _old_lanczos_values(matvec, 40, steps, seed=3)
+    res = lanczos(matvec, 40, 1, tol=1e-300, max_iter=steps, seed=3, precision="float64")
+    theta = np.sort(scipy.linalg.eigh_tridiagonal(np.array(alphas), np.array(betas))[0])[::-1]
+    assert res.products == steps and res.eigenvalues[0] == theta[0]  # bit for bit, not approx
+
+
+def test_float32_basis_finds_the_top_eigenvalues_past_its_growth_and_keeps_the_bound():
+    A, exact = spread_matrix()
+    res = lanczos(lambda v: A.to(v.dtype) @ v, 40, 3, tol=1e-5, max_iter=40, seed=1)
+    assert res.settings["precision"] == "float32" and res.eigenvectors.dtype == torch.float32
+    np.testing.assert_allclose(res.eigenvalues, exact[:3], rtol=1e-5)
+    assert np.all(np.abs(res.eigenvalues - exact[:3]) <= res.residuals + 1e-5 * exact[0])
+    V = res.eigenvectors.double()
+    np.testing.assert_allclose((V @ V.T).numpy(), np.eye(3), atol=1e-5)  # still orthonormal
+    with pytest.raises(ValueError, match="precision must be one of"):
+        lanczos(lambda v: A.to(v.dtype) @ v, 40, 1, tol=1e-3, max_iter=5, precision="half")
+
+
+def test_slq_within_a_memory_cap_keeps_a_window_and_still_integrates_the_spectrum():
+    A, exact = spread_matrix()
+    matvec = lambda v: A.to(v.dtype) @ v  # noqa: E731
+    full = slq(matvec, 40, vectors=4, steps=30, seed=0, memory=None)
+    # 8 vectors of 40 float32 entries: a cap of 1,280 bytes
+    capped = slq(matvec, 40, vectors=4, steps=30, seed=0, memory=8 * 40 * 4 / 2**30)
+    assert full.settings["window"] == 30 and capped.settings["window"] == 8
+    np.testing.assert_allclose(capped.weights.sum(axis=1), 1.0, atol=1e-5)
+    # the first moment is qᵀAq for each start vector q, whatever the reorthogonalisation
+    np.testing.assert_allclose(capped.mean(), full.mean(), rtol=1e-5)
+    assert capped.nodes.max() == pytest.approx(exact[0], rel=1e-4)  # extreme nodes converge
+    assert capped.nodes.min() == pytest.approx(exact[-1], rel=1e-2)  # the clustered end, slower
+
+
+# --- curvature of a part of the model -----------------------------------------------------------
+
+
+def test_hessian_of_a_chosen_layer_is_the_block_of_the_dense_hessian():
+    torch.manual_seed(2)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Linear(4, 3))
+    x, y = torch.randn(40, 3), torch.randint(0, 3, (40,))
+    H = dense_hessian(model, x, y, F.cross_entropy)  # order: 0.weight, 0.bias, 2.weight, 2.bias
+    sizes = [p.numel() for p in model.parameters()]
+    start = sizes[0] + sizes[1]
+    block = H[start:, start:]  # the last layer's weight and bias
+    from flatness import Hessian
+
+    for choice in (model[2], ["2.weight", "2.bias"], [model[2]]):
+        h = Hessian(model, (x, y), params=choice, progress=False)
+        assert h.objective.dim == block.shape[0]
+        top = h.eigenvalues(2, tol=1e-6)
+        np.testing.assert_allclose(
+            top.value, np.sort(np.linalg.eigvalsh(block))[::-1][:2], rtol=1e-4
+        )
+        assert top.settings["params"] == ["2.weight", "2.bias"]
+    weight_only = Hessian(model, (x, y), params="0.weight", progress=False)
+    w = sizes[0]
+    exact = np.trace(H[:w, :w])
+    assert weight_only.trace("hutch++", products=3 * w).value == pytest.approx(exact, rel=1e-4)
+    with pytest.raises(ValueError, match="not a trainable parameter"):
+        Hessian(model, (x, y), params="0.weights")
+    with pytest.raises(ValueError, match="not a submodule"):
+        Hessian(model, (x, y), params=nn.Linear(2, 2))
+    with pytest.raises(ValueError, match="no trainable parameter"):
+        Hessian(model, (x, y), params=model[1])  # Tanh has none
