@@ -31,11 +31,11 @@ def environment() -> jinja2.Environment:
     return env
 
 
-def render(name: str, **context: Any) -> str:
+def render(name: str, /, **context: Any) -> str:
     """Template ``name`` (a file in ``experiments/templates/``) filled with ``context``."""
     return environment().get_template(name).render(**context)
 
 
-def lines(name: str, **context: Any) -> list[str]:
+def lines(name: str, /, **context: Any) -> list[str]:
     """``render`` split into the report's list of lines (the report joins lines with newlines)."""
     return render(name, **context).split("\n")
