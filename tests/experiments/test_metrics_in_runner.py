@@ -8,6 +8,7 @@ import pytest
 
 import flatness
 from experiments.errors import ConfigError
+from experiments.measurements import pinned
 from experiments.run import main
 from flatness import registry as M
 from tests.conftest import TINY
@@ -83,8 +84,9 @@ def test_metric_groups_list_every_setting_so_any_can_be_overridden(group):
         listed = set(settings) - {"metric"}
         defaults = M.get(base).defaults
         assert listed == set(defaults), name
-        if base == name:  # a plain entry states the defaults themselves: one source, checked here
-            assert settings == defaults, name
+        if base == name:  # a plain entry states the defaults themselves: one source, checked here,
+            # but for what the suite pins (the float64 Lanczos basis of its committed numbers)
+            assert settings == {**defaults, **pinned(defaults, {})}, name
 
 
 def test_sharpness_is_tracked_along_training_against_the_stability_threshold(make_cfg):
@@ -125,3 +127,14 @@ def test_stability_thresholds():
     heavy_ball = OmegaConf.create({"name": "momentum", "momentum": 0.9, "nesterov": False})
     assert stability_threshold(heavy_ball, 0.1) == pytest.approx(38.0)
     assert stability_threshold(OmegaConf.create({"name": "adam"}), 0.1) is None
+
+
+def test_the_suite_pins_the_float64_basis_and_keys_records_as_before(make_cfg):
+    """The suite's λmax is the float64 basis's (flatness 0.2's numbers, bit for bit), recorded in the
+    measurement's settings, under the record key it had before the setting existed."""
+    result = main(make_cfg(*TINY, "metrics=none", "+metrics.lambda_max={tol: 1.0e-3}"))
+    record = next((Path(result["run_dir"]) / "measurements" / "final").glob("lambda_max-*.json"))
+    saved = json.loads(record.read_text())
+    assert "precision" not in saved["settings"]  # the key: as before
+    assert saved["measured_settings"]["precision"] == "float64"
+    assert saved["extra"]["basis_dtype"] == "float64"
