@@ -20,6 +20,12 @@ def one_line_exits(resume: str):
     """Ctrl-C ends the block with ``interrupted: <resume>`` and status 130, an OS error (a full
     disk, a vanished directory) with one line and status 1: no traceback. Every file is written
     atomically, so what is on disk is whole and the same command takes up where it stopped."""
+    # After Ctrl-C the worker pool's semaphores are left to multiprocessing's resource tracker, a
+    # process of its own that frees them and then warns about each "leak" on stderr: a second line.
+    # It is started with this interpreter's -W options, so the filter goes there as well as here.
+    quiet = "ignore:resource_tracker:UserWarning"
+    if quiet not in sys.warnoptions:
+        sys.warnoptions.append(quiet)
     try:
         yield
     except KeyboardInterrupt:
