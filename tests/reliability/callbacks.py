@@ -18,7 +18,8 @@ class InjectFaults(Callback):
 
         if self.broken_metric_lr is not None and config.lr == self.broken_metric_lr:
 
-            def broken(obj, *, tol=1e-4, bound="residual", max_iter=100, seed=0, subset=None):
+            def broken(obj, *, tol=1e-4, bound="residual", max_iter=100, seed=0, subset=None,
+                       precision="auto"):  # fmt: skip
                 raise RuntimeError("injected metric failure")
 
             real = registry.REGISTRY["lambda_max"]
