@@ -35,7 +35,7 @@ def run_dirs(paths: list[str]) -> list[Path]:
     found: list[Path] = []
     for p in map(Path, paths):
         if not p.exists():
-            raise SystemExit(f"error: {p} does not exist")
+            raise ConfigError(f"{p} does not exist")
         candidates = [p / "config.yaml"] if (p / "config.yaml").exists() else p.rglob("config.yaml")
         found += [c.parent for c in sorted(candidates) if ".multirun" not in c.parts]
     return found
@@ -72,7 +72,9 @@ def check_overrides(run_dir: Path, overrides: list[str]) -> None:
     try:
         cfg = compose_for(run_dir, overrides)
     except Exception as exc:  # Hydra's and OmegaConf's own errors: their first line says it
-        raise ConfigError(f"overrides: {str(exc).splitlines()[0]}") from None
+        options = getattr(exc, "options", None)  # an unknown group choice: the known ones
+        known = f" (known: {', '.join(options)})" if options else ""
+        raise ConfigError(f"overrides: {str(exc).splitlines()[0]}{known}") from None
     rc = RunConfig.from_hydra(cfg)
     checks.check_config(rc.values)
     if store.run_id(rc.values) != run_dir.name:
@@ -123,11 +125,10 @@ def cli(argv: list[str] | None = None) -> int:
         parser.error("--jobs must be at least 1")
     # a path that exists is a path, even with "=" in it (Hydra's own lr=0.1 sweep folders)
     overrides = [p for p in args.paths if "=" in p and not Path(p).exists()]
-    dirs = run_dirs([p for p in args.paths if p not in overrides])
-    if not dirs:
-        print("error: no run directory (with config.yaml) found", file=sys.stderr)
-        return 2
     try:  # every run, not the first only: an override may change another run's id
+        dirs = run_dirs([p for p in args.paths if p not in overrides])
+        if not dirs:
+            raise ConfigError("no run directory (with config.yaml) found")
         for d in dirs:
             check_overrides(d, overrides)
     except ConfigError as exc:

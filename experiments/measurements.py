@@ -138,6 +138,8 @@ def _entry(m: flatness.Measurement, seconds: float) -> dict[str, Any]:
 
 def _result_entry(record: dict[str, Any]) -> dict[str, Any]:
     settings = {k: v for k, v in record["settings"].items() if k != "metric"}
+    measured = record.get("measured_settings") or {}
+    settings.update({k: measured[k] for k in PINNED if k in measured})  # keyed without, ran with
     return {
         "value": record["value"],
         "settings": settings,
@@ -223,8 +225,9 @@ def plot_sharpness_history(history: list[dict], opt_cfg: Any, run_dir: Path) -> 
 
 
 def not_trained(run_dir: Path) -> str:
+    where = run_dir.resolve()  # the run where it is now, even if moved since it was configured
     return (
         f"{run_dir}: not trained (no finished result.json and final.pt); experiments.measure only "
-        f"measures. Train it with: python -m experiments.run --config-path={run_dir.resolve()} "
-        "--config-name=config"
+        f"measures. Train it with: python -m experiments.run --config-path={where} "
+        f"--config-name=config runs_dir={where.parent.parent} name={where.parent.name}"
     )

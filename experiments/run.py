@@ -25,7 +25,7 @@ import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 import flatness
@@ -449,8 +449,56 @@ def precheck(argv: list[str]) -> str | None:
     return compose_command_line(argv)[1]
 
 
-# Hydra's flags that choose another primary config than conf/config.yaml
-_CONFIG_FLAGS = {"--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd"}
+# Hydra's flags that take the next argument as their value (``--cfg job``), and the values of the
+# one whose value is optional (``--info [what]``)
+_VALUE_FLAGS = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
+                "--config-dir", "-cd", "--experimental-rerun"}  # fmt: skip
+_INFO = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}
+
+
+def split_command_line(argv: list[str]) -> tuple[dict[str, str | None], list[str]]:
+    """Hydra's flags (with their values) and the overrides of a command line."""
+    flags: dict[str, str | None] = {}
+    overrides, rest = [], list(argv)
+    while rest:
+        arg = rest.pop(0)
+        if not arg.startswith("-"):
+            overrides.append(arg)
+            continue
+        name, _, value = arg.partition("=")
+        if (
+            not value
+            and rest
+            and (name in _VALUE_FLAGS or name in ("--info", "-i") and rest[0] in _INFO)
+        ):
+            value = rest.pop(0)
+        flags[name] = value or None
+    return flags, overrides
+
+
+def _not_a_setting(message: str, key: str) -> str:
+    """Hydra's "Could not override 'k'" with what to do: a key of another option of its group
+    (``optimizer.rho`` with plain SGD) or a misspelt key (``optimzer=adam``)."""
+    import difflib
+
+    group, _, leaf = key.lstrip("+~").rpartition(".")
+    if group and (checks.CONF / group).is_dir():
+        having = sorted(
+            f.stem
+            for f in (checks.CONF / group).glob("*.yaml")
+            if leaf in (OmegaConf.load(f) or {})
+        )
+        verb = "has" if len(having) == 1 else "have"
+        which = (
+            f"{', '.join(f'{group}={h}' for h in having)} {verb} it"
+            if having
+            else "no option has it"
+        )
+        return f"{key}: the chosen {group} has no setting {leaf!r} ({which})"
+    known = sorted(checks._defaults()[0])
+    close = difflib.get_close_matches(key.lstrip("+~").split(".")[0], known, n=1)
+    hint = f" (did you mean {close[0]!r}?)" if close else " (see README, Config reference)"
+    return f"{key.lstrip('+~')}: not a setting of this project{hint}"
 
 
 def compose_command_line(argv: list[str]) -> tuple[DictConfig | None, str | None]:
@@ -462,10 +510,16 @@ def compose_command_line(argv: list[str]) -> tuple[DictConfig | None, str | None
     from hydra import compose, initialize_config_dir
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    flags = [a for a in argv if a.startswith("-")]
-    if any(f.split("=", 1)[0] in _CONFIG_FLAGS for f in flags):
-        return None, None  # another primary config (a run's config.yaml): Hydra composes it
-    given = [a for a in argv if not a.startswith("-")]
+    flags, given = split_command_line(argv)
+    config_dir, config_name = str(checks.CONF), "config"
+    if "--config-path" in flags or "-cp" in flags:  # a run's own config.yaml (measure says how)
+        config_dir = str(Path(flags.get("--config-path") or flags.get("-cp") or ".").resolve())
+        config_name = flags.get("--config-name") or flags.get("-cn") or "config"
+        flags = {
+            k: v
+            for k, v in flags.items()
+            if k not in ("--config-path", "-cp", "--config-name", "-cn")
+        }
     parser = OverridesParser.create()
     for arg in given:
         try:
@@ -473,7 +527,7 @@ def compose_command_line(argv: list[str]) -> tuple[DictConfig | None, str | None
         except Exception as exc:
             return None, f"cannot read the override {arg!r}: {str(exc).strip().splitlines()[0]}"
     parsed = parser.parse_overrides(given)
-    multirun = any(a in ("-m", "--multirun") for a in argv)
+    multirun = "-m" in flags or "--multirun" in flags
     overrides = []
     for o in parsed:
         if o.get_key_element().lstrip("+~").startswith("hydra"):
@@ -489,12 +543,15 @@ def compose_command_line(argv: list[str]) -> tuple[DictConfig | None, str | None
             return None, None  # a glob or other sweep that needs Hydra's loader
         overrides.append(o.input_line if value is None else f"{o.get_key_element()}={value}")
     try:
-        with initialize_config_dir(config_dir=str(checks.CONF), version_base="1.3"):
-            cfg = compose(config_name="config", overrides=overrides)
+        with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
+            cfg = compose(config_name=config_name, overrides=overrides)
     except Exception as exc:
+        first = str(exc).strip().splitlines()[0]
+        if first.startswith("Could not override '"):
+            return None, _not_a_setting(first, first.split("'")[1])
         options = getattr(exc, "options", None)  # an unknown choice: Hydra lists the known ones
         known = f" (known: {', '.join(options)})" if options else ""
-        return None, str(exc).strip().splitlines()[0] + known
+        return None, first + known
     single = not flags and not any(
         o.get_key_element().lstrip("+~").startswith("hydra") for o in parsed
     )

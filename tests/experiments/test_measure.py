@@ -226,3 +226,36 @@ def test_a_path_with_an_equals_sign_is_a_path(make_cfg, tmp_path, capsys):
     assert M.cli([str(folder), "--jobs", "1", "+metrics.param_norm={}"]) == 0
     out = capsys.readouterr().out
     assert "1 new measurements" in out
+
+
+def test_the_train_command_measure_suggests_trains_the_same_run_where_it_is(make_cfg, tmp_path):
+    """The command in measure's error, run as given from another folder: the same run id, in the
+    run's own (moved) directory, and no Hydra output folder in the working directory."""
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    run_dir = Path(main(make_cfg(*TINY, "metrics=none"))["run_dir"])
+    moved = tmp_path / "elsewhere" / "default"
+    moved.parent.mkdir()
+    run_dir.parent.rename(moved)
+    run_dir = moved / run_dir.name
+    (run_dir / "final.pt").unlink()
+    (run_dir / "result.json").unlink()
+    command = MS.not_trained(run_dir).split("Train it with: ")[1].split()
+    work = tmp_path / "work"
+    work.mkdir()
+    env = {**__import__("os").environ, "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, *command[1:]], cwd=work, env=env, capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert (run_dir / "final.pt").exists() and list(work.iterdir()) == []
+
+
+def test_measure_says_which_groups_exist_and_exits_2_on_a_missing_path(make_cfg, tmp_path, capsys):
+    main(make_cfg(*TINY, "metrics=none"))
+    assert M.cli([str(tmp_path / "runs" / "default"), "metrics=bogus"]) == 2
+    assert "known: " in capsys.readouterr().err
+    assert M.cli([str(tmp_path / "nowhere")]) == 2
+    assert "does not exist" in capsys.readouterr().err

@@ -141,3 +141,22 @@ def test_hydras_own_errors_become_one_line(overrides, said):
     assert precheck(["-m", *TINY, "lr=0.1,0.2", "seed=range(0,3)"]) is None  # a sweep composes
     said = precheck([*TINY, "lr=0.1,0.2"])  # ... but only as one: without -m Hydra refuses it
     assert said is not None and said.startswith("lr: a list of values is a sweep; add -m")
+
+
+def test_a_key_of_another_option_or_a_misspelt_key_says_what_to_do():
+    """Hydra's "Could not override" becomes which option has the key, or the key meant."""
+    said = precheck([*TINY, "optimizer.rho=0.1"])
+    assert said.startswith("optimizer.rho: the chosen optimizer has no setting 'rho'")
+    assert "optimizer=sam" in said and "optimizer=asam" in said
+    assert precheck([*TINY, "optimzer=adam"]) == (
+        "optimzer: not a setting of this project (did you mean 'optimizer'?)"
+    )
+
+
+def test_hydras_flags_with_a_value_are_not_read_as_overrides():
+    from experiments.run import split_command_line
+
+    flags, overrides = split_command_line(["--cfg", "job", "lr=0.1", "-p", "optimizer", "--info"])
+    assert flags == {"--cfg": "job", "-p": "optimizer", "--info": None}
+    assert overrides == ["lr=0.1"]
+    assert precheck(["--cfg", "job", *TINY]) is None
