@@ -110,24 +110,33 @@ def _validation_split(data: Dataset, fraction: float) -> Dataset:
 # --- MNIST-1D ------------------------------------------------------------------------------------
 
 
+MNIST1D_FEATURES = 40  # mnist1d's get_dataset_args().final_seq_length, checked when generating
+
+
 def _mnist1d(cfg: Any, data_dir: Path) -> Dataset:
     """MNIST-1D (Greydanus 2020), generated offline and cached as ``.npz`` under ``data_dir``.
 
     ``mnist1d.data.get_dataset`` would download the canonical pickle; we always regenerate from the
-    package's generator, which with the default arguments reproduces it.
+    package's generator, which with the default arguments reproduces it. The package is imported
+    only to generate (its imports, scipy's interpolation among them, take about a second of every
+    run otherwise).
     """
-    import mnist1d.data
-
-    args = mnist1d.data.get_dataset_args()
-    args.num_samples = int(cfg.num_samples)
-    args.seed = int(cfg.seed)
-    args.train_split = float(cfg.train_split)
-    key = {"num_samples": args.num_samples, "seed": args.seed, "train_split": args.train_split}
+    key = {"num_samples": int(cfg.num_samples), "seed": int(cfg.seed),
+           "train_split": float(cfg.train_split)}  # fmt: skip
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
     path = data_dir / "mnist1d" / f"mnist1d-{digest}.npz"
-    n_train = int(args.num_samples // 10 * 10 * args.train_split)
-    arrays = _load_cache(path, expected_train=n_train, features=args.final_seq_length)
+    n_train = int(key["num_samples"] // 10 * 10 * key["train_split"])
+    arrays = _load_cache(path, expected_train=n_train, features=MNIST1D_FEATURES)
     if arrays is None:
+        import mnist1d.data
+
+        args = mnist1d.data.get_dataset_args()
+        args.num_samples, args.seed, args.train_split = (key[k] for k in key)
+        if args.final_seq_length != MNIST1D_FEATURES:
+            raise ConfigError(
+                f"dataset: this mnist1d package makes {args.final_seq_length} features per sample, "
+                f"not the {MNIST1D_FEATURES} the suite was written for"
+            )
         log.info("generating MNIST-1D (%d samples) into %s", args.num_samples, path)
         state = np.random.get_state()  # mnist1d seeds numpy's global generator; leave it as found
         try:
