@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from experiments.aggregate import GAP, axes, load_runs, write_table
+from experiments.criterion import reached_rows
 from experiments.jiang import null_k, ranking
 from experiments.store import load_result
 
@@ -72,7 +73,7 @@ def models_from_runs(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     models["run_id"] = runs["run_id"]
     # a run with a criterion that stopped for another reason is not at the criterion
     criterion = runs.get("config.train_until_loss", pd.Series(None, index=runs.index))
-    models["reached"] = criterion.isna() | (runs.get("stop_reason") == "train_until_loss")
+    models["reached"] = criterion.isna() | reached_rows(runs)
     # every metric again from result.json, with its extras (search bounds, derived forms)
     measured = pd.DataFrame(
         [measure_columns((load_result(Path(d) / "result.json") or {}).get("metrics") or {})

@@ -16,11 +16,11 @@ import pandas as pd
 
 from experiments import exports
 from experiments.aggregate import write_table
+from experiments.criterion import reached
 from experiments.errors import ProtocolError
 from experiments.machine import describe_machine
 from experiments.pairs import pair_rows
 from experiments.plan import arm_keys, final_specs, load_protocol, load_result, source_of
-from experiments.runs import reached
 from experiments.sharpness_by_batch import write_tau_table
 from experiments.stats import PairedTest, kendall_tau_bootstrap, t_interval
 from experiments.tune import read_rates

@@ -24,6 +24,7 @@ from hydra import compose, initialize_config_dir
 
 from experiments import records, store
 from experiments.config import RunConfig
+from experiments.criterion import BUDGET, REACHED  # noqa: F401  (the plan's names, as before)
 from experiments.errors import ProtocolError
 from experiments.verdicts import validate_rule
 from flatness.registry import SEED_MAX
@@ -32,7 +33,6 @@ ROOT = Path(__file__).resolve().parent.parent
 CONF = ROOT / "conf"
 RULE = "lowest_val_error_where_all_reached"
 MIN_GRID = 5
-REACHED = "train_until_loss"
 KINDS = ("paired", "kendall_tau", "interaction")
 SCALES = ("quick", "full")
 
@@ -82,7 +82,6 @@ def load_protocol(ref: str | Path, scale: str = "quick") -> dict[str, Any]:
 #   init_from: <arm>              start from that arm's final weights of the same seed (a continuation)
 #   fixed_budget: true            trained for its budget, no criterion: "reached" means the budget ran out
 ARM_KEYS = ("same_as", "lr_from", "steps_from", "init_from", "fixed_budget")
-BUDGET = "max_steps"  # the stop_reason of a run that used its whole step budget
 
 
 def arm_keys(p: Mapping[str, Any], arm: str) -> dict[str, Any]:

@@ -25,6 +25,7 @@ import pandas as pd
 from experiments import report_explanations as E
 from experiments import report_figures as F
 from experiments import report_landscape as L
+from experiments.criterion import reached_rows
 from experiments.report_study import study_lines
 from experiments.schemas import TableError, load
 from experiments.templating import render
@@ -114,7 +115,7 @@ def setup_section(protocols: dict, runs: pd.DataFrame, tables: Path, env: dict) 
             cfg = {**p["base"], **over}
             mine = runs[(runs["protocol"] == name) & (runs["arm"] == arm)]
             fixed = bool(over.get("fixed_budget"))
-            reached = (mine["stop_reason"] == ("max_steps" if fixed else "train_until_loss")).sum()
+            reached = reached_rows(mine, fixed_budget=fixed).sum()
             chosen = lr[(lr["arm"] == arm) & lr["chosen"].astype(bool)] if lr is not None else None
             edge = chosen is not None and len(chosen) and bool(chosen["at_edge"].iloc[0])
             # a choice whose next rate up missed the criterion sits at the limit of what reaches it
@@ -428,7 +429,7 @@ def figure_caption(figures: Path, made: str, c: dict, runs: pd.DataFrame, p: dic
             {
                 "arm": arm,
                 "fixed": bool({"fixed_budget", "steps_from"} & set(p["arms"].get(arm) or {})),
-                "met": int((mine["stop_reason"] == "train_until_loss").sum()),
+                "met": int(reached_rows(mine).sum()),
                 "runs": len(mine),
                 "loss": mine["train_loss"].median(),
             }
@@ -541,7 +542,7 @@ def interpolation_lines(p: dict, tables: Path, figures: Path) -> list[str]:
             a for part in data.groupby("pair") for a in (part[1]["a"].iloc[0], part[1]["b"].iloc[0])
         }
         mine = runs[(runs["protocol"] == p["name"]) & runs["arm"].isin(ends)]
-        met = {"reached": int((mine["stop_reason"] == "train_until_loss").sum()), "runs": len(mine)}
+        met = {"reached": int(reached_rows(mine).sum()), "runs": len(mine)}
     return _section("report_interpolation.md.j2", made=made, data=_csv(made), pairs=told, met=met)
 
 
@@ -808,7 +809,7 @@ def figure_sources(lines: list[str], results: Path) -> pd.DataFrame:
         for arm, seed in sorted(drawn):
             match = mine[(mine["arm"] == arm) & (mine["seed"] == seed)]
             folder = Path(match["run_dir"].iloc[0]) if len(match) else None
-            met = bool(match["stop_reason"].iloc[0] == "train_until_loss") if len(match) else None
+            met = bool(reached_rows(match).iloc[0]) if len(match) else None
             rows.append({"figure": name, "source": f"protocol {protocol}", "arm": arm,
                          "seed": seed, "run_id": folder.name if folder else "",
                          "met_criterion": met})  # fmt: skip

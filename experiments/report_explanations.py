@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from experiments import templating
+from experiments.criterion import reached_rows
 from experiments.report_figures import _save, arm_style, phrase, plt, sns
 from experiments.schemas import load
 from experiments.sharpness_by_batch import sharpness_by_b
@@ -381,7 +382,7 @@ def _continued(mine: pd.DataFrame) -> dict | None:
     if runs_min.empty:
         return None
     return {
-        "met": int((runs_min["stop_reason"] == "train_until_loss").sum()),
+        "met": int(reached_rows(runs_min).sum()),
         "runs": len(runs_min),
         "steps": int(runs_min["steps_trained"].max()),
         "loss": _spread(runs_min["train_loss"]),
@@ -452,7 +453,7 @@ def _path_rises(tidy: pd.DataFrame, pairs: pd.DataFrame, own: pd.DataFrame) -> l
         met = [
             (
                 arm,
-                int((own[own["arm"] == arm]["stop_reason"] == "train_until_loss").sum()),
+                int(reached_rows(own[own["arm"] == arm]).sum()),
                 int((own["arm"] == arm).sum()),
             )
             for arm in (pair["b"], pair["a"])

@@ -31,6 +31,7 @@ import torch
 from omegaconf import OmegaConf
 
 from experiments.aggregate import usable_result
+from experiments.criterion import reached
 from experiments.data import build_dataset
 from experiments.errors import ConfigError
 from experiments.history import read_history
@@ -54,18 +55,6 @@ CURVES = {
 
 
 # --- what a run's record says ----------------------------------------------------------------------
-
-REACHED = "train_until_loss"  # the stop_reason of a run that met its training criterion
-BUDGET = "max_steps"  # the stop_reason of a run that used its whole step budget
-
-
-def reached(result: Mapping[str, Any], *, fixed_budget: bool = False) -> bool:
-    """Whether a run counts: finished at its training criterion or, for a fixed-budget arm (one
-    that trains for a stated number of steps), through its whole budget. The one place this is
-    decided; every analysis asks it."""
-    if result.get("status") != "finished":
-        return False
-    return result.get("stop_reason") == (BUDGET if fixed_budget else REACHED)
 
 
 class NotTrained(ValueError):

@@ -32,10 +32,10 @@ from experiments.aggregate import write_table
 from experiments.checks import check_config
 from experiments.config import RunConfig
 from experiments.correlate import measure_columns, rank_models
+from experiments.criterion import reached
 from experiments.errors import ConfigError, ProtocolError, one_line_exits
 from experiments.execute import execute
 from experiments.plan import CONF, Spec, configure, load_result
-from experiments.runs import reached
 from experiments.store import atomic_write_json
 from flatness.registry import SEED_MAX
 

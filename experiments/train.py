@@ -36,6 +36,7 @@ from experiments.budget import (  # noqa: F401  (steps_per_epoch, full_epochs: p
     scheduled_lr,
     steps_per_epoch,
 )
+from experiments.criterion import REACHED
 from experiments.data import Dataset
 from experiments.history import CRITERION_COLUMNS, HISTORY_COLUMNS, tracked_lambda_max, write_csv
 from experiments.optim import SAM
@@ -130,7 +131,7 @@ def train(
             log.warning("criterion loss is not finite after %d steps: the run diverged", p.steps)
             p.stop_reason = "diverged"
         elif ev.loss <= s.train_until_loss:
-            p.stop_reason = "train_until_loss"
+            p.stop_reason = REACHED
 
     def before_step() -> None:
         _set_lr(optimizer, scheduled_lr(s, 0, p.steps))
