@@ -735,11 +735,13 @@ def wilson_section(tables: Path) -> list[str]:
 
 def build(results: Path) -> Path:
     tables, figures = results / "tables", results / "figures"
+    F.use_protocols([])  # no arm styled by an earlier report of this process
     verdicts = _table(tables, "verdicts")
     lines = _section("report_intro.md.j2", verdicts=verdicts is not None)
     if verdicts is not None:
         protocols = json.loads((tables / "protocols.json").read_text())
         protocols = {p["name"]: p for p in protocols}
+        F.use_protocols(protocols.values())  # one colour and marker per arm, as judged
         runs = _table(tables, "protocol_runs")
         env = json.loads((tables / "environment.json").read_text())
         lines += setup_section(protocols, runs, tables, env) + [""]

@@ -7,10 +7,11 @@ one colour and marker per arm across every figure of a protocol.
 
 from __future__ import annotations
 
-import functools
 import json
 import textwrap
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 import matplotlib
 
@@ -33,7 +34,6 @@ LABELS = {
     "slice_sharpness": "filter-normalised slice sharpness",
 }
 MARKERS = ["o", "s", "D", "^", "v", "P", "X"]
-PROTOCOL_DIR = Path(__file__).resolve().parent.parent / "conf" / "protocol"
 FIGURE_TEXT = "figures_figure_text.txt.j2"  # the figures' titles and long labels
 
 
@@ -42,27 +42,38 @@ FIGURE_TEXT = "figures_figure_text.txt.j2"  # the figures' titles and long label
 PROTOCOL_ORDER = ("batch_size", "optimizer", "visualisation", "batch_norm", "adam_escape")
 
 
-@functools.cache
-def _protocol_arms() -> tuple[tuple[tuple[str, str | None], ...], ...]:
-    """The arms of each protocol in ``conf/protocol`` (in the report's order, arms in file order),
-    each with the arm whose runs it reuses (``same_as: protocol/arm``), or None."""
-    from omegaconf import OmegaConf
+_PROTOCOLS: list[Mapping[str, Any]] = []  # what the report draws: the tables' protocols.json
 
-    paths = sorted(
-        PROTOCOL_DIR.glob("*.yaml"),
-        key=lambda f: (PROTOCOL_ORDER.index(f.stem) if f.stem in PROTOCOL_ORDER else 99, f.stem),
+
+def use_protocols(protocols: Iterable[Mapping[str, Any]]) -> None:
+    """Style the arms of these protocols (the report passes its tables' ``protocols.json``: the
+    protocols as judged, never the config files as they are now); styles given before are reset."""
+    _PROTOCOLS[:] = list(protocols)
+    _STYLES.clear()
+
+
+def _protocol_arms() -> tuple[tuple[tuple[str, str | None], ...], ...]:
+    """The arms of each protocol given to :func:`use_protocols` (in the report's order, arms in
+    their protocol's order), each with the arm whose runs it reuses (``same_as: protocol/arm``)."""
+    ordered = sorted(
+        _PROTOCOLS,
+        key=lambda p: (
+            PROTOCOL_ORDER.index(p["name"]) if p["name"] in PROTOCOL_ORDER else 99,
+            p["name"],
+        ),
     )
-    out = []
-    for path in paths:
-        arms = OmegaConf.load(path).get("arms") or {}
-        out.append(
-            tuple(
-                (arm, str((over or {}).get("same_as")).split("/")[-1] if (over or {}).get("same_as")
-                 else None)
-                for arm, over in arms.items()
+    return tuple(
+        tuple(
+            (
+                arm,
+                str((over or {}).get("same_as")).split("/")[-1]
+                if (over or {}).get("same_as")
+                else None,
             )
+            for arm, over in (p.get("arms") or {}).items()
         )  # fmt: skip
-    return tuple(out)
+        for p in ordered
+    )
 
 
 _STYLES: dict[str, tuple[int, str]] = {}

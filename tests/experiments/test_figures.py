@@ -12,8 +12,9 @@ import pytest
 
 from experiments import exports
 from experiments import report_landscape as L
-from experiments.report_figures import _protocol_arms, arm_style
+from experiments.report_figures import _protocol_arms, arm_style, use_protocols
 from flatness.surface import Surface
+from tests.conftest import ROOT
 
 
 def reached(arm, result):
@@ -25,6 +26,8 @@ def result(train_loss=0.01, stop="train_until_loss", **extra):
 
 
 def test_every_arm_keeps_one_colour_and_marker_and_the_arms_of_a_protocol_differ_in_both():
+    # the protocols as the committed tables judged them: the report styles those, never conf/
+    use_protocols(json.loads((ROOT / "results" / "tables" / "protocols.json").read_text()))
     for group in _protocol_arms():
         arms = [a for a, _ in group]
         styles = [arm_style(a) for a in arms]
