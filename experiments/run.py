@@ -25,7 +25,7 @@ import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import nn
 
 import flatness
@@ -442,136 +442,16 @@ def _run_or_exit(cfg: DictConfig, in_sweep: bool) -> None:
         sys.exit(1)  # in a sweep the failure is recorded in result.json and the other jobs go on
 
 
-def precheck(argv: list[str]) -> str | None:
-    """Compose the command line's config once through Hydra's compose API (a sweep at its first
-    value) and return Hydra's own error, an unknown choice (``optimizer=bogus``) or key, as one
-    line; None when it composes (or is a sweep this cannot expand, left to Hydra)."""
-    return compose_command_line(argv)[1]
-
-
-# Hydra's flags that take the next argument as their value (``--cfg job``), and the values of the
-# one whose value is optional (``--info [what]``)
-_VALUE_FLAGS = {"--cfg", "-c", "--package", "-p", "--config-path", "-cp", "--config-name", "-cn",
-                "--config-dir", "-cd", "--experimental-rerun"}  # fmt: skip
-_INFO = {"all", "config", "defaults", "defaults-tree", "plugins", "searchpath"}
-
-
-def split_command_line(argv: list[str]) -> tuple[dict[str, str | None], list[str]]:
-    """Hydra's flags (with their values) and the overrides of a command line."""
-    flags: dict[str, str | None] = {}
-    overrides, rest = [], list(argv)
-    while rest:
-        arg = rest.pop(0)
-        if not arg.startswith("-"):
-            overrides.append(arg)
-            continue
-        name, _, value = arg.partition("=")
-        if (
-            not value
-            and rest
-            and (name in _VALUE_FLAGS or name in ("--info", "-i") and rest[0] in _INFO)
-        ):
-            value = rest.pop(0)
-        flags[name] = value or None
-    return flags, overrides
-
-
-def _not_a_setting(message: str, key: str) -> str:
-    """Hydra's "Could not override 'k'" with what to do: a key of another option of its group
-    (``optimizer.rho`` with plain SGD) or a misspelt key (``optimzer=adam``)."""
-    import difflib
-
-    group, _, leaf = key.lstrip("+~").rpartition(".")
-    if group and (checks.CONF / group).is_dir():
-        having = sorted(
-            f.stem
-            for f in (checks.CONF / group).glob("*.yaml")
-            if leaf in (OmegaConf.load(f) or {})
-        )
-        verb = "has" if len(having) == 1 else "have"
-        which = (
-            f"{', '.join(f'{group}={h}' for h in having)} {verb} it"
-            if having
-            else "no option has it"
-        )
-        return f"{key}: the chosen {group} has no setting {leaf!r} ({which})"
-    known = sorted(checks._defaults()[0])
-    close = difflib.get_close_matches(key.lstrip("+~").split(".")[0], known, n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else " (see README, Config reference)"
-    return f"{key.lstrip('+~')}: not a setting of this project{hint}"
-
-
-def compose_command_line(argv: list[str]) -> tuple[DictConfig | None, str | None]:
-    """The command line's config composed once, or the one-line error that stops it.
-
-    The config is returned for a single run (no ``-m``, no Hydra flag), which then runs from it
-    without Hydra composing it again; a sweep composes at its first value, to check it, and
-    returns no config (Hydra's launcher composes each job)."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    flags, given = split_command_line(argv)
-    config_dir, config_name = str(checks.CONF), "config"
-    if "--config-path" in flags or "-cp" in flags:  # a run's own config.yaml (measure says how)
-        config_dir = str(Path(flags.get("--config-path") or flags.get("-cp") or ".").resolve())
-        config_name = flags.get("--config-name") or flags.get("-cn") or "config"
-        flags = {
-            k: v
-            for k, v in flags.items()
-            if k not in ("--config-path", "-cp", "--config-name", "-cn")
-        }
-    parser = OverridesParser.create()
-    for arg in given:
-        try:
-            parser.parse_overrides([arg])
-        except Exception as exc:
-            return None, f"cannot read the override {arg!r}: {str(exc).strip().splitlines()[0]}"
-    parsed = parser.parse_overrides(given)
-    multirun = "-m" in flags or "--multirun" in flags
-    overrides = []
-    for o in parsed:
-        if o.get_key_element().lstrip("+~").startswith("hydra"):
-            continue
-        if o.is_sweep_override() and not multirun:
-            return None, (
-                f"{o.get_key_element()}: a list of values is a sweep; add -m to run each "
-                "(or quote a list value: key='[a,b]')"
-            )
-        try:
-            value = next(o.sweep_string_iterator()) if o.is_sweep_override() else None
-        except Exception:
-            return None, None  # a glob or other sweep that needs Hydra's loader
-        overrides.append(o.input_line if value is None else f"{o.get_key_element()}={value}")
-    try:
-        with initialize_config_dir(config_dir=config_dir, version_base="1.3"):
-            cfg = compose(config_name=config_name, overrides=overrides)
-    except Exception as exc:
-        first = str(exc).strip().splitlines()[0]
-        if first.startswith("Could not override '"):
-            return None, _not_a_setting(first, first.split("'")[1])
-        options = getattr(exc, "options", None)  # an unknown choice: Hydra lists the known ones
-        known = f" (known: {', '.join(options)})" if options else ""
-        return None, first + known
-    single = not flags and not any(
-        o.get_key_element().lstrip("+~").startswith("hydra") for o in parsed
-    )
-    return (cfg if single else None), None
-
-
-def run_composed(cfg: DictConfig) -> None:
-    """A single run from its composed config, as ``cli`` would run it under Hydra (the same log
-    format, errors and exit statuses), without Hydra composing the config a second time."""
-    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
-    _run_or_exit(cfg, in_sweep=False)
-
-
 if __name__ == "__main__":
+    from experiments.command_line import compose_command_line
+
     composed, error = compose_command_line(sys.argv[1:])
     if error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
-    if composed is not None:
-        run_composed(composed)
+    if composed is not None:  # a single run: composed once, run without Hydra's second pass
+        logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+        _run_or_exit(composed, in_sweep=False)
     else:
         with one_line_exits("before the run started"):  # Hydra's start-up, outside cli's own
             cli()

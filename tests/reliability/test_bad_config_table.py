@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import pytest
 
+from experiments.command_line import precheck
 from experiments.errors import ConfigError
-from experiments.run import main, precheck
+from experiments.run import main
 from tests.conftest import TINY
 
 LONG = "x" * 300
@@ -154,7 +155,7 @@ def test_a_key_of_another_option_or_a_misspelt_key_says_what_to_do():
 
 
 def test_hydras_flags_with_a_value_are_not_read_as_overrides():
-    from experiments.run import split_command_line
+    from experiments.command_line import split_command_line
 
     flags, overrides = split_command_line(["--cfg", "job", "lr=0.1", "-p", "optimizer", "--info"])
     assert flags == {"--cfg": "job", "-p": "optimizer", "--info": None}
