@@ -101,7 +101,7 @@ TYPED_GROUPS = ("dataset", "model", "optimizer", "surface", "transform")
 
 
 @functools.cache
-def _defaults() -> tuple[frozenset[str], dict[str, dict[str, dict[str, Any]]]]:
+def conf_settings() -> tuple[frozenset[str], dict[str, dict[str, dict[str, Any]]]]:
     """The top-level keys of ``conf/config.yaml`` and its groups, and for each typed group the
     settings of each of its option files (read once)."""
     from omegaconf import OmegaConf
@@ -145,7 +145,7 @@ def check_keys(cfg: Mapping[str, Any]) -> None:
     """No key the project does not have (a ``+key=value`` typo would otherwise be recorded and
     change the run's id), and each group key of a type its option files give it
     (``model.batch_norm=maybe`` is not a boolean)."""
-    known, options = _defaults()
+    known, options = conf_settings()
     if unknown := sorted(set(cfg) - known - {"hydra"}):
         raise ConfigError(
             f"{unknown[0]}: not a setting of this project (see README, Config reference)"

@@ -12,9 +12,10 @@ from pathlib import Path
 
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from experiments import checks
+from experiments.errors import hydra_error
 
 
 def precheck(argv: list[str]) -> str | None:
@@ -51,16 +52,13 @@ def split_command_line(argv: list[str]) -> tuple[dict[str, str | None], list[str
     return flags, overrides
 
 
-def _not_a_setting(message: str, key: str) -> str:
+def _not_a_setting(key: str) -> str:
     """Hydra's "Could not override 'k'" with what to do: a key of another option of its group
     (``optimizer.rho`` with plain SGD) or a misspelt key (``optimzer=adam``)."""
+    known, options = checks.conf_settings()
     group, _, leaf = key.lstrip("+~").rpartition(".")
-    if group and (checks.CONF / group).is_dir():
-        having = sorted(
-            f.stem
-            for f in (checks.CONF / group).glob("*.yaml")
-            if leaf in (OmegaConf.load(f) or {})
-        )
+    if group in options:
+        having = sorted(option for option, settings in options[group].items() if leaf in settings)
         verb = "has" if len(having) == 1 else "have"
         which = (
             f"{', '.join(f'{group}={h}' for h in having)} {verb} it"
@@ -68,8 +66,7 @@ def _not_a_setting(message: str, key: str) -> str:
             else "no option has it"
         )
         return f"{key}: the chosen {group} has no setting {leaf!r} ({which})"
-    known = sorted(checks._defaults()[0])
-    close = difflib.get_close_matches(key.lstrip("+~").split(".")[0], known, n=1)
+    close = difflib.get_close_matches(key.lstrip("+~").split(".")[0], sorted(known), n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else " (see README, Config reference)"
     return f"{key.lstrip('+~')}: not a setting of this project{hint}"
 
@@ -98,9 +95,10 @@ def compose_command_line(argv: list[str]) -> tuple[DictConfig | None, str | None
             return None, f"cannot read the override {arg!r}: {str(exc).strip().splitlines()[0]}"
     parsed = parser.parse_overrides(given)
     multirun = "-m" in flags or "--multirun" in flags
-    overrides = []
+    overrides, hydra_keys = [], False
     for o in parsed:
         if o.get_key_element().lstrip("+~").startswith("hydra"):
+            hydra_keys = True  # Hydra's own settings: its entry point takes them
             continue
         if o.is_sweep_override() and not multirun:
             return None, (
@@ -118,11 +116,6 @@ def compose_command_line(argv: list[str]) -> tuple[DictConfig | None, str | None
     except Exception as exc:
         first = str(exc).strip().splitlines()[0]
         if first.startswith("Could not override '"):
-            return None, _not_a_setting(first, first.split("'")[1])
-        options = getattr(exc, "options", None)  # an unknown choice: Hydra lists the known ones
-        known = f" (known: {', '.join(options)})" if options else ""
-        return None, first + known
-    single = not flags and not any(
-        o.get_key_element().lstrip("+~").startswith("hydra") for o in parsed
-    )
-    return (cfg if single else None), None
+            return None, _not_a_setting(first.split("'")[1])
+        return None, hydra_error(exc)
+    return (cfg if not flags and not hydra_keys else None), None

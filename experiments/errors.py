@@ -15,6 +15,14 @@ class ConfigError(ValueError):
     """A configuration value is out of range or unknown; the message names the key and what is allowed."""
 
 
+def hydra_error(exc: BaseException) -> str:
+    """The first line of one of Hydra's or OmegaConf's errors, with the known choices where it
+    names an unknown one (``optimizer=bogus``: Hydra's exception lists them)."""
+    options = getattr(exc, "options", None)
+    known = f" (known: {', '.join(options)})" if options else ""
+    return str(exc).strip().splitlines()[0] + known
+
+
 @contextlib.contextmanager
 def one_line_exits(resume: str):
     """Ctrl-C ends the block with ``interrupted: <resume>`` and status 130, an OS error (a full

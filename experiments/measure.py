@@ -26,7 +26,7 @@ from tqdm.auto import tqdm
 
 from experiments import checks, run, store
 from experiments.config import RunConfig
-from experiments.errors import ConfigError, one_line_exits
+from experiments.errors import ConfigError, hydra_error, one_line_exits
 from experiments.measurements import not_trained
 
 
@@ -72,9 +72,7 @@ def check_overrides(run_dir: Path, overrides: list[str]) -> None:
     try:
         cfg = compose_for(run_dir, overrides)
     except Exception as exc:  # Hydra's and OmegaConf's own errors: their first line says it
-        options = getattr(exc, "options", None)  # an unknown group choice: the known ones
-        known = f" (known: {', '.join(options)})" if options else ""
-        raise ConfigError(f"overrides: {str(exc).splitlines()[0]}{known}") from None
+        raise ConfigError(f"overrides: {hydra_error(exc)}") from None
     rc = RunConfig.from_hydra(cfg)
     checks.check_config(rc.values)
     if store.run_id(rc.values) != run_dir.name:

@@ -24,7 +24,6 @@ from hydra import compose, initialize_config_dir
 
 from experiments import records, store
 from experiments.config import RunConfig
-from experiments.criterion import BUDGET, REACHED  # noqa: F401  (the plan's names, as before)
 from experiments.errors import ProtocolError
 from experiments.verdicts import validate_rule
 from flatness.registry import SEED_MAX

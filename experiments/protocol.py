@@ -32,29 +32,12 @@ from experiments import report
 from experiments.errors import ProtocolError, one_line_exits
 from experiments.execute import dry_run, execute, run_final
 from experiments.judge import verdicts
-from experiments.plan import (  # noqa: F401  (the plan's names, as this module exported them)
-    ARM_KEYS,
-    BUDGET,
-    CONF,
-    KINDS,
-    MIN_GRID,
-    REACHED,
-    ROOT,
-    RULE,
+from experiments.plan import (
     SCALES,
-    Spec,
-    arm_keys,
-    arm_spec,
-    check_protocol,
-    compose_config,
     configure,
     dependent,
     final_specs,
     load_protocol,
-    load_result,
-    run_dir,
-    run_refs,
-    source_of,
     tune_specs,
     tuned_arms,
     waves,

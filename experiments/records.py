@@ -50,12 +50,8 @@ def problems(result: Mapping[str, Any], folder: Path, seed: int | None = None) -
             found.append(f"{key} is {value!r}, not a loss >= 0")
     for key in COUNTS:
         value = result.get(key)
-        if (
-            value is not None
-            and not (isinstance(value, int) and not isinstance(value, bool))
-            or value is not None
-            and value < 0
-        ):
+        is_count = isinstance(value, int) and not isinstance(value, bool) and value >= 0
+        if value is not None and not is_count:
             found.append(f"{key} is {value!r}, not a count")
     gap = result.get("gap")
     if gap is not None and not (_real(gap) and -1 <= gap <= 1):

@@ -36,7 +36,7 @@ from experiments.budget import (  # noqa: F401  (steps_per_epoch, full_epochs: p
     scheduled_lr,
     steps_per_epoch,
 )
-from experiments.criterion import REACHED
+from experiments.criterion import BUDGET, REACHED
 from experiments.data import Dataset
 from experiments.history import CRITERION_COLUMNS, HISTORY_COLUMNS, tracked_lambda_max, write_csv
 from experiments.optim import SAM
@@ -234,7 +234,7 @@ def train(
                 log.warning("loss is not finite at epoch %s: the run diverged", epoch + 1)
                 p.stop_reason = "diverged"
             elif p.stop_reason is None and s.max_steps is not None and p.steps >= s.max_steps:
-                p.stop_reason = "max_steps"
+                p.stop_reason = BUDGET
             bar.update(1)
             if run_dir:
                 if taken == steps and p.stop_reason != "diverged" and p.epoch in s.save_epochs:

@@ -18,6 +18,7 @@ import torch
 import yaml
 
 from experiments import judge as J
+from experiments import plan as PL
 from experiments import protocol as P
 from experiments import report
 from experiments.checks import check_config
@@ -33,31 +34,31 @@ TABLES = Path(__file__).resolve().parents[2] / "results" / "tables"
 @pytest.mark.parametrize("name", EXPLANATIONS)
 @pytest.mark.parametrize("scale", ["quick", "full"])
 def test_explanation_protocols_load_and_their_first_wave_composes(name, scale):
-    p = P.load_protocol(name, scale)
+    p = PL.load_protocol(name, scale)
     assert p["seeds"] == list(range(10)) and len(p["comparisons"]) >= 2
     fake = {a: 0.1 for a in p["arms"]}
     for arm in p["arms"]:
-        if P.dependent(p, arm):
+        if PL.dependent(p, arm):
             continue
-        spec = P.arm_spec(p, arm, fake, 0)
-        rc = RunConfig.from_hydra(P.configure(spec, {"runs_dir": "runs"}))
+        spec = PL.arm_spec(p, arm, fake, 0)
+        rc = RunConfig.from_hydra(PL.configure(spec, {"runs_dir": "runs"}))
         check_config(rc.values)
-        if found := P.source_of(p, arm):  # the other protocol's run, measured with ours
+        if found := PL.source_of(p, arm):  # the other protocol's run, measured with ours
             other, name_there = found
-            theirs = P.arm_spec(other, name_there, {name_there: 0.1}, 0)
-            assert P.run_dir(spec, {}) == P.run_dir(theirs, {})
+            theirs = PL.arm_spec(other, name_there, {name_there: 0.1}, 0)
+            assert PL.run_dir(spec, {}) == PL.run_dir(theirs, {})
             assert rc.metrics == p["base"]["metrics"]
         else:
             assert rc.max_steps and rc.epochs is None
 
 
 def test_batch_norm_regime_arms_take_the_small_batchs_rate_times_sqrt_of_the_batch_ratio():
-    p = P.load_protocol("batch_norm")
-    assert P.tuned_arms(p) == ["bn_small", "bn_large", "nobn_small", "nobn_large", "ghost_large"]
+    p = PL.load_protocol("batch_norm")
+    assert PL.tuned_arms(p) == ["bn_small", "bn_large", "nobn_small", "nobn_large", "ghost_large"]
     for arm in ("ghost_regime", "regime_large"):
-        assert P.dependent(p, arm) and p["arms"][arm]["fixed_budget"]
+        assert PL.dependent(p, arm) and p["arms"][arm]["fixed_budget"]
     with pytest.raises(P.ProtocolError, match="steps_from needs the finished run of bn_small"):
-        P.arm_spec(p, "ghost_regime", {a: 0.1 for a in p["arms"]}, 0, {"runs_dir": "/nonexistent"})
+        PL.arm_spec(p, "ghost_regime", {a: 0.1 for a in p["arms"]}, 0, {"runs_dir": "/nonexistent"})
 
 
 def write(tmp_path: Path, p: dict) -> Path:
@@ -151,21 +152,21 @@ def test_a_malformed_explanation_is_refused_with_the_arm(tmp_path):
     p = explain(tmp_path)
     p["arms"]["regime"].pop("fixed_budget")
     with pytest.raises(P.ProtocolError, match="arms.regime: .*train_until_loss|fixed_budget"):
-        P.check_protocol(p)
+        PL.check_protocol(p)
     p = explain(tmp_path)
     p["arms"]["regime"]["init_from"] = "cont"  # regime needs cont's runs, which need small's
-    assert P.waves(p) == [["small", "large"], ["cont"], ["regime"]]
+    assert PL.waves(p) == [["small", "large"], ["cont"], ["regime"]]
     p["arms"]["cont"]["init_from"] = "regime"  # and now cont needs regime's: a cycle
     with pytest.raises(P.ProtocolError, match="cycle"):
-        P.check_protocol(p)
+        PL.check_protocol(p)
     p = explain(tmp_path)
     p["arms"]["small"] = {"same_as": f"{TINY}/nope"}
     with pytest.raises(P.ProtocolError, match="arms.small: same_as"):
-        P.check_protocol(p)
+        PL.check_protocol(p)
     p = explain(tmp_path)
     p["comparisons"][0]["a"] = "large"
     with pytest.raises(P.ProtocolError, match="interaction's a and b are two arms"):
-        P.check_protocol(p)
+        PL.check_protocol(p)
 
 
 def test_explanation_runs_verdicts_and_report(tiny, tmp_path):
@@ -175,8 +176,8 @@ def test_explanation_runs_verdicts_and_report(tiny, tmp_path):
     args += ["--tables", str(tmp_path / "tables"), "--jobs", "1"]
     before = {d.name for d in (tmp_path / "runs").glob("*/*")}
     assert P.main(["run", str(path), *args]) == 0
-    p = P.load_protocol(path)
-    tiny_p = P.load_protocol(TINY)
+    p = PL.load_protocol(path)
+    tiny_p = PL.load_protocol(TINY)
     rates = read_rates(p, tmp_path / "tables")
     tiny_rates = read_rates(tiny_p, tmp_path / "tables")
     assert rates["small"] == tiny_rates["small"] and rates["large"] == tiny_rates["large"]
@@ -268,7 +269,7 @@ def test_dry_run_lists_the_first_wave_and_refuses_what_would_fail_later(tiny, tm
     assert {"cont", "regime"} <= set(out.split("then 6 runs of ")[1].split(" (")[0].split(", "))
     typo = {**p, "name": "typo"}  # a key misspelt in a searched arm: refused before any run
     typo["arms"] = {**p["arms"], "large": {"batch_size": 64, "max_steps": 60, "init_form": "x"}}
-    typo["tune"] = {"seeds": [100, 101], "rule": P.RULE,
+    typo["tune"] = {"seeds": [100, 101], "rule": PL.RULE,
                     "grid": {"large": [0.1, 0.2, 0.4, 0.8, 1.6]}}  # fmt: skip
     assert P.main(["tune", str(write(tmp_path, typo)), "--dry-run", *args]) == 2
     assert "init_form" in capsys.readouterr().err
@@ -289,7 +290,7 @@ def test_verdicts_take_the_seeds_given(tiny, tmp_path):
 
 def test_a_run_off_its_criterion_without_a_record_is_shown_as_missing_not_a_crash(tiny, tmp_path):
     here = copy_tiny(tiny, tmp_path)
-    p = P.load_protocol(TINY)
+    p = PL.load_protocol(TINY)
     runs = J.collect(p, here, tmp_path / "tables")
     folder = runs["large", 2][1]
     result = json.loads((folder / "result.json").read_text())

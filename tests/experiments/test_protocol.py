@@ -21,6 +21,7 @@ import yaml
 
 import flatness
 from experiments import judge as J
+from experiments import plan as PL
 from experiments import protocol as P
 from experiments import tune as T
 from experiments.checks import check_config
@@ -50,7 +51,7 @@ def test_the_protocols_exist():
 
 @pytest.mark.parametrize("path", CLAIMS, ids=lambda f: f.stem)
 def test_protocol_file_loads_and_its_rules_validate(path):
-    p = P.load_protocol(path.stem)
+    p = PL.load_protocol(path.stem)
     assert p["name"] == path.stem
     assert p["seeds"] == list(range(10))
     assert len(p["tune"]["seeds"]) == 2
@@ -68,10 +69,10 @@ def test_protocol_file_loads_and_its_rules_validate(path):
     for c in p["comparisons"]:
         validate_rule(c["rule"])
     # every arm composes into a run config the runner accepts, in the search and in the final runs
-    specs = P.final_specs(p, {a: g[-1] for a, g in p["tune"]["grid"].items()}) + P.tune_specs(p)
+    specs = PL.final_specs(p, {a: g[-1] for a, g in p["tune"]["grid"].items()}) + PL.tune_specs(p)
     for arm in p["arms"]:
         for spec in [s for s in specs if s.arm == arm][:: len(p["seeds"]) - 1][:2]:
-            rc = RunConfig.from_hydra(P.configure(spec, {"runs_dir": "runs"}))
+            rc = RunConfig.from_hydra(PL.configure(spec, {"runs_dir": "runs"}))
             check_config(rc.values)
             flatness.validate(rc.metrics)
             assert rc.max_steps and rc.epochs is None and rc.lr == spec.lr, arm
@@ -79,39 +80,39 @@ def test_protocol_file_loads_and_its_rules_validate(path):
 
 @pytest.mark.parametrize("path", CLAIMS, ids=lambda f: f.stem)
 def test_the_full_scale_is_its_own_protocol_with_more_data(path):
-    quick, full = P.load_protocol(path.stem), P.load_protocol(path.stem, "full")
+    quick, full = PL.load_protocol(path.stem), PL.load_protocol(path.stem, "full")
     assert full["name"] == f"{quick['name']}_full" and full["seeds"] == quick["seeds"]
     assert full["base"]["dataset.num_samples"] > quick["base"]["dataset.num_samples"]
-    specs = P.final_specs(full, {a: g[0] for a, g in full["tune"]["grid"].items()})
+    specs = PL.final_specs(full, {a: g[0] for a, g in full["tune"]["grid"].items()})
     for arm in full["arms"]:
         spec = next(s for s in specs if s.arm == arm)
-        rc = RunConfig.from_hydra(P.configure(spec, {"runs_dir": "runs"}))
+        rc = RunConfig.from_hydra(PL.configure(spec, {"runs_dir": "runs"}))
         check_config(rc.values)
         assert rc.values["name"] == full["name"]
         if "large" in arm:  # Keskar's large batch: 10% of the training set at either scale
             assert rc.batch_size == 4000
-    quick_dirs = {P.run_dir(s, {}) for s in P.tune_specs(quick)}
-    assert not quick_dirs & {P.run_dir(s, {}) for s in P.tune_specs(full)}
+    quick_dirs = {PL.run_dir(s, {}) for s in PL.tune_specs(quick)}
+    assert not quick_dirs & {PL.run_dir(s, {}) for s in PL.tune_specs(full)}
 
 
 def test_a_malformed_protocol_is_refused_with_the_key(tmp_path):
     p = yaml.safe_load(TINY.read_text())
     p["tune"]["grid"]["small"] = [0.1, 0.2, 0.3, 0.4, 0.5]  # not log-spaced
     with pytest.raises(P.ProtocolError, match="tune.grid.small"):
-        P.check_protocol(p)
+        PL.check_protocol(p)
     p = yaml.safe_load(TINY.read_text())
     p["comparisons"][0]["rule"]["direction"] = "bigger"
     with pytest.raises(P.ProtocolError, match="comparison batch: .*direction"):
-        P.check_protocol(p)
+        PL.check_protocol(p)
     p = yaml.safe_load(TINY.read_text())
     p["base"]["criterion_every_samples"] = 100  # not a multiple of 32
     with pytest.raises(P.ProtocolError, match="criterion_every_samples"):
-        P.check_protocol(p)
+        PL.check_protocol(p)
     p = yaml.safe_load(TINY.read_text())
     arms = list(p["arms"])
     p["pairs"] = [{"name": "ab", "a": arms[0], "b": arms[1], "tset": True}]  # a misspelt key
     with pytest.raises(P.ProtocolError, match=r"pairs: ab: unknown key\(s\) \['tset'\]"):
-        P.check_protocol(p)
+        PL.check_protocol(p)
 
 
 @pytest.mark.parametrize("key", ["seeds", "tune.seeds"])
@@ -121,7 +122,7 @@ def test_seeds_are_distinct_integers_that_every_generator_takes(key, seeds):
     p = yaml.safe_load(TINY.read_text())
     (p["tune"] if key == "tune.seeds" else p)["seeds"] = seeds
     with pytest.raises(P.ProtocolError, match=f"{key} must be a list of at least two distinct"):
-        P.check_protocol(p)
+        PL.check_protocol(p)
 
 
 # --- the learning-rate rule -------------------------------------------------------------------------
@@ -159,7 +160,7 @@ def test_reach_within_must_be_a_fraction_of_the_budget():
     for bad in (0, 1.5, "half", True):
         p["tune"]["reach_within"] = bad
         with pytest.raises(P.ProtocolError, match="reach_within"):
-            P.check_protocol(p)
+            PL.check_protocol(p)
 
 
 def test_a_choice_at_the_grid_edge_is_flagged_and_an_arm_with_no_eligible_rate_has_none():
@@ -187,7 +188,7 @@ def edit_result(folder: Path, **changes) -> None:
 def test_tune_writes_every_rate_and_skips_a_rate_that_missed_in_one_seed(tiny, tmp_path):
     root, _ = tiny
     table = pd.read_csv(root / "tables" / "lr_tiny.csv")
-    p = P.load_protocol(TINY)
+    p = PL.load_protocol(TINY)
     assert len(table) == sum(len(g) for g in p["tune"]["grid"].values())
     assert set(table.columns) >= {
         "lr",
@@ -203,7 +204,7 @@ def test_tune_writes_every_rate_and_skips_a_rate_that_missed_in_one_seed(tiny, t
     # one: the choice must not move to it. Then an edge rate that all seeds reached, best: flagged.
     shutil.copytree(root / "runs", tmp_path / "runs")
     here = common(tmp_path)
-    specs = [s for s in P.tune_specs(p) if s.arm == "small"]
+    specs = [s for s in PL.tune_specs(p) if s.arm == "small"]
     chosen = table[(table["arm"] == "small") & table["chosen"]]["lr"].iloc[0]
     top = max(p["tune"]["grid"]["small"])
     rest = table[(table["arm"] == "small") & table["eligible"] & ~table["chosen"]]
@@ -211,14 +212,14 @@ def test_tune_writes_every_rate_and_skips_a_rate_that_missed_in_one_seed(tiny, t
     for s in specs:
         if s.lr == other:
             stop = "max_steps" if s.seed == p["tune"]["seeds"][1] else "train_until_loss"
-            edit_result(P.run_dir(s, here), val_error=0.0, stop_reason=stop)
+            edit_result(PL.run_dir(s, here), val_error=0.0, stop_reason=stop)
     again = T.tune_table(p, here)
     row = again[(again["arm"] == "small") & (again["lr"] == other)].iloc[0]
     assert row["mean_val_error"] == 0.0 and row["reached"] == 1 and not row["chosen"]
     assert again[(again["arm"] == "small") & again["chosen"]]["lr"].tolist() == [chosen]
     for s in specs:
         if s.lr == top:
-            edit_result(P.run_dir(s, here), val_error=0.0, stop_reason="train_until_loss")
+            edit_result(PL.run_dir(s, here), val_error=0.0, stop_reason="train_until_loss")
     again = T.tune_table(p, here)
     pick = again[(again["arm"] == "small") & again["chosen"]].iloc[0]
     assert pick["lr"] == top and pick["at_edge"]
@@ -258,7 +259,7 @@ def values(p, runs, arm, quantity):
 
 def test_verdicts_match_verdict_family_and_mark_a_missed_criterion_not_comparable(tiny, tmp_path):
     here = copy_tiny(tiny, tmp_path)
-    p = P.load_protocol(TINY)
+    p = PL.load_protocol(TINY)
     runs = J.collect(p, here, tmp_path / "tables")
     edit_result(runs["heavy", 1][1], stop_reason="max_steps")  # heavy missed in seed 1
     assert J.verdicts([str(TINY)], here, tmp_path / "tables") == 0
@@ -328,7 +329,7 @@ def test_the_report_reads_every_number_from_the_verdict_tables(tiny, tmp_path):
     shutil.copytree(root / "tables", tmp_path / "results" / "tables")
     tables = tmp_path / "results" / "tables"
     here = common(tmp_path)
-    p = P.load_protocol(TINY)
+    p = PL.load_protocol(TINY)
     runs = J.collect(p, here, tables)
     edit_result(runs["heavy", 2][1], stop_reason="max_steps")  # heavy missed in seed 2
     assert J.verdicts([str(TINY)], here, tables) == 0
@@ -472,7 +473,7 @@ def test_verdicts_refuse_a_record_that_is_not_its_runs_or_out_of_range(
     """A record copied from another run or holding a value of the wrong type or range stops the
     verdicts with the file named; nothing is judged from it."""
     here = copy_tiny(tiny, tmp_path)
-    p = P.load_protocol(TINY)
+    p = PL.load_protocol(TINY)
     runs = J.collect(p, here, tmp_path / "tables")
     for seed in p["seeds"]:
         folder = runs["large", seed][1]

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from experiments import study as S
-from experiments.protocol import ProtocolError
+from experiments.errors import ProtocolError
 
 
 def tiny(tmp_path, **changes) -> str:
@@ -102,7 +102,7 @@ def test_malformed_studies_are_refused_naming_the_key(tmp_path, change, message)
 def test_the_jiang_study_file_loads_and_its_corner_configurations_compose():
     from experiments.checks import check_config
     from experiments.config import RunConfig
-    from experiments.protocol import configure
+    from experiments.plan import configure
 
     s = S.load_study("jiang")
     specs = S.study_specs(s)
