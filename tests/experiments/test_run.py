@@ -259,6 +259,7 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
         "batch_size=8",
         "model.width=32",
         "progress=false",
+        "checkpoint_seconds=0",  # a checkpoint every epoch: the default 30 s may outlast the kill
     ]
     killed_dir = tmp_path / "killed"
     killed_dir.mkdir()
@@ -274,7 +275,11 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
     history = None
     while time.time() < deadline:
         found = list((killed_dir / "runs" / "default").glob("*/history.csv"))
-        if found and len(found[0].read_text().splitlines()) >= 6:  # header + epoch 0 + 4 epochs
+        if (
+            found
+            and len(found[0].read_text().splitlines()) >= 4  # header + epoch 0 + 2 evaluations
+            and (found[0].parent / "checkpoint.pt").exists()
+        ):
             history = found[0]
             break
         time.sleep(0.05)
