@@ -57,10 +57,10 @@ reproduce() {  # $1: quick | full. Final runs at the committed learning rates, v
     local suffix="" metrics=audit subset=(--subset 4000) alphas=(--alphas 0.01 1 100)
     [ "$scale" = full ] && suffix=_full metrics=full subset=() alphas=()
     say "[$((SECONDS - start))s] scale-invariance audit of two final runs (batch 64 and 1600, seed 0)"
-    $py -m experiments.audit --metrics "$metrics" "${subset[@]}" "${alphas[@]}" --out "$results" --protocol-run \
+    $py -m experiments.analyse.audit --metrics "$metrics" "${subset[@]}" "${alphas[@]}" --out "$results" --protocol-run \
         "batch_size$suffix/momentum_small/0" "batch_size$suffix/momentum_large/0" | tail -n 1
     say "[$((SECONDS - start))s] Wilson et al.'s counter-example"
-    $py -m experiments.wilson --out "$results/tables" > /dev/null
+    $py -m experiments.analyse.wilson --out "$results/tables" > /dev/null
     local studies=jiang
     [ "$scale" = full ] && studies="jiang_full jiang_cnn_full"
     for study in $studies; do

@@ -5,8 +5,8 @@ records of their runs, checked against the runs they are read for.
 A protocol states before any run what is compared and how it is judged: ``base`` overrides common to
 every arm, the ``arms``, the learning-rate search (``tune``: a log grid per arm, search seeds, the
 rule), the final ``seeds`` and the ``comparisons``, each with its decision rule in the format of
-:mod:`experiments.verdicts`. Every arm is trained to the same training cross-entropy under a step
-budget, its rate chosen on validation only (:mod:`experiments.tune`), and its seeds are paired with
+:mod:`experiments.analyse.verdicts`. Every arm is trained to the same training cross-entropy under a step
+budget, its rate chosen on validation only (:mod:`experiments.analyse.tune`), and its seeds are paired with
 the other arms' (seed s: the same initial weights and batch order). Running the specifications is
 :mod:`experiments.execute`'s; the command line is :mod:`experiments.protocol`'s.
 """
@@ -23,9 +23,9 @@ import numpy as np
 from hydra import compose, initialize_config_dir
 
 from experiments import records, store
+from experiments.analyse.verdicts import validate_rule
 from experiments.config import RunConfig
 from experiments.errors import ProtocolError
-from experiments.verdicts import validate_rule
 from flatness.registry import SEED_MAX
 
 ROOT = Path(__file__).resolve().parent.parent

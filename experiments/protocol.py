@@ -3,13 +3,13 @@
 A protocol states before any run what is compared and how it is judged: ``base`` overrides common to
 every arm, the ``arms``, the learning-rate search (``tune``: a log grid per arm, search seeds, the
 rule), the final ``seeds`` and the ``comparisons``, each with its decision rule in the format of
-:mod:`experiments.verdicts`. Every arm is trained to the same training cross-entropy under a step
+:mod:`experiments.analyse.verdicts`. Every arm is trained to the same training cross-entropy under a step
 budget, its rate chosen on validation only (the lowest mean validation error among the rates at which
 every search seed reached the criterion, within `tune.reach_within` of the step budget; a choice at
 the grid's edge is flagged), and its seeds are
 paired with the other arms' (seed s: the same initial weights and batch order).
 
-    python -m experiments.protocol tune batch_size        # the search (experiments.tune) -> results/tables/lr_<name>.csv|md
+    python -m experiments.protocol tune batch_size        # the search (experiments.analyse.tune) -> results/tables/lr_<name>.csv|md
     python -m experiments.protocol run batch_size         # every arm x seed at the chosen rates
     python -m experiments.protocol verdicts batch_size optimizer visualisation   # one Holm family
     python -m experiments.protocol all batch_size         # one claim alone: search if its table is
@@ -28,10 +28,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from experiments import report
+from experiments.analyse.judge import verdicts
+from experiments.analyse.tune import read_rates, tune
 from experiments.errors import ProtocolError, one_line_exits
 from experiments.execute import dry_run, execute, run_final
-from experiments.judge import verdicts
 from experiments.plan import (
     SCALES,
     configure,
@@ -42,7 +42,7 @@ from experiments.plan import (
     tuned_arms,
     waves,
 )
-from experiments.tune import read_rates, tune
+from experiments.report import document as report
 
 
 def alone(p: Mapping[str, Any], args, common: Mapping[str, Any]) -> int:

@@ -1,7 +1,7 @@
 """``python -m experiments.study run|rank NAME``: a correlation study in the manner of Jiang et al.
 2020, from ``conf/study/<name>.yaml``: a full factorial grid of hyperparameter axes, each
 configuration trained to a criterion under a step budget for every seed, then every measure ranked
-against the generalisation gap (:mod:`experiments.jiang`, through :mod:`experiments.correlate`).
+against the generalisation gap (:mod:`experiments.analyse.jiang`, through :mod:`experiments.analyse.correlate`).
 
 A study file holds ``name``; ``base`` (run overrides common to every run, with ``metrics``: the
 measures taken on every model); ``axes`` (axis → level label → the overrides of that level; a level
@@ -29,9 +29,9 @@ import pandas as pd
 from omegaconf import OmegaConf
 
 from experiments.aggregate import write_table
+from experiments.analyse.correlate import measure_columns, rank_models
 from experiments.checks import check_config
 from experiments.config import RunConfig
-from experiments.correlate import measure_columns, rank_models
 from experiments.criterion import reached
 from experiments.errors import ConfigError, ProtocolError, one_line_exits
 from experiments.execute import execute
@@ -113,7 +113,7 @@ def study_specs(s: Mapping[str, Any]) -> list[Spec]:
 def models_frame(s: Mapping[str, Any], common: Mapping[str, Any]) -> tuple[pd.DataFrame, int]:
     """One row per finished model (its axis levels, gap, test error, training accuracy, steps,
     train loss and the study's measures, with the columns of
-    :func:`experiments.correlate.measure_columns`) and the number of runs without a result."""
+    :func:`experiments.analyse.correlate.measure_columns`) and the number of runs without a result."""
     rows, missing = [], 0
     wanted = set(s["base"].get("metrics") or {})
     for spec in study_specs(s):

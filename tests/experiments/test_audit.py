@@ -4,7 +4,8 @@ figures drawn from those tables alone."""
 
 import pandas as pd
 
-from experiments import audit, report
+from experiments.analyse import audit
+from experiments.report import document as report
 
 
 def test_audit_writes_tables_and_figures_with_the_expected_verdicts(tmp_path, data_dir):
@@ -144,7 +145,7 @@ def test_a_changed_function_voids_every_verdict_of_the_model():
 def test_a_run_that_missed_its_criterion_is_refused(tmp_path, data_dir):
     import pytest
 
-    from experiments.audit import AuditError
+    from experiments.analyse.audit import AuditError
 
     args = [f"runs_dir={tmp_path / 'runs'}", f"data_dir={data_dir}", "dataset=synthetic"]
     args += ["epochs=null", "max_steps=3", "train_until_loss=1e-6", "model.width=8"]

@@ -1,4 +1,4 @@
-"""``python -m experiments.correlate`` on hand-made run directories: the models below the train
+"""``python -m experiments.analyse.correlate`` on hand-made run directories: the models below the train
 accuracy floor are dropped and counted per axis value, a measure equal to the gap ranks first with
 K = 1, the baselines are there, a failed metric is missing rather than a value, and errors are one
 line."""
@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from experiments import correlate as C
+from experiments.analyse import correlate as C
 
 
 def fake_runs(root: Path, seed: int = 0) -> None:

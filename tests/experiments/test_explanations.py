@@ -17,14 +17,14 @@ import pytest
 import torch
 import yaml
 
-from experiments import judge as J
 from experiments import plan as PL
 from experiments import protocol as P
-from experiments import report
+from experiments.analyse import judge as J
+from experiments.analyse.tune import read_rates
+from experiments.analyse.verdicts import part_test, rule_parts
 from experiments.checks import check_config
 from experiments.config import RunConfig
-from experiments.tune import read_rates
-from experiments.verdicts import part_test, rule_parts
+from experiments.report import document as report
 from tests.experiments.conftest import copy_tiny
 from tests.experiments.test_protocol import EXPLANATIONS, TINY
 

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from experiments import exports
-from experiments import report_landscape as L
-from experiments.report_figures import _protocol_arms, arm_style, use_protocols
+from experiments.report import landscape as L
+from experiments.report.figures import _protocol_arms, arm_style, use_protocols
 from flatness.surface import Surface
 from tests.conftest import ROOT
 
@@ -156,14 +156,14 @@ def test_the_slices_compare_the_arms_that_differ_only_in_batch_size(tmp_path):
 
 def test_a_figure_names_each_run_it_draws(tmp_path):
     """figure_sources reads the runs off each figure's own CSV and finds their ids."""
-    from experiments.report import figure_sources
+    from experiments.report.document import figure_sources
 
     (tmp_path / "tables").mkdir()
     (tmp_path / "figures").mkdir()
     pd.DataFrame({"protocol": ["p", "p", "p"], "arm": ["a", "b", "a"], "seed": [0, 0, 1],
                   "run_dir": ["runs/p/aaa", "runs/p/bbb", "runs/p/ccc"],
                   "stop_reason": ["train_until_loss", "max_steps", "train_until_loss"],
-                  # the rest of the runs table's declared columns (experiments.schemas)
+                  # the rest of the runs table's declared columns (experiments.analyse.schemas)
                   "lr": 0.1, "status": "finished", "train_error": 0.0, "test_error": 0.1,
                   "steps_trained": 100}).to_csv(
         tmp_path / "tables" / "protocol_runs.csv", index=False)  # fmt: skip

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from experiments.jiang import jiang_cmi, normalized_cmi
+from experiments.analyse.jiang import jiang_cmi, normalized_cmi
 
 
 def grid(seed: int = 0, seeds_per_config: int = 3) -> pd.DataFrame:
@@ -81,7 +81,7 @@ def test_ties_of_the_gap_carry_no_sign_and_missing_values_are_left_out():
 
 
 def test_ranking_orders_measures_with_bootstrap_intervals_over_configurations_and_seeds():
-    from experiments.jiang import ranking
+    from experiments.analyse.jiang import ranking
 
     models = grid(seed=4, seeds_per_config=6)
     rng = np.random.default_rng(5)
@@ -125,7 +125,7 @@ def test_the_fast_psi_equals_aggregates_granulated_psi():
     """granulated_psi_all forms the groups once and computes τ-b by pairwise signs; it must give
     aggregate.granulated_psi's numbers (scipy's τ-b), ties and missing values included."""
     from experiments.aggregate import granulated_psi
-    from experiments.jiang import granulated_psi_all
+    from experiments.analyse.jiang import granulated_psi_all
 
     models = grid(seed=6, seeds_per_config=1)
     rng = np.random.default_rng(8)
@@ -141,7 +141,7 @@ def test_the_fast_psi_equals_aggregates_granulated_psi():
 
 
 def test_the_null_floor_of_k_is_near_0_and_far_below_the_gap_itself():
-    from experiments.jiang import jiang_cmi, null_k
+    from experiments.analyse.jiang import jiang_cmi, null_k
 
     models = grid(seed=6, seeds_per_config=4)
     null = null_k(models, "gap", AXES, n=60, seed=1)

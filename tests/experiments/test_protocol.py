@@ -20,13 +20,13 @@ import pytest
 import yaml
 
 import flatness
-from experiments import judge as J
 from experiments import plan as PL
 from experiments import protocol as P
-from experiments import tune as T
+from experiments.analyse import judge as J
+from experiments.analyse import tune as T
+from experiments.analyse.verdicts import part_test, rule_parts, validate_rule, verdict_family
 from experiments.checks import check_config
 from experiments.config import RunConfig
-from experiments.verdicts import part_test, rule_parts, validate_rule, verdict_family
 from tests.conftest import CONF, ROOT
 from tests.experiments.conftest import copy_tiny
 
@@ -322,7 +322,7 @@ def test_tau_test_reads_a_strong_association_as_significant_and_a_null_one_as_no
 
 
 def test_the_report_reads_every_number_from_the_verdict_tables(tiny, tmp_path):
-    from experiments import report
+    from experiments.report import document as report
 
     root, _ = tiny
     shutil.copytree(root / "runs", tmp_path / "runs")

@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from experiments import report_study as R
 from experiments.aggregate import write_table
-from experiments.correlate import rank_models
+from experiments.analyse.correlate import rank_models
+from experiments.report import study as R
 
 
 def grid(seed: int = 0) -> pd.DataFrame:

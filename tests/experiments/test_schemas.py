@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from experiments import report
-from experiments.schemas import TableError, read_table
-from experiments.verdicts import INCONCLUSIVE, REPRODUCED, decide
+from experiments.analyse.schemas import TableError, read_table
+from experiments.analyse.verdicts import INCONCLUSIVE, REPRODUCED, decide
+from experiments.report import document as report
 from tests.conftest import ROOT
 
 TABLES = ROOT / "results" / "tables"

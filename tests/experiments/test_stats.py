@@ -1,4 +1,4 @@
-"""experiments.stats against independent computations: brute-force enumeration, hand formulas,
+"""experiments.analyse.stats against independent computations: brute-force enumeration, hand formulas,
 worked examples from the literature, textbook power values and simulation."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from scipy import stats as st
 
-from experiments.stats import (
+from experiments.analyse.stats import (
     holm,
     kendall_tau_bootstrap,
     paired_test,

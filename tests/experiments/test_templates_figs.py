@@ -4,10 +4,10 @@ is an error (never an empty title), and the phrasing a choice selects is the one
 import jinja2
 import pytest
 
-from experiments import report_explanations as E
-from experiments import report_figures as F
-from experiments import report_landscape as L
-from experiments.templating import TEMPLATES, environment, lines
+from experiments.report import explanations as E
+from experiments.report import figures as F
+from experiments.report import landscape as L
+from experiments.report.templating import TEMPLATES, environment, lines
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,4 @@
-"""experiments.verdicts on hand-made tables: every branch of the rule, Holm across the family, the
+"""experiments.analyse.verdicts on hand-made tables: every branch of the rule, Holm across the family, the
 combined-verdict table, and malformed rules."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 from omegaconf import OmegaConf
 
-from experiments.stats import paired_test
-from experiments.verdicts import (
+from experiments.analyse.stats import paired_test
+from experiments.analyse.verdicts import (
     INCONCLUSIVE,
     NOT_COMPARABLE,
     NOT_REPRODUCED,
@@ -324,8 +324,8 @@ def test_saved_surfaces_are_exported_as_a_table_and_drawn_from_it(tmp_path):
     import numpy as np
     import pandas as pd
 
-    from experiments.judge import surface_frame
-    from experiments.report_figures import surfaces_figure
+    from experiments.analyse.judge import surface_frame
+    from experiments.report.figures import surfaces_figure
     from flatness.surface import Surface
 
     p = {"name": "t", "base": {"surface": "2d"}, "arms": {"a": {}, "b": {}}}
@@ -364,7 +364,7 @@ def test_keskars_interpolation_is_drawn_from_the_measured_pairs(tmp_path):
 
     import pandas as pd
 
-    from experiments.report_figures import interpolation_figure
+    from experiments.report.figures import interpolation_figure
 
     ts = [-0.5, 0.0, 0.5, 1.0, 1.5]
     rows = []

@@ -3,7 +3,7 @@ ball generalise perfectly, the adaptive methods predict the majority class."""
 
 import pytest
 
-from experiments import wilson
+from experiments.analyse import wilson
 
 
 def test_problem_structure():

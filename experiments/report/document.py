@@ -4,12 +4,12 @@ Reads what ``python -m experiments.protocol verdicts`` wrote (``verdicts.csv``, 
 ``protocol_runs.csv``, ``lr_<protocol>.csv``, ``secondary.csv``, ``protocols.json``,
 ``environment.json``), the invariance audit's ``audit.csv`` and Wilson et al.'s counter-example
 (``wilson_runs.csv``). Every number in the report is read or computed from those tables, never
-typed; every figure is drawn from them (:mod:`experiments.report_figures`). The report opens with the
+typed; every figure is drawn from them (:mod:`experiments.report.figures`). The report opens with the
 setup, then the verdicts, then one section per claim with its protocol, per-seed numbers, effect with
 its interval and Holm-adjusted p, the verdict and the rule that produced it.
 
 This module computes what each sentence states; the sentences are the templates
-``experiments/templates/report_*.md.j2`` (:mod:`experiments.templating`), one per section or caption.
+``experiments/report/templates/report_*.md.j2`` (:mod:`experiments.report.templating`), one per section or caption.
 """
 
 from __future__ import annotations
@@ -22,13 +22,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from experiments import report_explanations as E
-from experiments import report_figures as F
-from experiments import report_landscape as L
+from experiments.analyse.schemas import TableError, load
 from experiments.criterion import reached_rows
-from experiments.report_study import study_lines
-from experiments.schemas import TableError, load
-from experiments.templating import render
+from experiments.report import explanations as E
+from experiments.report import figures as F
+from experiments.report import landscape as L
+from experiments.report.study import study_lines
+from experiments.report.templating import render
 from flatness.io import atomic_write_bytes
 
 # Keskar et al. 2017, Table 3 ("Sharpness of Minima in Full Space"), ε = 1e-3: small-batch and
@@ -864,10 +864,3 @@ def main(argv: list[str] | None = None) -> None:
         print(f"report: {build(args.results)}")
     except TableError as exc:
         raise SystemExit(f"error: {exc}; the report is not written from it") from None
-
-
-if __name__ == "__main__":
-    from experiments.errors import one_line_exits
-
-    with one_line_exits("the report is written whole or not at all; run the same command again"):
-        main()

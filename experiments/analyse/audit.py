@@ -1,4 +1,4 @@
-"""``python -m experiments.audit``: which metrics does Dinh et al.'s α-rescaling fool?
+"""``python -m experiments.analyse.audit``: which metrics does Dinh et al.'s α-rescaling fool?
 
 Audits finished runs (``--run DIR``: their final weights, which must have met the run's training
 criterion) or trains (or reuses) the default MLP and CNN to cross-entropy 0.01; rescales each with
@@ -33,17 +33,17 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 from experiments import run
+from experiments.analyse.tune import read_rates
 from experiments.errors import ProtocolError
 from experiments.measurements import measure_model
 from experiments.plan import final_specs, load_protocol, run_dir
 from experiments.runs import NotTrained, load_trained
-from experiments.tune import read_rates
 from flatness.io import atomic_write_bytes
 from flatness.reparam import rescale
 from flatness.surface import surface_1d
 
 log = logging.getLogger(__name__)
-CONF = Path(__file__).resolve().parents[1] / "conf"
+CONF = Path(__file__).resolve().parents[2] / "conf"
 ALPHAS = (0.01, 0.1, 1.0, 10.0, 100.0)
 DEFAULT_MODELS = ("mlp", "cnn1d")
 # The default models are trained to the criterion the protocols use, under a step budget.
@@ -235,7 +235,7 @@ def _models(args) -> list[tuple[str, Any]]:
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:
     ap = argparse.ArgumentParser(
-        prog="python -m experiments.audit", description=__doc__.splitlines()[0]
+        prog="python -m experiments.analyse.audit", description=__doc__.splitlines()[0]
     )
     ap.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS))
     ap.add_argument("--alphas", nargs="+", type=float, default=list(ALPHAS))

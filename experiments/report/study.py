@@ -7,7 +7,7 @@ its theory predicts, K(μ) with its place and their bootstrap ranges, τ, Ψ), a
 measure's K(μ), τ and Ψ, the measure-versus-gap scatter of the best few coloured by the axis that
 moves each most, Andriushchenko et al. 2023's dissection of sharpness, and our ranking beside the
 published conclusions, each read by a rule written here. The words are templates
-(``experiments/templates/study_*.j2``); this module computes what they state and passes it in.
+(``experiments/report/templates/study_*.j2``); this module computes what they state and passes it in.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from experiments.report_figures import _save  # noqa: E402
-from experiments.templating import lines as template_lines  # noqa: E402
-from experiments.templating import render  # noqa: E402
+from experiments.report.figures import _save  # noqa: E402
+from experiments.report.templating import lines as template_lines  # noqa: E402
+from experiments.report.templating import render  # noqa: E402
 
 # Which family each registered measure belongs to, for the figure's colours and the text
 FAMILIES = {

@@ -1,4 +1,4 @@
-"""Paired statistics over seeds, for ``experiments.aggregate`` and ``experiments.report``.
+"""Paired statistics over seeds, for the analysis (verdicts, pairs, the study); the report reads their tables.
 
 Every comparison in the suite pairs seeds across two arms a and b, so the unit of analysis is the
 per-seed difference d = a − b. This module holds:
@@ -13,7 +13,7 @@ per-seed difference d = a − b. This module holds:
 - `kendall_tau_bootstrap`: Kendall's τ (as in Jiang et al. 2020) with a percentile interval from
   resampling seeds (Efron & Tibshirani 1993).
 
-The verdicts themselves are in ``experiments.verdicts``.
+The verdicts themselves are in ``experiments.analyse.verdicts``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The report's prose: Markdown templates in ``experiments/templates/`` (Jinja2) filled from the
+"""The report's prose: Markdown templates in ``experiments/report/templates/`` (Jinja2) filled from the
 tables. Python computes what a sentence states and passes it in; the sentence itself lives in a
 template, so changing the report's wording never means editing Python.
 
@@ -32,7 +32,7 @@ def environment() -> jinja2.Environment:
 
 
 def render(name: str, /, **context: Any) -> str:
-    """Template ``name`` (a file in ``experiments/templates/``) filled with ``context``."""
+    """Template ``name`` (a file in ``experiments/report/templates/``) filled with ``context``."""
     return environment().get_template(name).render(**context)
 
 

@@ -12,7 +12,7 @@ exported from the runs' records (:mod:`experiments.exports`); nothing here measu
 
 Every figure draws only runs that met their training criterion, names each arm with its training
 loss at the plotted point (the median over seeds) and uses each arm's colour and marker of every
-figure (:func:`experiments.report_figures.arm_style`).
+figure (:func:`experiments.report.figures.arm_style`).
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from experiments import templating
-from experiments.report_figures import _save, arm_style, phrase, plt, slice_rise, typical_planes
-from experiments.schemas import load
+from experiments.analyse.schemas import load
+from experiments.report import templating
+from experiments.report.figures import _save, arm_style, phrase, plt, slice_rise, typical_planes
 
 Panels = Sequence[tuple[str, Sequence[str]]]
 # experiments.optim.stability_threshold's formulas, for labels
@@ -114,7 +114,7 @@ def surface_3d_figure(
     surfaces: pd.DataFrame, arms: Sequence[str], figures: Path, name: str
 ) -> str | None:
     """Li et al. 2018's Fig. 1 style: each arm's training-loss plane (its median seed by slice
-    sharpness, :func:`experiments.report_figures.typical_planes`) as a 3D surface over the grid the run measured, log10 of the loss on one shared
+    sharpness, :func:`experiments.report.figures.typical_planes`) as a 3D surface over the grid the run measured, log10 of the loss on one shared
     vertical scale, so that the arms' steepness compares directly."""
     data = _reached(surfaces)
     arms = [a for a in arms if a in set(data["arm"])]

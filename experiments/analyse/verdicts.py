@@ -47,7 +47,7 @@ from numbers import Real
 
 import numpy as np
 
-from experiments.stats import N_MAX, PairedTest, holm, paired_differences, paired_test
+from experiments.analyse.stats import N_MAX, PairedTest, holm, paired_differences, paired_test
 
 REPRODUCED = "reproduced"
 REVERSED = "reversed"

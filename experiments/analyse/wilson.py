@@ -1,4 +1,4 @@
-"""``python -m experiments.wilson``: Wilson et al. 2017's counter-example to adaptive methods (§3.3).
+"""``python -m experiments.analyse.wilson``: Wilson et al. 2017's counter-example to adaptive methods (§3.3).
 
 A linearly separable least-squares problem: n points in d = 6n dimensions; label y = +1 with
 probability p > 1/2; features x₁ = y, x₂ = x₃ = 1, and a block of features unique to each point (one
@@ -91,7 +91,7 @@ def run(
 
 def main(argv: list[str] | None = None) -> pd.DataFrame:
     ap = argparse.ArgumentParser(
-        prog="python -m experiments.wilson", description=__doc__.splitlines()[0]
+        prog="python -m experiments.analyse.wilson", description=__doc__.splitlines()[0]
     )
     ap.add_argument("--n", type=int, default=50)
     ap.add_argument("--p", type=float, default=0.7)

@@ -1,6 +1,6 @@
 """The verdicts of ``python -m experiments.protocol verdicts``: the final runs of each protocol
 paired by seed, the measured quantities read from the runs' records (slice sharpness from their
-surface record), not-comparable arms set aside, and the decision rule of :mod:`experiments.verdicts`
+surface record), not-comparable arms set aside, and the decision rule of :mod:`experiments.analyse.verdicts`
 applied once over every comparison given (one Holm family), written as tidy tables."""
 
 from __future__ import annotations
@@ -16,15 +16,16 @@ import pandas as pd
 
 from experiments import exports
 from experiments.aggregate import write_table
+from experiments.analyse.explanations import write_intervals
+from experiments.analyse.sharpness_by_batch import write_tau_table
+from experiments.analyse.stats import PairedTest, kendall_tau_bootstrap, t_interval
+from experiments.analyse.tune import read_rates
+from experiments.analyse.verdicts import part_test, rule_parts, verdict_family
 from experiments.criterion import reached
 from experiments.errors import ProtocolError
 from experiments.machine import describe_machine
 from experiments.pairs import pair_rows
 from experiments.plan import arm_keys, final_specs, load_protocol, load_result, source_of
-from experiments.sharpness_by_batch import write_tau_table
-from experiments.stats import PairedTest, kendall_tau_bootstrap, t_interval
-from experiments.tune import read_rates
-from experiments.verdicts import part_test, rule_parts, verdict_family
 from flatness.io import atomic_write_bytes
 
 # --- verdicts -----------------------------------------------------------------------------------------
@@ -490,6 +491,7 @@ def verdicts(
     (out_dir / "environment.json").write_text(json.dumps(environment(), indent=1) + "\n")
     # the protocols as judged (the report describes each from this, not from conf/ as it is now)
     (out_dir / "protocols.json").write_text(json.dumps(protocols, indent=1) + "\n")
+    write_intervals(out_dir)  # the explanations' paired intervals, from the tables just written
     print(
         table[
             ["protocol", "comparison", "part", "mean_diff", "p_holm", "part_verdict", "verdict"]

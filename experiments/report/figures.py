@@ -21,7 +21,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
-from experiments import templating  # noqa: E402
+from experiments.report import templating  # noqa: E402
 from flatness.io import atomic_write_bytes  # noqa: E402
 from flatness.plot import save_figure  # noqa: E402
 
@@ -334,7 +334,7 @@ def slice_rise(coords, values, at: float = 0.5) -> float:
     """Li et al. 2018's reading of a 1D slice: the mean rise of ``values`` at ±``at`` (interpolated
     between grid points) over the value at the coordinate nearest 0. The report's one reading of
     every saved slice (surfaces, audit slices); the verdicts' slice sharpness is
-    :func:`experiments.judge.slice_sharpness`."""
+    :func:`experiments.analyse.judge.slice_sharpness`."""
     coords, values = np.asarray(coords, dtype=float), np.asarray(values, dtype=float)
     centre = values[np.abs(coords).argmin()]
     return float(np.interp([-at, at], coords, values).mean() - centre)
@@ -365,7 +365,7 @@ def surfaces_figure(
     (its median seed by slice sharpness, :func:`typical_planes`) as its grid's cells on one shared logarithmic colour
     scale with a colour bar (no interpolation between the grid points). Reads the runs' surfaces;
     measures nothing. The slices through the same planes are
-    :func:`experiments.report_landscape.slices_figure`."""
+    :func:`experiments.report.landscape.slices_figure`."""
     from matplotlib.colors import LogNorm
 
     data = surfaces[surfaces["arm"].isin(arms) & surfaces["reached"].astype(bool)]

@@ -2,8 +2,9 @@
 batch): per-batch sharpness of each minimum, tidy, and Kendall τ of each batch size's sharpness with
 test error, with a seed-bootstrap interval (Efron & Tibshirani 1993, §8).
 
-Tables in, tables out: the verdicts step writes ``sharpness_by_batch_<protocol>.csv`` from the
-protocol's paired and runs tables, and the report reads it; the bootstraps (2,000 draws for each of
+Tables in, tables out: the verdicts step writes ``sharpness_by_batch_<protocol>.csv`` (τ) and
+``sharpness_by_batch_values_<protocol>.csv`` (the tidy values) from the protocol's paired and runs
+tables, and the report reads them; the bootstraps (2,000 draws for each of
 28 rows, 40 s) are computed once here, not each time the report is written.
 """
 
@@ -14,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from experiments.stats import kendall_tau_bootstrap
+from experiments.analyse.stats import kendall_tau_bootstrap
 
 N_BOOT = 2000
 QUANTITIES = r"^(lmax|msharp)_"  # λmax(L_B) and m-sharpness at batch size B, recorded per run
@@ -72,15 +73,21 @@ def tau_table(tidy: pd.DataFrame, n_boot: int = N_BOOT) -> pd.DataFrame:
 
 
 def write_tau_table(name: str, tables: Path, out: Path | None = None) -> Path | None:
-    """``sharpness_by_batch_<name>.csv`` from ``paired_<name>.csv`` and ``protocol_runs.csv`` in
-    ``tables`` (written to ``out``, default ``tables``), where the protocol records per-batch
-    sharpness; None (and no file) where it does not."""
+    """``sharpness_by_batch_<name>.csv`` (τ) and ``sharpness_by_batch_values_<name>.csv`` (the tidy
+    values) from ``paired_<name>.csv`` and ``protocol_runs.csv`` in ``tables`` (written to ``out``,
+    default ``tables``), where the protocol records per-batch sharpness; None (and no files) where
+    it does not."""
     out = tables if out is None else out
-    path = out / f"sharpness_by_batch_{name}.csv"
+    path, values = (
+        out / f"sharpness_by_batch_{name}.csv",
+        out / f"sharpness_by_batch_values_{name}.csv",
+    )
     paired = pd.read_csv(tables / f"paired_{name}.csv")
     if not paired["quantity"].str.match(QUANTITIES).any():
         path.unlink(missing_ok=True)
+        values.unlink(missing_ok=True)
         return None
     tidy = sharpness_by_b(paired, pd.read_csv(tables / "protocol_runs.csv"), name)
+    tidy.to_csv(values, index=False)
     tau_table(tidy).to_csv(path, index=False)
     return path

@@ -1,4 +1,4 @@
-"""``python -m experiments.correlate DIR [DIR ...]``: which measure predicts generalisation, over any
+"""``python -m experiments.analyse.correlate DIR [DIR ...]``: which measure predicts generalisation, over any
 set of finished runs (a sweep of this suite, or several): Jiang et al. 2020's ranking.
 
 Runs are read from their run directories (``config.yaml`` + ``result.json``); the hyperparameter axes
@@ -13,11 +13,11 @@ that failed on a run, or whose search stopped at its bound (PAC-Bayes σ at ``si
 (``at_bound``). A PAC-Bayes σ also enters in Jiang et al.'s 1/σ² form (``<name>.inv_sq``) and, where
 the initial weights were known, as their bound ‖w − w₀‖²/(4σ²) + log(m/σ) + 10 (``<name>.bound``). For each measure: Kendall τ with the
 gap and with the test error, the granulated Ψ per axis and averaged, and the conditional mutual
-information K(μ) with the conditioning set that minimises it (:mod:`experiments.jiang`), each with a
+information K(μ) with the conditioning set that minimises it (:mod:`experiments.analyse.jiang`), each with a
 two-stage bootstrap interval (configurations, then seeds).
 
-    python -m experiments.correlate runs/correlation              # -> results/tables/correlation_ranking.csv|md
-    python -m experiments.correlate runs/a runs/b --name mine --out /tmp/tables --bootstrap 500
+    python -m experiments.analyse.correlate runs/correlation              # -> results/tables/correlation_ranking.csv|md
+    python -m experiments.analyse.correlate runs/a runs/b --name mine --out /tmp/tables --bootstrap 500
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ import numpy as np
 import pandas as pd
 
 from experiments.aggregate import GAP, axes, load_runs, write_table
+from experiments.analyse.jiang import null_k, ranking
 from experiments.criterion import reached_rows
-from experiments.jiang import null_k, ranking
 from experiments.store import load_result
 
 BASELINES = ("baseline.steps", "baseline.train_loss", "baseline.random")
@@ -225,7 +225,7 @@ def correlate(
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
-        prog="python -m experiments.correlate", description=__doc__.split("\n\n")[0]
+        prog="python -m experiments.analyse.correlate", description=__doc__.split("\n\n")[0]
     )
     ap.add_argument("roots", nargs="+", type=Path, help="directories holding finished runs")
     ap.add_argument("--out", type=Path, default=Path("results/tables"))

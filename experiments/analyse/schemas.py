@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from experiments.verdicts import NOT_COMPARABLE, combine_parts, decide, holm
+from experiments.analyse.verdicts import NOT_COMPARABLE, combine_parts, decide, holm
 
 TOLERANCE = 1e-9  # p-values read back from CSV: 17 significant digits, compared loosely
 

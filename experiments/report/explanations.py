@@ -7,20 +7,16 @@ barrier Adam's minimum is left (adam_escape). Nothing here measures; every figur
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from experiments import templating
+from experiments.analyse.schemas import load
 from experiments.criterion import reached_rows
-from experiments.report_figures import _save, arm_style, phrase, plt, sns
-from experiments.schemas import load
-from experiments.sharpness_by_batch import sharpness_by_b
-from experiments.stats import t_interval
+from experiments.report import templating
+from experiments.report.figures import _save, arm_style, phrase, plt, sns
 
-N_BOOT = 2000
 BASIN = 0.05  # the adam_escape protocol's rule: a barrier below it is one basin
 FIGURE_TEXT = "explanations_figure_text.txt.j2"  # the figures' titles and long labels
 
@@ -46,21 +42,23 @@ _read = load  # every table through its schema
 # --- 1. batch norm ----------------------------------------------------------------------------------
 
 
-def gap_closed(wide: pd.DataFrame, large: str, small: str, arm: str, seed: int = 0):
-    """The share of the large-minus-small gap in test error that ``arm`` closes,
-    mean(large − arm) / mean(large − small), with a 95% percentile interval from resampling seeds
-    (the arms' values of one seed stay together)."""
-    d_arm = (wide[large] - wide[arm]).to_numpy()
-    d_gap = (wide[large] - wide[small]).to_numpy()
-    share = d_arm.mean() / d_gap.mean() if d_gap.mean() != 0 else math.nan
-    rng = np.random.default_rng(seed)
-    draws = []
-    for _ in range(N_BOOT):
-        i = rng.integers(0, len(d_arm), len(d_arm))
-        if d_gap[i].mean() != 0:
-            draws.append(d_arm[i].mean() / d_gap[i].mean())
-    lo, hi = np.percentile(draws, [2.5, 97.5]) if draws else (math.nan, math.nan)
-    return float(share), float(lo), float(hi)
+def _intervals(tables: Path, protocol: str, kind: str) -> pd.DataFrame:
+    """The analysis's paired intervals of one kind for one protocol
+    (:mod:`experiments.analyse.explanations`), indexed by what identifies them."""
+    table = _read(tables, "explanation_intervals")
+    if table is None:
+        raise FileNotFoundError(
+            f"{tables}/explanation_intervals.csv: run the verdicts step, which writes it"
+        )
+    return table[(table["protocol"] == protocol) & (table["kind"] == kind)]
+
+
+def _one(rows: pd.DataFrame, **match) -> pd.Series:
+    for column, value in match.items():
+        rows = rows[rows[column] == value]
+    if len(rows) != 1:
+        raise ValueError(f"explanation_intervals.csv: {len(rows)} rows for {match}")
+    return rows.iloc[0]
 
 
 def batch_norm_lines(p: dict, tables: Path, figures: Path, runs: pd.DataFrame) -> list[str]:
@@ -71,10 +69,12 @@ def batch_norm_lines(p: dict, tables: Path, figures: Path, runs: pd.DataFrame) -
     need = {"bn_large", "bn_small", "ghost_large", "regime_large", "ghost_regime"}
     if not need <= set(wide.columns):
         return []
-    mean, _, lo, hi, _ = t_interval(wide["bn_large"] - wide["bn_small"])
+    gap = _one(_intervals(tables, p["name"], "gap"), a="bn_large", b="bn_small")
+    mean, lo, hi = gap["mean"], gap["low"], gap["high"]
+    closed = _intervals(tables, p["name"], "closed")
     rows = []
     for arm in ("ghost_large", "regime_large", "ghost_regime"):
-        share, s_lo, s_hi = gap_closed(wide, "bn_large", "bn_small", arm)
+        share, s_lo, s_hi = _one(closed, a=arm)[["mean", "low", "high"]]
         rows.append(
             {
                 "arm": arm,
@@ -86,8 +86,9 @@ def batch_norm_lines(p: dict, tables: Path, figures: Path, runs: pd.DataFrame) -
             }
         )
     contrasts = []
+    contrast = _intervals(tables, p["name"], "contrast")
     for a, b in (("bn_large", "ghost_large"), ("regime_large", "ghost_regime")):
-        m, _, c_lo, c_hi, p_t = t_interval(wide[a] - wide[b])
+        m, c_lo, c_hi, p_t = _one(contrast, a=a, b=b)[["mean", "low", "high", "p"]]
         contrasts.append(
             {"a": a, "b": b, "points": 100 * m, "low": 100 * c_lo, "high": 100 * c_hi, "p": p_t}
         )
@@ -154,7 +155,7 @@ def averaged_lines(p: dict, tables: Path, figures: Path, runs: pd.DataFrame) -> 
     paired = _read(tables, f"paired_{p['name']}")
     if paired is None:
         return []
-    tidy = sharpness_by_b(paired, runs, p["name"])
+    tidy = _read(tables, f"sharpness_by_batch_values_{p['name']}")
     taus = _read(tables, f"sharpness_by_batch_{p['name']}")
     if taus is None:
         raise FileNotFoundError(
@@ -163,19 +164,21 @@ def averaged_lines(p: dict, tables: Path, figures: Path, runs: pd.DataFrame) -> 
     made = _by_b_figure(tidy, figures, p["name"])
     return templating.lines(
         "explanations_averaged_sharpness.md.j2",
-        table=_md(_averaged_table(tidy, taus)),
+        table=_md(_averaged_table(tidy, taus, _intervals(tables, p["name"], "separation"))),
         **_monotone(tidy),
         relative_se=relative_se(tables, p),
-        without=_without_b1(tidy),
+        without=_without_b1(_intervals(tables, p["name"], "without_b1")),
         made=made,
         data=made.replace(".png", ".csv"),
         ratios=_large_over_small(tidy),
     )
 
 
-def _averaged_table(tidy: pd.DataFrame, taus: pd.DataFrame) -> pd.DataFrame:
+def _averaged_table(
+    tidy: pd.DataFrame, taus: pd.DataFrame, separation: pd.DataFrame
+) -> pd.DataFrame:
     """Per model, measure and B: both minima's geometric means, their separation seed by seed and
-    Kendall τ with test error (from the verdicts step's table)."""
+    Kendall τ with test error (both from the verdicts step's tables)."""
     tau_of = taus.set_index(["model", "measure", "quantity"])
     rows = []
     for (model, measure, quantity), sub in tidy.groupby(
@@ -184,9 +187,8 @@ def _averaged_table(tidy: pd.DataFrame, taus: pd.DataFrame) -> pd.DataFrame:
         wide = sub.pivot(index="seed", columns="batch", values="value")
         if not {"small", "large"} <= set(wide.columns):
             continue
-        sep = np.log(wide["large"]) - np.log(wide["small"])
-        ok = np.isfinite(sep)
-        mean, _, lo, hi, _ = t_interval(sep[ok]) if ok.sum() >= 2 else (math.nan,) * 5
+        sep = _one(separation, model=model, measure=measure, quantity=quantity)
+        mean, lo, hi = sep[["mean", "low", "high"]]
         tau, t_lo, t_hi = tau_of.loc[(model, measure, quantity), ["tau", "tau_low", "tau_high"]]
         rows.append(
             {
@@ -202,17 +204,12 @@ def _averaged_table(tidy: pd.DataFrame, taus: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _without_b1(tidy: pd.DataFrame) -> list[dict]:
+def _without_b1(intervals: pd.DataFrame) -> list[dict]:
     """Per model, the separation of the averaging ratio with B = 1 left out (B = 4 to 64)."""
-    without = []
-    for model, sub in tidy[tidy["measure"].str.startswith("λ")].groupby("model", sort=False):
-        wide_b = sub.pivot_table(index=["batch", "seed"], columns="B", values="value")
-        bs = sorted(b for b in wide_b.columns if 4 <= b <= 64)
-        ratio = np.exp(np.log(wide_b[bs]).mean(axis=1)) / wide_b[max(wide_b.columns)]
-        sep = np.log(ratio.loc["large"]) - np.log(ratio.loc["small"])
-        m, _, c_lo, c_hi, _ = t_interval(sep.dropna())
-        without.append({"model": model, "mean": m, "low": c_lo, "high": c_hi})
-    return without
+    return [
+        {"model": r["model"], "mean": r["mean"], "low": r["low"], "high": r["high"]}
+        for _, r in intervals.iterrows()
+    ]
 
 
 def _monotone(tidy: pd.DataFrame) -> dict[str, list[dict]]:
@@ -476,7 +473,8 @@ def _path_rises(tidy: pd.DataFrame, pairs: pd.DataFrame, own: pd.DataFrame) -> l
 
 def equal_loss_lines(p: dict, tables: Path, runs: pd.DataFrame) -> list[str]:
     """Adam's and momentum's minima at equal training loss: sharpness beside test error, per arm
-    and as the paired ratio adam/momentum over the seeds (described)."""
+    and as the paired ratio adam/momentum over the seeds (described; the intervals are the
+    analysis's)."""
     metrics = _read(tables, "run_metrics")
     if metrics is None:
         return []
@@ -486,6 +484,7 @@ def equal_loss_lines(p: dict, tables: Path, runs: pd.DataFrame) -> list[str]:
     wide = mine.pivot_table(index=["arm", "seed"], columns="metric", values="value")
     test = runs[runs["protocol"] == p["name"]].set_index(["arm", "seed"])["test_error"]
     wide["test_error"] = test.reindex(wide.index)
+    paired_of = _intervals(tables, p["name"], "equal_loss")
     rows = []
     for q, label in (
         ("test_error", "test error"),
@@ -495,12 +494,11 @@ def equal_loss_lines(p: dict, tables: Path, runs: pd.DataFrame) -> list[str]:
         if q not in wide:
             continue
         a, m = wide.loc["adam", q], wide.loc["momentum", q]
+        d, lo, hi = _one(paired_of, quantity=q)[["mean", "low", "high"]]
         if q == "test_error":
-            d, _, lo, hi, _ = t_interval(a - m)
             paired = f"{100 * d:+.2f} points [{100 * lo:+.2f}, {100 * hi:+.2f}]"
             shown = [f"{100 * a.mean():.2f}%", f"{100 * m.mean():.2f}%"]
         else:
-            d, _, lo, hi, _ = t_interval(np.log(a) - np.log(m))
             paired = f"×{np.exp(d):.2f} [×{np.exp(lo):.2f}, ×{np.exp(hi):.2f}]"
             shown = [f"{np.exp(np.log(a).mean()):.3g}", f"{np.exp(np.log(m).mean()):.3g}"]
         rows.append(
