@@ -7,8 +7,6 @@ both faster for these sizes (DESIGN.md, performance notes) and exactly reproduci
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import os
 from dataclasses import dataclass
@@ -19,6 +17,7 @@ import numpy as np
 import torch
 
 from experiments.errors import ConfigError
+from experiments.store import digest
 from flatness.io import atomic_write_bytes, npz_bytes
 
 log = logging.getLogger(__name__)
@@ -123,8 +122,7 @@ def _mnist1d(cfg: Any, data_dir: Path) -> Dataset:
     """
     key = {"num_samples": int(cfg.num_samples), "seed": int(cfg.seed),
            "train_split": float(cfg.train_split)}  # fmt: skip
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:10]
-    path = data_dir / "mnist1d" / f"mnist1d-{digest}.npz"
+    path = data_dir / "mnist1d" / f"mnist1d-{digest(key, 10)}.npz"
     n_train = int(key["num_samples"] // 10 * 10 * key["train_split"])
     arrays = _load_cache(path, expected_train=n_train, features=MNIST1D_FEATURES)
     if arrays is None:

@@ -11,7 +11,6 @@ again through the runner.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import time
@@ -25,7 +24,7 @@ from torch import nn
 import flatness
 from experiments.data import Dataset
 from experiments.optim import stability_threshold
-from experiments.store import atomic_write_json
+from experiments.store import atomic_write_json, digest
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +42,7 @@ CORE = (
 
 
 def settings_hash(settings: dict[str, Any]) -> str:
-    text = json.dumps(settings, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:10]
+    return digest(settings, 10)
 
 
 class Records:

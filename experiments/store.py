@@ -96,10 +96,18 @@ def weights_digest(path: str | os.PathLike) -> str:
         raise ConfigError(f"init_from: cannot read {path} ({exc.strerror or exc})") from None
 
 
+def digest(value: Any, length: int, *, sort_keys: bool = True) -> str:
+    """The suite's one content hash: the first ``length`` hex digits of sha256 over ``value`` as
+    JSON (keys sorted unless ``sort_keys=False``, which the tuning stamps were made with; anything
+    JSON cannot write enters as its ``str``). Run ids, tuning stamps, measurement-settings keys and
+    the dataset cache's file names all come from it, so none can drift from another."""
+    text = json.dumps(value, sort_keys=sort_keys, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
 def run_id(cfg: Mapping[str, Any]) -> str:
     """A short, stable hash of the result-determining config."""
-    text = json.dumps(determining_config(cfg), sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
+    return digest(determining_config(cfg), 12)
 
 
 def flatten_config(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -8,6 +8,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from experiments.analyse.tune import read_rates, tune_hash
+from experiments.plan import dependent, final_specs, load_protocol, run_dir, tuned_arms
+
 RESULTS = Path(__file__).resolve().parents[1] / "results"
 REPORT = RESULTS / "REPORT.md"
 pytestmark = pytest.mark.skipif(not REPORT.exists(), reason="no committed report")
@@ -87,3 +90,26 @@ def test_each_protocol_figure_draws_runs_at_their_criterion_with_their_own_train
             assert drawn["run_train_loss"].tolist() == pytest.approx(ours["train_loss"].tolist())
             assert (ours["stop_reason"] == "train_until_loss").all(), figure
     assert checked >= 5, "fewer figures than expected quote their runs' training loss"
+
+
+def test_the_committed_runs_keep_their_ids_and_the_searches_their_stamps():
+    """A change to what a run id hashes would orphan every committed result: for every final run of
+    an arm that starts from no other run's weights, the id the plan gives it now is the one
+    ``protocol_runs.csv`` records; and each search table carries the stamp its protocol hashes to now
+    (so ``./reproduce.sh`` reuses the committed rates and finds the runs it would train)."""
+    tables = RESULTS / "tables"
+    recorded = pd.read_csv(tables / "protocol_runs.csv")
+    recorded = recorded.set_index(["protocol", "arm", "seed"])["run_dir"].map(
+        lambda d: Path(d).name
+    )
+    checked = 0
+    for name in sorted(set(recorded.index.get_level_values("protocol"))):
+        p = load_protocol(name)
+        if tuned_arms(p):
+            stamps = set(pd.read_csv(tables / f"lr_{name}.csv")["tune_hash"].astype(str))
+            assert stamps == {tune_hash(p)}, name
+        arms = [a for a in p["arms"] if not dependent(p, a)]
+        for spec in final_specs(p, read_rates(p, tables), {}, arms):
+            assert run_dir(spec, {}).name == recorded[name, spec.arm, spec.seed], (name, spec.arm)
+            checked += 1
+    assert checked == 240, checked  # of the 300 committed runs; the other 60 continue others

@@ -7,8 +7,6 @@ stale and the final runs refuse it."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -21,6 +19,7 @@ from experiments.criterion import reached
 from experiments.errors import ProtocolError
 from experiments.execute import execute
 from experiments.plan import arm_keys, load_result, run_dir, source_of, tune_specs, tuned_arms
+from experiments.store import digest
 
 
 def tune_hash(p: Mapping[str, Any]) -> str:
@@ -29,8 +28,7 @@ def tune_hash(p: Mapping[str, Any]) -> str:
     or tune block, or to a conf/ default they rely on, makes a table stale."""
     runs = [(s.arm, s.lr, s.seed, run_dir(s, {}).name) for s in tune_specs(p)]
     rule = {"rule": p["tune"]["rule"], "reach_within": p["tune"].get("reach_within", 1.0)}
-    text = json.dumps({**rule, "runs": runs})
-    return hashlib.sha256(text.encode()).hexdigest()[:12]
+    return digest({**rule, "runs": runs}, 12, sort_keys=False)
 
 
 def choose_rates(runs: pd.DataFrame) -> pd.DataFrame:
