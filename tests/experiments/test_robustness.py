@@ -1,0 +1,135 @@
+"""The robustness label reaches every branch on hand-made readings, and the rate curve and the
+choice's stability read hand-made grids as stated (issue 26)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as sps
+
+from experiments.analyse.robustness import (
+    Condition,
+    choice_stability,
+    rate_curve,
+    robustness_label,
+)
+
+
+def C(name, mean, p, p_tost=math.nan, p_vs_today=math.nan):
+    return Condition(name, True, mean, p, p_tost, p_vs_today)
+
+
+@pytest.mark.parametrize(
+    ("today", "mean", "conditions", "label"),
+    [
+        ("not comparable", 0.01, [C("rate", 0.01, 0.01)], "not comparable today"),
+        ("reproduced", 0.01, [], "untested"),
+        ("reproduced", 0.01, [Condition("rate", False)], "untested (not comparable under rate)"),
+        ("reproduced", 0.01, [C("rate", 0.011, 0.01, p_vs_today=0.6)], "robust"),
+        ("reproduced", 0.01, [C("rate", -0.01, 0.01)], "depends on rate (reverses)"),
+        ("reproduced", 0.01, [C("rate", 0.002, 0.03, p_vs_today=0.01)], "depends on rate (weaker)"),
+        (
+            "reproduced",
+            0.01,
+            [C("rate", 0.03, 0.001, p_vs_today=0.01)],
+            "depends on rate (stronger)",
+        ),
+        ("reversed", -0.01, [C("rate", 0.01, 0.01)], "depends on rate (reverses)"),
+        (
+            "reproduced",
+            0.01,
+            [C("rate", 0.008, 0.2, p_vs_today=0.5), C("rule", 0.01, 0.01)],
+            "robust in sign, underpowered under rate",
+        ),
+        (
+            "reproduced",
+            0.01,
+            [C("rate", 0.008, 0.2), C("endpoint", -0.02, 0.001), Condition("rule", False)],
+            "depends on endpoint (reverses); not comparable under rule",
+        ),
+        (
+            "reproduced",
+            0.01,
+            [C("a", 0.01, 0.01), Condition("b", False)],
+            "robust; not comparable under b",
+        ),
+        ("not reproduced", 0.0, [C("rate", 0.0, 0.8, p_tost=0.01)], "robust"),
+        ("not reproduced", 0.0, [C("rate", 0.02, 0.01)], "depends on rate (an effect, +)"),
+        ("not reproduced", 0.0, [C("rate", -0.004, 0.3, 0.01, 0.02)], "depends on rate (differs)"),
+        (
+            "not reproduced",
+            0.0,
+            [C("rate", 0.01, 0.3, p_tost=0.2)],
+            "equivalence not shown under rate",
+        ),
+        ("inconclusive", 0.005, [C("rate", -0.02, 0.01)], "depends on rate (significant, −)"),
+        ("inconclusive", 0.005, [C("rate", 0.01, 0.2)], "inconclusive under every condition"),
+    ],
+)
+def test_every_branch_of_the_label(today, mean, conditions, label):
+    assert robustness_label(today, mean, conditions) == label
+
+
+def test_a_label_that_always_said_robust_would_fail():
+    labels = {
+        robustness_label("reproduced", 0.01, [C("x", m, p, p_vs_today=q)])
+        for m, p, q in [(0.01, 0.01, 0.5), (-0.01, 0.01, 0.01), (0.005, 0.3, 0.4)]
+    }
+    assert len(labels) == 3
+
+
+def test_an_unknown_verdict_is_refused():
+    with pytest.raises(ValueError, match="unknown part verdict"):
+        robustness_label("partly", 0.01, [C("x", 0.01, 0.01)])
+
+
+def _grid(missed=()):
+    rng = np.random.default_rng(3)
+    rows = []
+    for arm, base in (("large", 0.15), ("small", 0.13)):
+        for m in (0.5, 1.0, 2.0):
+            for seed in range(6):
+                rows.append({"arm": arm, "multiplier": m, "seed": seed,
+                             "reached": (arm, m, seed) not in missed,
+                             "test_error": base + 0.01 * m + rng.normal(0, 0.004)})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_the_rate_curve_pairs_every_seed_and_marks_points_where_one_missed():
+    grid = _grid(missed={("small", 2.0, 4)})
+    curve = rate_curve(grid, "large", "small").set_index(["moving", "multiplier"])
+    assert len(curve) == 6
+    wide = grid.pivot_table(index=["arm", "multiplier", "seed"], values="test_error")["test_error"]
+    d = wide["large", 0.5].to_numpy() - wide["small", 1.0].to_numpy()
+    half = sps.t.ppf(0.975, 5) * d.std(ddof=1) / np.sqrt(6)
+    point = curve.loc["large", 0.5]
+    assert point["mean"] == pytest.approx(d.mean())
+    assert (point["low"], point["high"]) == pytest.approx((d.mean() - half, d.mean() + half))
+    missed = curve.loc["small", 2.0]  # one small-batch seed missed: counted, never dropped
+    assert not missed["comparable"] and math.isnan(missed["mean"])
+    assert (missed["n"], missed["reached_a"], missed["reached_b"]) == (6, 6, 5)
+    # the b slice moves b's rate against a at ×1: a − b falls as b's error rises with its rate
+    assert curve.loc["small", 0.5]["mean"] > curve.loc["small", 1.0]["mean"]
+
+
+def test_the_choice_is_read_over_every_pair_and_leave_one_out():
+    rows = []
+    for seed in range(4):
+        for lr, err in ((0.05, 0.12), (0.1, 0.11 if seed != 3 else 0.20), (0.2, 0.13)):
+            rows.append({"arm": "a", "lr": lr, "seed": seed, "reached": True, "val_error": err})
+    stability = choice_stability(pd.DataFrame(rows))
+    assert stability["kind"].value_counts().to_dict() == {"two": 6, "leave one out": 4, "all": 1}
+    by = stability.set_index("subset")["lr"]
+    # 0.1 validates best (0.11 against 0.12) except in seed 3 (0.20): any subset holding seed 3
+    # averages 0.1 above 0.12 and picks 0.05; the others keep 0.1
+    for subset, lr in by.items():
+        assert lr == (0.05 if "3" in subset.split() else 0.1), subset
+    assert by["0 1 2 3"] == 0.05
+    # an arm with no rate that every seed reached gets no choice
+    rows = [r | {"reached": r["lr"] != 0.05 or r["seed"] != 0} for r in rows]
+    rows = [r | {"reached": False} if r["lr"] != 0.05 else r for r in rows]
+    none = choice_stability(pd.DataFrame(rows)).set_index("subset")["lr"]
+    assert math.isnan(none["0 1"]) and none["1 2"] == 0.05
