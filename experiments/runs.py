@@ -1,12 +1,12 @@
 """``python -m experiments.runs export --tensorboard DIR``: every run in TensorBoard's HParams view.
 
-Every usable run (finished with a complete ``result.json``: the runs ``experiments.aggregate``
+Every usable run (finished with a complete ``result.json``: the runs ``experiments.analyse.aggregate``
 tabulates) is written to TensorBoard's HParams view under ``DIR/<name>/<run_id>``: its
 result-determining configuration as hyperparameters (:func:`hparams_of`), every number of its
 ``result.json`` as metrics (:func:`result_scalars`), and its ``history.csv`` as scalar curves over
 optimizer steps (:func:`history_curves`), so runs can be sorted and filtered beside their curves.
 Runs left out (diverged, failed, unfinished, unreadable) are named with the reason, as
-``experiments.aggregate`` names them. Exporting again replaces each run's event files.
+``experiments.analyse.aggregate`` names them. Exporting again replaces each run's event files.
 
 TensorBoard keeps scalars in single precision (its data server reads no double-precision ones), so
 the metrics it shows agree with ``result.json`` to about seven significant digits; hyperparameters
@@ -22,7 +22,7 @@ import argparse
 import json
 import shutil
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -30,14 +30,19 @@ import pandas as pd
 import torch
 from omegaconf import OmegaConf
 
-from experiments.aggregate import usable_result
 from experiments.criterion import reached
 from experiments.data import build_dataset
 from experiments.errors import ConfigError
 from experiments.history import read_history
+from experiments.measurements import CORE
 from experiments.models import build_model
-from experiments.store import determining_key, load_result, run_dirs
+from experiments.status import damage
+from experiments.store import NON_DETERMINING_KEYS, determining_key, load_result, run_dirs
 
+VALIDATION = ("val_loss", "val_acc", "val_error")  # present when the dataset has a validation split
+GAP = "gap"
+# Config keys that never define a configuration axis (bookkeeping) besides the non-determining ones.
+IGNORED_CONFIG = {f"config.{k}" for k in NON_DETERMINING_KEYS} | {"config.seed"}
 EVENTS_PREFIX = "events.out.tfevents."
 # Parts of result.json that are not results: the run's config (the hyperparameters) and the
 # settings each measurement ran with (they are in the config as metrics.*; numbers carry them).
@@ -52,6 +57,99 @@ CURVES = {
     "batch_loss": "history/batch_loss",
     "lambda_max": "history/lambda_max",
 }
+
+
+# --- the runs of a sweep as one tidy table ---------------------------------------------------------
+
+
+def load_runs(roots: Iterable[Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Finished runs as rows (``config.*``, core numbers, ``metric.*``), and every other run directory
+    with its status and reason."""
+    rows, problems = [], []
+    for root in roots:
+        for run_dir in run_dirs(root):
+            result, found = usable_result(run_dir)
+            problems.extend(found)
+            if result is None:
+                continue
+            row: dict[str, Any] = {"run_dir": str(run_dir), "run_id": result["run_id"]}
+            row.update({f"config.{k}": _hashable(v) for k, v in result["config"].items()})
+            row.update({k: result.get(k) for k in CORE})
+            row.update({k: result[k] for k in VALIDATION if k in result})
+            row.update(
+                {k: result.get(k) for k in ("stop_reason", "epochs_trained", "steps_trained")}
+            )
+            row.update({f"metric.{k}": v["value"] for k, v in result.get("metrics", {}).items()})
+            rows.append(row)
+    return pd.DataFrame(rows), pd.DataFrame(problems, columns=["run_dir", "status", "reason"])
+
+
+def usable_result(run_dir: Path) -> tuple[dict[str, Any] | None, list[dict[str, str]]]:
+    """A run directory's ``result.json`` when its numbers are to be used (a finished, complete
+    result), else None; and its problems (``run_dir``, ``status``, ``reason``): why it is left out,
+    or what is wrong with a run that is still used (damaged weights, failed metrics)."""
+    result = load_result(run_dir / "result.json")
+    if result is None:
+        state, reason = ("unreadable", "result.json unreadable or not a result") if (
+            run_dir / "result.json").exists() else ("unfinished", "no result.json")  # fmt: skip
+        return None, [{"run_dir": str(run_dir), "status": state, "reason": reason}]
+    if result.get("status") == "finished" and not {"run_id", "config"} <= set(result):
+        return None, [{"run_dir": str(run_dir), "status": "incomplete result",
+                       "reason": "result.json lacks run_id or config"}]  # fmt: skip
+    problems = []
+    if result.get("status") == "finished" and (why := damage(run_dir)):
+        # listed, and still used: its numbers are in result.json, not in its weights
+        problems.append({"run_dir": str(run_dir), "status": "damaged",
+                         "reason": why + " (its numbers in result.json are still used)"})  # fmt: skip
+    if result.get("status") != "finished":
+        reason = result.get("error") or (
+            f"diverged at epoch {result.get('diverged_epoch')}"
+            if result.get("status") == "diverged"
+            else ""
+        )
+        problems.append({"run_dir": str(run_dir), "status": result.get("status"), "reason": reason})
+        return None, problems
+    failures = result.get("metric_failures") or {}
+    problems.extend(
+        {"run_dir": str(run_dir), "status": "metric failed", "reason": f"{k}: {v}"}
+        for k, v in failures.items()
+    )
+    return result, problems
+
+
+def _hashable(value: Any) -> Any:
+    return json.dumps(value) if isinstance(value, list | dict) else value
+
+
+def config_columns(runs: pd.DataFrame) -> list[str]:
+    """Configuration columns that identify a configuration (seed and bookkeeping excluded)."""
+    return [
+        c
+        for c in runs.columns
+        if c.startswith("config.") and c not in IGNORED_CONFIG and not c.startswith("config.hydra")
+    ]
+
+
+def axes(runs: pd.DataFrame) -> list[str]:
+    """The hyperparameter axes of a sweep: configuration columns that take more than one value."""
+    # map(str), not astype(str): pandas keeps a missing value missing under astype, so a setting
+    # that is null in some runs (e.g. ghost_batch_size) would not count as varying
+    return [c for c in config_columns(runs) if runs[c].map(str).nunique() > 1]
+
+
+def summarize(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per configuration: mean and std over seeds of every number, and the seed count."""
+    keys = axes(runs)
+    numbers = [c for c in runs.columns if c in CORE or c in VALIDATION or c.startswith("metric.")]
+    if not keys:
+        keys = ["config.name"] if "config.name" in runs else []
+    grouped = (
+        runs.groupby(keys, dropna=False, sort=True) if keys else runs.assign(_all=0).groupby("_all")
+    )
+    mean = grouped[numbers].mean().add_suffix(" mean")
+    std = grouped[numbers].std(ddof=1).add_suffix(" std")
+    count = grouped.size().rename("seeds")
+    return pd.concat([count, mean, std], axis=1).reset_index()
 
 
 # --- what a run's record says ----------------------------------------------------------------------

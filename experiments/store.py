@@ -16,12 +16,15 @@ import logging
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from experiments.errors import ConfigError
 from flatness.io import atomic_write_bytes
+
+if TYPE_CHECKING:  # pandas is imported by the analysis that writes tables, not by every run
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 
@@ -231,3 +234,11 @@ def load_result(path: str | os.PathLike) -> dict[str, Any] | None:
         )
         return None
     return result
+
+
+def write_table(df: pd.DataFrame, out: Path, name: str) -> None:
+    """``<name>.csv`` and ``<name>.md`` in ``out`` (atomically)."""
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(out / f"{name}.csv", df.to_csv(index=False).encode())
+    text = df.to_markdown(index=False, floatfmt=".4g") if len(df) else "(no rows)"
+    atomic_write_bytes(out / f"{name}.md", (text + "\n").encode())

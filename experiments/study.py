@@ -28,7 +28,6 @@ from typing import Any
 import pandas as pd
 from omegaconf import OmegaConf
 
-from experiments.aggregate import write_table
 from experiments.analyse.correlate import measure_columns, rank_models
 from experiments.checks import check_config
 from experiments.config import RunConfig
@@ -36,7 +35,7 @@ from experiments.criterion import reached
 from experiments.errors import ConfigError, ProtocolError, one_line_exits
 from experiments.execute import execute
 from experiments.plan import CONF, Spec, configure, load_result
-from experiments.store import atomic_write_json
+from experiments.store import atomic_write_json, write_table
 from flatness.registry import SEED_MAX
 
 STUDY_KEYS = {"name", "base", "axes", "seeds", "min_train_acc", "notes"}

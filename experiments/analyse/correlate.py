@@ -32,10 +32,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from experiments.aggregate import GAP, axes, load_runs, write_table
 from experiments.analyse.jiang import null_k, ranking
 from experiments.criterion import reached_rows
-from experiments.store import load_result
+from experiments.runs import GAP, axes, load_runs
+from experiments.store import load_result, write_table
 
 BASELINES = ("baseline.steps", "baseline.train_loss", "baseline.random")
 # Forms of a measure that Jiang et al. 2020 rank beside it, read from the measurement's extras
@@ -63,7 +63,7 @@ def measure_columns(metrics: Mapping[str, Any]) -> dict[str, float]:
 
 
 def models_from_runs(runs: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
-    """The runs of :func:`experiments.aggregate.load_runs` as one row per model (its axis values,
+    """The runs of :func:`experiments.runs.load_runs` as one row per model (its axis values,
     gap, test error, train accuracy and loss, steps, id and every numeric metric) and the axes: the
     settings that vary between runs, the seed excluded."""
     found = axes(runs)
@@ -218,7 +218,7 @@ def correlate(
         raise SystemExit(f"error: no finished run under {', '.join(map(str, roots))}")
     if len(problems):
         print(f"{len(problems)} problem runs (unfinished, failed, a failed metric) are listed by "
-              "`python -m experiments.aggregate`")  # fmt: skip
+              "`python -m experiments.analyse.aggregate`")  # fmt: skip
     models, found = models_from_runs(runs)
     return rank_models(models, found, out, name, min_train_acc, n_boot, write_table, seed, jobs)
 

@@ -26,7 +26,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from experiments.aggregate import kendall_tau
+from experiments.analyse.aggregate import kendall_tau
 
 
 def _pair_codes(values: np.ndarray) -> np.ndarray:
@@ -156,7 +156,7 @@ def _tau_b(x: np.ndarray, y: np.ndarray) -> float:
 def granulated_psi_all(
     configs: pd.DataFrame, measures: Sequence[str], gap: str, axes: Sequence[str]
 ) -> dict[str, tuple[float, dict[str, float]]]:
-    """:func:`experiments.aggregate.granulated_psi` of every measure, its groups formed once: per
+    """:func:`experiments.analyse.aggregate.granulated_psi` of every measure, its groups formed once: per
     axis, the mean τ within each group of configurations that differ only in that axis, and the
     mean of those over axes."""
     groups = {}

@@ -15,7 +15,6 @@ import numpy as np
 import pandas as pd
 
 from experiments import exports
-from experiments.aggregate import write_table
 from experiments.analyse.explanations import write_intervals
 from experiments.analyse.sharpness_by_batch import write_tau_table
 from experiments.analyse.stats import PairedTest, kendall_tau_bootstrap, t_interval
@@ -26,6 +25,7 @@ from experiments.errors import ProtocolError
 from experiments.machine import describe_machine
 from experiments.pairs import pair_rows
 from experiments.plan import arm_keys, final_specs, load_protocol, load_result, source_of
+from experiments.store import write_table
 from flatness.io import atomic_write_bytes
 
 # --- verdicts -----------------------------------------------------------------------------------------

@@ -14,12 +14,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from experiments.aggregate import write_table
 from experiments.criterion import reached
 from experiments.errors import ProtocolError
 from experiments.execute import execute
 from experiments.plan import arm_keys, load_result, run_dir, source_of, tune_specs, tuned_arms
-from experiments.store import digest
+from experiments.store import digest, write_table
 
 
 def tune_hash(p: Mapping[str, Any]) -> str:

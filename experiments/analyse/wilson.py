@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from experiments.aggregate import write_table
+from experiments.store import write_table
 
 OPTIMIZERS = {
     "sgd": lambda p, lr: torch.optim.SGD(p, lr=lr),

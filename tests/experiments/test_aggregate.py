@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 import torch
 
-from experiments import aggregate as A
+from experiments import runs as R
+from experiments.analyse import aggregate as A
 
 # Two axes, lr ∈ {0.1, 0.2} and batch ∈ {32, 64}; gap = 10·lr + batch/100.
 # Metric "agrees" rises with the gap along both axes: τ = 1, Ψ = 1.
@@ -70,10 +71,10 @@ def sweep(tmp_path):
 
 
 def test_tau_and_psi_match_their_construction(sweep):
-    runs, problems = A.load_runs([sweep])
+    runs, problems = R.load_runs([sweep])
     assert len(runs) == 8
     assert sorted(problems["status"]) == ["diverged", "failed", "unfinished"]
-    assert sorted(A.axes(runs)) == ["config.batch_size", "config.lr"]
+    assert sorted(R.axes(runs)) == ["config.batch_size", "config.lr"]
     table = A.correlation_table(runs, samples=200).set_index("metric")
     assert table.loc["agrees", "tau"] == pytest.approx(1.0)
     assert table.loc["agrees", "psi"] == pytest.approx(1.0)

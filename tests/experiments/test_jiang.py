@@ -124,7 +124,7 @@ def test_ranking_orders_measures_with_bootstrap_intervals_over_configurations_an
 def test_the_fast_psi_equals_aggregates_granulated_psi():
     """granulated_psi_all forms the groups once and computes τ-b by pairwise signs; it must give
     aggregate.granulated_psi's numbers (scipy's τ-b), ties and missing values included."""
-    from experiments.aggregate import granulated_psi
+    from experiments.analyse.aggregate import granulated_psi
     from experiments.analyse.jiang import granulated_psi_all
 
     models = grid(seed=6, seeds_per_config=1)

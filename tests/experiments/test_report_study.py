@@ -11,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from experiments.aggregate import write_table
 from experiments.analyse.correlate import rank_models
 from experiments.report import study as R
+from experiments.store import write_table
 
 
 def grid(seed: int = 0) -> pd.DataFrame:

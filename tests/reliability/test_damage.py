@@ -1,6 +1,6 @@
 """Damage noticed (issue 16): a checkpoint, final weights, config or result that does not hold what
 it should is treated as missing — the run resumes, starts over or retrains and says so — and
-``experiments.status`` and ``experiments.aggregate`` list such runs by path instead of crashing or
+``experiments.status`` and ``experiments.analyse.aggregate`` list such runs by path instead of crashing or
 hiding them; Ctrl-C and a full disk end in one line and a state a rerun resumes from."""
 
 from __future__ import annotations
@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from experiments import aggregate, status
+from experiments import runs, status
+from experiments.analyse import aggregate
 from experiments.run import main
 from tests.conftest import TINY, killed_at_epoch
 
@@ -79,7 +80,7 @@ def test_damaged_final_weights_are_reported_and_trained_again(make_cfg, caplog, 
     damage(run_dir / "final.pt")
     said = states(run_dir.parent, capsys)
     assert "1 damaged" in said and str(run_dir) in said and "final.pt" in said
-    rows, problems = aggregate.load_runs([run_dir.parent])
+    rows, problems = runs.load_runs([run_dir.parent])
     assert len(rows) == 1 and problems["status"].tolist() == ["damaged"]
     with caplog.at_level(logging.WARNING):
         again = main(make_cfg(*TINY))
@@ -94,7 +95,7 @@ def test_a_run_whose_config_was_deleted_is_listed_and_a_rerun_writes_it_back(mak
     (run_dir / "config.yaml").unlink()
     said = states(run_dir.parent, capsys)
     assert "1 damaged" in said and "config.yaml" in said
-    rows, problems = aggregate.load_runs([run_dir.parent])
+    rows, problems = runs.load_runs([run_dir.parent])
     assert len(rows) == 1 and problems["status"].tolist() == ["damaged"]  # listed and aggregated
     main(make_cfg(*TINY))
     assert (run_dir / "config.yaml").exists() and "1 done" in states(run_dir.parent, capsys)
@@ -107,7 +108,7 @@ def test_a_result_file_of_the_wrong_shape_is_listed_not_a_crash(make_cfg, capsys
     (run_dir / "result.json").write_text(content)
     said = states(run_dir.parent, capsys)
     assert "1 failed" in said and str(run_dir) in said
-    rows, problems = aggregate.load_runs([run_dir.parent])
+    rows, problems = runs.load_runs([run_dir.parent])
     assert rows.empty and list(problems["run_dir"]) == [str(run_dir)]
     again = main(make_cfg(*TINY))  # measured again from the saved final weights
     assert again["status"] == "finished" and json.loads((run_dir / "result.json").read_text())

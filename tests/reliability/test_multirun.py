@@ -6,7 +6,8 @@ import os
 import subprocess
 import sys
 
-from experiments import aggregate, status
+from experiments import status
+from experiments.analyse import aggregate
 from tests.conftest import ROOT, TINY
 
 
