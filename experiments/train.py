@@ -79,6 +79,9 @@ class _Progress:
     history: list[dict[str, float]] = field(default_factory=list)
     checks: list[dict[str, float]] = field(default_factory=list)
     stop_reason: str | None = None
+    # the loss sum and samples of the steps an epoch took before training stopped in it: where a
+    # run is taken up there (start_from), its epoch's mean batch loss counts them too
+    partial: tuple[float, int] = (0.0, 0)
 
 
 def train(
@@ -88,6 +91,7 @@ def train(
     settings: TrainSettings,
     run_dir: Path | None = None,
     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy,
+    start_from: Path | None = None,
 ) -> TrainOutcome:
     """Train ``model`` in place; with ``run_dir``, checkpoint every ``checkpoint_every`` epochs and
     where training stops, and resume from the last checkpoint.
@@ -95,6 +99,13 @@ def train(
     Training stops after the epoch budget, after exactly ``max_steps`` optimizer steps, or right
     after the step at whose check ``train_until_loss`` is met (mid-epoch if need be); the model then
     holds the weights of that moment, and a rerun finds the run stopped.
+
+    ``start_from``: the checkpoint where a run stopped at a *higher* training-loss criterion, every
+    other setting equal (:func:`experiments.continuation.check_shortcut` checks that). Such a run
+    passed through exactly the states this one passes through on its way down, so this run takes up
+    from there (mid-epoch if need be) instead of training those steps again; the weights, history and
+    checks come out bit-identical to training from scratch (tested). Used only when ``run_dir`` holds
+    no checkpoint of its own.
     """
     s = settings
     steps = steps_per_epoch(data.num_train, s.batch_size, s.drop_last)
@@ -151,6 +162,8 @@ def train(
             run_dir / "checkpoint.pt",
         )
         checkpoint = None
+    if checkpoint is None and start_from is not None:
+        checkpoint = _shortcut(start_from, model, optimizer, s, steps)
     if checkpoint is not None:
         p = _progress_from(
             checkpoint, steps, samples_per_epoch(data.num_train, s.batch_size, s.drop_last)
@@ -191,8 +204,13 @@ def train(
             epoch_start = time.perf_counter()
             if s.max_steps is None:
                 _set_lr(optimizer, scheduled_lr(s, epoch, p.steps))
-            budget = steps if s.max_steps is None else min(steps, s.max_steps - p.steps)
-            batch_loss, taken = _train_epoch(
+            # steps of this epoch already taken: 0 except where a run taken up by start_from
+            # stopped mid-epoch
+            start = p.steps - epoch * steps
+            left = steps - start
+            budget = left if s.max_steps is None else min(left, s.max_steps - p.steps)
+            carried = p.partial if start else (0.0, 0)
+            loss_sum, seen, taken = _train_epoch(
                 model,
                 optimizer,
                 data,
@@ -202,8 +220,12 @@ def train(
                 loss_fn,
                 before_step=None if s.max_steps is None else before_step,
                 after_step=after_step,
+                start=start,
+                carried=carried,
             )
-            if taken == steps:
+            batch_loss = loss_sum / max(seen, 1)
+            p.partial = (loss_sum, seen) if start + taken < steps else (0.0, 0)
+            if start + taken == steps:
                 p.epoch = epoch + 1
             ends = (
                 p.stop_reason is not None
@@ -237,7 +259,11 @@ def train(
                 p.stop_reason = BUDGET
             bar.update(1)
             if run_dir:
-                if taken == steps and p.stop_reason != "diverged" and p.epoch in s.save_epochs:
+                if (
+                    start + taken == steps
+                    and p.stop_reason != "diverged"
+                    and p.epoch in s.save_epochs
+                ):
                     atomic_torch_save(
                         run_dir / "weights" / f"epoch_{p.epoch:04d}.pt", model.state_dict()
                     )
@@ -299,6 +325,25 @@ def _set_lr(optimizer, lr: float) -> None:
         group["lr"] = lr
 
 
+def _shortcut(path: Path, model, optimizer, s: TrainSettings, steps: int) -> dict[str, Any]:
+    """The checkpoint of a run stopped at a higher criterion, made this run's starting point: the
+    stop undone, and the history row that only the stop wrote (an evaluation off the cadence)
+    dropped, since a run trained straight through would not have written it."""
+    checkpoint = load_checkpoint(Path(path), CHECKPOINT_KEYS)
+    if checkpoint is None or checkpoint.get("stop_reason") != REACHED:
+        raise ValueError(
+            f"start_from: {path} is not the checkpoint of a run stopped at its criterion"
+        )
+    if not _resume_from(checkpoint, model, optimizer):
+        raise ValueError(f"start_from: {path} does not fit this run's model or optimizer")
+    history = list(checkpoint["history"])
+    every = _eval_cadence(s.eval_every, epoch_budget(s, steps))
+    last = history[-1]["epoch"] if history else 0
+    if history and not (float(last).is_integer() and _evaluation_due(int(last), every, s)):
+        history.pop()
+    return {**checkpoint, "history": history, "stop_reason": None}
+
+
 def _progress_from(checkpoint: dict[str, Any], steps: int, epoch_samples: int) -> _Progress:
     epoch = checkpoint["epoch"]
     return _Progress(
@@ -308,6 +353,7 @@ def _progress_from(checkpoint: dict[str, Any], steps: int, epoch_samples: int) -
         history=checkpoint["history"],
         checks=checkpoint.get("checks", []),
         stop_reason=checkpoint.get("stop_reason"),
+        partial=tuple(checkpoint.get("partial", (0.0, 0))),
     )
 
 
@@ -322,17 +368,21 @@ def _train_epoch(
     *,
     before_step: Callable[[], None] | None = None,
     after_step: Callable[[int], bool] | None = None,
-) -> tuple[float, int]:
-    """Up to ``steps`` mini-batches of a seeded permutation of the training set. ``after_step`` is
-    told each step's batch size and may end the epoch there by returning True. Returns the mean
-    mini-batch loss and the number of steps taken."""
+    start: int = 0,
+    carried: tuple[float, int] = (0.0, 0),
+) -> tuple[float, int, int]:
+    """Up to ``steps`` mini-batches of a seeded permutation of the training set, from its
+    ``start``-th batch on. ``after_step`` is told each step's batch size and may end the epoch there
+    by returning True. Returns the sum of the mini-batch losses (each times its batch's size) and
+    the samples over the epoch's steps, ``carried`` (those taken before ``start``) included, and the
+    number of steps taken."""
     model.train()
     order = torch.randperm(data.num_train, generator=epoch_generator(s.seed, epoch)).to(
         data.x_train.device
     )
-    total = torch.zeros((), dtype=torch.float64, device=data.x_train.device)
-    seen = taken = 0
-    for step in range(steps):
+    total = torch.full((), carried[0], dtype=torch.float64, device=data.x_train.device)
+    seen, taken = carried[1], 0
+    for step in range(start, start + steps):
         if before_step is not None:
             before_step()
         idx = order[step * s.batch_size : (step + 1) * s.batch_size]
@@ -354,7 +404,7 @@ def _train_epoch(
         taken += 1
         if after_step is not None and after_step(len(idx)):
             break
-    return total.item() / max(seen, 1), taken  # one device sync per epoch, not per step
+    return total.item(), seen, taken  # one device sync per epoch, not per step
 
 
 def _evaluate(model, xy, loss_fn, s: TrainSettings) -> Evaluation:
@@ -456,5 +506,6 @@ def _save_checkpoint(run_dir: Path, model, optimizer, p: _Progress) -> None:
             "history": p.history,
             "checks": p.checks,
             "stop_reason": p.stop_reason,
+            "partial": list(p.partial),
         },
     )

@@ -50,8 +50,13 @@ def run(data: Dataset, run_dir: Path | None = None, optimizer: str = "sgd", **se
     model = mlp()
     cls = torch.optim.SGD if optimizer == "sgd" else torch.optim.Adam
     opt = cls(model.parameters(), lr=settings.get("lr", 0.1))
+    start_from = settings.pop("start_from", None)
     settings = {"epochs": 20, "batch_size": 50, "lr": 0.1, "seed": 0, **settings}
-    return model, opt, train(model, opt, data, TrainSettings(**settings), run_dir)
+    return (
+        model,
+        opt,
+        train(model, opt, data, TrainSettings(**settings), run_dir, start_from=start_from),
+    )
 
 
 def read_csv(path: Path, drop: tuple[str, ...] = ()) -> list[dict[str, str]]:
@@ -366,3 +371,42 @@ def test_a_criterion_check_stops_early_only_where_it_cannot_be_met(tmp_path, mon
     for c in chunked.checks:
         if not math.isnan(c["criterion_loss"]):
             assert c["criterion_loss"] == whole[c["step"]]
+
+
+@pytest.mark.parametrize(
+    ("optimizer", "lr", "high", "low"), [("sgd", 0.05, 0.3, 0.1), ("adam", 0.01, 0.35, 0.1)]
+)
+def test_a_run_taken_up_from_a_higher_criterion_equals_one_trained_straight_down(
+    tmp_path, optimizer, lr, high, low
+):
+    """start_from: a run to a lower criterion, taken up where a run of the same settings stopped at a
+    higher one (mid-epoch), gives bit for bit the weights, steps, checks and history of training
+    straight down (issue 26: a second endpoint inside the same run, no training from scratch)."""
+    data = blobs()
+    kw = {"batch_size": 200, "criterion_every_samples": 600, "epochs": 40, "lr": lr}
+    _, _, first = run(data, tmp_path / "first", optimizer, train_until_loss=high, **kw)
+    assert first.stop_reason == "train_until_loss" and first.samples_seen % 400 != 0  # mid-epoch
+    taken_up, _, lower = run(
+        data, tmp_path / "taken_up", optimizer, train_until_loss=low,
+        start_from=tmp_path / "first" / "checkpoint.pt", **kw,
+    )  # fmt: skip
+    straight, _, direct = run(data, tmp_path / "straight", optimizer, train_until_loss=low, **kw)
+    assert direct.stop_reason == "train_until_loss" and direct.steps_trained > first.steps_trained
+    assert lower.steps_trained == direct.steps_trained and lower.checks == direct.checks
+    for a, b in zip(taken_up.state_dict().values(), straight.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    drop = ("seconds",)
+    assert read_csv(tmp_path / "taken_up" / "history.csv", drop) == read_csv(
+        tmp_path / "straight" / "history.csv", drop
+    )
+    assert read_csv(tmp_path / "taken_up" / "criterion.csv") == read_csv(
+        tmp_path / "straight" / "criterion.csv"
+    )
+
+
+def test_start_from_refuses_a_checkpoint_not_stopped_at_its_criterion(tmp_path):
+    data = blobs()
+    run(data, tmp_path / "budget", epochs=2)
+    with pytest.raises(ValueError, match="not the checkpoint of a run stopped at its criterion"):
+        run(data, tmp_path / "next", train_until_loss=0.1,
+            start_from=tmp_path / "budget" / "checkpoint.pt")  # fmt: skip
