@@ -30,6 +30,7 @@ from torch import nn
 
 import flatness
 from experiments import checks, store
+from experiments.code_version import code_hashes
 from experiments.config import RunConfig
 from experiments.data import Dataset, build_dataset
 from experiments.errors import ConfigError, one_line_exits
@@ -289,10 +290,14 @@ def _training_record(
         },
         "machine": describe_machine(),  # the machine that trained it: a bit-identical rerun's
         "git_commit": _git_commit(),
+        "code": code_hashes(),  # the code that trained and measured it (experiments.code_version)
     }
     if outcome is None:
         result.update({k: previous[k] for k in _TRAINING_KEYS if k in previous})
         result["machine"] = previous.get("machine")  # trained elsewhere or before it was recorded
+        # trained by the code of its first record (None: before hashes were recorded), measured now
+        trained_by = (previous.get("code") or {}).get("training")
+        result["code"] = {**code_hashes(), "training": trained_by}
         result["timings"] = {"train_s": previous.get("timings", {}).get("train_s")}
         result["status"] = "finished" if previous["status"] == "failed" else previous["status"]
         return result
