@@ -42,6 +42,9 @@ NON_DETERMINING_KEYS = frozenset(
         "checkpoint_every",
         "checkpoint_seconds",
         "eval_every",
+        # where training begins, not what it computes: a run taken up from a higher criterion
+        # (experiments.continuation) is bit-identical to training from scratch
+        "start_from",
         "threads",
         "hydra",
         # measured on the trained weights, not determining them (issue: runs cheap to extend)
