@@ -14,6 +14,8 @@ paired with the other arms' (seed s: the same initial weights and batch order).
     python -m experiments.protocol verdicts batch_size optimizer visualisation   # one Holm family
     python -m experiments.protocol all batch_size         # one claim alone: search if its table is
                                                           # missing or stale, runs, its own verdicts
+    python -m experiments.protocol robust batch_size      # the robustness runs its records lack
+                                                          # (experiments.robust) -> results/records/
 
 Runs go through :func:`experiments.run.main` (so a finished run is never retrained), two at a time
 by default, one thread each. ``--dry-run`` lists the runs and a rough cost.
@@ -29,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from experiments.analyse.judge import verdicts
-from experiments.analyse.tune import read_rates, tune
+from experiments.analyse.tune import doubled_eligible, read_rates, tune
 from experiments.errors import ProtocolError, one_line_exits
 from experiments.execute import dry_run, execute, run_final
 from experiments.plan import (
@@ -43,6 +45,7 @@ from experiments.plan import (
     waves,
 )
 from experiments.report import document as report
+from experiments.robust import endpoint_specs, grid_specs, run_robust
 
 
 def alone(p: Mapping[str, Any], args, common: Mapping[str, Any]) -> int:
@@ -69,18 +72,35 @@ def alone(p: Mapping[str, Any], args, common: Mapping[str, Any]) -> int:
     return 0
 
 
+def robust(p: dict, args: argparse.Namespace, common: dict) -> int:
+    """The robustness runs that the committed records lack (issue 26), then their records."""
+    rates = read_rates(p, args.tables)
+    double = doubled_eligible(p, args.tables) if tuned_arms(p) else set()
+    if args.dry_run:
+        specs = [s for _, s in grid_specs(p, rates, double)] + endpoint_specs(p, rates, common)
+        dry_run(specs, args.jobs)
+        return 0
+    return 1 if run_robust(p, rates, common, args.jobs, args.records, double) else 0
+
+
 # --- command line ---------------------------------------------------------------------------------------
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("step", choices=["tune", "run", "verdicts", "all"])
+    parser.add_argument("step", choices=["tune", "run", "verdicts", "all", "robust"])
     parser.add_argument("protocols", nargs="+", help="names in conf/protocol/ or paths")
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time (one thread each)")
     parser.add_argument("--dry-run", action="store_true", help="list the runs and a rough cost")
     parser.add_argument("--runs-dir", default="runs")
     parser.add_argument("--data-dir", default="data")
     parser.add_argument("--tables", default="results/tables", type=Path)
+    parser.add_argument(
+        "--records",
+        default="results/records",
+        type=Path,
+        help="where the robustness runs' compact records are kept (committed)",
+    )
     parser.add_argument(
         "--scale",
         choices=SCALES,
@@ -118,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
             p["seeds"] = list(args.seeds)
         if args.step == "all" and not args.dry_run:
             return alone(p, args, common)
+        if args.step == "robust":
+            return robust(p, args, common)
         if args.step == "tune" and not tuned_arms(p):
             print(f"{p['name']}: no arm is tuned (every rate comes from another arm or protocol)")
             return 0

@@ -125,6 +125,19 @@ def _tuned_rates(p: Mapping[str, Any], tables: Path) -> dict[str, float]:
     return rates
 
 
+def doubled_eligible(p: Mapping[str, Any], tables: Path) -> set[str]:
+    """The tuned arms whose search found twice the chosen rate eligible (every search seed reached
+    the criterion there in time): the arms whose rate grid (issue 26) also goes to ×2."""
+    rates = _tuned_rates(p, tables)
+    table = pd.read_csv(tables / f"lr_{p['name']}.csv")
+    ok = table[table["eligible"].astype(bool)]
+    return {
+        arm
+        for arm, rate in rates.items()
+        if np.isclose(ok.loc[ok["arm"] == arm, "lr"], 2 * rate, rtol=1e-6).any()
+    }
+
+
 def tune_table(p: Mapping[str, Any], common: Mapping[str, Any]) -> pd.DataFrame:
     """The search's table from its finished runs (see :func:`choose_rates`), stamped with the hash."""
     rows = []
