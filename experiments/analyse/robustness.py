@@ -33,6 +33,7 @@ import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -45,7 +46,12 @@ from experiments.analyse.verdicts import (
     NOT_REPRODUCED,
     REPRODUCED,
     REVERSED,
+    part_test,
+    rule_parts,
 )
+from experiments.criterion import reached_rows
+from experiments.robust import ENDPOINT, GRID, block, frozen, read_records
+from experiments.store import write_table
 
 ROBUST = "robust"
 UNTESTED = "untested"
@@ -176,3 +182,131 @@ def choice_stability(
             lr = float(chosen["lr"].iloc[0]) if len(chosen) else math.nan
             rows.append({"arm": arm, "kind": kind, "subset": " ".join(map(str, used)), "lr": lr})
     return pd.DataFrame(rows)
+
+
+# --- the tables, from the committed records and the verdicts' tables ------------------------------
+
+
+def _today(p: dict, runs: pd.DataFrame, metrics: pd.DataFrame | None) -> pd.DataFrame:
+    """The final runs at the criterion (×1, today's condition): arm, seed, reached, the quantities."""
+    mine = runs[runs["protocol"] == p["name"]].copy()
+    mine["reached"] = reached_rows(mine)
+    if metrics is not None:
+        m = metrics[metrics["protocol"] == p["name"]].pivot_table(
+            index=["arm", "seed"], columns="metric", values="value"
+        )
+        mine = mine.join(m, on=["arm", "seed"])
+    return mine
+
+
+def _records(table: pd.DataFrame, kind: str) -> pd.DataFrame:
+    mine = table[table["kind"] == kind].copy()
+    mine.columns = [c.removeprefix("metric.") for c in mine.columns]
+    mine["reached"] = mine["reached"].astype(str).eq("True")
+    return mine
+
+
+def grid_curves(p: dict, records: pd.DataFrame, today: pd.DataFrame) -> pd.DataFrame:
+    """:func:`rate_curve` of every comparison the block names, on its grid seeds, ×1 from today."""
+    r = block(p)
+    at_one = today[today["seed"].isin(r["seeds"])].assign(multiplier=1.0)
+    grid = pd.concat([at_one, _records(records, GRID)], ignore_index=True)
+    rows = []
+    for c in p["comparisons"]:
+        if c["name"] not in r["comparisons"]:
+            continue
+        curve = rate_curve(grid, c["a"], c["b"], c["rule"]["quantity"], r.get("alpha", 0.05))
+        rows.append(curve.assign(comparison=c["name"], a=c["a"], b=c["b"]))
+    return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
+
+
+def _reading(part, c: dict, values: pd.DataFrame, today: pd.DataFrame, alpha: float):
+    """A condition's :class:`Condition` for one rule part: paired a − b over every seed (not
+    comparable where a seed missed its criterion in either arm), and its difference from today's."""
+    wide = values.pivot_table(index="seed", columns="arm", values=part.quantity)
+    ok = values.pivot_table(index="seed", columns="arm", values="reached", aggfunc="all")
+    arms = [c["a"], c["b"]]
+    if not set(arms) <= set(wide.columns) or not ok[arms].all().all() or len(wide) < 2:
+        return None, None
+    test = part_test(part, wide[c["a"]], wide[c["b"]], alpha=alpha)
+    now = today.pivot_table(index="seed", columns="arm", values=part.quantity).loc[wide.index]
+    d_x, d_now = (
+        (np.log(w[c["a"]]) - np.log(w[c["b"]])) if part.relative else (w[c["a"]] - w[c["b"]])
+        for w in (wide, now)
+    )
+    vs = t_interval((d_x - d_now).to_numpy(float), alpha)[4] if (d_x != d_now).any() else 1.0
+    return test, vs
+
+
+def condition_table(
+    p: dict, records: pd.DataFrame, today: pd.DataFrame, verdicts: pd.DataFrame
+) -> pd.DataFrame:
+    """Per comparison and rule part: today's verdict, each condition's paired reading (so far the
+    second endpoint), and the robustness label (:func:`robustness_label`)."""
+    r = block(p)
+    alpha = r.get("alpha", 0.05)
+    conditions = {}
+    end = _records(records, ENDPOINT)
+    if len(end):
+        factor = r.get("endpoint_factor")
+        conditions[f"endpoint: CE × {factor:g}"] = end
+    rows = []
+    for c in p["comparisons"]:
+        if c["name"] not in r["comparisons"]:
+            continue
+        for part in rule_parts(c["rule"]):
+            v = verdicts[
+                (verdicts["protocol"] == p["name"])
+                & (verdicts["comparison"] == c["name"])
+                & (verdicts["part"] == part.part)
+            ].iloc[0]
+            readings = []
+            for name, values in conditions.items():
+                mine = values[values["arm"].isin([c["a"], c["b"]])]
+                test, vs = (
+                    _reading(part, c, mine, today, alpha) if part.quantity in mine else (None, None)
+                )
+                n = mine["seed"].nunique()
+                reached_n = int(mine.groupby("seed")["reached"].all().sum()) if n else 0
+                if test is None:
+                    readings.append(Condition(name, False))
+                    rows.append(_row(p, c, part, v, name, n, reached_n, None, math.nan))
+                else:
+                    readings.append(
+                        Condition(name, True, test.mean_diff, test.p_signflip, test.p_tost, vs)
+                    )
+                    rows.append(_row(p, c, part, v, name, n, reached_n, test, vs))
+            label = robustness_label(v["part_verdict"], v["mean_diff"], readings, alpha)
+            rows.append(_row(p, c, part, v, "today", len(p["seeds"]), None, None, math.nan, label))
+    table = pd.DataFrame(rows)
+    labels = table[table["condition"] == "today"].set_index(["comparison", "part"])["label"]
+    table["label"] = [labels[c, q] for c, q in zip(table["comparison"], table["part"], strict=True)]
+    return table
+
+
+def _row(p, c, part, v, condition, n, reached_n, test, vs, label=""):
+    today = condition == "today"
+    return {
+        "protocol": p["name"], "comparison": c["name"], "part": part.part,
+        "quantity": part.quantity, "condition": condition, "n": n, "reached_both": reached_n,
+        "mean_diff": v["mean_diff"] if today else (test.mean_diff if test else math.nan),
+        "ci_low": v["ci_low"] if today else (test.ci_low if test else math.nan),
+        "ci_high": v["ci_high"] if today else (test.ci_high if test else math.nan),
+        "p": v["p_raw"] if today else (test.p_signflip if test else math.nan),
+        "p_tost": v["p_tost"] if today else (test.p_tost if test else math.nan),
+        "p_vs_today": vs, "verdict_today": v["part_verdict"], "label": label,
+    }  # fmt: skip
+
+
+def write_robustness(p: dict, records_dir: Path, tables: Path) -> list[Path]:
+    """``robust_rate_<name>.csv|md`` and ``robustness_<name>.csv|md`` from the frozen records and
+    the committed verdict tables."""
+    records = frozen(p, read_records(p, records_dir))
+    runs = pd.read_csv(tables / "protocol_runs.csv")
+    metrics_path = tables / "run_metrics.csv"
+    metrics = pd.read_csv(metrics_path) if metrics_path.exists() else None
+    today = _today(p, runs, metrics)
+    verdicts = pd.read_csv(tables / "verdicts.csv")
+    write_table(grid_curves(p, records, today), tables, f"robust_rate_{p['name']}")
+    write_table(condition_table(p, records, today, verdicts), tables, f"robustness_{p['name']}")
+    return [tables / f"robust_rate_{p['name']}.csv", tables / f"robustness_{p['name']}.csv"]

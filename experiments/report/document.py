@@ -27,6 +27,7 @@ from experiments.criterion import reached_rows
 from experiments.report import explanations as E
 from experiments.report import figures as F
 from experiments.report import landscape as L
+from experiments.report import robustness as R
 from experiments.report.study import study_lines
 from experiments.report.templating import render
 from flatness.io import atomic_write_bytes
@@ -347,6 +348,7 @@ def protocol_section(
     lines += interpolation_lines(p, tables, figures)
     lines += L.landscape_lines(p, tables, figures)
     lines += E.explanation_lines(p, tables, figures, runs)
+    lines += R.robustness_lines(p, tables, figures)
     lines += schedule_lines(p, mine_runs)
     settings = mine_runs.drop_duplicates("arm").set_index("arm")["settings"]
     lines += _section("report_protocol_settings.md.j2", settings=list(settings.items()))
