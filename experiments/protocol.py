@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from experiments.analyse.judge import verdicts
+from experiments.analyse.robustness import write_robustness
 from experiments.analyse.tune import doubled_eligible, read_rates, tune
 from experiments.errors import ProtocolError, one_line_exits
 from experiments.execute import dry_run, execute, run_final
@@ -80,7 +81,10 @@ def robust(p: dict, args: argparse.Namespace, common: dict) -> int:
         specs = [s for _, s in grid_specs(p, rates, double)] + endpoint_specs(p, rates, common)
         dry_run(specs, args.jobs)
         return 0
-    return 1 if run_robust(p, rates, common, args.jobs, args.records, double) else 0
+    failed = run_robust(p, rates, common, args.jobs, args.records, double)
+    for path in write_robustness(p, args.records, args.tables):  # from the frozen records only
+        print(f"wrote {path}")
+    return 1 if failed else 0
 
 
 # --- command line ---------------------------------------------------------------------------------------

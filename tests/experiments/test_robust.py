@@ -1,0 +1,109 @@
+"""The robustness stage end to end on the tiny protocol (issue 26): the grid and second-endpoint
+runs, their compact records, runs never repeated once recorded (on this machine or a fresh one), a
+second endpoint taken up from the final run bit-identical to training from scratch, the frozen code
+enforced, and the tables and report section built from the records."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+import yaml
+
+from experiments import protocol as P
+from experiments.analyse.robustness import write_robustness
+from experiments.analyse.tune import read_rates
+from experiments.code_version import code_hashes
+from experiments.execute import execute
+from experiments.plan import load_protocol, run_dir
+from experiments.report.robustness import robustness_lines
+from experiments.robust import endpoint_specs, read_records
+from tests.experiments.conftest import TINY, copy_tiny
+
+ROBUSTNESS = {
+    "comparisons": ["batch"],
+    "seeds": [0, 1, 2],
+    "rate_multipliers": [0.5, 1.0, 2.0],
+    "metrics": ["lambda_max"],
+    "endpoint_factor": 0.8,
+    "alpha": 0.05,
+}
+
+
+def _protocol(tmp_path, **changes):
+    raw = yaml.safe_load(TINY.read_text())
+    raw["robustness"] = {**ROBUSTNESS, **changes}
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+@pytest.fixture
+def robust_tiny(tiny, tmp_path):
+    common = copy_tiny(tiny, tmp_path)
+    path = _protocol(tmp_path)
+    args = ["--runs-dir", common["runs_dir"], "--data-dir", str(tiny[0] / "data"),
+            "--tables", str(tmp_path / "tables"), "--jobs", "1",
+            "--records", str(tmp_path / "records")]  # fmt: skip
+    assert P.main(["verdicts", str(path), *args[:-2]]) == 0
+    return path, args, common
+
+
+def test_the_stage_runs_what_its_records_lack_and_reads_them_back(robust_tiny, tmp_path, capsys):
+    path, args, common = robust_tiny
+    assert P.main(["robust", str(path), *args]) == 0
+    p = load_protocol(path)
+    records = read_records(p, tmp_path / "records")
+    grid = records[records["kind"] == "rate"]
+    assert set(grid["arm"]) == {"large", "small"} and set(grid["seed"]) == {0, 1, 2}
+    assert 0.5 in set(grid["multiplier"]) and 1.0 not in set(grid["multiplier"])  # ×1: the finals
+    end = records[records["kind"] == "endpoint"]
+    assert len(end) == 6 and (end["train_until_loss"] == pytest.approx(0.4)).all()
+    assert (records["code_training"] == code_hashes()["training"]).all()
+    assert records["run_id"].is_unique
+    # again: nothing to run; from a fresh machine (no runs, the records): nothing either
+    capsys.readouterr()
+    assert P.main(["robust", str(path), *args]) == 0
+    assert (
+        f"{len(records)} of {len(records)} robustness runs already recorded"
+        in capsys.readouterr().out
+    )
+    fresh = [a if a != common["runs_dir"] else str(tmp_path / "fresh") for a in args]
+    assert P.main(["robust", str(path), *fresh]) == 0
+    assert not (tmp_path / "fresh").exists()
+    # the tables and the report section come from the records and the verdict tables
+    curve_path, labels_path = write_robustness(p, tmp_path / "records", tmp_path / "tables")
+    curve, labels = pd.read_csv(curve_path), pd.read_csv(labels_path)
+    assert set(curve["moving"]) == {"large", "small"} and (curve["n"] == 3).all()
+    today = labels[labels["condition"] == "today"]
+    assert set(today["part"]) == {"effect", "mechanism"} and today["label"].str.len().gt(0).all()
+    text = "\n".join(robustness_lines(p, tmp_path / "tables", tmp_path / "figures"))
+    assert "**Robustness**" in text and "endpoint: CE × 0.8" in text
+
+
+def test_a_second_endpoint_taken_up_equals_training_from_scratch(robust_tiny, tmp_path):
+    path, args, common = robust_tiny
+    p = load_protocol(path)
+    rates = read_rates(p, tmp_path / "tables")
+    spec = endpoint_specs(p, rates, common)[0]
+    assert "start_from" in spec.values  # the final run is here: taken up from its checkpoint
+    assert execute([spec], common, 1, "taken up") == 0
+    scratch = {**common, "runs_dir": str(tmp_path / "scratch")}
+    plain = type(spec)(
+        spec.arm, spec.lr, spec.seed, {k: v for k, v in spec.values.items() if k != "start_from"}
+    )
+    assert execute([plain], scratch, 1, "from scratch") == 0
+    a, b = run_dir(spec, common), run_dir(plain, scratch)
+    assert a.name == b.name  # one run id: start_from says where to begin, not what is computed
+    wa = torch.load(a / "final.pt", weights_only=True)
+    wb = torch.load(b / "final.pt", weights_only=True)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_records_of_other_code_are_not_read_and_a_changed_checkout_is_refused(
+    robust_tiny, tmp_path, capsys
+):
+    path, args, common = robust_tiny
+    stale = _protocol(tmp_path, frozen_code={"training": "0123456789ab"})
+    assert P.main(["robust", str(stale), *args]) == 2
+    assert "frozen_code" in capsys.readouterr().err
