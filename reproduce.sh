@@ -6,6 +6,8 @@
 #   ./reproduce.sh full       the same at each protocol's full scale, search included (sized for one GPU)
 #   ./reproduce.sh tune       the learning-rate search of every protocol in conf/protocol (on validation)
 #   ./reproduce.sh report     REPORT.md and every figure (with its CSV) from the committed tables alone
+#   ./reproduce.sh robust     the robustness runs the committed records (results/records) lack, then
+#                             the robustness tables from those records, then the report
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -42,6 +44,8 @@ setup() {
 # The claims, then the deck's explanations (averaged_sharpness measures the runs of batch_size and
 # batch_norm, adam_escape continues those of optimizer, so they come after them)
 PROTOCOLS="batch_size optimizer visualisation batch_norm adam_escape averaged_sharpness"
+# The protocols whose verdicts are re-read under other rates and endpoints (their robustness block)
+ROBUST_PROTOCOLS="batch_size optimizer"
 
 reproduce() {  # $1: quick | full. Final runs at the committed learning rates, verdicts, audit, report
     local scale=$1 start=$SECONDS py="$VENV/bin/python" results=results
@@ -117,10 +121,22 @@ case "$mode" in
         "$VENV/bin/python" -m experiments.report --results results || die "the report failed"
         say "done in $((SECONDS - start))s: results/REPORT.md"
         ;;
+    robust)
+        setup
+        say "robustness (issue 26): the runs results/records lacks ($JOBS at a time), its tables, the report"
+        start=$SECONDS
+        for protocol in $ROBUST_PROTOCOLS; do
+            "$VENV/bin/python" -m experiments.protocol robust "$protocol" --jobs "$JOBS" "$@" \
+                || die "the robustness runs of $protocol failed (rerun: recorded runs are kept)"
+            say "[$((SECONDS - start))s] $protocol: robustness records and tables"
+        done
+        "$VENV/bin/python" -m experiments.report --results results || die "the report failed"
+        say "done in $((SECONDS - start))s: results/REPORT.md (commit results/records as batches finish)"
+        ;;
     -h|--help|help)
-        sed -n '2,8p' "$0"
+        sed -n '2,10p' "$0"
         ;;
     *)
-        die "unknown mode '$mode'; use one of: quick (default), test, full, tune, report"
+        die "unknown mode '$mode'; use one of: quick (default), test, full, tune, report, robust"
         ;;
 esac
