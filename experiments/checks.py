@@ -1,4 +1,7 @@
-"""Validation of a resolved config before anything is trained or written.
+"""Validation of a resolved config before anything is trained or written: what the run schema
+(:class:`experiments.schema.RunSchema`, which OmegaConf checks for unknown keys, types and missing
+keys) cannot say. Ranges and allowed values, rules across keys (``epochs`` null with
+``max_steps``), and the keys of each config group, which depend on the option chosen.
 
 Each failure is a :class:`ConfigError` whose message is one line naming the key and the allowed
 values or range, so the command line can print it and exit non-zero with no run directory left.
@@ -6,6 +9,7 @@ values or range, so the command line can print it and exit non-zero with no run 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 import numbers
@@ -17,9 +21,11 @@ import torch
 
 import flatness
 from experiments.budget import full_epochs
+from experiments.continuation import check_shortcut
 from experiments.errors import ConfigError
 from experiments.landscape import SURFACE_KINDS
 from experiments.optim import BASE_OPTIMIZERS, LR_SCALINGS, LR_SCHEDULES
+from experiments.schema import RunSchema, check_run
 from experiments.transform import TRANSFORMS
 from flatness.registry import SEED_MAX
 
@@ -89,11 +95,6 @@ def choice(cfg: Mapping, key: str, allowed: tuple[str, ...], prefix: str = "") -
         raise ConfigError(f"{prefix}{key}: must be one of {list(allowed)} (got {cfg.get(key)!r})")
 
 
-def boolean(cfg: Mapping, key: str) -> None:
-    if not isinstance(cfg.get(key), bool):
-        raise ConfigError(f"{key}: expected true or false (got {cfg.get(key)!r})")
-
-
 CONF = Path(__file__).resolve().parent.parent / "conf"
 # The groups whose keys are the union of their option files' keys (metrics: the library validates
 # them; model: the builder refuses unknown keys too, but their types are checked here).
@@ -102,13 +103,12 @@ TYPED_GROUPS = ("dataset", "model", "optimizer", "surface", "transform")
 
 @functools.cache
 def conf_settings() -> tuple[frozenset[str], dict[str, dict[str, dict[str, Any]]]]:
-    """The top-level keys of ``conf/config.yaml`` and its groups, and for each typed group the
-    settings of each of its option files (read once)."""
+    """The top-level keys of a run (the run schema's) and the config groups, and for each typed
+    group the settings of each of its option files (read once)."""
     from omegaconf import OmegaConf
 
-    top = OmegaConf.to_container(OmegaConf.load(CONF / "config.yaml"))
     groups = {d.name for d in CONF.iterdir() if d.is_dir()}
-    known = frozenset(set(top) - {"defaults"} | groups)
+    known = frozenset({f.name for f in dataclasses.fields(RunSchema)} | groups)
     options = {
         group: {
             f.stem: OmegaConf.to_container(OmegaConf.load(f)) or {}
@@ -142,14 +142,11 @@ def _like(value: Any, defaults: list[Any]) -> bool:
 
 
 def check_keys(cfg: Mapping[str, Any]) -> None:
-    """No key the project does not have (a ``+key=value`` typo would otherwise be recorded and
-    change the run's id), and each group key of a type its option files give it
-    (``model.batch_norm=maybe`` is not a boolean)."""
-    known, options = conf_settings()
-    if unknown := sorted(set(cfg) - known - {"hydra"}):
-        raise ConfigError(
-            f"{unknown[0]}: not a setting of this project (see README, Config reference)"
-        )
+    """Each group key one its chosen option has (a ``+optimizer.foo=1`` typo would otherwise be
+    recorded and change the run's id), of a type its option files give it
+    (``model.batch_norm=maybe`` is not a boolean). The run schema cannot say this: a group's keys
+    depend on the option chosen (its top-level keys are the schema's, checked by OmegaConf)."""
+    _, options = conf_settings()
     for group, settings in options.items():
         keys: dict[str, list[Any]] = {}  # every key any option sets, with the values it sets
         for values in settings.values():
@@ -178,7 +175,10 @@ def check_paths(cfg: Mapping[str, Any]) -> None:
 
 
 def check_config(cfg: Mapping[str, Any]) -> None:
-    """Check every top-level knob and the optimizer and metric settings of a resolved config."""
+    """Check every top-level knob and the optimizer and metric settings of a resolved config:
+    against the run schema first (a mapping that was not composed from ``conf/``, like a run's
+    saved config, has not been), then what the schema cannot say."""
+    check_run(cfg)
     check_keys(cfg)
     check_paths(cfg)
     number(cfg, "batch_size", low=1, integer=True)
@@ -193,12 +193,15 @@ def check_config(cfg: Mapping[str, Any]) -> None:
             )
     number(cfg, "weight_decay", low=0)
     init_from = cfg.get("init_from")
-    if init_from is not None and not (isinstance(init_from, str) and Path(init_from).is_file()):
+    if init_from is not None and not Path(init_from).is_file():
         raise ConfigError(f"init_from: expected the path of a weights file, got {init_from!r}")
+    if cfg.get("start_from") is not None and Path(cfg["start_from"]).exists():
+        # a missing one is no error: the run trains from scratch, the same run (run.py says so)
+        check_shortcut(cfg["start_from"], cfg)
     choice(cfg, "lr_schedule", LR_SCHEDULES)
     number(cfg, "lr_step_gamma", low=0, high=1, low_open=True)
     milestones = cfg.get("lr_step_milestones")
-    if not isinstance(milestones, list) or not all(_is_number(m) and 0 < m < 1 for m in milestones):
+    if not all(0 < m < 1 for m in milestones):
         raise ConfigError(
             f"lr_step_milestones: expected a list of fractions in (0, 1) (got {milestones!r})"
         )
@@ -222,10 +225,8 @@ def check_config(cfg: Mapping[str, Any]) -> None:
     number(cfg, "track_sharpness_every", low=0, integer=True)
     number(cfg, "track_sharpness_samples", low=1, integer=True)
     save_epochs = cfg.get("save_epochs")
-    if not isinstance(save_epochs, list) or not all(_is_int(e) and e >= 1 for e in save_epochs):
+    if not all(e >= 1 for e in save_epochs):
         raise ConfigError(f"save_epochs: expected a list of epochs >= 1 (got {save_epochs!r})")
-    for key in ("progress", "force", "drop_last"):
-        boolean(cfg, key)
     check_device(cfg.get("device"))
     check_dataset(cfg["dataset"])
     check_optimizer(cfg["optimizer"])
@@ -236,7 +237,7 @@ def check_config(cfg: Mapping[str, Any]) -> None:
 
 def check_device(device: Any) -> None:
     """``auto``, ``cpu``, ``cuda`` or ``cuda:N``; a CUDA device must exist."""
-    if not isinstance(device, str) or not (
+    if not (
         device in ("auto", "cpu", "cuda") or (device.startswith("cuda:") and device[5:].isdigit())
     ):
         raise ConfigError(

@@ -12,7 +12,8 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from experiments.errors import ConfigError
+from experiments.errors import ConfigError, config_error_line
+from experiments.schema import check_run
 
 
 @dataclass(frozen=True)
@@ -53,11 +54,15 @@ class RunConfig:
     surface: dict[str, Any]
     transform: dict[str, Any]
     init_from: str | None  # weights to start from instead of the seed's initialisation
+    start_from: str | None  # a checkpoint this run passes through (experiments.continuation)
     values: dict[str, Any]  # the whole resolved config: what run ids hash and result.json records
 
     @classmethod
     def from_hydra(cls, cfg: DictConfig | Mapping[str, Any]) -> RunConfig:
-        """Resolve ``cfg`` and name its keys; a missing or unresolvable key is a ConfigError."""
+        """Resolve ``cfg`` and name its keys; a key the run schema does not have, a value of
+        another type, a missing or unresolvable key is a ConfigError naming it. The fields are the
+        schema's view (a saved config of an older run reads with the defaults of the keys added
+        since); ``values`` is the config as resolved, untouched: what the run id hashes."""
         try:
             values = (
                 OmegaConf.to_container(cfg, resolve=True)
@@ -65,14 +70,9 @@ class RunConfig:
                 else dict(cfg)
             )
         except OmegaConfBaseException as exc:
-            raise ConfigError(f"config: {exc}".splitlines()[0]) from None
-        # keys added later, absent from older configs; none of them determines the weights
-        optional = {"init_from": None, "checkpoint_seconds": 0, "eval_every": 1, "threads": None}
-        names = [f.name for f in fields(cls) if f.name != "values"]
-        missing = [n for n in names if n not in values and n not in optional]
-        if missing:
-            raise ConfigError(f"config: missing keys {missing}")
-        kwargs = {n: values.get(n, optional.get(n)) for n in names}
+            raise ConfigError(config_error_line(exc)) from None
+        typed = check_run(values)
+        kwargs = {f.name: typed[f.name] for f in fields(cls) if f.name != "values"}
         for group in ("metrics", "surface", "transform"):
             kwargs[group] = kwargs[group] or ({} if group == "metrics" else {"kind": "none"})
         return cls(**kwargs, values=values)

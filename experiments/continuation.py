@@ -24,6 +24,8 @@ from experiments.store import determining_config, flatten_config
 def check_shortcut(start_from: str | Path, values: Mapping[str, Any]) -> None:
     """ConfigError unless ``start_from`` is the checkpoint of a run whose result-determining
     settings equal ``values``' (a resolved run config) except a higher ``train_until_loss``."""
+    if not isinstance(values, dict):  # a DictConfig: compared as plain values
+        values = OmegaConf.to_container(OmegaConf.create(dict(values)), resolve=True)
     path = Path(start_from)
     config = path.parent / "config.yaml"
     if not path.is_file() or not config.is_file():

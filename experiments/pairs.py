@@ -19,12 +19,13 @@ from tqdm.auto import tqdm
 from experiments.errors import ProtocolError
 from experiments.plan import arm_spec, load_result
 from experiments.runs import load_trained
+from experiments.schema import Pair
 from flatness.barrier import barrier_of, path_losses
 from flatness.io import atomic_write_bytes
 from flatness.objective import Objective
 from flatness.surface import interpolate
 
-DEFAULTS = {"points": 21, "subset": 4000}
+DEFAULTS = {"points": Pair.points, "subset": Pair.subset}  # what a pair leaves out (the schema's)
 # Keskar et al. 2017's Fig. 3 (``test: true``): train and test loss and accuracy along the line from
 # a's weights (t = 0) to b's (t = 1) and beyond, t from −0.5 to 1.5. A key of a record only when on,
 # so the records made before it existed keep their names.

@@ -14,6 +14,7 @@ the other arms' (seed s: the same initial weights and batch order). Running the 
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,18 +22,18 @@ from typing import Any
 
 import numpy as np
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
-from experiments import records, store
-from experiments.analyse.verdicts import validate_rule
+from experiments import records, schema, store
 from experiments.config import RunConfig
 from experiments.errors import ProtocolError
+from experiments.schema import ARM_KEYS, check_rule_values
 from flatness.registry import SEED_MAX
 
 ROOT = Path(__file__).resolve().parent.parent
 CONF = ROOT / "conf"
-RULE = "lowest_val_error_where_all_reached"
+RULE = schema.TuneRule.lowest_val_error_where_all_reached.value
 MIN_GRID = 5
-KINDS = ("paired", "kendall_tau", "interaction")
 SCALES = ("quick", "full")
 
 
@@ -43,22 +44,28 @@ def load_protocol(ref: str | Path, scale: str = "quick") -> dict[str, Any]:
     """A protocol by name (``conf/protocol/<name>.yaml``) or path, validated. ``scale="full"``
     applies the protocol's ``full`` block (overrides of ``base`` and of arms, sized for one GPU) and
     names it ``<name>_full``, so its runs, learning-rate table and verdicts are its own."""
-    from omegaconf import OmegaConf
-
     path = Path(ref)
     if not path.exists():
         path = CONF / "protocol" / f"{ref}.yaml"
     if not path.exists():
         raise ProtocolError(f"no protocol {ref!r} (looked for {path})")
-    p = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
     if scale not in SCALES:
         raise ProtocolError(f"scale must be one of {SCALES}, got {scale!r}")
+    text = path.read_text()
+    return copy.deepcopy(_load_protocol(str(path), text, scale))
+
+
+@functools.lru_cache(maxsize=64)
+def _load_protocol(path: str, text: str, scale: str) -> dict[str, Any]:
+    """A protocol file read and checked once per text and scale: every same_as arm of every seed
+    reads its source protocol, and OmegaConf's checks take tens of milliseconds a file."""
+    raw = OmegaConf.to_container(OmegaConf.create(text), resolve=True)
+    p = schema.protocol(raw, path, ProtocolError)  # the whole file, ``full`` included
     full = p.pop("full", None)
+    where = path
     if scale == "full":
         if full is None:
             raise ProtocolError(f"{path}: has no `full` block")
-        if unknown := sorted(set(full) - {"base", "arms", "tune"}):
-            raise ProtocolError(f"{path}: full: unknown key(s) {unknown}")
         p["name"] = f"{p['name']}_full"
         p["base"] = {**p["base"], **full.get("base", {})}
         for arm, over in full.get("arms", {}).items():
@@ -67,12 +74,14 @@ def load_protocol(ref: str | Path, scale: str = "quick") -> dict[str, Any]:
             p["arms"][arm] = {**(p["arms"][arm] or {}), **over}
         if p.get("tune"):
             p["tune"] = {**p["tune"], "grid": {**p["tune"]["grid"], **full.get("tune", {})}}
+        where = f"{path} (full)"
+        p = schema.protocol(p, where, ProtocolError)  # the arms as the full block left them
     p["scale"] = scale
-    check_protocol(p, str(path) + (" (full)" if scale == "full" else ""))
+    _check_values(p, where)
     return p
 
 
-# Arm keys the protocol resolves itself (the rest are run overrides):
+# Arm keys the protocol resolves itself (the rest are run overrides; their types: schema.ArmKeys):
 #   same_as: "<protocol>/<arm>"   the arm IS that protocol's arm (its runs and rate); this protocol's
 #                                 base.metrics are measured on them (metrics never change a run id)
 #   lr_from: {arm, factor, scaling}  the rate of another arm of this protocol x factor, x sqrt(B/B_arm)
@@ -80,7 +89,6 @@ def load_protocol(ref: str | Path, scale: str = "quick") -> dict[str, Any]:
 #   steps_from: <arm>             max_steps = the steps that arm's run of the same seed trained
 #   init_from: <arm>              start from that arm's final weights of the same seed (a continuation)
 #   fixed_budget: true            trained for its budget, no criterion: "reached" means the budget ran out
-ARM_KEYS = ("same_as", "lr_from", "steps_from", "init_from", "fixed_budget")
 
 
 def arm_keys(p: Mapping[str, Any], arm: str) -> dict[str, Any]:
@@ -126,30 +134,30 @@ def source_of(p: Mapping[str, Any], arm: str) -> tuple[dict[str, Any], str] | No
     return load_protocol(name, p.get("scale", "quick")), other
 
 
-def check_protocol(p: Mapping[str, Any], where: str = "protocol") -> None:
-    """Raise ProtocolError naming the first malformed key."""
+def check_protocol(p: Mapping[str, Any], where: str = "protocol") -> dict[str, Any]:
+    """The protocol as its schema types it (:func:`experiments.schema.protocol`: unknown keys,
+    types and missing keys are OmegaConf's to refuse), its ranges and the rules across its keys
+    checked; ProtocolError naming the first malformed key."""
+    p = schema.protocol(p, where, ProtocolError)
+    _check_values(p, where)
+    return p
+
+
+def _check_values(p: dict[str, Any], where: str) -> None:
+    """What a protocol's schema cannot say: ranges, and the rules across its keys."""
 
     def fail(msg: str) -> None:
         raise ProtocolError(f"{where}: {msg}")
 
-    required = {"name", "base", "arms", "seeds", "comparisons"}
-    if missing := sorted(required - set(p)):
-        fail(f"missing key(s) {missing}")
-    optional = {"tune", "secondary", "derived", "history", "pairs", "scale", "deck"}
-    if unknown := sorted(set(p) - required - optional):
-        fail(f"unknown key(s) {unknown}")
     _check_seeds(p["seeds"], "seeds", fail)
-    if isinstance(p.get("tune"), Mapping) and "seeds" in p["tune"]:
+    if p.get("tune") is not None:
         _check_seeds(p["tune"]["seeds"], "tune.seeds", fail)
-    history = p.get("history", [])
-    if not isinstance(history, list) or not all(isinstance(h, str) for h in history):
-        fail("history must be a list of sentences (changes made after runs began, for the report)")
     arms, base = p["arms"], p["base"]
-    if not isinstance(arms, Mapping) or not arms:
+    if not arms:
         fail("arms must be a non-empty mapping of arm -> overrides")
     for arm, over in arms.items():
         over = over or {}
-        if set(over) & {"lr", "seed", "name", "init_from"} - set(ARM_KEYS):
+        if set(over) & {"lr", "seed", "name"}:
             fail(f"arms.{arm}: lr, seed and name are set by the protocol")
         keys = arm_keys(p, arm)
         if "same_as" in keys:
@@ -169,18 +177,11 @@ def check_protocol(p: Mapping[str, Any], where: str = "protocol") -> None:
                 fail(f"arms.{arm}: {key} must name another arm of the protocol")
             if key == "lr_from" and key in keys and "lr_from" in arm_keys(p, ref):
                 fail(f"arms.{arm}: lr_from must name an arm whose rate is its own")
-        if not isinstance(keys.get("fixed_budget", False), bool):
-            fail(f"arms.{arm}: fixed_budget is true or false, got {keys['fixed_budget']!r}")
         if "steps_from" in keys and "max_steps" in over:
             fail(f"arms.{arm}: steps_from sets max_steps; give one of them")
         lr_from = keys.get("lr_from")
-        if lr_from is not None and (
-            not isinstance(lr_from, Mapping)
-            or not set(lr_from) <= {"arm", "factor", "scaling"}
-            or lr_from.get("scaling", "none") not in ("none", "sqrt")
-            or not 0 < float(lr_from.get("factor", 1.0)) < float("inf")
-        ):
-            fail(f"arms.{arm}: lr_from is {{arm, factor (> 0), scaling (none | sqrt)}}")
+        if lr_from is not None and not 0 < lr_from.get("factor", 1.0) < float("inf"):
+            fail(f"arms.{arm}: lr_from.factor must be a finite number > 0")
         cfg = {**base, **{k: v for k, v in over.items() if k not in ARM_KEYS}}
         if cfg.get("epochs", 100) is not None or not (cfg.get("max_steps") or "steps_from" in keys):
             fail(f"arms.{arm}: needs a max_steps budget (or steps_from) with epochs: null")
@@ -200,23 +201,22 @@ def check_protocol(p: Mapping[str, Any], where: str = "protocol") -> None:
     except ProtocolError as exc:
         fail(str(exc))
     tuned = tuned_arms(p)
-    tune = p.get("tune") or {}
+    tune = p.get("tune")
     if not tuned:
         if tune:
             fail("tune: no arm is tuned (every rate is taken from another arm or protocol)")
         _check_comparisons(p, fail)
         return
-    if not {"seeds", "rule", "grid"} <= set(tune) <= {"seeds", "rule", "grid", "reach_within"}:
-        fail(f"tune needs seeds, rule ({RULE!r}) and grid, and may have reach_within")
-    if tune["rule"] != RULE:
-        fail(f"tune.rule must be {RULE!r}")
+    if tune is None:
+        fail(f"tune: needs seeds, rule ({RULE!r}) and grid for the tuned arms ({', '.join(tuned)})")
     within = tune.get("reach_within", 1.0)
-    if isinstance(within, bool) or not isinstance(within, (int, float)) or not 0 < within <= 1:
+    if not 0 < within <= 1:
         fail(f"tune.reach_within must be a fraction of the step budget in (0, 1], got {within!r}")
-    if not tune["seeds"] or set(tune["grid"]) != set(tuned):
-        fail(f"tune: needs search seeds and one grid per tuned arm ({', '.join(tuned)})")
+    if set(tune["grid"]) != set(tuned):
+        fail(f"tune: needs one grid per tuned arm ({', '.join(tuned)})")
     for arm, grid in tune["grid"].items():
-        g = np.asarray(grid, dtype=float)
+        rates = all(isinstance(r, int | float) and not isinstance(r, bool) for r in grid)
+        g = np.asarray(grid if rates else [], dtype=float)
         if len(g) < MIN_GRID or (g <= 0).any() or (np.diff(g) <= 0).any():
             fail(f"tune.grid.{arm}: needs >= {MIN_GRID} increasing positive rates")
         if np.ptp(np.diff(np.log(g))) > 0.01 * np.log(g[-1] / g[0]):
@@ -236,39 +236,29 @@ def _check_seeds(seeds: Any, key: str, fail) -> None:
 
 def _check_comparisons(p: Mapping[str, Any], fail) -> None:
     arms = p["arms"]
-    if len(set(p["seeds"])) != len(p["seeds"]) or len(p["seeds"]) < 2:
-        fail("seeds must be at least two distinct integers")
     for pair in p.get("pairs", []):
-        if not {"name", "a", "b"} <= set(pair) or not {pair["a"], pair["b"]} <= set(arms):
-            fail(f"pairs: each needs a name and two arms a, b of the protocol, got {pair!r}")
-        if unknown := sorted(set(pair) - {"name", "a", "b", "points", "subset", "test"}):
-            fail(
-                f"pairs: {pair.get('name')}: unknown key(s) {unknown} (known: points, subset, test)"
-            )
-    names = [c.get("name") for c in p["comparisons"]]
-    if not names or None in names or len(set(names)) != len(names):
+        if not {pair["a"], pair["b"]} <= set(arms):
+            fail(f"pairs: {pair['name']}: a and b must be arms of the protocol, got {pair!r}")
+    names = [c["name"] for c in p["comparisons"]]
+    if not names or len(set(names)) != len(names):
         fail("every comparison needs a unique name")
     for c in p["comparisons"]:
-        if not isinstance(c.get("caveat", ""), str):
-            fail(f"comparison {c['name']}: caveat must be a sentence")
         kind = c.get("kind", "paired")
-        used = c.get("arms", []) if kind == "kendall_tau" else [c.get("a"), c.get("b")]
+        used = c.get("arms") or [] if kind == "kendall_tau" else [c.get("a"), c.get("b")]
         if kind == "interaction":
             a, b = c.get("a"), c.get("b")
             if not (isinstance(a, list) and isinstance(b, list) and len(a) == len(b) == 2):
                 fail(f"comparison {c['name']}: an interaction's a and b are two arms each")
             used = a + b
-        if kind not in KINDS:
-            fail(f"comparison {c['name']}: kind must be one of {KINDS}, got {kind!r}")
-        if not used or not set(used) <= set(arms):
-            unknown = sorted(str(a) for a in set(used) - set(arms)) or "none given"
+        if not used or not set(map(str, used)) <= set(arms):
+            unknown = sorted(str(a) for a in set(map(str, used)) - set(arms)) or "none given"
             fail(f"comparison {c['name']}: arms not in the protocol: {unknown}")
         if kind == "paired" and c["a"] == c["b"]:
             fail(f"comparison {c['name']}: a and b must differ")
         if kind == "kendall_tau" and not (c.get("x") and c.get("y")):
             fail(f"comparison {c['name']}: a kendall_tau comparison needs x and y")
         try:
-            validate_rule(c.get("rule"))
+            check_rule_values(c["rule"])  # typed with the protocol
         except ValueError as exc:
             fail(f"comparison {c['name']}: {exc}")
 

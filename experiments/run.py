@@ -32,6 +32,7 @@ import flatness
 from experiments import checks, store
 from experiments.code_version import code_hashes
 from experiments.config import RunConfig
+from experiments.criterion import REACHED
 from experiments.data import Dataset, build_dataset
 from experiments.errors import ConfigError, one_line_exits
 from experiments.landscape import compute_surface, trajectory_epochs
@@ -181,7 +182,14 @@ def _execute(run: Prepared, may_train: bool = True) -> dict[str, Any]:
         if not (run_dir / "init.pt").exists():
             store.atomic_torch_save(run_dir / "init.pt", init_state)
         log.info("run %s on %s: %s", run.run_id, run.device, run_dir)
-        outcome = train(run.model, run.optimizer, run.data, _train_settings(run), run_dir)
+        outcome = train(
+            run.model,
+            run.optimizer,
+            run.data,
+            _train_settings(run),
+            run_dir,
+            start_from=_shortcut(rc.start_from),
+        )
         store.atomic_torch_save(run_dir / "final.pt", run.model.state_dict())
         if rc.track_sharpness_every:
             plot_sharpness_history(outcome.history, rc.group("optimizer"), run_dir)
@@ -199,7 +207,10 @@ def _execute(run: Prepared, may_train: bool = True) -> dict[str, Any]:
         "total_s": time.perf_counter() - run.t_start,
     }
     store.atomic_write_json(run_dir / "result.json", result)
-    (run_dir / "checkpoint.pt").unlink(missing_ok=True)  # final.pt and result.json supersede it
+    if result.get("stop_reason") != REACHED:  # final.pt and result.json supersede it
+        (run_dir / "checkpoint.pt").unlink(missing_ok=True)
+    # at its criterion it is kept: a run of these settings to a lower criterion takes it up from
+    # there (start_from, experiments.continuation) instead of training those steps again
     _report(result, unchanged=trained and _same_measurements(before, result))
     return result
 
@@ -412,6 +423,17 @@ def _report(result: dict[str, Any], unchanged: bool = False) -> None:
         f"train acc {result['train_acc']:.4f}, test acc {result['test_acc']:.4f}, "
         f"gap {result['gap']:.4f} -> {result['run_dir']}/result.json"
     )
+
+
+def _shortcut(start_from: str | None) -> Path | None:
+    """The checkpoint to take the run up from, None where there is none to take up: the run is
+    then trained from scratch, which gives the same weights (experiments.continuation)."""
+    if start_from is None:
+        return None
+    if not Path(start_from).exists():
+        log.info("start_from: %s is not here; training from scratch (the same run)", start_from)
+        return None
+    return Path(start_from)
 
 
 def _git_commit() -> str | None:

@@ -28,6 +28,7 @@ from typing import Any
 import pandas as pd
 from omegaconf import OmegaConf
 
+from experiments import schema
 from experiments.analyse.correlate import measure_columns, rank_models
 from experiments.checks import check_config
 from experiments.config import RunConfig
@@ -38,32 +39,29 @@ from experiments.plan import CONF, Spec, configure, load_result
 from experiments.store import atomic_write_json, write_table
 from flatness.registry import SEED_MAX
 
-STUDY_KEYS = {"name", "base", "axes", "seeds", "min_train_acc", "notes"}
-
 
 def load_study(ref: str | Path) -> dict[str, Any]:
-    """A study by name (``conf/study/<name>.yaml``) or path, checked; errors are one line."""
+    """A study by name (``conf/study/<name>.yaml``) or path, checked; errors are one line. Its keys
+    and their types are :class:`experiments.schema.Study`'s, checked by OmegaConf; the ranges and
+    the rules across keys are checked here."""
     path = Path(ref)
     if not path.exists() and path.suffix != ".yaml" and "/" not in str(ref):
         path = CONF / "study" / f"{ref}.yaml"
     if not path.exists():
         raise ProtocolError(f"no study {ref!r} (looked for {path})")
-    s = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
-    if missing := sorted({"name", "base", "axes", "seeds"} - set(s)):
-        raise ProtocolError(f"{path}: missing key(s) {missing}")
-    if unknown := sorted(set(s) - STUDY_KEYS):
-        raise ProtocolError(f"{path}: unknown key(s) {unknown}")
-    axes = s["axes"]
-    if not isinstance(axes, Mapping) or not axes:
+    raw = OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    s = schema.typed(schema.Study, raw, str(path), ProtocolError)
+    if not s["axes"]:
         raise ProtocolError(f"{path}: axes must map each axis to its levels")
-    for axis, levels in axes.items():
-        if not isinstance(levels, Mapping) or len(levels) < 2:
+    for axis, levels in s["axes"].items():
+        if len(levels) < 2:
             raise ProtocolError(f"{path}: axes.{axis} needs at least two levels")
         for label, over in levels.items():
-            if not isinstance(over, Mapping) or not over:
+            if not over:
                 raise ProtocolError(f"{path}: axes.{axis}.{label} must be overrides")
             if set(over) & {"seed", "name"}:
                 raise ProtocolError(f"{path}: axes.{axis}.{label}: seed and name are the study's")
+            # a run override, not a key of the schema: the levels are open mappings
             factor = over.get("lr_factor", 1.0)
             if isinstance(factor, bool) or not isinstance(factor, (int, float)) or factor <= 0:
                 raise ProtocolError(f"{path}: axes.{axis}.{label}.lr_factor must be positive")

@@ -38,6 +38,22 @@ def make_cfg(tmp_path, data_dir):
 TINY = ["dataset=synthetic", "epochs=5", "batch_size=32", "model.width=16"]
 
 
+def refusal(make_cfg, overrides: list[str]) -> str:
+    """The one line a bad command line gets, where the command gets it: composing it refuses a
+    value of a type the run schema does not take (``batch_size=1.5``), the run's checks the rest
+    (``batch_size=0``), before any directory exists."""
+    from experiments.command_line import precheck
+    from experiments.errors import ConfigError
+    from experiments.run import main
+
+    said = precheck(list(overrides))
+    if said is not None:
+        return said
+    with pytest.raises(ConfigError) as err:
+        main(make_cfg(*overrides))
+    return str(err.value)
+
+
 @contextlib.contextmanager
 def killed_at_epoch(epoch: int):
     """Training raises KeyboardInterrupt, as a kill would, when epoch ``epoch``'s evaluation starts;

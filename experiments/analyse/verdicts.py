@@ -43,11 +43,11 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
-from numbers import Real
 
 import numpy as np
 
 from experiments.analyse.stats import N_MAX, PairedTest, holm, paired_differences, paired_test
+from experiments.schema import validate_rule
 
 REPRODUCED = "reproduced"
 REVERSED = "reversed"
@@ -58,8 +58,6 @@ NOT_COMPARABLE = "not comparable"
 PART_VERDICTS = (REPRODUCED, REVERSED, NOT_REPRODUCED, INCONCLUSIVE, NOT_COMPARABLE)
 DIRECTIONS = {"greater": 1, "less": -1}
 PARTS = ("effect", "mechanism")
-_PART_KEYS = {"quantity", "direction", "margin", "margin_ratio"}
-_RULE_KEYS = _PART_KEYS | {"hypothesis", "mechanism"}
 
 
 @dataclass(frozen=True)
@@ -97,52 +95,6 @@ class RulePart:
 
 
 # --- rules ------------------------------------------------------------------------------------------
-
-
-def _check_part(spec: Mapping, where: str, allowed: set[str]) -> None:
-    unknown = sorted(set(spec) - allowed)
-    if unknown:
-        raise ValueError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(allowed)}")
-    for key in ("quantity", "direction"):
-        if key not in spec:
-            raise ValueError(f"{where}: missing key {key!r}")
-    if not isinstance(spec["quantity"], str) or not spec["quantity"]:
-        raise ValueError(f"{where}: quantity must be a non-empty string, got {spec['quantity']!r}")
-    if spec["direction"] not in DIRECTIONS:
-        raise ValueError(
-            f"{where}: direction must be 'greater' or 'less', got {spec['direction']!r}"
-        )
-    given = [k for k in ("margin", "margin_ratio") if k in spec]
-    if len(given) != 1:
-        raise ValueError(f"{where}: give exactly one of 'margin' and 'margin_ratio', got {given}")
-    value = spec[given[0]]
-    # bool is a Real in Python; `margin: true` is a typo, not a margin of 1.
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, Real)
-        or not math.isfinite(value)
-        or value <= 0
-    ):
-        raise ValueError(f"{where}: {given[0]} must be a positive finite number, got {value!r}")
-
-
-def validate_rule(rule: Mapping) -> None:
-    """Raise ValueError with a one-line message if ``rule`` is malformed (see the module docstring)."""
-    if not isinstance(rule, Mapping):
-        raise ValueError(f"decision rule must be a mapping, got {type(rule).__name__}")
-    for key in ("hypothesis", "mechanism"):
-        if key not in rule:
-            raise ValueError(f"decision rule: missing key {key!r}")
-    if not isinstance(rule["hypothesis"], str) or not rule["hypothesis"].strip():
-        raise ValueError("decision rule: hypothesis must be a non-empty string")
-    _check_part(rule, "decision rule", _RULE_KEYS)
-    mechanism = rule["mechanism"]
-    if mechanism is not None:
-        if not isinstance(mechanism, Mapping):
-            raise ValueError(
-                f"decision rule: mechanism must be a mapping or null, got {mechanism!r}"
-            )
-        _check_part(mechanism, "decision rule mechanism", _PART_KEYS)
 
 
 def rule_parts(rule: Mapping) -> list[RulePart]:

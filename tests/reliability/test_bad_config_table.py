@@ -1,6 +1,7 @@
 """Issue 16's bad-input table: every cause a hostile user found, several values each, refused with
-one line naming the key before any directory exists (in-process through the compose API; a few on
-the command line, where Hydra's own errors must read the same)."""
+one line naming the key before any directory exists (in-process through the compose API, as the
+command composes it: a type the run schema refuses stops the composition; a few on the command
+line, where Hydra's own errors must read the same)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import pytest
 from experiments.command_line import precheck
 from experiments.errors import ConfigError
 from experiments.run import main
-from tests.conftest import TINY
+from tests.conftest import TINY, refusal
 
 LONG = "x" * 300
 
@@ -111,9 +112,7 @@ TABLE = [
 def test_bad_input_is_one_line_naming_the_key_before_any_directory(
     make_cfg, tmp_path, overrides, key
 ):
-    with pytest.raises(ConfigError) as err:
-        main(make_cfg(*TINY, *overrides))
-    message = str(err.value)
+    message = refusal(make_cfg, [*TINY, *overrides])
     assert message.split(":")[0] == key and "\n" not in message, message
     assert not (tmp_path / "runs").exists() and not (tmp_path.parent / "outside").exists()
 
