@@ -30,6 +30,7 @@ from experiments.criterion import reached
 from experiments.errors import ProtocolError
 from experiments.execute import execute
 from experiments.plan import Spec, arm_spec, dependent, load_result, run_dir
+from flatness.io import atomic_write_bytes
 
 RECORD_COLUMNS = [
     "protocol", "kind", "arm", "seed", "multiplier", "lr", "train_until_loss", "run_id",
@@ -37,6 +38,7 @@ RECORD_COLUMNS = [
     "steps_trained", "train_loss", "val_error", "test_error",
 ]  # fmt: skip
 GRID, ENDPOINT = "rate", "endpoint"
+CHUNK = 4  # runs per job between two writes of the records: a killed stage loses at most these
 
 
 def block(p: Mapping[str, Any]) -> dict[str, Any]:
@@ -182,18 +184,29 @@ def run_robust(
             f"was frozen with ({want} against this checkout's {code}); its records would not be "
             "read. Check out the frozen code, or freeze the stage anew (and rerun it)"
         )
-    todo = [(GRID, m, s) for m, s in grid_specs(p, rates, eligible_double)]
-    todo += [(ENDPOINT, 1.0, s) for s in endpoint_specs(p, rates, common)]
+    # the second endpoints first: they are the condition the labels read; the grid is descriptive
+    todo = [(ENDPOINT, 1.0, s) for s in endpoint_specs(p, rates, common)]
+    todo += [(GRID, m, s) for m, s in grid_specs(p, rates, eligible_double)]
     have = frozen(p, read_records(p, records))
     done = set(zip(have["kind"], have["run_id"], strict=True))
     missing = [(k, m, s) for k, m, s in todo if (k, run_dir(s, common).name) not in done]
-    failed = execute([s for _, _, s in missing], common, jobs, f"{p['name']} robustness")
-    rows = [r for k, m, s in missing if (r := record(p, k, m, s, common)) is not None]
-    if rows:
-        table = pd.concat([read_records(p, records), pd.DataFrame(rows)], ignore_index=True)
-        records.mkdir(parents=True, exist_ok=True)
-        columns = RECORD_COLUMNS + sorted(c for c in table.columns if c not in RECORD_COLUMNS)
-        table[columns].to_csv(records_path(p, records), index=False)
+    failed = recorded = 0
+    for start in range(0, len(missing), CHUNK * jobs):  # records kept as each chunk finishes
+        chunk = missing[start : start + CHUNK * jobs]
+        desc = f"{p['name']} robustness {start + len(chunk)}/{len(missing)}"
+        failed += execute([s for _, _, s in chunk], common, jobs, desc)
+        rows = [r for k, m, s in chunk if (r := record(p, k, m, s, common)) is not None]
+        _append(p, records, rows)
+        recorded += len(rows)
     print(f"{len(todo) - len(missing)} of {len(todo)} robustness runs already recorded; "
-          f"{len(rows)} recorded now in {records_path(p, records)}")  # fmt: skip
+          f"{recorded} recorded now in {records_path(p, records)}")  # fmt: skip
     return failed
+
+
+def _append(p: Mapping[str, Any], records: Path, rows: list[dict]) -> None:
+    if not rows:
+        return
+    table = pd.concat([read_records(p, records), pd.DataFrame(rows)], ignore_index=True)
+    records.mkdir(parents=True, exist_ok=True)
+    columns = RECORD_COLUMNS + sorted(c for c in table.columns if c not in RECORD_COLUMNS)
+    atomic_write_bytes(records_path(p, records), table[columns].to_csv(index=False).encode())
