@@ -14,6 +14,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig
 
+import flatness
 from experiments import checks
 from experiments.errors import hydra_error
 
@@ -52,6 +53,10 @@ def split_command_line(argv: list[str]) -> tuple[dict[str, str | None], list[str
     return flags, overrides
 
 
+# Config folders that hold other commands' files, not a run's groups, and where the README says so
+COMMAND_GROUPS = {"protocol": "Protocols, verdicts and the report", "study": "Jiang et al.'s study"}
+
+
 def _not_a_setting(key: str) -> str:
     """Hydra's "Could not override 'k'" with what to do: a key of another option of its group
     (``optimizer.rho`` with plain SGD) or a misspelt key (``optimzer=adam``)."""
@@ -66,7 +71,20 @@ def _not_a_setting(key: str) -> str:
             else "no option has it"
         )
         return f"{key}: the chosen {group} has no setting {leaf!r} ({which})"
-    close = difflib.get_close_matches(key.lstrip("+~").split(".")[0], sorted(known), n=1)
+    parts = key.lstrip("+~").split(".")
+    if parts[0] in COMMAND_GROUPS:  # conf/protocol/, conf/study/: files of other commands
+        return (
+            f"{parts[0]}: not a setting of a run; conf/{parts[0]}/ is read by "
+            f"python -m experiments.{parts[0]} (README, {COMMAND_GROUPS[parts[0]]})"
+        )
+    if parts[0] == "metrics" and len(parts) > 2:  # metrics.NAME.setting with an unknown NAME
+        close = difflib.get_close_matches(parts[1], sorted(flatness.REGISTRY), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        return (
+            f"{key.lstrip('+~')}: no metric {parts[1]!r} in this run's metrics ({hint}a metric is "
+            f"added with +metrics.NAME={{}}; README, Metrics)"
+        )
+    close = difflib.get_close_matches(parts[0], sorted(known - set(COMMAND_GROUPS)), n=1)
     hint = f" (did you mean {close[0]!r}?)" if close else " (see README, Config reference)"
     return f"{key.lstrip('+~')}: not a setting of this project{hint}"
 

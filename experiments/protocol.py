@@ -87,18 +87,38 @@ def robust(p: dict, args: argparse.Namespace, common: dict) -> int:
     return 1 if failed else 0
 
 
+STEPS = """steps:
+  tune      the learning-rate search on validation -> <tables>/lr_<name>.csv|md
+  run       every arm x final seed at the chosen rates (runs finished before are kept)
+  verdicts  the verdict tables of the given protocols, one Holm family -> <tables>/verdicts.csv ...
+  all       one protocol alone: its search if its table is missing or stale, its runs, its own
+            verdicts and report under <tables>/alone/<name>/
+  robust    the robustness runs the records lack, then the robustness tables (README, robustness)"""
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults shown, and the steps' list kept as written."""
+
+
 # --- command line ---------------------------------------------------------------------------------------
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments.protocol",
+        description=__doc__.split("\n\n")[0],
+        epilog=STEPS,
+        formatter_class=_HelpFormatter,
+    )
     parser.add_argument("step", choices=["tune", "run", "verdicts", "all", "robust"])
     parser.add_argument("protocols", nargs="+", help="names in conf/protocol/ or paths")
     parser.add_argument("--jobs", type=int, default=2, help="runs at a time (one thread each)")
     parser.add_argument("--dry-run", action="store_true", help="list the runs and a rough cost")
-    parser.add_argument("--runs-dir", default="runs")
-    parser.add_argument("--data-dir", default="data")
-    parser.add_argument("--tables", default="results/tables", type=Path)
+    parser.add_argument("--runs-dir", default="runs", help="where runs are kept (a cache)")
+    parser.add_argument("--data-dir", default="data", help="where datasets are kept")
+    parser.add_argument(
+        "--tables", default="results/tables", type=Path, help="the tables read and written"
+    )
     parser.add_argument(
         "--records",
         default="results/records",

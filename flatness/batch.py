@@ -67,8 +67,16 @@ def split(batch: Any, batch_fn: BatchFn | None = None) -> tuple[Inputs, torch.Te
         if not (isinstance(out, tuple | list) and len(out) == 2):
             raise TypeError("batch_fn must return (inputs, targets)")
         inputs, targets = out
-    elif isinstance(batch, list | tuple) and len(batch) >= 2:
-        inputs, targets = batch[0], batch[1]
+    elif isinstance(batch, list | tuple) and len(batch) == 2:
+        inputs, targets = batch
+    elif isinstance(batch, list | tuple) and len(batch) > 2:
+        # (x, y, w), (x1, x2, y), (x, y, index): which entries are the targets and which the inputs
+        # cannot be guessed, and a wrong guess would be a silently wrong number
+        raise TypeError(
+            f"a batch has {len(batch)} entries, not (inputs, targets): pass batch_fn= saying which "
+            "are the inputs and which the targets, e.g. batch_fn=lambda b: ((b[0], b[1]), b[2]) "
+            "for two inputs, or batch_fn=lambda b: (b[0], b[1]) to leave out sample weights"
+        )
     elif isinstance(batch, Mapping):
         keys = ", ".join(repr(k) for k in list(batch)[:6])
         raise TypeError(

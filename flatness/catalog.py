@@ -349,7 +349,7 @@ register(
     notes={
         **SHARP_NOTES,
         "steps": "projected gradient-ascent steps",
-        "step_size": "ascent step length for u, in the units of ρ (None: 2.5·ρ/steps, Madry et al.'s rule)",
+        "step_size": "length of each ascent step for u, an absolute length on ρ's scale, not a multiple of ρ (None: 2.5·ρ/steps, Madry et al.'s rule: the path travels 2.5·ρ whatever steps is, so more steps refine it without going further; away from a minimum give a larger step_size)",
         "subset": SUBSET_NOTE,
     },
     description="max over ‖δ‖ ≤ ρ (ℓ2 or ℓ∞, δ scaled by |w|+η if adaptive) of L(w+δ) − L(w)",

@@ -168,10 +168,22 @@ def test_a_malformed_protocol_file_is_one_line_naming_the_key(tmp_path, change, 
     assert said in one_line(str(err.value), said.split(":")[0])
 
 
-def test_the_reserved_robustness_and_mechanism_blocks_are_accepted(tmp_path):
-    protocol = {**copy.deepcopy(PROTOCOL), "robustness": {"rate_multipliers": [0.5, 2],
-                "schedule_parity": True}, "mechanism": {"primary": "lambda_max"}}  # fmt: skip
+def test_the_robustness_and_reserved_mechanism_blocks_are_typed(tmp_path):
+    block = {"comparisons": ["c"], "seeds": [0, 1], "rate_multipliers": [0.5, 2],
+             "frozen_code": {"training": "abc"}, "schedule_parity": True}  # fmt: skip
+    protocol = {
+        **copy.deepcopy(PROTOCOL),
+        "robustness": block,
+        "mechanism": {"primary": "lambda_max"},
+    }
     load(tmp_path, protocol)
+    for change, said in (
+        ({"comparisons": None}, "robustness.comparisons"),
+        ({"frozen_code": {"train": "abc"}}, "robustness.frozen_code.train: unknown key"),
+        ({"endpoint_factor": "tenth"}, "robustness.endpoint_factor: expected a number"),
+    ):
+        with pytest.raises(ProtocolError, match=said):
+            load(tmp_path, {**protocol, "robustness": {**block, **change}})
 
 
 @pytest.mark.parametrize("path", sorted((CONF / "protocol").glob("*.yaml")), ids=lambda f: f.stem)

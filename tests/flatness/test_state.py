@@ -143,6 +143,8 @@ def test_layouts_the_library_cannot_read_name_the_argument():
         as_data(({"a": x, "b": x[:4]}, y))
     with pytest.raises(TypeError, match="batch_fn must return"):
         len(as_data([(x, y)], batch_fn=lambda b: b[0]))
-    # a triple (inputs, targets, sample ids) keeps working: the first two are used
+    # a triple is (x, y, weights)? (x1, x2, y)? (x, y, ids)? Not guessed: batch_fn= is named
     triples = [(x, y, torch.arange(8))]
-    assert len(as_data(triples)) == 8
+    with pytest.raises(TypeError, match=r"3 entries, not \(inputs, targets\): pass batch_fn="):
+        len(as_data(triples))
+    assert len(as_data(triples, batch_fn=lambda b: (b[0], b[1]))) == 8
