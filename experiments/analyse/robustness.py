@@ -1,30 +1,35 @@
 """Whether a verdict holds when a reasonable choice changes: the effect against each arm's learning
 rate, and a robustness label per verdict, applied by one function (:func:`robustness_label`).
 
-A *condition* re-reads one comparison with one factor changed against today's (the rate, the rule
-that picks it, the schedule, the endpoint), on paired seeds. Conditions stay outside the Holm family:
-their p-values are unadjusted and only qualify a verdict, they never make one.
+A *condition* re-reads one comparison with one choice changed against today's (the endpoint, the
+sharpness measure; the rate rule and the schedule when their runs exist), on paired seeds, outside
+the report's Holm family. Each condition gets the verdict rule itself
+(:func:`experiments.analyse.verdicts.decide`: its sign-flip p, Holm-adjusted over that part's
+conditions, and its TOST against the part's margin), and is compared with today's reading seed by
+seed; a shift counts only when it is significant (paired t, Holm over the conditions) and its
+interval lies beyond half the margin, so that a tiny but consistent shift is no "dependence".
 
-The label, from today's part verdict (``experiments.analyse.verdicts``) and each condition's paired
-reading; α is the protocol's, a condition that is not comparable (an arm missed its criterion in
-some seed) is named and never counts as evidence either way:
+    today              the rule at condition X / its shift from today               reads
+    not comparable     (any)                                                        not comparable today
+    (any)              no condition read (none run yet, or a seed missed)           untested (says which)
+    reproduced or      the other directional verdict                                depends on X (reverses)
+    reversed (sign s)  not reproduced (equivalent within the margin)                depends on X (vanishes)
+                       a relevant shift                                             depends on X (weaker|stronger)
+                       inconclusive, sign s kept                                    robust in sign, underpowered under X
+                       inconclusive, sign s lost                                    sign not kept under X
+                       today's verdict                                              robust
+    not reproduced     reproduced or reversed                                       depends on X (an effect, sign)
+    (TOST)             a relevant shift                                             depends on X (differs)
+                       inconclusive                                                 equivalence not shown under X
+                       not reproduced                                               robust
+    inconclusive       reproduced or reversed                                       depends on X (significant, sign)
+                       not reproduced                                               depends on X (equivalent)
+                       inconclusive                                                 inconclusive under every condition
 
-    today              a condition X                                          reads
-    not comparable     (any)                                                  not comparable today
-    (any)              no condition comparable                                untested (names X)
-    reproduced or      significant the other way (p < α)                      depends on X (reverses)
-    reversed (sign s)  differs from today, paired over seeds (p < α)          depends on X (weaker|stronger)
-                       sign s kept but p ≥ α                                  robust in sign, underpowered under X
-                       otherwise, at every X                                  robust
-    not reproduced     an effect, p < α                                       depends on X (an effect, sign)
-    (TOST)             differs from today, paired (p < α)                     depends on X (differs)
-                       TOST p ≥ α                                             equivalence not shown under X
-                       otherwise, at every X                                  robust
-    inconclusive       significant at X                                       depends on X (significant, sign)
-                       otherwise                                              inconclusive under every condition
-
-Dependence outranks being underpowered, which outranks robust: one condition that reverses the
-effect makes the verdict "depends on X" whatever the others say.
+"Depends" outranks "sign not kept", which outranks "underpowered" / "equivalence not shown", which
+outrank "robust"; every label ends with the conditions it was read under, so "robust" is never more
+than robust to those. A condition not run yet is *untested*; one where a seed missed its criterion
+is *not comparable*: both are named and neither counts as evidence.
 """
 
 from __future__ import annotations
@@ -32,13 +37,13 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from experiments.analyse.stats import t_interval
+from experiments.analyse.stats import holm, t_interval
 from experiments.analyse.tune import choose_rates
 from experiments.analyse.verdicts import (
     INCONCLUSIVE,
@@ -46,6 +51,7 @@ from experiments.analyse.verdicts import (
     NOT_REPRODUCED,
     REPRODUCED,
     REVERSED,
+    decide,
     part_test,
     rule_parts,
 )
@@ -55,21 +61,26 @@ from experiments.store import write_table
 
 ROBUST = "robust"
 UNTESTED = "untested"
+NOT_RUN = "not run yet"
 
 
 @dataclass(frozen=True)
 class Condition:
     """One condition's paired reading of a comparison's part: a − b over its seeds.
 
-    ``p`` tests a − b ≠ 0 at the condition, ``p_tost`` its equivalence within the part's margin,
-    ``p_vs_today`` whether it differs from today's a − b over the seeds both share (NaN: none)."""
+    ``status``: ``"read"``, ``NOT_COMPARABLE`` (a seed missed its criterion) or ``NOT_RUN``.
+    ``p`` (sign-flip) tests a − b ≠ 0, ``p_tost`` its equivalence within the margin; ``shift_*`` is
+    the paired t interval of (a − b at X) − (a − b today) over the seeds both share, ``p_shift`` its
+    p (NaN where the condition reads another quantity, e.g. another sharpness measure)."""
 
     name: str
-    comparable: bool
+    status: str = "read"
     mean: float = math.nan
     p: float = math.nan
     p_tost: float = math.nan
-    p_vs_today: float = math.nan
+    p_shift: float = math.nan
+    shift_low: float = math.nan
+    shift_high: float = math.nan
 
 
 def _sign(x: float) -> str:
@@ -77,44 +88,62 @@ def _sign(x: float) -> str:
 
 
 def robustness_label(
-    today: str, today_mean: float, conditions: Sequence[Condition], alpha: float = 0.05
+    today: str,
+    today_mean: float,
+    conditions: Sequence[Condition],
+    *,
+    direction: str,
+    margin: float,
+    alpha: float = 0.05,
 ) -> str:
-    """The robustness label of a part whose verdict today is ``today`` (mean a − b ``today_mean``),
-    from its readings under ``conditions`` (see the module docstring)."""
+    """The robustness label of a part whose verdict today is ``today`` (mean a − b
+    ``today_mean``; the part's claimed ``direction`` and equivalence ``margin``, on the scale it is
+    tested on), from its readings under ``conditions`` (see the module docstring)."""
     if today == NOT_COMPARABLE:
         return "not comparable today"
-    usable = [c for c in conditions if c.comparable]
-    skipped = [c.name for c in conditions if not c.comparable]
-    if not usable:
-        return f"{UNTESTED} (not comparable under {', '.join(skipped)})" if skipped else UNTESTED
-    depends, weak = [], []
+    if today not in (REPRODUCED, REVERSED, NOT_REPRODUCED, INCONCLUSIVE):
+        raise ValueError(f"unknown part verdict {today!r}")
+    read = [c for c in conditions if c.status == "read"]
+    aside = [f"{c.name}: {c.status}" for c in conditions if c.status != "read"]
+    tail = f" [read under: {', '.join(c.name for c in read)}]" if read else ""
+    tail += f" [{'; '.join(aside)}]" if aside else ""
+    if not read:
+        return f"{UNTESTED}{tail}"
+    p_adj = holm([c.p for c in read])
+    shifts = [c.p_shift for c in read]
+    has_shift = [math.isfinite(x) for x in shifts]
+    shift_adj = iter(holm([x for x in shifts if math.isfinite(x)]) if any(has_shift) else [])
     s = 1 if today_mean > 0 else -1
-    for c in usable:
-        significant = c.p < alpha
-        differs = c.p_vs_today < alpha  # NaN compares false: no shared seeds, no evidence
+    depends, signless, weak = [], [], []
+    for c, p, has in zip(read, p_adj, has_shift, strict=True):
+        verdict = decide(p, c.mean, direction, c.p_tost, alpha)
+        p_shift = next(shift_adj) if has else math.nan
+        relevant = p_shift < alpha and (c.shift_low > margin / 2 or c.shift_high < -margin / 2)
         if today in (REPRODUCED, REVERSED):
-            if significant and c.mean * s < 0:
+            if verdict in (REPRODUCED, REVERSED) and verdict != today:
                 depends.append(f"{c.name} (reverses)")
-            elif differs:
-                direction = "weaker" if (c.mean - today_mean) * s < 0 else "stronger"
-                depends.append(f"{c.name} ({direction})")
-            elif not significant:
-                weak.append(c.name)
+            elif verdict == NOT_REPRODUCED:
+                depends.append(f"{c.name} (vanishes)")
+            elif relevant:
+                direction_of = "weaker" if (c.shift_low + c.shift_high) * s < 0 else "stronger"
+                depends.append(f"{c.name} ({direction_of})")
+            elif verdict == INCONCLUSIVE:
+                (weak if c.mean * s > 0 else signless).append(c.name)
         elif today == NOT_REPRODUCED:
-            if significant:
+            if verdict in (REPRODUCED, REVERSED):
                 depends.append(f"{c.name} (an effect, {_sign(c.mean)})")
-            elif differs:
+            elif relevant:
                 depends.append(f"{c.name} (differs)")
-            elif not c.p_tost < alpha:
+            elif verdict == INCONCLUSIVE:
                 weak.append(c.name)
-        elif today == INCONCLUSIVE:
-            if significant:
-                depends.append(f"{c.name} (significant, {_sign(c.mean)})")
-        else:
-            raise ValueError(f"unknown part verdict {today!r}")
-    tail = f"; not comparable under {', '.join(skipped)}" if skipped else ""
+        elif verdict in (REPRODUCED, REVERSED):  # inconclusive today
+            depends.append(f"{c.name} (significant, {_sign(c.mean)})")
+        elif verdict == NOT_REPRODUCED:
+            depends.append(f"{c.name} (equivalent)")
     if depends:
         return f"depends on {'; '.join(depends)}{tail}"
+    if signless:
+        return f"sign not kept under {', '.join(signless)}{tail}"
     if today == INCONCLUSIVE:
         return f"inconclusive under every condition{tail}"
     if weak:
@@ -126,7 +155,12 @@ def robustness_label(
 
 
 def rate_curve(
-    grid: pd.DataFrame, a: str, b: str, quantity: str = "test_error", alpha: float = 0.05
+    grid: pd.DataFrame,
+    a: str,
+    b: str,
+    quantity: str = "test_error",
+    alpha: float = 0.05,
+    planned: int | None = None,
 ) -> pd.DataFrame:
     """The effect a − b against one arm's rate, the other held at its chosen rate (×1): one row per
     slice (``moving`` a or b) and multiplier, with how many of the seeds reached the criterion in
@@ -145,7 +179,8 @@ def rate_curve(
             va, vb = (moved, base) if moving == a else (base, moved)
             reached_a = int(va.loc[seeds, "reached"].astype(bool).sum())
             reached_b = int(vb.loc[seeds, "reached"].astype(bool).sum())
-            comparable = len(seeds) >= 2 and reached_a == reached_b == len(seeds)
+            complete = planned is None or len(seeds) >= planned  # else: not all run yet
+            comparable = complete and len(seeds) >= 2 and reached_a == reached_b == len(seeds)
             mean = low = high = math.nan
             if comparable:
                 d = va.loc[seeds, quantity].to_numpy(float) - vb.loc[seeds, quantity].to_numpy(
@@ -154,6 +189,7 @@ def rate_curve(
                 mean, _, low, high, _ = t_interval(d, alpha)
             rows.append(
                 {"moving": moving, "multiplier": float(m), "n": len(seeds),
+                 "planned": len(seeds) if planned is None else planned,
                  "reached_a": reached_a, "reached_b": reached_b, "comparable": comparable,
                  "mean": mean, "low": low, "high": high}
             )  # fmt: skip
@@ -215,41 +251,91 @@ def grid_curves(p: dict, records: pd.DataFrame, today: pd.DataFrame) -> pd.DataF
     for c in p["comparisons"]:
         if c["name"] not in r["comparisons"]:
             continue
-        curve = rate_curve(grid, c["a"], c["b"], c["rule"]["quantity"], r.get("alpha", 0.05))
+        curve = rate_curve(grid, c["a"], c["b"], c["rule"]["quantity"], r.get("alpha", 0.05),
+                           planned=len(r["seeds"]))  # fmt: skip
         rows.append(curve.assign(comparison=c["name"], a=c["a"], b=c["b"]))
     return pd.concat(rows, ignore_index=True) if rows else pd.DataFrame()
 
 
-def _reading(part, c: dict, values: pd.DataFrame, today: pd.DataFrame, alpha: float):
-    """A condition's :class:`Condition` for one rule part: paired a − b over every seed (not
-    comparable where a seed missed its criterion in either arm), and its difference from today's."""
-    wide = values.pivot_table(index="seed", columns="arm", values=part.quantity)
-    ok = values.pivot_table(index="seed", columns="arm", values="reached", aggfunc="all")
-    arms = [c["a"], c["b"]]
-    if not set(arms) <= set(wide.columns) or not ok[arms].all().all() or len(wide) < 2:
-        return None, None
-    test = part_test(part, wide[c["a"]], wide[c["b"]], alpha=alpha)
-    now = today.pivot_table(index="seed", columns="arm", values=part.quantity).loc[wide.index]
-    d_x, d_now = (
-        (np.log(w[c["a"]]) - np.log(w[c["b"]])) if part.relative else (w[c["a"]] - w[c["b"]])
-        for w in (wide, now)
-    )
-    vs = t_interval((d_x - d_now).to_numpy(float), alpha)[4] if (d_x != d_now).any() else 1.0
-    return test, vs
+def grid_runs(p: dict, records: pd.DataFrame, today: pd.DataFrame) -> pd.DataFrame:
+    """The runs the rate figure draws: the grid's records and the final runs at ×1 (run ids)."""
+    r = block(p)
+    arms = {a for c in p["comparisons"] if c["name"] in r["comparisons"] for a in (c["a"], c["b"])}
+    finals = today[today["arm"].isin(arms) & today["seed"].isin(r["seeds"])]
+    finals = finals.assign(multiplier=1.0, run_id=finals["run_dir"].map(lambda d: Path(d).name))
+    grid = _records(records, GRID)
+    cols = ["arm", "multiplier", "seed", "run_id", "reached"]
+    both = pd.concat([finals[cols], grid[cols]], ignore_index=True)
+    return both.sort_values(["arm", "multiplier", "seed"]).reset_index(drop=True)
+
+
+# Other sharpness measures a mechanism part is read with, where the protocol measured them: the
+# choice of measure is a choice too (Dinh et al. 2017: λmax moves under rescaling; adaptive
+# sharpness does not)
+MEASURES = ("adaptive_worst_case_sharpness", "keskar_sharpness")
+
+
+def _test_scale(part, wide: pd.DataFrame, a: str, b: str) -> pd.Series:
+    return np.log(wide[a]) - np.log(wide[b]) if part.relative else wide[a] - wide[b]
+
+
+def _condition(
+    name: str,
+    part,
+    quantity: str,
+    c: dict,
+    values: pd.DataFrame,
+    today: pd.DataFrame | None,
+    seeds: list[int],
+    alpha: float,
+) -> tuple[Condition, dict]:
+    """A condition's reading of one part on ``seeds`` (all of them, or it is not read): not run
+    where a seed's record is missing, not comparable where a seed missed its criterion."""
+    a, b = c["a"], c["b"]
+    mine = values[values["arm"].isin([a, b]) & values["seed"].isin(seeds)]
+    have = set(zip(mine["arm"], mine["seed"], strict=True))
+    info = {"condition": name, "quantity": quantity, "n": len(seeds),
+            "recorded": len(have), "reached_both": 0}  # fmt: skip
+    if len(have) < 2 * len(seeds) or quantity not in mine:
+        return Condition(name, f"{NOT_RUN} ({len(have)} of {2 * len(seeds)} runs)"), info
+    ok = mine.pivot_table(index="seed", columns="arm", values="reached", aggfunc="all")
+    info["reached_both"] = int(ok[[a, b]].all(axis=1).sum())
+    wide = mine.pivot_table(index="seed", columns="arm", values=quantity)
+    if info["reached_both"] < len(seeds) or wide[[a, b]].isna().any().any():
+        return Condition(name, NOT_COMPARABLE), info
+    test = part_test(replace_quantity(part, quantity), wide[a], wide[b], alpha=alpha)
+    shift = dict(p_shift=math.nan, shift_low=math.nan, shift_high=math.nan)
+    if today is not None:
+        now = today[today["arm"].isin([a, b])].pivot_table(
+            index="seed", columns="arm", values=part.quantity
+        )
+        d = (_test_scale(part, wide, a, b) - _test_scale(part, now.loc[wide.index], a, b)).to_numpy(
+            float
+        )
+        if np.all(np.abs(d) < 1e-12):  # the same numbers: no shift (not a t-test on rounding)
+            shift = dict(p_shift=1.0, shift_low=0.0, shift_high=0.0)
+        else:
+            mean, _, lo, hi, p_t = t_interval(d, alpha)
+            shift = dict(p_shift=p_t, shift_low=lo, shift_high=hi)
+    info.update(mean_diff=test.mean_diff, ci_low=test.ci_low, ci_high=test.ci_high,
+                p=test.p_signflip, p_tost=test.p_tost, **shift)  # fmt: skip
+    return Condition(name, "read", test.mean_diff, test.p_signflip, test.p_tost, **shift), info
+
+
+def replace_quantity(part, quantity: str):
+    """The rule part read on another quantity (another sharpness measure), its margin kept."""
+    return replace(part, quantity=quantity)
 
 
 def condition_table(
     p: dict, records: pd.DataFrame, today: pd.DataFrame, verdicts: pd.DataFrame
 ) -> pd.DataFrame:
-    """Per comparison and rule part: today's verdict, each condition's paired reading (so far the
-    second endpoint), and the robustness label (:func:`robustness_label`)."""
+    """Per comparison and rule part: today's reading and verdict, each condition's reading, and the
+    robustness label (:func:`robustness_label`). Conditions: the second endpoint (its records),
+    and for a mechanism part each other sharpness measure the protocol measured (today's runs)."""
     r = block(p)
     alpha = r.get("alpha", 0.05)
-    conditions = {}
     end = _records(records, ENDPOINT)
-    if len(end):
-        factor = r.get("endpoint_factor")
-        conditions[f"endpoint: CE × {factor:g}"] = end
     rows = []
     for c in p["comparisons"]:
         if c["name"] not in r["comparisons"]:
@@ -260,42 +346,28 @@ def condition_table(
                 & (verdicts["comparison"] == c["name"])
                 & (verdicts["part"] == part.part)
             ].iloc[0]
-            readings = []
-            for name, values in conditions.items():
-                mine = values[values["arm"].isin([c["a"], c["b"]])]
-                test, vs = (
-                    _reading(part, c, mine, today, alpha) if part.quantity in mine else (None, None)
-                )
-                n = mine["seed"].nunique()
-                reached_n = int(mine.groupby("seed")["reached"].all().sum()) if n else 0
-                if test is None:
-                    readings.append(Condition(name, False))
-                    rows.append(_row(p, c, part, v, name, n, reached_n, None, math.nan))
-                else:
-                    readings.append(
-                        Condition(name, True, test.mean_diff, test.p_signflip, test.p_tost, vs)
-                    )
-                    rows.append(_row(p, c, part, v, name, n, reached_n, test, vs))
-            label = robustness_label(v["part_verdict"], v["mean_diff"], readings, alpha)
-            rows.append(_row(p, c, part, v, "today", len(p["seeds"]), None, None, math.nan, label))
-    table = pd.DataFrame(rows)
-    labels = table[table["condition"] == "today"].set_index(["comparison", "part"])["label"]
-    table["label"] = [labels[c, q] for c, q in zip(table["comparison"], table["part"], strict=True)]
-    return table
-
-
-def _row(p, c, part, v, condition, n, reached_n, test, vs, label=""):
-    today = condition == "today"
-    return {
-        "protocol": p["name"], "comparison": c["name"], "part": part.part,
-        "quantity": part.quantity, "condition": condition, "n": n, "reached_both": reached_n,
-        "mean_diff": v["mean_diff"] if today else (test.mean_diff if test else math.nan),
-        "ci_low": v["ci_low"] if today else (test.ci_low if test else math.nan),
-        "ci_high": v["ci_high"] if today else (test.ci_high if test else math.nan),
-        "p": v["p_raw"] if today else (test.p_signflip if test else math.nan),
-        "p_tost": v["p_tost"] if today else (test.p_tost if test else math.nan),
-        "p_vs_today": vs, "verdict_today": v["part_verdict"], "label": label,
-    }  # fmt: skip
+            readings, infos = [], []
+            if r.get("endpoint_factor") is not None:
+                name = f"endpoint: CE × {r['endpoint_factor']:g}"
+                got = _condition(name, part, part.quantity, c, end, today, list(p["seeds"]), alpha)
+                readings.append(got[0]), infos.append(got[1])
+            if part.part == "mechanism":
+                for measure in MEASURES:
+                    if measure in today and measure != part.quantity:
+                        got = _condition(f"measure: {measure}", part, measure, c, today, None,
+                                         list(p["seeds"]), alpha)  # fmt: skip
+                        readings.append(got[0]), infos.append(got[1])
+            margin = math.log1p(part.margin) if part.relative else part.margin
+            label = robustness_label(v["part_verdict"], v["mean_diff"], readings,
+                                     direction=part.direction, margin=margin, alpha=alpha)  # fmt: skip
+            base = {"protocol": p["name"], "comparison": c["name"], "part": part.part,
+                    "verdict_today": v["part_verdict"], "label": label}  # fmt: skip
+            rows.append({**base, "condition": "today", "quantity": part.quantity,
+                         "n": len(p["seeds"]), "recorded": math.nan, "reached_both": math.nan,
+                         "mean_diff": v["mean_diff"], "ci_low": v["ci_low"], "ci_high": v["ci_high"],
+                         "p": v["p_raw"], "p_tost": v["p_tost"]})  # fmt: skip
+            rows += [{**base, **info} for info in infos]
+    return pd.DataFrame(rows)
 
 
 def write_robustness(p: dict, records_dir: Path, tables: Path) -> list[Path]:
@@ -308,5 +380,6 @@ def write_robustness(p: dict, records_dir: Path, tables: Path) -> list[Path]:
     today = _today(p, runs, metrics)
     verdicts = pd.read_csv(tables / "verdicts.csv")
     write_table(grid_curves(p, records, today), tables, f"robust_rate_{p['name']}")
+    write_table(grid_runs(p, records, today), tables, f"robust_runs_{p['name']}")
     write_table(condition_table(p, records, today, verdicts), tables, f"robustness_{p['name']}")
     return [tables / f"robust_rate_{p['name']}.csv", tables / f"robustness_{p['name']}.csv"]

@@ -793,6 +793,13 @@ def figure_sources(lines: list[str], results: Path) -> pd.DataFrame:
                 rows.append({"figure": name, "source": f"study {study}", "arm": "", "seed": r.seed,
                              "run_id": r.run_id, "met_criterion": True})  # fmt: skip
             continue
+        if name.endswith("_robust_rate"):  # the robustness grid: its runs, listed by the analysis
+            grid = _table(tables, f"robust_runs_{name.removesuffix('_robust_rate')}")
+            for r in (grid if grid is not None else pd.DataFrame()).itertuples():
+                rows.append({"figure": name, "source": f"robustness x{r.multiplier:g}",
+                             "arm": r.arm, "seed": r.seed, "run_id": r.run_id,
+                             "met_criterion": bool(r.reached)})  # fmt: skip
+            continue
         if name.startswith("audit_") and "model" in data:
             protocol, drawn = "batch_size", set()
             for model in set(data["model"]):

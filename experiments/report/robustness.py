@@ -29,7 +29,18 @@ def robustness_lines(p: dict, tables: Path, figures: Path) -> list[str]:
             for _, r in labels.iterrows()
         ]
     )
-    shown = table[["comparison", "part", "condition", "n", "reached_both", "reading", "p_vs_today"]]
+    shown = table[
+        [
+            "comparison",
+            "part",
+            "condition",
+            "quantity",
+            "recorded",
+            "reached_both",
+            "reading",
+            "p_shift",
+        ]
+    ]
     verdicts = labels[labels["condition"] == "today"][
         ["comparison", "part", "verdict_today", "label"]
     ]
@@ -45,7 +56,7 @@ def robustness_lines(p: dict, tables: Path, figures: Path) -> list[str]:
 
 def _reading(r: pd.Series) -> str:
     if not np.isfinite(r["mean_diff"]):
-        return "not comparable"
+        return "not read"
     scale = 100 if r["quantity"].endswith("error") else 1
     unit = " points" if scale == 100 else ""
     return (
@@ -59,7 +70,8 @@ def _points(curve: pd.DataFrame) -> list[dict]:
     missed = curve[~curve["comparable"].astype(bool)]
     return [
         {"comparison": r["comparison"], "moving": r["moving"], "multiplier": r["multiplier"],
-         "reached_a": int(r["reached_a"]), "reached_b": int(r["reached_b"]), "n": int(r["n"])}
+         "reached_a": int(r["reached_a"]), "reached_b": int(r["reached_b"]), "n": int(r["n"]),
+         "planned": int(r["planned"])}
         for _, r in missed.iterrows()
     ]  # fmt: skip
 
@@ -85,7 +97,8 @@ def _rate_figure(curve: pd.DataFrame, figures: Path, name: str) -> str:
                 ax.scatter([r["multiplier"]], [0], marker=marker, facecolors="none",
                            edgecolors=colour)  # fmt: skip
                 reached = min(r["reached_a"], r["reached_b"])
-                ax.annotate(f"{reached}/{r['n']}", (r["multiplier"], 0), fontsize=7,
+                run = "" if r["n"] >= r["planned"] else f" ({r['n']} of {r['planned']} run)"
+                ax.annotate(f"{reached}/{r['n']}{run}", (r["multiplier"], 0), fontsize=7,
                             textcoords="offset points", xytext=(3, 4))  # fmt: skip
         ax.axhline(0, color="0.5", linewidth=0.8)
         ax.set_xscale("log", base=2)

@@ -11,6 +11,7 @@ import pytest
 from scipy import stats as sps
 
 from experiments.analyse.robustness import (
+    NOT_COMPARABLE,
     Condition,
     choice_stability,
     rate_curve,
@@ -18,72 +19,137 @@ from experiments.analyse.robustness import (
 )
 
 
-def C(name, mean, p, p_tost=math.nan, p_vs_today=math.nan):
-    return Condition(name, True, mean, p, p_tost, p_vs_today)
+def C(name, mean, p, p_tost=1.0, p_shift=math.nan, low=math.nan, high=math.nan):
+    return Condition(name, "read", mean, p, p_tost, p_shift, low, high)
+
+
+M = 0.01  # the part's margin (a difference of test errors); a relevant shift lies beyond M / 2
+SIG, NS = 0.001, 0.5
+UNDER = " [read under: rate]"
 
 
 @pytest.mark.parametrize(
     ("today", "mean", "conditions", "label"),
     [
-        ("not comparable", 0.01, [C("rate", 0.01, 0.01)], "not comparable today"),
+        ("not comparable", 0.01, [C("rate", 0.01, SIG)], "not comparable today"),
         ("reproduced", 0.01, [], "untested"),
-        ("reproduced", 0.01, [Condition("rate", False)], "untested (not comparable under rate)"),
-        ("reproduced", 0.01, [C("rate", 0.011, 0.01, p_vs_today=0.6)], "robust"),
-        ("reproduced", 0.01, [C("rate", -0.01, 0.01)], "depends on rate (reverses)"),
-        ("reproduced", 0.01, [C("rate", 0.002, 0.03, p_vs_today=0.01)], "depends on rate (weaker)"),
         (
             "reproduced",
             0.01,
-            [C("rate", 0.03, 0.001, p_vs_today=0.01)],
-            "depends on rate (stronger)",
-        ),
-        ("reversed", -0.01, [C("rate", 0.01, 0.01)], "depends on rate (reverses)"),
-        (
-            "reproduced",
-            0.01,
-            [C("rate", 0.008, 0.2, p_vs_today=0.5), C("rule", 0.01, 0.01)],
-            "robust in sign, underpowered under rate",
+            [Condition("rate", NOT_COMPARABLE)],
+            "untested [rate: not comparable]",
         ),
         (
             "reproduced",
             0.01,
-            [C("rate", 0.008, 0.2), C("endpoint", -0.02, 0.001), Condition("rule", False)],
-            "depends on endpoint (reverses); not comparable under rule",
+            [Condition("rate", "not run yet (4 of 20 runs)")],
+            "untested [rate: not run yet (4 of 20 runs)]",
         ),
         (
             "reproduced",
             0.01,
-            [C("a", 0.01, 0.01), Condition("b", False)],
-            "robust; not comparable under b",
+            [C("rate", 0.011, SIG, p_shift=0.6, low=-0.002, high=0.004)],
+            "robust" + UNDER,
         ),
-        ("not reproduced", 0.0, [C("rate", 0.0, 0.8, p_tost=0.01)], "robust"),
-        ("not reproduced", 0.0, [C("rate", 0.02, 0.01)], "depends on rate (an effect, +)"),
-        ("not reproduced", 0.0, [C("rate", -0.004, 0.3, 0.01, 0.02)], "depends on rate (differs)"),
+        ("reproduced", 0.01, [C("rate", -0.01, SIG)], "depends on rate (reverses)" + UNDER),
+        (
+            "reproduced",
+            0.01,
+            [C("rate", 0.001, NS, p_tost=SIG)],
+            "depends on rate (vanishes)" + UNDER,
+        ),
+        (
+            "reproduced",
+            0.01,
+            [C("rate", 0.003, SIG, p_shift=SIG, low=-0.009, high=-0.006)],
+            "depends on rate (weaker)" + UNDER,
+        ),
+        (
+            "reproduced",
+            0.01,
+            [C("rate", 0.03, SIG, p_shift=SIG, low=0.015, high=0.025)],
+            "depends on rate (stronger)" + UNDER,
+        ),
+        # a significant shift inside half the margin is no dependence
+        (
+            "reproduced",
+            0.01,
+            [C("rate", 0.0105, SIG, p_shift=SIG, low=0.0003, high=0.0007)],
+            "robust" + UNDER,
+        ),
+        ("reversed", -0.01, [C("rate", 0.01, SIG)], "depends on rate (reverses)" + UNDER),
+        (
+            "reproduced",
+            0.01,
+            [C("rate", 0.008, NS)],
+            "robust in sign, underpowered under rate" + UNDER,
+        ),
+        ("reproduced", 0.01, [C("rate", -0.002, NS)], "sign not kept under rate" + UNDER),
+        ("reversed", -0.03, [C("rate", 0.004, NS)], "sign not kept under rate" + UNDER),
+        (
+            "reproduced",
+            0.01,
+            [C("rate", 0.008, NS), C("endpoint", -0.02, SIG), Condition("rule", NOT_COMPARABLE)],
+            "depends on endpoint (reverses) [read under: rate, endpoint] [rule: not comparable]",
+        ),
+        ("not reproduced", 0.0, [C("rate", 0.0, 0.8, p_tost=SIG)], "robust" + UNDER),
+        ("not reproduced", 0.0, [C("rate", 0.02, SIG)], "depends on rate (an effect, +)" + UNDER),
         (
             "not reproduced",
             0.0,
-            [C("rate", 0.01, 0.3, p_tost=0.2)],
-            "equivalence not shown under rate",
+            [C("rate", -0.007, NS, SIG, SIG, -0.009, -0.006)],
+            "depends on rate (differs)" + UNDER,
         ),
-        ("inconclusive", 0.005, [C("rate", -0.02, 0.01)], "depends on rate (significant, −)"),
-        ("inconclusive", 0.005, [C("rate", 0.01, 0.2)], "inconclusive under every condition"),
+        (
+            "not reproduced",
+            0.0,
+            [C("rate", 0.01, NS, p_tost=0.2)],
+            "equivalence not shown under rate" + UNDER,
+        ),
+        (
+            "inconclusive",
+            0.005,
+            [C("rate", -0.02, SIG)],
+            "depends on rate (significant, −)" + UNDER,
+        ),
+        (
+            "inconclusive",
+            0.005,
+            [C("rate", 0.0, NS, p_tost=SIG)],
+            "depends on rate (equivalent)" + UNDER,
+        ),
+        (
+            "inconclusive",
+            0.005,
+            [C("rate", 0.01, NS)],
+            "inconclusive under every condition" + UNDER,
+        ),
     ],
 )
 def test_every_branch_of_the_label(today, mean, conditions, label):
-    assert robustness_label(today, mean, conditions) == label
+    got = robustness_label(today, mean, conditions, direction="greater", margin=M)
+    assert got == label
+
+
+def test_the_conditions_of_one_verdict_are_holm_adjusted():
+    """Two conditions each at p 0.03: significant alone, not after Holm over the two."""
+    one = robustness_label("reproduced", 0.01, [C("a", -0.01, 0.03)], direction="greater", margin=M)
+    two = robustness_label("reproduced", 0.01, [C("a", -0.01, 0.03), C("b", 0.01, 0.03)],
+                           direction="greater", margin=M)  # fmt: skip
+    assert one.startswith("depends on a (reverses)") and two.startswith("sign not kept under a")
 
 
 def test_a_label_that_always_said_robust_would_fail():
     labels = {
-        robustness_label("reproduced", 0.01, [C("x", m, p, p_vs_today=q)])
-        for m, p, q in [(0.01, 0.01, 0.5), (-0.01, 0.01, 0.01), (0.005, 0.3, 0.4)]
+        robustness_label("reproduced", 0.01, [C("x", m, p)], direction="greater", margin=M)
+        for m, p in [(0.01, SIG), (-0.01, SIG), (0.005, NS)]
     }
     assert len(labels) == 3
 
 
 def test_an_unknown_verdict_is_refused():
     with pytest.raises(ValueError, match="unknown part verdict"):
-        robustness_label("partly", 0.01, [C("x", 0.01, 0.01)])
+        robustness_label("partly", 0.01, [C("x", 0.01, SIG)], direction="greater", margin=M)
 
 
 def _grid(missed=()):
@@ -133,3 +199,12 @@ def test_the_choice_is_read_over_every_pair_and_leave_one_out():
     rows = [r | {"reached": False} if r["lr"] != 0.05 else r for r in rows]
     none = choice_stability(pd.DataFrame(rows)).set_index("subset")["lr"]
     assert math.isnan(none["0 1"]) and none["1 2"] == 0.05
+
+
+def test_a_point_not_all_run_yet_is_not_read():
+    grid = _grid()
+    grid = grid[~((grid["arm"] == "small") & (grid["multiplier"] == 2.0) & (grid["seed"] > 3))]
+    curve = rate_curve(grid, "large", "small", planned=6).set_index(["moving", "multiplier"])
+    partial = curve.loc["small", 2.0]
+    assert (partial["n"], partial["planned"]) == (4, 6) and not partial["comparable"]
+    assert math.isnan(partial["mean"]) and curve.loc["small", 0.5]["comparable"]
