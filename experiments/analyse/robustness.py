@@ -303,7 +303,7 @@ def _condition(
     wide = mine.pivot_table(index="seed", columns="arm", values=quantity)
     if info["reached_both"] < len(seeds) or wide[[a, b]].isna().any().any():
         return Condition(name, NOT_COMPARABLE), info
-    test = part_test(replace_quantity(part, quantity), wide[a], wide[b], alpha=alpha)
+    test = part_test(replace(part, quantity=quantity), wide[a], wide[b], alpha=alpha)  # margin kept
     shift = dict(p_shift=math.nan, shift_low=math.nan, shift_high=math.nan)
     if today is not None:
         now = today[today["arm"].isin([a, b])].pivot_table(
@@ -320,11 +320,6 @@ def _condition(
     info.update(mean_diff=test.mean_diff, ci_low=test.ci_low, ci_high=test.ci_high,
                 p=test.p_signflip, p_tost=test.p_tost, **shift)  # fmt: skip
     return Condition(name, "read", test.mean_diff, test.p_signflip, test.p_tost, **shift), info
-
-
-def replace_quantity(part, quantity: str):
-    """The rule part read on another quantity (another sharpness measure), its margin kept."""
-    return replace(part, quantity=quantity)
 
 
 def condition_table(
@@ -371,8 +366,8 @@ def condition_table(
 
 
 def write_robustness(p: dict, records_dir: Path, tables: Path) -> list[Path]:
-    """``robust_rate_<name>.csv|md`` and ``robustness_<name>.csv|md`` from the frozen records and
-    the committed verdict tables."""
+    """``robust_rate_<name>``, ``robust_runs_<name>`` (the runs the rate figure draws) and
+    ``robustness_<name>`` (csv and md) from the frozen records and the committed verdict tables."""
     records = frozen(p, read_records(p, records_dir))
     runs = pd.read_csv(tables / "protocol_runs.csv")
     metrics_path = tables / "run_metrics.csv"
@@ -382,4 +377,4 @@ def write_robustness(p: dict, records_dir: Path, tables: Path) -> list[Path]:
     write_table(grid_curves(p, records, today), tables, f"robust_rate_{p['name']}")
     write_table(grid_runs(p, records, today), tables, f"robust_runs_{p['name']}")
     write_table(condition_table(p, records, today, verdicts), tables, f"robustness_{p['name']}")
-    return [tables / f"robust_rate_{p['name']}.csv", tables / f"robustness_{p['name']}.csv"]
+    return [tables / f"{t}_{p['name']}.csv" for t in ("robust_rate", "robust_runs", "robustness")]

@@ -72,7 +72,7 @@ def test_the_stage_runs_what_its_records_lack_and_reads_them_back(robust_tiny, t
     assert P.main(["robust", str(path), *fresh]) == 0
     assert not (tmp_path / "fresh").exists()
     # the tables and the report section come from the records and the verdict tables
-    curve_path, labels_path = write_robustness(p, tmp_path / "records", tmp_path / "tables")
+    curve_path, _, labels_path = write_robustness(p, tmp_path / "records", tmp_path / "tables")
     curve, labels = pd.read_csv(curve_path), pd.read_csv(labels_path)
     assert set(curve["moving"]) == {"large", "small"} and (curve["n"] == 3).all()
     today = labels[labels["condition"] == "today"]
