@@ -219,9 +219,10 @@ def statistics_section(verdicts: pd.DataFrame) -> list[str]:
     )
 
 
-def verdict_summary(verdicts: pd.DataFrame) -> list[str]:
+def verdict_summary(verdicts: pd.DataFrame, tables: Path) -> list[str]:
     n = int(verdicts["n_seeds"].min())
     rows, notes = [], []
+    robust = R.label_heads(tables, verdicts["protocol"].unique())
     for (proto, comp), parts in verdicts.groupby(["protocol", "comparison"], sort=False):
         by = {r.part: r for r in parts.itertuples()}
         eff, mech = by.get("effect"), by.get("mechanism")
@@ -239,6 +240,7 @@ def verdict_summary(verdicts: pd.DataFrame) -> list[str]:
                     f"{mech.part_verdict}: {_diff(pd.Series(mech._asdict()))}" if mech else "–"
                 ),
                 "verdict": f"**{eff.verdict}**{mark}",
+                "robustness": robust.get((proto, comp), "untested"),
             }
         )
     return _section("report_verdicts.md.j2", n=n, table=_md(pd.DataFrame(rows)), notes=notes)
@@ -747,7 +749,7 @@ def build(results: Path) -> Path:
         runs = _table(tables, "protocol_runs")
         env = json.loads((tables / "environment.json").read_text())
         lines += setup_section(protocols, runs, tables, env) + [""]
-        lines += verdict_summary(verdicts) + [""]
+        lines += verdict_summary(verdicts, tables) + [""]
         lines += statistics_section(verdicts)
         for p in protocols.values():
             lines += protocol_section(p, verdicts, tables, figures, runs)

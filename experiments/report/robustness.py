@@ -54,6 +54,23 @@ def robustness_lines(p: dict, tables: Path, figures: Path) -> list[str]:
     )
 
 
+def label_heads(tables: Path, protocols) -> dict[tuple[str, str], str]:
+    """``{(protocol, comparison): "effect: <label>; mechanism: <label>"}`` for the verdict table,
+    each label without its list of conditions read (the protocol's section lists them). A protocol
+    without a ``robustness_<name>`` table is absent, so the table says "untested" for its claims."""
+    heads = {}
+    for name in protocols:
+        labels = load(tables, f"robustness_{name}")
+        if labels is None:
+            continue
+        today = labels[labels["condition"] == "today"]
+        for comparison, parts in today.groupby("comparison", sort=False):
+            heads[(name, comparison)] = "; ".join(
+                f"{r.part}: {r.label.split(' [')[0]}" for r in parts.itertuples()
+            )
+    return heads
+
+
 def _reading(r: pd.Series) -> str:
     if not np.isfinite(r["mean_diff"]):
         return "not read"

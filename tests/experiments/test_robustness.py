@@ -4,6 +4,7 @@ choice's stability read hand-made grids as stated (issue 26)."""
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -17,6 +18,8 @@ from experiments.analyse.robustness import (
     rate_curve,
     robustness_label,
 )
+
+RESULTS = Path(__file__).resolve().parents[2] / "results" / "tables"
 
 
 def C(name, mean, p, p_tost=1.0, p_shift=math.nan, low=math.nan, high=math.nan):
@@ -208,3 +211,48 @@ def test_a_point_not_all_run_yet_is_not_read():
     partial = curve.loc["small", 2.0]
     assert (partial["n"], partial["planned"]) == (4, 6) and not partial["comparable"]
     assert math.isnan(partial["mean"]) and curve.loc["small", 0.5]["comparable"]
+
+
+def test_the_verdict_table_carries_each_claims_label_and_says_untested_without_one(tmp_path):
+    from experiments.report.document import verdict_summary
+
+    labels = pd.DataFrame(
+        {
+            "protocol": "p",
+            "comparison": ["c", "c", "c"],
+            "part": ["effect", "effect", "mechanism"],
+            "verdict_today": "reproduced",
+            "label": ["depends on rate (reverses) [read under: rate]"] * 2
+            + ["robust [read under: x]"],
+            "condition": ["today", "rate", "today"],
+            "quantity": ["test_error", "test_error", "lambda_max"],
+            "n": 6,
+            "recorded": [math.nan, 12.0, math.nan],
+            "reached_both": [math.nan, 6.0, math.nan],
+            "mean_diff": [0.01, -0.01, 0.2],
+            "ci_low": [0.005, -0.02, 0.1],
+            "ci_high": [0.015, 0.0, 0.3],
+            "p": [0.03, 0.03, 0.03],
+            "p_tost": 0.9,
+            "p_shift": [math.nan, 0.01, math.nan],
+            "shift_low": [math.nan, -0.03, math.nan],
+            "shift_high": [math.nan, -0.01, math.nan],
+        }
+    )
+    labels.to_csv(tmp_path / "robustness_p.csv", index=False)
+    # the committed table's first two rows (an effect and a mechanism), renamed to the hand-made claims
+    committed = pd.read_csv(RESULTS / "verdicts.csv")
+    eff = committed[committed["part"] == "effect"].iloc[0]
+    mech = committed[committed["part"] == "mechanism"].iloc[0]
+    verdicts = pd.DataFrame([eff, mech, eff]).assign(
+        protocol=["p", "p", "q"], comparison=["c", "c", "d"]
+    )
+    table = "\n".join(verdict_summary(verdicts, tmp_path))
+    rows = {
+        line.split("|")[1].strip(): line for line in table.splitlines() if line.startswith("| p")
+    }
+    assert (
+        rows["p/c"].rstrip(" |").endswith("effect: depends on rate (reverses); mechanism: robust")
+    )
+    q = next(line for line in table.splitlines() if line.startswith("| q/d"))
+    assert q.rstrip(" |").endswith("untested")
