@@ -261,6 +261,20 @@ def _check_comparisons(p: Mapping[str, Any], fail) -> None:
             check_rule_values(c["rule"])  # typed with the protocol
         except ValueError as exc:
             fail(f"comparison {c['name']}: {exc}")
+    _check_mechanism(p, names, fail)
+
+
+def _check_mechanism(p: Mapping[str, Any], names: list[str], fail) -> None:
+    """The mechanism block's measures are measured by the protocol, and its comparisons exist."""
+    m = p.get("mechanism")
+    if not m:
+        return
+    measured = set(p["base"].get("metrics") or {})
+    if unknown := set(m.get("per_comparison") or {}) - set(names):
+        fail(f"mechanism.per_comparison: {sorted(unknown)} are not comparisons of the protocol")
+    named = [m["primary"], *(m.get("per_comparison") or {}).values(), *(m.get("secondary") or [])]
+    if missing := sorted(set(named) - measured):
+        fail(f"mechanism: {missing} are not among the protocol's metrics (base.metrics)")
 
 
 # --- runs ---------------------------------------------------------------------------------------------

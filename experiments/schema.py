@@ -280,10 +280,15 @@ class Robustness:
 
 @dataclass
 class Mechanism:
-    """Reserved for the mechanism measures the next issue adds; no command reads it yet."""
+    """The measures a protocol's mechanism is read on (:mod:`experiments.analyse.mechanism`, issue
+    27): ``primary``, one the scale-invariance audit shows rescaling cannot move; ``per_comparison``,
+    another primary for a comparison where that one would be circular (ASAM minimises adaptive
+    worst-case sharpness); ``secondary``, the measures shown beside it (λmax and Keskar's
+    ε-sharpness). Written before the readings; the family's tests still read the rule's measure."""
 
-    primary: str | None = None  # the measure the mechanism is tested on
-    secondary: list[str] = field(default_factory=list)  # measures reported beside it
+    primary: str = MISSING
+    per_comparison: dict[str, str] = field(default_factory=dict)
+    secondary: list[str] = field(default_factory=list)
 
 
 @dataclass

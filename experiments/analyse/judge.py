@@ -16,6 +16,7 @@ import pandas as pd
 
 from experiments import exports
 from experiments.analyse.explanations import write_intervals
+from experiments.analyse.mechanism import write_mechanism
 from experiments.analyse.sharpness_by_batch import write_tau_table
 from experiments.analyse.stats import PairedTest, kendall_tau_bootstrap, t_interval
 from experiments.analyse.tune import read_rates
@@ -492,6 +493,7 @@ def verdicts(
     # the protocols as judged (the report describes each from this, not from conf/ as it is now)
     (out_dir / "protocols.json").write_text(json.dumps(protocols, indent=1) + "\n")
     write_intervals(out_dir)  # the explanations' paired intervals, from the tables just written
+    write_mechanism(out_dir)  # each mechanism under every measure, within arms, and the floors
     print(
         table[
             ["protocol", "comparison", "part", "mean_diff", "p_holm", "part_verdict", "verdict"]

@@ -27,6 +27,7 @@ from experiments.criterion import reached_rows
 from experiments.report import explanations as E
 from experiments.report import figures as F
 from experiments.report import landscape as L
+from experiments.report import mechanism as M
 from experiments.report import robustness as R
 from experiments.report.study import study_lines
 from experiments.report.templating import render
@@ -223,6 +224,7 @@ def verdict_summary(verdicts: pd.DataFrame, tables: Path) -> list[str]:
     n = int(verdicts["n_seeds"].min())
     rows, notes = [], []
     robust = R.label_heads(tables, verdicts["protocol"].unique())
+    by_measure = M.verdict_cells(tables)
     for (proto, comp), parts in verdicts.groupby(["protocol", "comparison"], sort=False):
         by = {r.part: r for r in parts.itertuples()}
         eff, mech = by.get("effect"), by.get("mechanism")
@@ -239,6 +241,8 @@ def verdict_summary(verdicts: pd.DataFrame, tables: Path) -> list[str]:
                 "mechanism": (
                     f"{mech.part_verdict}: {_diff(pd.Series(mech._asdict()))}" if mech else "–"
                 ),
+                "mechanism by measure": by_measure.get((proto, comp), {}).get("by measure", "–"),
+                "within arms": by_measure.get((proto, comp), {}).get("within arms", "–"),
                 "verdict": f"**{eff.verdict}**{mark}",
                 "robustness": robust.get((proto, comp), "untested"),
             }
@@ -350,6 +354,7 @@ def protocol_section(
     lines += interpolation_lines(p, tables, figures)
     lines += L.landscape_lines(p, tables, figures)
     lines += E.explanation_lines(p, tables, figures, runs)
+    lines += M.mechanism_lines(p, tables)
     lines += R.robustness_lines(p, tables, figures)
     lines += schedule_lines(p, mine_runs)
     settings = mine_runs.drop_duplicates("arm").set_index("arm")["settings"]
@@ -751,6 +756,7 @@ def build(results: Path) -> Path:
         lines += setup_section(protocols, runs, tables, env) + [""]
         lines += verdict_summary(verdicts, tables) + [""]
         lines += statistics_section(verdicts)
+        lines += M.floor_lines(tables)
         for p in protocols.values():
             lines += protocol_section(p, verdicts, tables, figures, runs)
     lines += audit_section(tables, figures)

@@ -1,0 +1,326 @@
+"""Does sharpness carry the effect? Three readings of each claim's mechanism, from the tables alone
+(issue 27), written to ``mechanism_measures.csv``, ``mechanism_within.csv`` and ``family_floors.csv``.
+
+1. **Every measure, invariant ones first** (``mechanism_measures``). The mechanism's ratio a/b under
+   each sharpness measure the protocol recorded: its geometric mean over seeds, the paired t interval
+   of the log ratio, the exact sign-flip p, and whether the scale-invariance audit
+   (``audit.csv``; Dinh et al. 2017) found the measure unmoved by rescaling. The protocol's
+   ``mechanism.primary`` names the measure a claim is read on; where measures disagree the row says
+   so ("flatter by lambda_max, sharper by adaptive_worst_case_sharpness").
+2. **Within arms** (``mechanism_within``). Across the seeds of one arm the rate, batch size and
+   optimizer are fixed, so if sharpness carried the gap, a seed with a sharper minimum should also
+   test worse, at the slope the arms show between them. The slope of test error on the log measure
+   is pooled over the comparison's two arms with arm as a fixed effect (each arm's mean removed),
+   with a t interval and a within-arm permutation p; the between-arm slope is the arms' difference
+   in mean test error over their difference in mean log measure. A seed bootstrap (both arms'
+   seeds drawn together, as they are paired) gives an interval for within − between. Not across a
+   rate grid: the rate moves both.
+3. **The family's floors** (``family_floors``). The smallest p each test can return (an exact
+   sign-flip test over n seeds: 2/2^n; a bootstrap p over B resamples: 2/(B + 1)) against the
+   threshold Holm's first step needs (α/m over m tests), and the seeds a sign-flip test needs to
+   pass it: 2/2^n ≤ α/m.
+
+Readings of seeds 0-9, whose data formed the questions: descriptive here, not tests of the family.
+
+    python -m experiments.analyse.mechanism --tables results/tables
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy import stats as st
+
+from experiments.analyse.stats import EXACT_MAX_N, signflip_pvalue, t_interval
+from experiments.store import write_table
+
+ALPHA = 0.05
+N_PERM = 10_000
+N_BOOT = 2_000
+# what the within-arm slope says about the between-arm one (``within_reading``)
+CONSISTENT, INCONSISTENT, UNINFORMATIVE = "consistent", "inconsistent", "uninformative"
+
+
+# --- 1. every measure ----------------------------------------------------------------------------
+
+
+def invariant_measures(audit: pd.DataFrame | None) -> dict[str, bool]:
+    """``{measure: True}`` where every audited model and mode left it unmoved by rescaling."""
+    if audit is None:
+        return {}
+    return (audit["verdict"] == "invariant").groupby(audit["metric"]).all().to_dict()
+
+
+def _measures(tidy: pd.DataFrame, c: dict, declared: dict) -> pd.DataFrame:
+    """Comparison ``c``'s rows of its sharpness measures: the rule's, the declared primary and
+    those the block lists as ``secondary`` (not the test error, a loss or a distance)."""
+    named = {c["rule"]["mechanism"]["quantity"], _primary(declared, c["name"])}
+    named |= set(declared.get("secondary") or [])
+    return tidy[(tidy["comparison"] == c["name"]) & tidy["quantity"].isin(named)]
+
+
+def measure_rows(tidy: pd.DataFrame, c: dict, declared: dict, invariant: dict) -> list[dict]:
+    """One row per sharpness measure of comparison ``c``: a/b as a geometric mean over seeds."""
+    rows = []
+    claimed = c["rule"]["mechanism"]["direction"]
+    primary = _primary(declared, c["name"])
+    mine = _measures(tidy, c, declared)
+    for measure, values in mine.groupby("quantity", sort=False):
+        wide = values.pivot(index="seed", columns="role", values="value")
+        if not {"a", "b"} <= set(wide) or (wide[["a", "b"]] <= 0).any().any():
+            continue  # a ratio needs both arms and positive values
+        d = np.log(wide["a"].to_numpy(float)) - np.log(wide["b"].to_numpy(float))
+        mean, _, lo, hi, _ = t_interval(d)
+        p = signflip_pvalue(d)
+        rows.append(
+            {
+                "comparison": c["name"],
+                "measure": measure,
+                "role": "primary" if measure == primary else "shown",
+                "invariant": invariant.get(measure),
+                "claimed": claimed or "",
+                "n": len(d),
+                "log_ratio": mean,
+                "log_low": lo,
+                "log_high": hi,
+                "ratio": math.exp(mean),
+                "p": p,
+                "way": _way(lo, hi, p),
+            }
+        )
+    return rows
+
+
+def _primary(declared: dict, comparison: str) -> str | None:
+    return (declared.get("per_comparison") or {}).get(comparison, declared.get("primary"))
+
+
+def _way(lo: float, hi: float, p: float) -> str:
+    """ "sharper" (a > b), "flatter" (a < b) where the sign-flip p is below α, else "unclear"."""
+    if p >= ALPHA:
+        return "unclear"
+    return "sharper" if lo > 0 else "flatter" if hi < 0 else "unclear"
+
+
+def agreement(rows: pd.DataFrame) -> str:
+    """One phrase per comparison: "sharper by every measure", or how the measures split."""
+    ways = {w: list(g["measure"]) for w, g in rows.groupby("way", sort=False)}
+    decided = [w for w in ("sharper", "flatter") if w in ways]
+    if len(decided) == 1 and "unclear" not in ways:
+        return f"{decided[0]} by every measure"
+    return ", ".join(
+        f"{w} by {' and '.join(ways[w])}" for w in ("sharper", "flatter", "unclear") if w in ways
+    )
+
+
+# --- 2. within arms ------------------------------------------------------------------------------
+
+
+def _pooled_slope(x: np.ndarray, y: np.ndarray, arm: np.ndarray) -> tuple[float, float, float]:
+    """Slope of y on x with one intercept per arm: (slope, its standard error, residual df)."""
+    xc, yc = x.astype(float).copy(), y.astype(float).copy()
+    for a in np.unique(arm):
+        xc[arm == a] -= xc[arm == a].mean()
+        yc[arm == a] -= yc[arm == a].mean()
+    sxx = float(xc @ xc)
+    if sxx <= 0:
+        return math.nan, math.nan, 0
+    slope = float(xc @ yc) / sxx
+    df = len(x) - len(np.unique(arm)) - 1
+    rss = float(((yc - slope * xc) ** 2).sum())
+    se = math.sqrt(rss / df / sxx) if df > 0 else math.nan
+    return slope, se, df
+
+
+def _between_slope(x: np.ndarray, y: np.ndarray, is_a: np.ndarray) -> float:
+    dx = x[is_a].mean() - x[~is_a].mean()
+    return float((y[is_a].mean() - y[~is_a].mean()) / dx) if dx != 0 else math.nan
+
+
+def within_arm(
+    x_a, y_a, x_b, y_b, *, n_perm: int = N_PERM, n_boot: int = N_BOOT, seed: int = 0
+) -> dict:
+    """The within-arm and between-arm slopes of y (test error) on x (log sharpness) of two arms
+    whose seeds are paired (position i of each array is seed i), and what one says of the other.
+
+    The within slope is ordinary least squares with one intercept per arm (its t interval on the
+    residual degrees of freedom; its p from permuting x within each arm, with the +1 correction of
+    Phipson & Smyth 2010). The interval of within − between comes from drawing seeds with
+    replacement, both arms' values of a seed together.
+    """
+    x_a, y_a, x_b, y_b = (np.asarray(v, dtype=float) for v in (x_a, y_a, x_b, y_b))
+    if not len(x_a) == len(y_a) == len(x_b) == len(y_b) or len(x_a) < 3:
+        raise ValueError("within_arm needs two paired arms of at least 3 seeds each")
+    n = len(x_a)
+    x, y = np.concatenate([x_a, x_b]), np.concatenate([y_a, y_b])
+    arm = np.repeat([0, 1], n)
+    is_a = arm == 0
+    slope, se, df = _pooled_slope(x, y, arm)
+    q = st.t.ppf(1 - ALPHA / 2, df) if df > 0 else math.nan
+    lo, hi = slope - q * se, slope + q * se
+    rng = np.random.default_rng(seed)
+    hits = 0
+    for _ in range(n_perm):
+        xp = np.concatenate([rng.permutation(x_a), rng.permutation(x_b)])
+        hits += abs(_pooled_slope(xp, y, arm)[0]) >= abs(slope) - 1e-12
+    p_perm = (hits + 1) / (n_perm + 1)
+    between = _between_slope(x, y, is_a)
+    diffs = []
+    for _ in range(n_boot):
+        s = rng.integers(0, n, n)
+        xb, yb = np.concatenate([x_a[s], x_b[s]]), np.concatenate([y_a[s], y_b[s]])
+        w, b = _pooled_slope(xb, yb, arm)[0], _between_slope(xb, yb, is_a)
+        if math.isfinite(w) and math.isfinite(b):
+            diffs.append(w - b)
+    d_lo, d_hi = (
+        np.percentile(diffs, [100 * ALPHA / 2, 100 * (1 - ALPHA / 2)])
+        if len(diffs) >= n_boot // 2
+        else (math.nan, math.nan)
+    )
+    return {
+        "n": n,
+        "slope_within": slope,
+        "within_low": lo,
+        "within_high": hi,
+        "p_perm": p_perm,
+        "slope_between": between,
+        "diff_low": float(d_lo),
+        "diff_high": float(d_hi),
+        "reading": within_reading(lo, hi, between, float(d_lo), float(d_hi)),
+    }
+
+
+def within_reading(lo: float, hi: float, between: float, d_lo: float, d_hi: float) -> str:
+    """*inconsistent* where within − between excludes 0, or the within slope is of the other sign
+    beyond doubt; *consistent* where it does not and the within slope excludes 0 with the between
+    slope's sign; *uninformative* otherwise (neither 0 nor the between slope can be told apart)."""
+    if not all(map(math.isfinite, (lo, hi, between))):
+        return UNINFORMATIVE
+    if (math.isfinite(d_lo) and (d_lo > 0 or d_hi < 0)) or (lo > 0 > between or hi < 0 < between):
+        return INCONSISTENT
+    if (lo > 0 and between > 0) or (hi < 0 and between < 0):
+        return CONSISTENT
+    return UNINFORMATIVE
+
+
+def within_rows(tidy: pd.DataFrame, c: dict, declared: dict, name: str) -> list[dict]:
+    """Per sharpness measure of comparison ``c``, its within-arm reading against test error."""
+    rows = []
+    mine = tidy[(tidy["comparison"] == c["name"]) & (tidy["quantity"] == "test_error")]
+    error = mine.pivot(index="seed", columns="role", values="value")
+    for measure, values in _measures(tidy, c, declared).groupby("quantity", sort=False):
+        wide = values.pivot(index="seed", columns="role", values="value")
+        seeds = wide.index.intersection(error.index)
+        if not {"a", "b"} <= set(wide) or len(seeds) < 3 or (wide[["a", "b"]] <= 0).any().any():
+            continue
+        x, y = np.log(wide.loc[seeds]), error.loc[seeds]
+        got = within_arm(x["a"], y["a"], x["b"], y["b"])
+        rows.append({"protocol": name, "comparison": c["name"], "measure": measure, **got})
+    return rows
+
+
+# --- 3. the family's floors ----------------------------------------------------------------------
+
+
+def p_floor(kind: str, n: int, n_boot: int | None = None) -> float:
+    """The smallest p a test can return: exact sign-flip over n seeds 2/2^n (Monte Carlo above
+    ``EXACT_MAX_N``: 1/(2^16 + 1)); a bootstrap-inverted p (Kendall τ): 2/(B + 1)."""
+    if kind == "kendall_tau":
+        return 2 / ((n_boot or 1000) + 1)
+    return 2 / 2**n if n <= EXACT_MAX_N else 1 / (2**16 + 1)
+
+
+def seeds_needed(m: int, alpha: float = ALPHA) -> int:
+    """The fewest seeds whose exact sign-flip floor 2/2^n passes Holm's first step, α/m."""
+    return math.ceil(math.log2(2 * m / alpha))
+
+
+def floor_rows(verdicts: pd.DataFrame, protocols: dict) -> list[dict]:
+    """Each test of the family: its p, floor, Holm's first threshold and the seeds that floor needs."""
+    tested = verdicts[verdicts["p_holm"].notna()]
+    m = len(tested)
+    rows = []
+    for r in tested.itertuples():
+        c = next(c for c in protocols[r.protocol]["comparisons"] if c["name"] == r.comparison)
+        floor = p_floor(r.kind, int(r.n_seeds), c.get("n_boot"))
+        rows.append(
+            {
+                "protocol": r.protocol,
+                "comparison": r.comparison,
+                "part": r.part,
+                "kind": r.kind,
+                "n_seeds": int(r.n_seeds),
+                "p_raw": r.p_raw,
+                "p_floor": floor,
+                "at_floor": bool(r.p_raw <= floor * (1 + 1e-9)),
+                "family_size": m,
+                "first_threshold": ALPHA / m,
+                "floor_can_pass": bool(floor <= ALPHA / m),
+                "seeds_needed": seeds_needed(m) if r.kind != "kendall_tau" else None,
+            }
+        )
+    return rows
+
+
+# --- the tables ----------------------------------------------------------------------------------
+
+
+def tables(tables_dir: Path) -> dict[str, pd.DataFrame]:
+    """The three tables from ``protocols.json``, ``verdicts.csv``, ``paired_<name>.csv`` and
+    ``audit.csv`` (where present), for the protocols with a ``mechanism`` block (the claims about
+    sharpness; not the explanations, whose comparisons are at unequal loss or about other
+    quantities)."""
+    protocols = {p["name"]: p for p in json.loads((tables_dir / "protocols.json").read_text())}
+    verdicts = pd.read_csv(tables_dir / "verdicts.csv")
+    audit_path = tables_dir / "audit.csv"
+    invariant = invariant_measures(pd.read_csv(audit_path) if audit_path.exists() else None)
+    measures, within = [], []
+    for name, p in protocols.items():
+        paired = tables_dir / f"paired_{name}.csv"
+        declared = p.get("mechanism")
+        if not declared or not paired.exists():
+            continue
+        tidy = pd.read_csv(paired)
+        for c in p["comparisons"]:
+            rule = c.get("rule") or {}
+            if c.get("kind", "paired") != "paired" or not rule.get("mechanism"):
+                continue
+            got = measure_rows(tidy, c, declared, invariant)
+            if got:
+                phrase = agreement(pd.DataFrame(got))
+                measures += [{"protocol": name, **row, "agreement": phrase} for row in got]
+            within += within_rows(tidy, c, declared, name)
+    return {
+        "mechanism_measures": pd.DataFrame(measures),
+        "mechanism_within": pd.DataFrame(within),
+        "family_floors": pd.DataFrame(floor_rows(verdicts, protocols)),
+    }
+
+
+def write_mechanism(tables_dir: Path, out: Path | None = None) -> list[Path]:
+    """Write the three tables (CSV and Markdown) to ``out`` (default: ``tables_dir``)."""
+    out = tables_dir if out is None else out
+    written = []
+    for name, df in tables(tables_dir).items():
+        write_table(df, out, name)
+        written.append(out / f"{name}.csv")
+    return written
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(
+        prog="python -m experiments.analyse.mechanism", description=__doc__.split("\n\n")[0]
+    )
+    ap.add_argument("--tables", type=Path, default=Path("results/tables"))
+    args = ap.parse_args(argv)
+    for path in write_mechanism(args.tables):
+        print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
