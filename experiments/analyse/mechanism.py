@@ -44,6 +44,18 @@ N_PERM = 10_000
 N_BOOT = 2_000
 # what the within-arm slope says about the between-arm one (``within_reading``)
 CONSISTENT, INCONSISTENT, UNINFORMATIVE = "consistent", "inconsistent", "uninformative"
+MEASURE_COLUMNS = [
+    "protocol", "comparison", "measure", "role", "invariant", "claimed", "n", "log_ratio",
+    "log_low", "log_high", "ratio", "p", "way", "agreement",
+]  # fmt: skip
+WITHIN_COLUMNS = [
+    "protocol", "comparison", "measure", "n", "slope_within", "within_low", "within_high",
+    "p_perm", "slope_between", "diff_low", "diff_high", "reading",
+]  # fmt: skip
+FLOOR_COLUMNS = [
+    "protocol", "comparison", "part", "kind", "n_seeds", "p_raw", "p_floor", "at_floor",
+    "family_size", "first_threshold", "floor_can_pass", "seeds_needed",
+]  # fmt: skip
 
 
 # --- 1. every measure ----------------------------------------------------------------------------
@@ -296,9 +308,9 @@ def tables(tables_dir: Path) -> dict[str, pd.DataFrame]:
                 measures += [{"protocol": name, **row, "agreement": phrase} for row in got]
             within += within_rows(tidy, c, declared, name)
     return {
-        "mechanism_measures": pd.DataFrame(measures),
-        "mechanism_within": pd.DataFrame(within),
-        "family_floors": pd.DataFrame(floor_rows(verdicts, protocols)),
+        "mechanism_measures": pd.DataFrame(measures, columns=MEASURE_COLUMNS),
+        "mechanism_within": pd.DataFrame(within, columns=WITHIN_COLUMNS),
+        "family_floors": pd.DataFrame(floor_rows(verdicts, protocols), columns=FLOOR_COLUMNS),
     }
 
 

@@ -210,8 +210,60 @@ PROTOCOL_RUNS = Schema(
 )
 
 
+MECHANISM_MEASURES = Schema(
+    columns={
+        "protocol": "text",
+        "comparison": "text",
+        "measure": "text",
+        "role": "text",
+        "n": "integer",
+        "ratio": "number",
+        "log_low": "number",
+        "log_high": "number",
+        "p": "number",
+        "way": "text",
+    },
+    key=("protocol", "comparison", "measure"),
+    required=("ratio", "p"),
+)
+MECHANISM_WITHIN = Schema(
+    columns={
+        "protocol": "text",
+        "comparison": "text",
+        "measure": "text",
+        "n": "integer",
+        "slope_within": "number",
+        "slope_between": "number",
+        "reading": "text",
+    },
+    key=("protocol", "comparison", "measure"),
+    required=("slope_within",),
+)
+FAMILY_FLOORS = Schema(
+    columns={
+        "protocol": "text",
+        "comparison": "text",
+        "part": "text",
+        "n_seeds": "integer",
+        "p_raw": "number",
+        "p_floor": "number",
+        "at_floor": "flag",
+        "family_size": "integer",
+    },
+    key=("protocol", "comparison", "part"),
+    required=("p_raw", "p_floor"),
+)
+BY_NAME = {
+    "mechanism_measures": MECHANISM_MEASURES,
+    "mechanism_within": MECHANISM_WITHIN,
+    "family_floors": FAMILY_FLOORS,
+}
+
+
 def schema_for(name: str) -> Schema | None:
     """The schema of table ``name`` (the file's stem), if it has one."""
+    if name in BY_NAME:
+        return BY_NAME[name]
     if name == "verdicts":
         return VERDICTS
     if name.startswith("paired_"):

@@ -172,3 +172,20 @@ def test_a_mechanism_block_must_name_measured_metrics_and_real_comparisons(tmp_p
     (tmp_path / "b.yaml").write_text(bad)
     with pytest.raises(ProtocolError, match=r"per_comparison: \['sgd'\] are not comparisons"):
         load_protocol(tmp_path / "b.yaml")
+
+
+def test_the_mechanism_tables_are_read_through_their_schemas(tmp_path):
+    from experiments.analyse.schemas import TableError, load
+
+    row = {"protocol": "p", "comparison": "c", "measure": "lambda_max", "n": 10}
+    row |= {"slope_within": 0.01, "slope_between": 0.02, "reading": "uninformative"}
+    pd.DataFrame([row]).to_csv(tmp_path / "mechanism_within.csv", index=False)
+    assert len(load(tmp_path, "mechanism_within")) == 1
+    pd.DataFrame([row, row]).to_csv(tmp_path / "mechanism_within.csv", index=False)
+    with pytest.raises(TableError, match="mechanism_within"):
+        load(tmp_path, "mechanism_within")
+    pd.DataFrame([{**row, "slope_within": math.nan}]).to_csv(
+        tmp_path / "mechanism_within.csv", index=False
+    )
+    with pytest.raises(TableError):
+        load(tmp_path, "mechanism_within")
