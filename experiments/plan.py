@@ -262,6 +262,39 @@ def _check_comparisons(p: Mapping[str, Any], fail) -> None:
         except ValueError as exc:
             fail(f"comparison {c['name']}: {exc}")
     _check_mechanism(p, names, fail)
+    _check_conditions(p, fail)
+
+
+def _check_conditions(p: Mapping[str, Any], fail) -> None:
+    """A robustness block's conditions: unique names, final seeds among the protocol's (they pair
+    with today's runs), search seeds disjoint from them, matched rates from arms of the protocol."""
+    conditions = (p.get("robustness") or {}).get("conditions") or []
+    names = [c["name"] for c in conditions]
+    if len(set(names)) != len(names):
+        fail(f"robustness.conditions: names must be unique, got {names}")
+    for c in conditions:
+        where = f"robustness.conditions.{c['name']}"
+        _check_seeds(c["seeds"], f"{where}.seeds", fail)
+        if not set(c["seeds"]) <= set(p["seeds"]):
+            fail(f"{where}.seeds: must be final seeds of the protocol (paired with today's runs)")
+        if c.get("search_seeds"):
+            _check_seeds(c["search_seeds"], f"{where}.search_seeds", fail)
+            if set(c["search_seeds"]) & set(p["seeds"]):
+                fail(f"{where}.search_seeds: must be disjoint from the final seeds")
+            if not p.get("tune"):
+                fail(f"{where}: a search needs the protocol's tune block (its grid)")
+        if set(c.get("base") or {}) & {"lr", "seed", "name"}:
+            fail(f"{where}.base: lr, seed and name are set by the protocol")
+        for arm, source in (c.get("rates") or {}).items():
+            if arm not in p["arms"] or source["arm"] not in p["arms"] or source["arm"] == arm:
+                fail(f"{where}.rates.{arm}: needs an arm of the protocol taking another arm's rate")
+            if not 0 < float(source["factor"]) < float("inf"):
+                fail(f"{where}.rates.{arm}.factor must be a finite number > 0")
+        within = c.get("reach_within")
+        if within is not None and not 0 < within <= 1:
+            fail(f"{where}.reach_within must be a fraction of the step budget in (0, 1]")
+        if not 0 < c.get("budget_factor", 1.0) < float("inf"):
+            fail(f"{where}.budget_factor must be a finite number > 0")
 
 
 def _check_mechanism(p: Mapping[str, Any], names: list[str], fail) -> None:

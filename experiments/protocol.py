@@ -32,7 +32,9 @@ from typing import Any
 
 from experiments.analyse.judge import verdicts
 from experiments.analyse.robustness import write_robustness
-from experiments.analyse.tune import doubled_eligible, read_rates, tune
+from experiments.analyse.tune import condition_rates, doubled_eligible, read_rates, tune
+from experiments.conditions import CONDITION, SEARCH, search_specs
+from experiments.conditions import final_specs as condition_finals
 from experiments.errors import ProtocolError, one_line_exits
 from experiments.execute import dry_run, execute, run_final
 from experiments.plan import (
@@ -46,7 +48,16 @@ from experiments.plan import (
     waves,
 )
 from experiments.report import document as report
-from experiments.robust import endpoint_specs, grid_specs, run_robust
+from experiments.robust import (
+    block,
+    check_frozen,
+    condition_records,
+    endpoint_specs,
+    grid_specs,
+    robust_arms,
+    run_and_record,
+    run_robust,
+)
 
 
 def alone(p: Mapping[str, Any], args, common: Mapping[str, Any]) -> int:
@@ -74,17 +85,39 @@ def alone(p: Mapping[str, Any], args, common: Mapping[str, Any]) -> int:
 
 
 def robust(p: dict, args: argparse.Namespace, common: dict) -> int:
-    """The robustness runs that the committed records lack (issue 26), then their records."""
+    """The robustness runs that the committed records lack (issue 26), then their records: the
+    second endpoints, the rate grid, then each condition's search and final runs."""
     rates = read_rates(p, args.tables)
     double = doubled_eligible(p, args.tables) if tuned_arms(p) else set()
+    conditions = block(p).get("conditions") or []
     if args.dry_run:
         specs = [s for _, s in grid_specs(p, rates, double)] + endpoint_specs(p, rates, common)
+        for cond in conditions:
+            specs += search_specs(p, cond, robust_arms(p))
         dry_run(specs, args.jobs)
+        if conditions:
+            print("then each condition's final runs, of the arms whose rate or runs it changes")
         return 0
     failed = run_robust(p, rates, common, args.jobs, args.records, double)
+    for cond in conditions:
+        failed += run_condition(p, cond, rates, common, args.jobs, args.records)
     for path in write_robustness(p, args.records, args.tables):  # from the frozen records only
         print(f"wrote {path}")
     return 1 if failed else 0
+
+
+def run_condition(p: dict, cond: dict, rates: dict, common: dict, jobs: int, records: Path) -> int:
+    """One condition (:mod:`experiments.conditions`): its search, the rates the rule chooses from
+    the search's records, then the final runs of the arms the condition changes."""
+    arms, name = robust_arms(p), cond["name"]
+    check_frozen(p)
+    todo = [(SEARCH, 1.0, s, name) for s in search_specs(p, cond, arms)]
+    failed = run_and_record(p, todo, common, jobs, records, f"{name}: search") if todo else 0
+    search = condition_records(p, records, SEARCH, name)
+    choice = condition_rates(p, cond, arms, rates, search)
+    print(f"{name}:\n" + choice.to_string(index=False))
+    todo = [(CONDITION, 1.0, s, name) for s in condition_finals(p, cond, choice, common)]
+    return failed + (run_and_record(p, todo, common, jobs, records, name) if todo else 0)
 
 
 STEPS = """steps:

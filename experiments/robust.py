@@ -144,8 +144,11 @@ def frozen(p: Mapping[str, Any], table: pd.DataFrame) -> pd.DataFrame:
     return table[keep]
 
 
-def record(p: Mapping[str, Any], kind: str, multiplier: float, spec: Spec, common) -> dict | None:
-    """The compact record of ``spec``'s finished run (None where it has not finished)."""
+def record(
+    p: Mapping[str, Any], kind: str, multiplier: float, spec: Spec, common, condition: str = ""
+) -> dict | None:
+    """The compact record of ``spec``'s finished run (None where it has not finished); a
+    condition's runs carry the condition's name."""
     result, folder = load_result(spec, common)
     if result is None or "stop_reason" not in result:
         return None
@@ -162,9 +165,32 @@ def record(p: Mapping[str, Any], kind: str, multiplier: float, spec: Spec, commo
         "steps_trained": result.get("steps_trained"), "train_loss": result.get("train_loss"),
         "val_error": result.get("val_error"), "test_error": result.get("test_error"),
     }  # fmt: skip
+    if condition:
+        row["condition"] = condition
     for name, m in (result.get("metrics") or {}).items():
         row[f"metric.{name}"] = m.get("value") if isinstance(m, Mapping) else m
     return row
+
+
+def condition_records(p: Mapping[str, Any], records: Path, kind: str, name: str) -> pd.DataFrame:
+    """The frozen records of one condition's runs of ``kind`` (``reached`` as a flag)."""
+    table = frozen(p, read_records(p, records))
+    if "condition" not in table:
+        return table.iloc[0:0]
+    mine = table[(table["kind"] == kind) & (table["condition"] == name)].copy()
+    mine["reached"] = mine["reached"].astype(str).eq("True")
+    return mine
+
+
+def check_frozen(p: Mapping[str, Any]) -> None:
+    """Refuse to run where the code that determines results is not the block's frozen code."""
+    code, want = code_hashes(), block(p).get("frozen_code") or {}
+    if changed := [k for k in ("training", "measuring") if want.get(k) and want[k] != code[k]]:
+        raise ProtocolError(
+            f"robustness.frozen_code: the {' and '.join(changed)} code is not the code this stage "
+            f"was frozen with ({want} against this checkout's {code}); its records would not be "
+            "read. Check out the frozen code, or freeze the stage anew (and rerun it)"
+        )
 
 
 def run_robust(
@@ -175,30 +201,39 @@ def run_robust(
     records: Path,
     eligible_double: Iterable[str] = (),
 ) -> int:
-    """Run what the committed records lack (refused where the code that determines results is not
-    the frozen code), then add the new runs' records. The number of runs that failed."""
-    code, want = code_hashes(), block(p).get("frozen_code") or {}
-    if changed := [k for k in ("training", "measuring") if want.get(k) and want[k] != code[k]]:
-        raise ProtocolError(
-            f"robustness.frozen_code: the {' and '.join(changed)} code is not the code this stage "
-            f"was frozen with ({want} against this checkout's {code}); its records would not be "
-            "read. Check out the frozen code, or freeze the stage anew (and rerun it)"
-        )
+    """Run the second endpoints and the rate grid the committed records lack (refused where the
+    code that determines results is not the frozen code), then add the new runs' records. The
+    number of runs that failed."""
+    check_frozen(p)
     # the second endpoints first: they are the condition the labels read; the grid is descriptive
-    todo = [(ENDPOINT, 1.0, s) for s in endpoint_specs(p, rates, common)]
-    todo += [(GRID, m, s) for m, s in grid_specs(p, rates, eligible_double)]
+    todo = [(ENDPOINT, 1.0, s, "") for s in endpoint_specs(p, rates, common)]
+    todo += [(GRID, m, s, "") for m, s in grid_specs(p, rates, eligible_double)]
+    return run_and_record(p, todo, common, jobs, records, "robustness")
+
+
+def run_and_record(
+    p: Mapping[str, Any],
+    todo: list[tuple[str, float, Spec, str]],
+    common: Mapping[str, Any],
+    jobs: int,
+    records: Path,
+    label: str,
+) -> int:
+    """Run each (kind, multiplier, spec, condition) of ``todo`` whose record is not kept yet, writing
+    the records as each chunk finishes. The number of runs that failed."""
     have = frozen(p, read_records(p, records))
-    done = set(zip(have["kind"], have["run_id"], strict=True))
-    missing = [(k, m, s) for k, m, s in todo if (k, run_dir(s, common).name) not in done]
+    conditions = have["condition"].fillna("") if "condition" in have else [""] * len(have)
+    done = set(zip(have["kind"], conditions, have["run_id"], strict=True))
+    missing = [t for t in todo if (t[0], t[3], run_dir(t[2], common).name) not in done]
     failed = recorded = 0
     for start in range(0, len(missing), CHUNK * jobs):  # records kept as each chunk finishes
         chunk = missing[start : start + CHUNK * jobs]
-        desc = f"{p['name']} robustness {start + len(chunk)}/{len(missing)}"
-        failed += execute([s for _, _, s in chunk], common, jobs, desc)
-        rows = [r for k, m, s in chunk if (r := record(p, k, m, s, common)) is not None]
+        desc = f"{p['name']} {label} {start + len(chunk)}/{len(missing)}"
+        failed += execute([s for _, _, s, _ in chunk], common, jobs, desc)
+        rows = [r for k, m, s, c in chunk if (r := record(p, k, m, s, common, c)) is not None]
         _append(p, records, rows)
         recorded += len(rows)
-    print(f"{len(todo) - len(missing)} of {len(todo)} robustness runs already recorded; "
+    print(f"{label}: {len(todo) - len(missing)} of {len(todo)} runs already recorded; "
           f"{recorded} recorded now in {records_path(p, records)}")  # fmt: skip
     return failed
 

@@ -255,6 +255,32 @@ class FrozenCode:
 
 
 @dataclass
+class MatchedRate:
+    """An arm's rate in a condition: ``arm``'s chosen rate times ``factor`` (no search)."""
+
+    arm: str = MISSING
+    factor: float = MISSING
+
+
+@dataclass
+class RobustCondition:
+    """One condition of a robustness block (:mod:`experiments.conditions`, issue 26): ``base``
+    overrides every arm's run; ``search_seeds`` searches the rate again on the protocol's grid with
+    ``reach_within`` (default: the protocol's); ``rates`` takes an arm's rate from another's;
+    ``budget_factor`` scales the finals' step budget; ``seeds`` are the final seeds. ``why``: the
+    sentence the report gives for it."""
+
+    name: str = MISSING
+    seeds: list[int] = MISSING
+    why: str = MISSING
+    base: dict[str, Any] = field(default_factory=dict)
+    search_seeds: list[int] = field(default_factory=list)
+    reach_within: float | None = None
+    rates: dict[str, MatchedRate] = field(default_factory=dict)
+    budget_factor: float = 1.0
+
+
+@dataclass
 class Robustness:
     """Each named comparison read again with one choice changed (:mod:`experiments.robust`, issue
     26), outside the Holm family.
@@ -264,8 +290,8 @@ class Robustness:
     found it eligible); ``metrics``: the protocol's measures taken at every grid point and endpoint;
     ``endpoint_factor``: each final run continued to this times its criterion and measured again
     (null: no second endpoint); ``frozen_code``: the only code whose records the tables read;
-    ``alpha``: the label's threshold. ``rate_rules`` and ``schedule_parity``: reserved for the
-    conditions that choose the rate otherwise and hold the schedule constant."""
+    ``alpha``: the label's threshold; ``conditions``: the conditions that choose the rate otherwise
+    or hold the schedule constant (:class:`RobustCondition`)."""
 
     comparisons: list[str] = MISSING
     seeds: Any = MISSING  # see Tune.seeds
@@ -274,8 +300,9 @@ class Robustness:
     endpoint_factor: float | None = None
     frozen_code: FrozenCode | None = None
     alpha: float = 0.05
-    rate_rules: list[str] = field(default_factory=list)
-    schedule_parity: bool = False
+    conditions: list[RobustCondition] = field(
+        default_factory=list, metadata={"label": "{field}[{name}]"}
+    )
 
 
 @dataclass
@@ -429,6 +456,14 @@ def _locate(schema: type, raw: Mapping[str, Any], prefix: str, error: type[Excep
     hints = typing.get_type_hints(schema)
     for f in dataclasses.fields(schema):
         args = typing.get_args(hints[f.name])
+        inner = [a for a in args if dataclasses.is_dataclass(a)]  # X | None
+        if dataclasses.is_dataclass(hints[f.name]) or (
+            inner and typing.get_origin(hints[f.name]) is not list
+        ):
+            nested = raw.get(f.name)
+            if isinstance(nested, Mapping):  # a block of its own (robustness): its lists too
+                _locate((inner or [hints[f.name]])[0], nested, f"{prefix}{f.name}.", error)
+            continue
         if not (typing.get_origin(hints[f.name]) is list and dataclasses.is_dataclass(args[0])):
             continue
         for i, item in enumerate(raw.get(f.name) if isinstance(raw.get(f.name), list) else []):

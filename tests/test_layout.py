@@ -116,7 +116,7 @@ def test_the_library_never_imports_the_suite():
 
 # The pipeline's stages (DESIGN.md): building blocks under run.py, then plan -> execute -> runs ->
 # analyse/ -> report/. A stage imports only stages before it; the commands sit on top.
-PIPELINE = {"plan", "execute", "pairs", "runs", "robust"}
+PIPELINE = {"plan", "execute", "pairs", "runs", "robust", "conditions"}
 COMMANDS = {"protocol", "study", "measure"}
 REPORT_MAY_READ = {"analyse.schemas", "analyse.verdicts", "criterion", "errors"}
 

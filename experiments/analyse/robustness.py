@@ -44,7 +44,7 @@ import numpy as np
 import pandas as pd
 
 from experiments.analyse.stats import holm, t_interval
-from experiments.analyse.tune import choose_rates
+from experiments.analyse.tune import choose_rates, condition_rates, read_rates
 from experiments.analyse.verdicts import (
     INCONCLUSIVE,
     NOT_COMPARABLE,
@@ -55,8 +55,10 @@ from experiments.analyse.verdicts import (
     part_test,
     rule_parts,
 )
+from experiments.conditions import CONDITION, SEARCH
 from experiments.criterion import reached_rows
-from experiments.robust import ENDPOINT, GRID, block, frozen, read_records
+from experiments.plan import tuned_arms
+from experiments.robust import ENDPOINT, GRID, block, frozen, read_records, robust_arms
 from experiments.store import write_table
 
 ROBUST = "robust"
@@ -269,6 +271,57 @@ def grid_runs(p: dict, records: pd.DataFrame, today: pd.DataFrame) -> pd.DataFra
     return both.sort_values(["arm", "multiplier", "seed"]).reset_index(drop=True)
 
 
+def _of_condition(records: pd.DataFrame, kind: str, name: str) -> pd.DataFrame:
+    mine = _records(records, kind)
+    if "condition" not in mine:
+        return mine.iloc[0:0]
+    return mine[mine["condition"] == name]
+
+
+def condition_choice(p: dict, records: pd.DataFrame, rates: dict) -> pd.DataFrame:
+    """Per condition and arm: today's rate, the condition's, how it was chosen and whether the
+    condition has runs of its own (:func:`experiments.analyse.tune.condition_rates`), and for a
+    searched rate how the choice moves over two-seed subsets and leave-one-outs of its search."""
+    rows = []
+    for cond in block(p).get("conditions") or []:
+        search = _of_condition(records, SEARCH, cond["name"])
+        choice = condition_rates(p, cond, robust_arms(p), rates, search)
+        moves = pd.DataFrame()
+        if len(search) and cond.get("search_seeds"):
+            within = cond.get("reach_within", (p.get("tune") or {}).get("reach_within", 1.0))
+            runs = search.rename(columns={"steps_trained": "steps"})
+            budget = {**p["base"], **(cond.get("base") or {})}.get("max_steps")
+            runs["within"] = [
+                s <= within * float((p["arms"][a] or {}).get("max_steps", budget))
+                for a, s in zip(runs["arm"], runs["steps"], strict=True)
+            ]
+            complete = [a for a in choice["arm"] if len(runs[runs["arm"] == a]) ==
+                        len(p["tune"]["grid"][a]) * len(cond["search_seeds"])]  # fmt: skip
+            moves = choice_stability(runs[runs["arm"].isin(complete)]) if complete else moves
+        for r in choice.itertuples():
+            row = {"condition": cond["name"], **r._asdict()}
+            row.pop("Index")
+            if len(moves):
+                lrs = moves[(moves["arm"] == r.arm) & (moves["kind"] != "all")]["lr"]
+                row["subsets"] = len(lrs)
+                row["subsets_same"] = int(np.isclose(lrs, r.lr).sum())
+                row["subset_rates"] = " ".join(f"{v:g}" for v in sorted(set(lrs.dropna())))
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def condition_values(p: dict, cond: dict, records: pd.DataFrame, choice: pd.DataFrame,
+                     today: pd.DataFrame) -> pd.DataFrame:  # fmt: skip
+    """A condition's final runs: its own records for the arms it changes, today's for the rest."""
+    mine = choice[choice["condition"] == cond["name"]] if len(choice) else choice
+    own = set(mine[mine["runs"].astype(bool)]["arm"]) if len(mine) else set()
+    same = set(mine[~mine["runs"].astype(bool) & mine["lr"].notna()]["arm"]) if len(mine) else set()
+    finals = _of_condition(records, CONDITION, cond["name"])
+    return pd.concat(
+        [finals[finals["arm"].isin(own)], today[today["arm"].isin(same)]], ignore_index=True
+    )
+
+
 # Other sharpness measures a mechanism part is read with, where the protocol measured them: the
 # choice of measure is a choice too (Dinh et al. 2017: λmax moves under rescaling; adaptive
 # sharpness does not)
@@ -323,11 +376,17 @@ def _condition(
 
 
 def condition_table(
-    p: dict, records: pd.DataFrame, today: pd.DataFrame, verdicts: pd.DataFrame
+    p: dict,
+    records: pd.DataFrame,
+    today: pd.DataFrame,
+    verdicts: pd.DataFrame,
+    choice: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Per comparison and rule part: today's reading and verdict, each condition's reading, and the
-    robustness label (:func:`robustness_label`). Conditions: the second endpoint (its records),
-    and for a mechanism part each other sharpness measure the protocol measured (today's runs)."""
+        robustness label (:func:`robustness_label`). Conditions: the second endpoint (its records),
+        each of the block's ``conditions`` (its final runs, today's where it changes nothing for an arm;
+    ``choice`` from :func:`condition_choice`), and for a mechanism part each other sharpness measure
+    the protocol measured (today's runs)."""
     r = block(p)
     alpha = r.get("alpha", 0.05)
     end = _records(records, ENDPOINT)
@@ -345,6 +404,11 @@ def condition_table(
             if r.get("endpoint_factor") is not None:
                 name = f"endpoint: CE × {r['endpoint_factor']:g}"
                 got = _condition(name, part, part.quantity, c, end, today, list(p["seeds"]), alpha)
+                readings.append(got[0]), infos.append(got[1])
+            for cond in r.get("conditions") or []:
+                values = condition_values(p, cond, records, choice, today)
+                got = _condition(cond["name"], part, part.quantity, c, values, today,
+                                 list(cond["seeds"]), alpha)  # fmt: skip
                 readings.append(got[0]), infos.append(got[1])
             if part.part == "mechanism":
                 for measure in MEASURES:
@@ -374,7 +438,15 @@ def write_robustness(p: dict, records_dir: Path, tables: Path) -> list[Path]:
     metrics = pd.read_csv(metrics_path) if metrics_path.exists() else None
     today = _today(p, runs, metrics)
     verdicts = pd.read_csv(tables / "verdicts.csv")
+    choice = (
+        condition_choice(p, records, read_rates(p, tables)) if tuned_arms(p) else pd.DataFrame()
+    )
     write_table(grid_curves(p, records, today), tables, f"robust_rate_{p['name']}")
     write_table(grid_runs(p, records, today), tables, f"robust_runs_{p['name']}")
-    write_table(condition_table(p, records, today, verdicts), tables, f"robustness_{p['name']}")
-    return [tables / f"{t}_{p['name']}.csv" for t in ("robust_rate", "robust_runs", "robustness")]
+    table = condition_table(p, records, today, verdicts, choice)
+    write_table(table, tables, f"robustness_{p['name']}")
+    written = ["robust_rate", "robust_runs", "robustness"]
+    if len(choice):
+        write_table(choice, tables, f"robust_choice_{p['name']}")
+        written.append("robust_choice")
+    return [tables / f"{t}_{p['name']}.csv" for t in written]

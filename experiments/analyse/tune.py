@@ -7,6 +7,7 @@ stale and the final runs refuse it."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -175,3 +176,48 @@ def tune(p: Mapping[str, Any], common: Mapping[str, Any], tables: Path, jobs: in
             )
     print(f"wrote {tables / ('lr_' + p['name'])}.csv|md")
     return 1 if failed else 0
+
+
+# --- a robustness condition's rates (issue 26; experiments.conditions) -----------------------------
+
+
+def condition_rates(
+    p: Mapping[str, Any],
+    cond: Mapping[str, Any],
+    arms: list[str],
+    today: Mapping[str, float],
+    search: pd.DataFrame,
+) -> pd.DataFrame:
+    """Per arm: today's rate, the condition's rate and how it was chosen (``search``, ``matched``
+    or ``today``), and whether its finals must be run (``runs``). ``search``: the condition's search
+    records (arm, lr, seed, reached, val_error, steps_trained); an arm whose search is not complete
+    has no rate yet (NaN)."""
+    rows, within = [], cond.get("reach_within", (p.get("tune") or {}).get("reach_within", 1.0))
+    changes_runs = bool(cond.get("base")) or cond.get("budget_factor", 1.0) != 1.0
+    matched = cond.get("rates") or {}
+    for arm in arms:
+        lr, how = today[arm], "today"
+        if arm in matched:
+            source = matched[arm]
+            lr, how = today[source["arm"]] * float(source["factor"]), "matched"
+        elif cond.get("search_seeds"):
+            lr, how = _searched(p, cond, arm, search, within), "search"
+        same = math.isfinite(lr) and math.isclose(lr, today[arm], rel_tol=1e-9)
+        rows.append({"arm": arm, "today_lr": today[arm], "lr": lr, "how": how,
+                     "runs": math.isfinite(lr) and (changes_runs or not same)})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def _searched(p, cond, arm: str, search: pd.DataFrame, within: float) -> float:
+    grid, seeds = p["tune"]["grid"][arm], list(cond["search_seeds"])
+    mine = search[search["arm"] == arm] if len(search) else search
+    if len(mine) < len(grid) * len(seeds):
+        return math.nan
+    budget = {**p["base"], **(cond.get("base") or {})}.get("max_steps")
+    budget = (p["arms"][arm] or {}).get("max_steps", budget)
+    runs = mine.rename(columns={"steps_trained": "steps"}).assign(
+        within=lambda d: d["steps"] <= within * float(budget)
+    )
+    table = choose_rates(runs[["arm", "lr", "seed", "reached", "val_error", "steps", "within"]])
+    chosen = table[table["chosen"]]
+    return float(chosen["lr"].iloc[0]) if len(chosen) else math.nan

@@ -168,19 +168,24 @@ def test_a_malformed_protocol_file_is_one_line_naming_the_key(tmp_path, change, 
     assert said in one_line(str(err.value), said.split(":")[0])
 
 
-def test_the_robustness_and_reserved_mechanism_blocks_are_typed(tmp_path):
+def test_the_robustness_and_mechanism_blocks_are_typed(tmp_path):
+    condition = {"name": "x", "why": "w", "seeds": [0, 1], "base": {"lr_schedule": "constant"}}
     block = {"comparisons": ["c"], "seeds": [0, 1], "rate_multipliers": [0.5, 2],
-             "frozen_code": {"training": "abc"}, "schedule_parity": True}  # fmt: skip
-    protocol = {
-        **copy.deepcopy(PROTOCOL),
-        "robustness": block,
-        "mechanism": {"primary": "lambda_max"},
-    }
+             "frozen_code": {"training": "abc"}, "conditions": [condition]}  # fmt: skip
+    protocol = copy.deepcopy(PROTOCOL)
+    measured = next(iter(protocol["base"].get("metrics") or {"lambda_max": {}}))
+    protocol["base"]["metrics"] = protocol["base"].get("metrics") or {measured: {}}
+    protocol |= {"robustness": block, "mechanism": {"primary": measured}}
     load(tmp_path, protocol)
     for change, said in (
         ({"comparisons": None}, "robustness.comparisons"),
         ({"frozen_code": {"train": "abc"}}, "robustness.frozen_code.train: unknown key"),
         ({"endpoint_factor": "tenth"}, "robustness.endpoint_factor: expected a number"),
+        (
+            {"conditions": [{**condition, "seeds": "0-1"}]},
+            "robustness.conditions\\[x\\]: seeds: expected a list",
+        ),
+        ({"conditions": [{**condition, "budget": 2}]}, "budget: unknown key"),
     ):
         with pytest.raises(ProtocolError, match=said):
             load(tmp_path, {**protocol, "robustness": {**block, **change}})

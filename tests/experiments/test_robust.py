@@ -65,7 +65,7 @@ def test_the_stage_runs_what_its_records_lack_and_reads_them_back(robust_tiny, t
     capsys.readouterr()
     assert P.main(["robust", str(path), *args]) == 0
     assert (
-        f"{len(records)} of {len(records)} robustness runs already recorded"
+        f"robustness: {len(records)} of {len(records)} runs already recorded"
         in capsys.readouterr().out
     )
     fresh = [a if a != common["runs_dir"] else str(tmp_path / "fresh") for a in args]
@@ -107,3 +107,36 @@ def test_records_of_other_code_are_not_read_and_a_changed_checkout_is_refused(
     stale = _protocol(tmp_path, frozen_code={"training": "0123456789ab"})
     assert P.main(["robust", str(stale), *args]) == 2
     assert "frozen_code" in capsys.readouterr().err
+
+
+def test_conditions_search_choose_and_run_only_the_arms_they_change(robust_tiny, tmp_path, capsys):
+    _, args, common = robust_tiny
+    conditions = [
+        {"name": "matched", "why": "w", "seeds": [0, 1, 2],
+         "rates": {"small": {"arm": "large", "factor": 0.3}}},  # off the grid
+        {"name": "searched", "why": "w", "seeds": [0, 1, 2], "search_seeds": [102, 103],
+         "reach_within": 1.0},
+    ]  # fmt: skip
+    path = _protocol(tmp_path, comparisons=["batch"], endpoint_factor=None,
+                     rate_multipliers=[1.0], conditions=conditions)  # fmt: skip
+    assert P.main(["robust", str(path), *args]) == 0
+    p = load_protocol(path)
+    records = read_records(p, tmp_path / "records")
+    search = records[records["kind"] == "search"]
+    assert len(search) == 2 * 5 * 2 and set(search["condition"]) == {"searched"}
+    assert set(search["seed"]) == {102, 103}
+    choice = pd.read_csv(tmp_path / "tables" / "robust_choice_tiny.csv")
+    matched = choice[choice["condition"] == "matched"].set_index("arm")
+    assert matched.loc["small", "lr"] == pytest.approx(matched.loc["large", "today_lr"] * 0.3)
+    finals = records[records["kind"] == "condition"]
+    ran = set(zip(finals["condition"], finals["arm"], strict=True))
+    assert ("matched", "small") in ran and ("matched", "large") not in ran  # large: today's runs
+    changed = choice[(choice["condition"] == "searched") & choice["runs"]]["arm"]
+    assert {a for c, a in ran if c == "searched"} == set(changed)
+    labels = pd.read_csv(tmp_path / "tables" / "robustness_tiny.csv")
+    assert {"matched", "searched"} <= set(labels["condition"])
+    read = labels[labels["condition"] == "matched"]
+    assert (read["n"] == 3).all() and (read["recorded"] == 6).all()
+    capsys.readouterr()
+    assert P.main(["robust", str(path), *args]) == 0  # all recorded: nothing runs again
+    assert "searched: search: 20 of 20 runs already recorded" in capsys.readouterr().out
