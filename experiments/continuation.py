@@ -6,7 +6,9 @@ and the data order, schedule and budget depend on neither criterion. So the run 
 the c₁ run's checkpoint where it stopped (``experiments.train`` takes it up, mid-epoch if need be)
 and come out bit-identical to training from scratch; its run id is the one training from scratch
 would have, since ``start_from`` only says where to begin, not what is computed. This module checks
-that the two runs do share their settings; anything else is refused with the key that differs.
+that the two runs do share their settings; anything else is refused with the key that differs. A run
+with no criterion (trained to its step budget) passes through the states of every run of its
+settings to any criterion, so it may start from any of them.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ from experiments.store import determining_config, flatten_config
 
 def check_shortcut(start_from: str | Path, values: Mapping[str, Any]) -> None:
     """ConfigError unless ``start_from`` is the checkpoint of a run whose result-determining
-    settings equal ``values``' (a resolved run config) except a higher ``train_until_loss``."""
+    settings equal ``values``' (a resolved run config) except a higher ``train_until_loss`` (or
+    any, where ``values`` has none: a run to its step budget)."""
     if not isinstance(values, dict):  # a DictConfig: compared as plain values
         values = OmegaConf.to_container(OmegaConf.create(dict(values)), resolve=True)
     path = Path(start_from)
@@ -35,10 +38,12 @@ def check_shortcut(start_from: str | Path, values: Mapping[str, Any]) -> None:
         )
     parent = OmegaConf.to_container(OmegaConf.load(config), resolve=True)
     mine_c, theirs_c = values.get("train_until_loss"), parent.get("train_until_loss")
-    if mine_c is None or theirs_c is None or not theirs_c > mine_c:
+    # a run without a criterion trains to its budget: every run of its settings to a criterion
+    # passes through its states on the way (the checks read the model without changing it)
+    if theirs_c is None or (mine_c is not None and not theirs_c > mine_c):
         raise ConfigError(
             f"start_from: the run at {path.parent} stopped at train_until_loss={theirs_c}; it can "
-            f"stand in only for runs to a lower criterion (this one: {mine_c})"
+            f"stand in only for runs to a lower criterion or to the budget (this one: {mine_c})"
         )
     mine, theirs = (
         flatten_config({k: v for k, v in determining_config(c).items() if k != "train_until_loss"})

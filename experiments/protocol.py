@@ -50,6 +50,7 @@ from experiments.plan import (
 from experiments.report import document as report
 from experiments.robust import (
     block,
+    budget_specs,
     check_frozen,
     condition_records,
     endpoint_specs,
@@ -91,7 +92,8 @@ def robust(p: dict, args: argparse.Namespace, common: dict) -> int:
     double = doubled_eligible(p, args.tables) if tuned_arms(p) else set()
     conditions = block(p).get("conditions") or []
     if args.dry_run:
-        specs = [s for _, s in grid_specs(p, rates, double)] + endpoint_specs(p, rates, common)
+        specs = endpoint_specs(p, rates, common) + budget_specs(p, rates, common)
+        specs += [s for _, s in grid_specs(p, rates, double)]
         for cond in conditions:
             specs += search_specs(p, cond, robust_arms(p))
         dry_run(specs, args.jobs)

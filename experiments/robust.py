@@ -37,7 +37,7 @@ RECORD_COLUMNS = [
     "code_training", "code_measuring", "cpu", "cpu_capability", "status", "stop_reason", "reached",
     "steps_trained", "train_loss", "val_error", "test_error",
 ]  # fmt: skip
-GRID, ENDPOINT = "rate", "endpoint"
+GRID, ENDPOINT, BUDGET = "rate", "endpoint", "budget"
 CHUNK = 4  # runs per job between two writes of the records: a killed stage loses at most these
 
 
@@ -125,6 +125,30 @@ def endpoint_specs(
     return out
 
 
+def budget_specs(
+    p: Mapping[str, Any], rates: Mapping[str, float], common: Mapping[str, Any]
+) -> list[Spec]:
+    """Every final run of the block's arms continued to its arm's whole step budget, with no
+    criterion (``budget_endpoint``: a fixed number of steps, as Wilson et al. 2017 and Keskar et al.
+    2017 trained): taken up from the second endpoint's checkpoint, else the final run's, where one
+    is on this machine (else trained from scratch: the same run)."""
+    if not block(p).get("budget_endpoint"):
+        return []
+    lower = {(s.arm, s.seed): s for s in endpoint_specs(p, rates, common)}
+    out = []
+    for arm in robust_arms(p):
+        for seed in p["seeds"]:
+            final = arm_spec(p, arm, rates, seed, common)
+            values = {"train_until_loss": None}
+            for source in (lower.get((arm, seed)), final):
+                checkpoint = run_dir(source, common) / "checkpoint.pt" if source else None
+                if checkpoint is not None and checkpoint.exists():
+                    values["start_from"] = str(checkpoint)
+                    break
+            out.append(_plain(p, final, **values))
+    return out
+
+
 def records_path(p: Mapping[str, Any], records: Path) -> Path:
     return records / f"{robust_name(p)}.csv"
 
@@ -161,7 +185,8 @@ def record(
         "cpu": (result.get("machine") or {}).get("cpu"),
         "cpu_capability": (result.get("machine") or {}).get("cpu_capability"),
         "status": result.get("status"),
-        "stop_reason": result.get("stop_reason"), "reached": reached(result),
+        "stop_reason": result.get("stop_reason"),
+        "reached": reached(result, fixed_budget=kind == BUDGET),
         "steps_trained": result.get("steps_trained"), "train_loss": result.get("train_loss"),
         "val_error": result.get("val_error"), "test_error": result.get("test_error"),
     }  # fmt: skip
@@ -207,6 +232,7 @@ def run_robust(
     check_frozen(p)
     # the second endpoints first: they are the condition the labels read; the grid is descriptive
     todo = [(ENDPOINT, 1.0, s, "") for s in endpoint_specs(p, rates, common)]
+    todo += [(BUDGET, 1.0, s, "") for s in budget_specs(p, rates, common)]
     todo += [(GRID, m, s, "") for m, s in grid_specs(p, rates, eligible_double)]
     return run_and_record(p, todo, common, jobs, records, "robustness")
 

@@ -289,8 +289,9 @@ class Robustness:
     ``rate_multipliers``: each arm's chosen rate times these (×1 skipped, ×2 only where the search
     found it eligible); ``metrics``: the protocol's measures taken at every grid point and endpoint;
     ``endpoint_factor``: each final run continued to this times its criterion and measured again
-    (null: no second endpoint); ``frozen_code``: the only code whose records the tables read;
-    ``alpha``: the label's threshold; ``conditions``: the conditions that choose the rate otherwise
+    (null: no second endpoint); ``budget_endpoint``: each final run also continued to its arm's
+    whole step budget with no criterion (a fixed number of steps) and measured; ``frozen_code``: the
+    only code whose records the tables read; ``alpha``: the label's threshold; ``conditions``: the conditions that choose the rate otherwise
     or hold the schedule constant (:class:`RobustCondition`)."""
 
     comparisons: list[str] = MISSING
@@ -298,6 +299,7 @@ class Robustness:
     rate_multipliers: list[int | float] = field(default_factory=list)
     metrics: list[str] = field(default_factory=list)
     endpoint_factor: float | None = None
+    budget_endpoint: bool = False
     frozen_code: FrozenCode | None = None
     alpha: float = 0.05
     conditions: list[RobustCondition] = field(

@@ -58,7 +58,7 @@ from experiments.analyse.verdicts import (
 from experiments.conditions import CONDITION, SEARCH
 from experiments.criterion import reached_rows
 from experiments.plan import tuned_arms
-from experiments.robust import ENDPOINT, GRID, block, frozen, read_records, robust_arms
+from experiments.robust import BUDGET, ENDPOINT, GRID, block, frozen, read_records, robust_arms
 from experiments.store import write_table
 
 ROBUST = "robust"
@@ -404,6 +404,10 @@ def condition_table(
             if r.get("endpoint_factor") is not None:
                 name = f"endpoint: CE × {r['endpoint_factor']:g}"
                 got = _condition(name, part, part.quantity, c, end, today, list(p["seeds"]), alpha)
+                readings.append(got[0]), infos.append(got[1])
+            if r.get("budget_endpoint"):
+                got = _condition("endpoint: whole step budget", part, part.quantity, c,
+                                 _records(records, BUDGET), today, list(p["seeds"]), alpha)  # fmt: skip
                 readings.append(got[0]), infos.append(got[1])
             for cond in r.get("conditions") or []:
                 values = condition_values(p, cond, records, choice, today)

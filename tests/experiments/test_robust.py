@@ -17,7 +17,7 @@ from experiments.code_version import code_hashes
 from experiments.execute import execute
 from experiments.plan import load_protocol, run_dir
 from experiments.report.robustness import robustness_lines
-from experiments.robust import endpoint_specs, read_records
+from experiments.robust import budget_specs, endpoint_specs, read_records
 from tests.experiments.conftest import TINY, copy_tiny
 
 ROBUSTNESS = {
@@ -140,3 +140,33 @@ def test_conditions_search_choose_and_run_only_the_arms_they_change(robust_tiny,
     capsys.readouterr()
     assert P.main(["robust", str(path), *args]) == 0  # all recorded: nothing runs again
     assert "searched: search: 20 of 20 runs already recorded" in capsys.readouterr().out
+
+
+def test_a_budget_endpoint_taken_up_equals_training_to_the_budget_from_scratch(
+    robust_tiny, tmp_path
+):
+    _, args, common = robust_tiny
+    path = _protocol(tmp_path, rate_multipliers=[1.0], budget_endpoint=True)
+    assert P.main(["robust", str(path), *args]) == 0
+    p = load_protocol(path)
+    records = read_records(p, tmp_path / "records")
+    budget = records[records["kind"] == "budget"]
+    assert len(budget) == 6 and (budget["stop_reason"] == "max_steps").all()
+    assert budget["reached"].all() and (budget["steps_trained"] == 60).all()
+    rates = read_rates(p, tmp_path / "tables")
+    spec = budget_specs(p, rates, common)[0]
+    assert spec.values["start_from"].endswith(
+        "checkpoint.pt"
+    )  # the second endpoint's, or the final's
+    scratch = {**common, "runs_dir": str(tmp_path / "scratch")}
+    plain = type(spec)(
+        spec.arm, spec.lr, spec.seed, {k: v for k, v in spec.values.items() if k != "start_from"}
+    )
+    assert execute([plain], scratch, 1, "from scratch") == 0
+    a, b = run_dir(spec, common), run_dir(plain, scratch)
+    assert a.name == b.name
+    wa = torch.load(a / "final.pt", weights_only=True)
+    wb = torch.load(b / "final.pt", weights_only=True)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    labels = pd.read_csv(tmp_path / "tables" / "robustness_tiny.csv")
+    assert "endpoint: whole step budget" in set(labels["condition"])
