@@ -17,8 +17,10 @@
    rate grid: the rate moves both.
 3. **The family's floors** (``family_floors``). The smallest p each test can return (an exact
    sign-flip test over n seeds: 2/2^n; a bootstrap p over B resamples: 2/(B + 1)) against the
-   threshold Holm's first step needs (α/m over m tests), and the seeds a sign-flip test needs to
-   pass it: 2/2^n ≤ α/m.
+   threshold Holm's first step needs (α/m over m tests), the seeds a sign-flip test needs to
+   pass it (2/2^n ≤ α/m), and the seeds for 80% power at the observed difference and spread at α/m
+   (the paired t test's power standing in for the sign-flip test's): the plan for a family on fresh
+   seeds.
 
 Readings of seeds 0-9, whose data formed the questions: descriptive here, not tests of the family.
 
@@ -36,7 +38,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats as st
 
-from experiments.analyse.stats import EXACT_MAX_N, signflip_pvalue, t_interval
+from experiments.analyse.stats import EXACT_MAX_N, seeds_to_detect, signflip_pvalue, t_interval
 from experiments.store import write_table
 
 ALPHA = 0.05
@@ -54,7 +56,7 @@ WITHIN_COLUMNS = [
 ]  # fmt: skip
 FLOOR_COLUMNS = [
     "protocol", "comparison", "part", "kind", "n_seeds", "p_raw", "p_floor", "at_floor",
-    "family_size", "first_threshold", "floor_can_pass", "seeds_needed",
+    "family_size", "first_threshold", "floor_can_pass", "seeds_needed", "seeds_for_power",
 ]  # fmt: skip
 
 
@@ -274,9 +276,21 @@ def floor_rows(verdicts: pd.DataFrame, protocols: dict) -> list[dict]:
                 "first_threshold": ALPHA / m,
                 "floor_can_pass": bool(floor <= ALPHA / m),
                 "seeds_needed": seeds_needed(m) if r.kind != "kendall_tau" else None,
+                # planning a family on fresh seeds: 80% power at the observed difference and its
+                # spread, at Holm's first threshold (Bonferroni's, so a bound from above)
+                "seeds_for_power": _power_seeds(
+                    getattr(r, "mean_diff", math.nan), getattr(r, "sd_diff", math.nan), m
+                ),
             }
         )
     return rows
+
+
+def _power_seeds(mean: float, sd: float, m: int) -> float:
+    if not (math.isfinite(mean) and math.isfinite(sd)):
+        return math.nan
+    n = seeds_to_detect(mean, sd, alpha=ALPHA / m)
+    return math.nan if n is None else float(max(n, seeds_needed(m)))
 
 
 # --- the tables ----------------------------------------------------------------------------------

@@ -114,7 +114,17 @@ def floor_lines(tables: Path) -> list[str]:
     return templating.lines(
         "mechanism_floors.md.j2",
         table=floors[
-            ["protocol", "comparison", "part", "kind", "n_seeds", "p_raw", "p_floor", "at_floor"]
+            [
+                "protocol",
+                "comparison",
+                "part",
+                "kind",
+                "n_seeds",
+                "p_raw",
+                "p_floor",
+                "at_floor",
+                "seeds_for_power",
+            ]  # fmt: skip
         ].to_markdown(index=False, floatfmt=".3g"),
         m=int(floors["family_size"].iloc[0]),
         threshold=float(floors["first_threshold"].iloc[0]),
