@@ -189,3 +189,16 @@ def test_the_mechanism_tables_are_read_through_their_schemas(tmp_path):
     )
     with pytest.raises(TableError):
         load(tmp_path, "mechanism_within")
+
+
+def test_the_seeds_for_power_grow_with_the_spread_and_never_undercut_the_floor():
+    base = {"protocol": "p", "kind": "paired", "n_seeds": 10, "p_raw": 0.01, "p_holm": 0.02}
+    verdicts = pd.DataFrame(
+        [
+            {**base, "comparison": f"c{i}", "part": "effect", "mean_diff": 0.01, "sd_diff": sd}
+            for i, sd in enumerate((0.001, 0.006, 0.02))
+        ]
+    )
+    protocols = {"p": {"comparisons": [{"name": f"c{i}"} for i in range(3)]}}
+    n = pd.DataFrame(floor_rows(verdicts, protocols))["seeds_for_power"].tolist()
+    assert n[0] == seeds_needed(3) and n[0] <= n[1] < n[2]
