@@ -11,7 +11,8 @@ the rest:
 - ``rates``: an arm's rate taken from another arm's chosen one times a factor instead (matched
   η/B: the small batch at the large batch's rate × B_small/B_large), with no search;
 - ``budget_factor``: the final runs' step budget times this (a rate that meets the criterion late
-  in the search is given room in the finals);
+  in the search is given room in the finals; an arm whose rate is unchanged reads today's runs, so
+  with a schedule tied to the budget, as a step decay at fractions of it, keep it at 1);
 - ``seeds``: the final seeds, paired with today's.
 
 The rate each arm gets is the analysis's (:func:`experiments.analyse.tune.condition_rates`, from the

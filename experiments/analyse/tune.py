@@ -193,7 +193,9 @@ def condition_rates(
     records (arm, lr, seed, reached, val_error, steps_trained); an arm whose search is not complete
     has no rate yet (NaN)."""
     rows, within = [], cond.get("reach_within", (p.get("tune") or {}).get("reach_within", 1.0))
-    changes_runs = bool(cond.get("base")) or cond.get("budget_factor", 1.0) != 1.0
+    # a rate the condition leaves as it is reads today's runs, whatever the finals' budget: the
+    # issue's "finals only where the choice differs" (``base`` overrides change every arm's runs)
+    changes_runs = bool(cond.get("base"))
     matched = cond.get("rates") or {}
     for arm in arms:
         lr, how = today[arm], "today"

@@ -44,7 +44,8 @@ def test_a_matched_rate_is_the_other_arms_times_its_factor_and_needs_runs():
 
 
 def test_a_search_picks_by_its_own_reach_and_reuses_todays_runs_where_the_choice_is_the_same():
-    cond = {"name": "s", "seeds": [0, 1], "search_seeds": [100, 101, 102, 103], "reach_within": 1.0}
+    cond = {"name": "s", "seeds": [0, 1], "search_seeds": [100, 101, 102, 103], "reach_within": 1.0,
+            "budget_factor": 1.5}  # fmt: skip
     # momentum_small: 0.1 validates best but reaches late: eligible within the whole budget only
     search = pd.concat(
         [
@@ -54,6 +55,7 @@ def test_a_search_picks_by_its_own_reach_and_reuses_todays_runs_where_the_choice
     )
     got = condition_rates(P, cond, ARMS, TODAY, search).set_index("arm")
     assert got.loc["momentum_small", "lr"] == 0.1 and got.loc["momentum_small", "runs"]
+    # the same rate as today's: today's runs are read, whatever the finals' budget
     assert got.loc["momentum_large", "lr"] == 0.8 and not got.loc["momentum_large", "runs"]
     assert math.isnan(got.loc["adam_small", "lr"])  # its search not run yet: no rate, no runs
     assert not got.loc["adam_small", "runs"]
