@@ -305,6 +305,8 @@ def _check_mechanism(p: Mapping[str, Any], names: list[str], fail) -> None:
     measured = set(p["base"].get("metrics") or {})
     if unknown := set(m.get("per_comparison") or {}) - set(names):
         fail(f"mechanism.per_comparison: {sorted(unknown)} are not comparisons of the protocol")
+    if (i := m.get("intervention")) and not {i["arm"], i["large"], i["small"]} <= set(p["arms"]):
+        fail(f"mechanism.intervention: {i} must name three arms of the protocol")
     named = [m["primary"], *(m.get("per_comparison") or {}).values(), *(m.get("secondary") or [])]
     if missing := sorted(set(named) - measured):
         fail(f"mechanism: {missing} are not among the protocol's metrics (base.metrics)")

@@ -313,11 +313,24 @@ class Mechanism:
     27): ``primary``, one the scale-invariance audit shows rescaling cannot move; ``per_comparison``,
     another primary for a comparison where that one would be circular (ASAM minimises adaptive
     worst-case sharpness); ``secondary``, the measures shown beside it (λmax and Keskar's
-    ε-sharpness). Written before the readings; the family's tests still read the rule's measure."""
+    ε-sharpness); ``intervention``, an arm that changes sharpness on purpose (:class:`Intervention`).
+    Written before the readings; the family's tests still read the rule's measure."""
 
     primary: str = MISSING
     per_comparison: dict[str, str] = field(default_factory=dict)
     secondary: list[str] = field(default_factory=list)
+    intervention: Intervention | None = None
+
+
+@dataclass
+class Intervention:
+    """An arm that changes sharpness on purpose (``arm``) beside a gap between two arms (``large``
+    minus ``small``): the analysis reads the share of the test-error gap it closes over the share of
+    the primary measure's log gap it closes."""
+
+    arm: str = MISSING
+    large: str = MISSING
+    small: str = MISSING
 
 
 @dataclass

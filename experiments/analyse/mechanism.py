@@ -1,5 +1,6 @@
-"""Does sharpness carry the effect? Three readings of each claim's mechanism, from the tables alone
-(issue 27), written to ``mechanism_measures.csv``, ``mechanism_within.csv`` and ``family_floors.csv``.
+"""Does sharpness carry the effect? Readings of each claim's mechanism, from the tables alone (issue
+27), written to ``mechanism_measures.csv``, ``mechanism_within.csv``, ``mechanism_intervention.csv``
+(an arm that changes sharpness on purpose: :func:`intervention`) and ``family_floors.csv``.
 
 1. **Every measure, invariant ones first** (``mechanism_measures``). The mechanism's ratio a/b under
    each sharpness measure the protocol recorded: its geometric mean over seeds, the paired t interval
@@ -53,6 +54,10 @@ MEASURE_COLUMNS = [
 WITHIN_COLUMNS = [
     "protocol", "comparison", "measure", "n", "slope_within", "within_low", "within_high",
     "p_perm", "slope_between", "diff_low", "diff_high", "reading",
+]  # fmt: skip
+INTERVENTION_COLUMNS = [
+    "protocol", "arm", "large", "small", "measure", "n", "error_closed", "error_low", "error_high",
+    "measure_closed", "measure_low", "measure_high", "ratio", "ratio_low", "ratio_high",
 ]  # fmt: skip
 FLOOR_COLUMNS = [
     "protocol", "comparison", "part", "kind", "n_seeds", "p_raw", "p_floor", "at_floor",
@@ -238,6 +243,61 @@ def within_rows(tidy: pd.DataFrame, c: dict, declared: dict, name: str) -> list[
     return rows
 
 
+# --- an intervention ----------------------------------------------------------------------------
+
+
+def intervention(
+    error: pd.DataFrame, log_measure: pd.DataFrame, arm: str, large: str, small: str,
+    n_boot: int = N_BOOT, seed: int = 0,
+) -> dict:  # fmt: skip
+    """What an arm that changes sharpness on purpose does to a gap (issue 27): the share of the
+    large − small gap in test error it closes, mean(large − arm) / mean(large − small), the share of
+    the log-measure gap it closes, likewise, and their ratio (1: the error moves in proportion to
+    sharpness; 0: sharpness moved, the error did not), each with a 95% percentile interval from
+    drawing seeds with replacement (a seed's arms together). ``error`` and ``log_measure``: one row
+    per seed, one column per arm."""
+    seeds = error.index.intersection(log_measure.index)
+    e, x = error.loc[seeds], log_measure.loc[seeds]
+    parts = {
+        "error": ((e[large] - e[arm]).to_numpy(float), (e[large] - e[small]).to_numpy(float)),
+        "measure": ((x[large] - x[arm]).to_numpy(float), (x[large] - x[small]).to_numpy(float)),
+    }
+
+    def shares(i: np.ndarray) -> tuple[float, float, float]:
+        got = []
+        for closed, gap in parts.values():
+            got.append(closed[i].mean() / gap[i].mean() if gap[i].mean() != 0 else math.nan)
+        return got[0], got[1], got[0] / got[1] if got[1] != 0 else math.nan
+
+    point = shares(np.arange(len(seeds)))
+    rng = np.random.default_rng(seed)
+    draws = np.array([shares(rng.integers(0, len(seeds), len(seeds))) for _ in range(n_boot)])
+    row = {"n": len(seeds)}
+    for k, name in enumerate(("error_closed", "measure_closed", "ratio")):
+        finite = draws[:, k][np.isfinite(draws[:, k])]
+        lo, hi = np.percentile(finite, [2.5, 97.5]) if len(finite) else (math.nan, math.nan)
+        stem = name.removesuffix("_closed")
+        row |= {name: point[k], f"{stem}_low": float(lo), f"{stem}_high": float(hi)}
+    return row
+
+
+def intervention_rows(name: str, p: dict, runs: pd.DataFrame, metrics: pd.DataFrame) -> list[dict]:
+    """The declared intervention of protocol ``name`` on its primary measure, where its runs are
+    tabulated (``protocol_runs.csv``, ``run_metrics.csv``)."""
+    i = (p.get("mechanism") or {}).get("intervention")
+    measure = (p.get("mechanism") or {}).get("primary")
+    mine = runs[runs["protocol"] == name]
+    if not i or mine.empty:
+        return []
+    error = mine.pivot(index="seed", columns="arm", values="test_error")
+    m = metrics[(metrics["protocol"] == name) & (metrics["metric"] == measure)]
+    x = np.log(m.pivot(index="seed", columns="arm", values="value"))
+    if not {i["arm"], i["large"], i["small"]} <= set(error) & set(x):
+        return []
+    got = intervention(error, x, i["arm"], i["large"], i["small"])
+    return [{"protocol": name, **i, "measure": measure, **got}]
+
+
 # --- 3. the family's floors ----------------------------------------------------------------------
 
 
@@ -297,7 +357,7 @@ def _power_seeds(mean: float, sd: float, m: int) -> float:
 
 
 def tables(tables_dir: Path) -> dict[str, pd.DataFrame]:
-    """The three tables from ``protocols.json``, ``verdicts.csv``, ``paired_<name>.csv`` and
+    """The four tables from ``protocols.json``, ``protocol_runs.csv``, ``run_metrics.csv``, ``verdicts.csv``, ``paired_<name>.csv`` and
     ``audit.csv`` (where present), for the protocols with a ``mechanism`` block (the claims about
     sharpness; not the explanations, whose comparisons are at unequal loss or about other
     quantities)."""
@@ -305,8 +365,13 @@ def tables(tables_dir: Path) -> dict[str, pd.DataFrame]:
     verdicts = pd.read_csv(tables_dir / "verdicts.csv")
     audit_path = tables_dir / "audit.csv"
     invariant = invariant_measures(pd.read_csv(audit_path) if audit_path.exists() else None)
-    measures, within = [], []
+    measures, within, interventions = [], [], []
+    runs_path, metrics_path = tables_dir / "protocol_runs.csv", tables_dir / "run_metrics.csv"
+    runs = pd.read_csv(runs_path) if runs_path.exists() else None
+    metrics = pd.read_csv(metrics_path) if metrics_path.exists() else None
     for name, p in protocols.items():
+        if runs is not None and metrics is not None:
+            interventions += intervention_rows(name, p, runs, metrics)
         paired = tables_dir / f"paired_{name}.csv"
         declared = p.get("mechanism")
         if not declared or not paired.exists():
@@ -324,6 +389,7 @@ def tables(tables_dir: Path) -> dict[str, pd.DataFrame]:
     return {
         "mechanism_measures": pd.DataFrame(measures, columns=MEASURE_COLUMNS),
         "mechanism_within": pd.DataFrame(within, columns=WITHIN_COLUMNS),
+        "mechanism_intervention": pd.DataFrame(interventions, columns=INTERVENTION_COLUMNS),
         "family_floors": pd.DataFrame(floor_rows(verdicts, protocols), columns=FLOOR_COLUMNS),
     }
 

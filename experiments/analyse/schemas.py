@@ -253,7 +253,13 @@ FAMILY_FLOORS = Schema(
     key=("protocol", "comparison", "part"),
     required=("p_raw", "p_floor"),
 )
+MECHANISM_INTERVENTION = Schema(
+    columns={"protocol": "text", "arm": "text", "measure": "text", "n": "integer",
+             "error_closed": "number", "measure_closed": "number", "ratio": "number"},
+    key=("protocol", "arm"),
+)  # fmt: skip
 BY_NAME = {
+    "mechanism_intervention": MECHANISM_INTERVENTION,
     "mechanism_measures": MECHANISM_MEASURES,
     "mechanism_within": MECHANISM_WITHIN,
     "family_floors": FAMILY_FLOORS,

@@ -64,6 +64,8 @@ def mechanism_lines(p: dict, tables: Path) -> list[str]:
     within = load(tables, "mechanism_within")
     if measures is None or not len(measures) or p["name"] not in set(measures["protocol"]):
         return []
+    done = load(tables, "mechanism_intervention")
+    done = done[done["protocol"] == p["name"]] if done is not None else None
     mine = measures[measures["protocol"] == p["name"]]
     shown = pd.concat([_ordered(g) for _, g in mine.groupby("comparison", sort=False)])
     shown = shown.assign(
@@ -102,6 +104,9 @@ def mechanism_lines(p: dict, tables: Path) -> list[str]:
         "mechanism.md.j2",
         measures=shown.to_markdown(index=False, floatfmt=".3g"),
         within=slopes.to_markdown(index=False, floatfmt=".3g") if slopes is not None else None,
+        intervention=done.to_markdown(index=False, floatfmt=".3g")
+        if done is not None and len(done)
+        else None,
     )
 
 

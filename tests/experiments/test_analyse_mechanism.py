@@ -15,6 +15,7 @@ from experiments.analyse.mechanism import (
     UNINFORMATIVE,
     agreement,
     floor_rows,
+    intervention,
     measure_rows,
     p_floor,
     seeds_needed,
@@ -202,3 +203,55 @@ def test_the_seeds_for_power_grow_with_the_spread_and_never_undercut_the_floor()
     protocols = {"p": {"comparisons": [{"name": f"c{i}"} for i in range(3)]}}
     n = pd.DataFrame(floor_rows(verdicts, protocols))["seeds_for_power"].tolist()
     assert n[0] == seeds_needed(3) and n[0] <= n[1] < n[2]
+
+
+def _gap(error_share, measure_share, n=10, seed=0):
+    """Seeds of a small, a large and an intervention arm closing the given shares of the gaps."""
+    rng = np.random.default_rng(seed)
+    small_e, small_x = 0.10 + rng.normal(0, 0.002, n), rng.normal(0, 0.05, n)
+    large_e, large_x = (
+        small_e + 0.02 + rng.normal(0, 0.002, n),
+        small_x + 1 + rng.normal(0, 0.05, n),
+    )
+    arm_e = large_e - error_share * 0.02 + rng.normal(0, 0.0005, n)
+    arm_x = large_x - measure_share * 1 + rng.normal(0, 0.05, n)
+    error = pd.DataFrame({"small": small_e, "large": large_e, "arm": arm_e})
+    return error, pd.DataFrame({"small": small_x, "large": large_x, "arm": arm_x})
+
+
+def test_an_intervention_that_moves_error_with_sharpness_has_ratio_one():
+    got = intervention(*_gap(0.5, 0.5), "arm", "large", "small", n_boot=500)
+    assert got["error_closed"] == pytest.approx(0.5, abs=0.1)
+    assert got["measure_closed"] == pytest.approx(0.5, abs=0.05)
+    assert got["ratio_low"] < 1 < got["ratio_high"]
+
+
+def test_flattening_without_closing_the_gap_has_ratio_near_zero():
+    got = intervention(*_gap(0.0, 1.0), "arm", "large", "small", n_boot=500)
+    assert got["measure_closed"] == pytest.approx(1.0, abs=0.05)
+    assert got["ratio_low"] < 0.2 and got["ratio_high"] < 0.5
+    # by hand: the point estimate is the ratio of the two shares of mean differences
+    e, x = _gap(0.0, 1.0)
+    share_e = (e["large"] - e["arm"]).mean() / (e["large"] - e["small"]).mean()
+    share_x = (x["large"] - x["arm"]).mean() / (x["large"] - x["small"]).mean()
+    assert got["ratio"] == pytest.approx(share_e / share_x)
+
+
+def test_a_declared_intervention_is_read_from_the_runs_and_metrics_tables():
+    from experiments.analyse.mechanism import intervention_rows
+
+    error, log_x = _gap(0.5, 0.5)
+    runs = pd.DataFrame(
+        [{"protocol": "q", "arm": a, "seed": s, "test_error": error.loc[s, a]}
+         for a in error for s in error.index]
+    )  # fmt: skip
+    metrics = pd.DataFrame(
+        [{"protocol": "q", "arm": a, "seed": s, "metric": "adaptive_worst_case_sharpness",
+          "value": math.exp(log_x.loc[s, a])} for a in log_x for s in log_x.index]
+    )  # fmt: skip
+    p = {"mechanism": {"primary": "adaptive_worst_case_sharpness",
+                       "intervention": {"arm": "arm", "large": "large", "small": "small"}}}  # fmt: skip
+    (row,) = intervention_rows("q", p, runs, metrics)
+    direct = intervention(error, log_x, "arm", "large", "small")
+    assert row["ratio"] == pytest.approx(direct["ratio"]) and row["n"] == 10
+    assert intervention_rows("q", {"mechanism": {"primary": "x"}}, runs, metrics) == []
