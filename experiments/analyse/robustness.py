@@ -328,6 +328,16 @@ def condition_values(p: dict, cond: dict, records: pd.DataFrame, choice: pd.Data
 MEASURES = ("adaptive_worst_case_sharpness", "keskar_sharpness")
 
 
+def _measures(p: dict, comparison: str) -> list[str]:
+    """The sharpness measures a mechanism part is read under: the protocol's ``mechanism`` block
+    (its primary for this comparison first, then the measures shown beside it; issue 27), then
+    the defaults above."""
+    m = p.get("mechanism") or {}
+    primary = (m.get("per_comparison") or {}).get(comparison, m.get("primary"))
+    named = [primary, *(m.get("secondary") or []), *MEASURES]
+    return [x for x in dict.fromkeys(named) if x]
+
+
 def _test_scale(part, wide: pd.DataFrame, a: str, b: str) -> pd.Series:
     return np.log(wide[a]) - np.log(wide[b]) if part.relative else wide[a] - wide[b]
 
@@ -415,7 +425,7 @@ def condition_table(
                                  list(cond["seeds"]), alpha)  # fmt: skip
                 readings.append(got[0]), infos.append(got[1])
             if part.part == "mechanism":
-                for measure in MEASURES:
+                for measure in _measures(p, c["name"]):
                     if measure in today and measure != part.quantity:
                         got = _condition(f"measure: {measure}", part, measure, c, today, None,
                                          list(p["seeds"]), alpha)  # fmt: skip
