@@ -268,15 +268,21 @@ def _check_comparisons(p: Mapping[str, Any], fail) -> None:
 def _check_conditions(p: Mapping[str, Any], fail) -> None:
     """A robustness block's conditions: unique names, final seeds among the protocol's (they pair
     with today's runs), search seeds disjoint from them, matched rates from arms of the protocol."""
-    conditions = (p.get("robustness") or {}).get("conditions") or []
+    r = p.get("robustness") or {}
+    if r and not set(r.get("seeds") or []) <= set(p["seeds"]):
+        extra = sorted(set(r.get("seeds") or []) - set(p["seeds"]))
+        fail(f"robustness.seeds: {extra} are not final seeds (the grid pairs with today's runs, "
+             f"x1 being the final runs of these seeds; final seeds: {p['seeds']})")  # fmt: skip
+    conditions = r.get("conditions") or []
     names = [c["name"] for c in conditions]
     if len(set(names)) != len(names):
         fail(f"robustness.conditions: names must be unique, got {names}")
     for c in conditions:
-        where = f"robustness.conditions.{c['name']}"
+        where = f"robustness.conditions[{c['name']}]"
         _check_seeds(c["seeds"], f"{where}.seeds", fail)
-        if not set(c["seeds"]) <= set(p["seeds"]):
-            fail(f"{where}.seeds: must be final seeds of the protocol (paired with today's runs)")
+        if extra := sorted(set(c["seeds"]) - set(p["seeds"])):
+            fail(f"{where}.seeds: {extra} are not final seeds (they pair with today's runs; final "
+                 f"seeds: {p['seeds']})")  # fmt: skip
         if c.get("search_seeds"):
             _check_seeds(c["search_seeds"], f"{where}.search_seeds", fail)
             if set(c["search_seeds"]) & set(p["seeds"]):
@@ -286,8 +292,13 @@ def _check_conditions(p: Mapping[str, Any], fail) -> None:
         if set(c.get("base") or {}) & {"lr", "seed", "name"}:
             fail(f"{where}.base: lr, seed and name are set by the protocol")
         for arm, source in (c.get("rates") or {}).items():
-            if arm not in p["arms"] or source["arm"] not in p["arms"] or source["arm"] == arm:
-                fail(f"{where}.rates.{arm}: needs an arm of the protocol taking another arm's rate")
+            arms = ", ".join(p["arms"])
+            if arm not in p["arms"]:
+                fail(f"{where}.rates: {arm!r} is not an arm (arms: {arms})")
+            if source["arm"] not in p["arms"] or source["arm"] == arm:
+                fail(
+                    f"{where}.rates.{arm}.arm: {source['arm']!r} must be another arm (arms: {arms})"
+                )
             if not 0 < float(source["factor"]) < float("inf"):
                 fail(f"{where}.rates.{arm}.factor must be a finite number > 0")
         within = c.get("reach_within")

@@ -5,7 +5,7 @@ A *condition* re-reads one comparison with one choice changed against today's (t
 sharpness measure; the rate rule and the schedule when their runs exist), on paired seeds, outside
 the report's Holm family. Each condition gets the verdict rule itself
 (:func:`experiments.analyse.verdicts.decide`: its sign-flip p, Holm-adjusted over that part's
-conditions, and its TOST against the part's margin), and is compared with today's reading seed by
+declared conditions, those not read yet counted with p = 1, and its TOST against the part's margin), and is compared with today's reading seed by
 seed; a shift counts only when it is significant (paired t, Holm over the conditions) and its
 interval lies beyond half the margin, so that a tiny but consistent shift is no "dependence".
 
@@ -111,10 +111,14 @@ def robustness_label(
     tail += f" [{'; '.join(aside)}]" if aside else ""
     if not read:
         return f"{UNTESTED}{tail}"
-    p_adj = holm([c.p for c in read])
+    # Holm over every declared condition, those not read counted with p = 1: a label does not
+    # change as later conditions arrive merely because the family it was adjusted over grew
+    unread = [1.0] * (len(conditions) - len(read))
+    p_adj = holm([c.p for c in read] + unread)[: len(read)]
     shifts = [c.p_shift for c in read]
     has_shift = [math.isfinite(x) for x in shifts]
-    shift_adj = iter(holm([x for x in shifts if math.isfinite(x)]) if any(has_shift) else [])
+    finite = [x for x in shifts if math.isfinite(x)]
+    shift_adj = iter(holm(finite + unread)[: len(finite)] if any(has_shift) else [])
     s = 1 if today_mean > 0 else -1
     depends, signless, weak = [], [], []
     for c, p, has in zip(read, p_adj, has_shift, strict=True):

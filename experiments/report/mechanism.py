@@ -73,7 +73,8 @@ def mechanism_lines(p: dict, tables: Path) -> list[str]:
             f"×{r.ratio:.3g} [{math.exp(r.log_low):.3g}, {math.exp(r.log_high):.3g}]"
             for r in shown.itertuples()
         ]
-    )[["comparison", "measure", "role", "invariant", "ratio_interval", "p", "way", "agreement"]]
+    )[["comparison", "measure", "role", "invariant", "ratio_interval", "seeds_up", "p", "way",
+       "agreement"]]  # fmt: skip
     w = within[within["protocol"] == p["name"]] if within is not None else within
     slopes = (
         w.assign(

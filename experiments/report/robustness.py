@@ -51,6 +51,7 @@ def robustness_lines(p: dict, tables: Path, figures: Path) -> list[str]:
         made=made,
         data=made.replace(".png", ".csv") if made else None,
         points=_points(curve) if curve is not None else [],
+        flips=_flips(curve) if curve is not None and len(curve) else [],
     )
 
 
@@ -66,9 +67,28 @@ def label_heads(tables: Path, protocols) -> dict[tuple[str, str], str]:
         today = labels[labels["condition"] == "today"]
         for comparison, parts in today.groupby("comparison", sort=False):
             heads[(name, comparison)] = "; ".join(
-                f"{r.part}: {r.label.split(' [')[0]}" for r in parts.itertuples()
+                f"{r.part}: {_short_label(r.label)}" for r in parts.itertuples()
             )
     return heads
+
+
+def _short_label(label: str) -> str:
+    """A label for the verdict table: its head, what it was read under, the conditions not
+    comparable named, those not run yet counted (``robustness_label`` writes the brackets)."""
+    head, *brackets = label.split(" [")
+    read, aside = "", []
+    for b in brackets:
+        b = b.rstrip("]")
+        if b.startswith("read under: "):
+            read = b.removeprefix("read under: ")
+        else:
+            aside += b.split("; ")
+    missed = [a.split(": not comparable")[0] for a in aside if ": not comparable" in a]
+    waiting = sum(": not run yet" in a for a in aside)
+    said = [f"read under {read}" if read else "nothing read"]
+    said += [f"{m}: not comparable (a seed missed its criterion)" for m in missed]
+    said += [f"{waiting} not run yet"] if waiting else []
+    return f"{head} ({'; '.join(said)})"
 
 
 def _reading(r: pd.Series) -> str:
@@ -80,6 +100,22 @@ def _reading(r: pd.Series) -> str:
         f"{scale * r['mean_diff']:+.2f}{unit} [{scale * r['ci_low']:+.2f}, "
         f"{scale * r['ci_high']:+.2f}], p {r['p']:.2g}"
     )
+
+
+def _flips(curve: pd.DataFrame) -> list[dict]:
+    """Grid points whose mean effect has the other sign from the same slice's ×1 point (the label
+    does not read the grid, so the section says where it would disagree)."""
+    out = []
+    for (comparison, moving), rows in curve.groupby(["comparison", "moving"], sort=False):
+        one = rows[np.isclose(rows["multiplier"], 1.0)]
+        if one.empty or not np.isfinite(one["mean"].iloc[0]):
+            continue
+        sign = np.sign(one["mean"].iloc[0])
+        for r in rows[rows["comparable"].astype(bool)].itertuples():
+            if np.isfinite(r.mean) and np.sign(r.mean) == -sign:
+                out.append({"comparison": comparison, "moving": moving, "multiplier": r.multiplier,
+                            "mean": r.mean, "low": r.low, "high": r.high})  # fmt: skip
+    return out
 
 
 def _points(curve: pd.DataFrame) -> list[dict]:

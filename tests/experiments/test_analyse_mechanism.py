@@ -12,6 +12,7 @@ import pytest
 from experiments.analyse.mechanism import (
     CONSISTENT,
     INCONSISTENT,
+    REVERSED_BETWEEN,
     UNINFORMATIVE,
     agreement,
     floor_rows,
@@ -70,18 +71,19 @@ def test_the_within_slope_is_least_squares_with_one_intercept_per_arm():
 
 
 @pytest.mark.parametrize(
-    "lo, hi, between, d_lo, d_hi, reading",
+    "lo, hi, between, d, j, reading",
     [
-        (0.01, 0.05, 0.03, -0.02, 0.02, CONSISTENT),
-        (-0.05, -0.01, -0.03, -0.02, 0.02, CONSISTENT),
-        (-0.01, 0.01, 0.03, -0.05, -0.01, INCONSISTENT),  # within − between excludes 0
-        (-0.05, -0.01, 0.03, -0.5, 0.5, INCONSISTENT),  # the other sign beyond doubt
-        (-0.01, 0.05, 0.03, -0.05, 0.03, UNINFORMATIVE),
-        (0.01, 0.05, math.nan, math.nan, math.nan, UNINFORMATIVE),
+        (0.01, 0.05, 0.03, (-0.02, 0.02), (-0.03, 0.03), CONSISTENT),
+        (-0.01, 0.01, 0.03, (-0.05, -0.01), (-0.06, -0.005), INCONSISTENT),  # both exclude 0
+        (-0.01, 0.01, 0.03, (-0.05, -0.01), (-0.06, 0.005), UNINFORMATIVE),  # the jackknife not
+        (-0.05, -0.01, 0.03, (-0.5, 0.5), (-0.5, 0.5), INCONSISTENT),  # the other sign for sure
+        (-0.01, 0.05, 0.03, (-0.05, 0.03), (-0.05, 0.03), UNINFORMATIVE),
+        (-0.05, -0.01, -0.03, (-0.02, 0.02), (-0.02, 0.02), REVERSED_BETWEEN),
+        (0.01, 0.05, math.nan, (math.nan, math.nan), (math.nan, math.nan), UNINFORMATIVE),
     ],
 )
-def test_every_branch_of_the_within_reading(lo, hi, between, d_lo, d_hi, reading):
-    assert within_reading(lo, hi, between, d_lo, d_hi) == reading
+def test_every_branch_of_the_within_reading(lo, hi, between, d, j, reading):
+    assert within_reading(lo, hi, between, *d, *j) == reading
 
 
 def test_floors_and_the_seeds_holm_needs():
@@ -255,3 +257,27 @@ def test_a_declared_intervention_is_read_from_the_runs_and_metrics_tables():
     direct = intervention(error, log_x, "arm", "large", "small")
     assert row["ratio"] == pytest.approx(direct["ratio"]) and row["n"] == 10
     assert intervention_rows("q", {"mechanism": {"primary": "x"}}, runs, metrics) == []
+
+
+def test_the_jackknife_interval_of_within_minus_between_by_hand():
+    from scipy import stats
+
+    x_a, y_a, x_b, y_b = _arms(0.01, 0.03, 0.004, seed=5)
+    got = within_arm(x_a, y_a, x_b, y_b, n_perm=100, n_boot=200)
+
+    def diff(k):
+        xa, ya, xb, yb = x_a[k], y_a[k], x_b[k], y_b[k]
+        m = len(k)
+        design = np.column_stack(
+            [np.r_[xa, xb], np.r_[np.ones(m), np.zeros(m)], np.r_[np.zeros(m), np.ones(m)]]
+        )
+        within = np.linalg.lstsq(design, np.r_[ya, yb], rcond=None)[0][0]
+        return within - (ya.mean() - yb.mean()) / (xa.mean() - xb.mean())
+
+    n = len(x_a)
+    leave = np.array([diff(np.delete(np.arange(n), i)) for i in range(n)])
+    se = np.sqrt((n - 1) / n * ((leave - leave.mean()) ** 2).sum())
+    centre = diff(np.arange(n))
+    q = stats.t.ppf(0.975, n - 1)
+    assert got["jack_low"] == pytest.approx(centre - q * se)
+    assert got["jack_high"] == pytest.approx(centre + q * se)

@@ -89,7 +89,7 @@ def test_the_search_and_finals_it_plans():
 @pytest.mark.parametrize(
     "condition, said",
     [
-        ("{name: a, why: w, seeds: [0, 11]}", "must be final seeds"),
+        ("{name: a, why: w, seeds: [0, 11]}", "[11] are not final seeds"),
         (
             "{name: a, why: w, seeds: [0, 1], search_seeds: [1, 100]}",
             "disjoint from the final seeds",
@@ -107,6 +107,15 @@ def test_a_malformed_condition_is_refused_naming_it(tmp_path, condition, said):
     start = text.index("  conditions:\n")
     end = text.index("\n\n", start)
     (tmp_path / "p.yaml").write_text(text[:start] + f"  conditions: [{condition}]" + text[end:])
-    with pytest.raises(ProtocolError, match="robustness.conditions.a") as err:
+    with pytest.raises(ProtocolError, match=r"robustness.conditions\[a\]") as err:
         load_protocol(tmp_path / "p.yaml")
     assert said in str(err.value)
+
+
+def test_grid_seeds_that_are_not_final_seeds_are_refused(tmp_path):
+    text = (CONF / "protocol" / "batch_size.yaml").read_text()
+    (tmp_path / "p.yaml").write_text(
+        text.replace("  seeds: [0, 1, 2, 3, 4, 5]\n", "  seeds: [0, 1, 12]\n", 1)
+    )
+    with pytest.raises(ProtocolError, match=r"robustness.seeds: \[12\] are not final seeds"):
+        load_protocol(tmp_path / "p.yaml")

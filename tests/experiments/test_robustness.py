@@ -252,7 +252,23 @@ def test_the_verdict_table_carries_each_claims_label_and_says_untested_without_o
         line.split("|")[1].strip(): line for line in table.splitlines() if line.startswith("| p")
     }
     assert (
-        rows["p/c"].rstrip(" |").endswith("effect: depends on rate (reverses); mechanism: robust")
+        rows["p/c"]
+        .rstrip(" |")
+        .endswith(
+            "effect: depends on rate (reverses) (read under rate); mechanism: robust (read under x)"
+        )
     )
     q = next(line for line in table.splitlines() if line.startswith("| q/d"))
     assert q.rstrip(" |").endswith("untested")
+
+
+def test_conditions_not_read_yet_count_in_the_holm_family():
+    # p 0.04 alone passes; with three more declared conditions not run yet it must not
+    alone = robustness_label("not reproduced", 0.002, [C("x", 0.004, 0.04, p_tost=0.3)],
+                             direction="greater", margin=M)  # fmt: skip
+    assert alone.startswith("depends on x (an effect, +)")
+    declared = [C("x", 0.004, 0.04, p_tost=0.3)] + [
+        Condition(n, "not run yet (0 of 20 runs)") for n in ("y", "z", "w")
+    ]
+    label = robustness_label("not reproduced", 0.002, declared, direction="greater", margin=M)
+    assert not label.startswith("depends") and "y: not run yet" in label
