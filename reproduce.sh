@@ -8,6 +8,8 @@
 #   ./reproduce.sh report     REPORT.md and every figure (with its CSV) from the committed tables alone
 #   ./reproduce.sh robust     the robustness runs the committed records (results/records) lack, then
 #                             the robustness tables from those records, then the report
+#   ./reproduce.sh intervention  SAM at the large batch (conf/protocol/intervention.yaml): its search,
+#                             runs and a family of its own -> results/tables/alone/intervention/
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -133,10 +135,18 @@ case "$mode" in
         "$VENV/bin/python" -m experiments.report --results results || die "the report failed"
         say "done in $((SECONDS - start))s: results/REPORT.md (commit results/records as batches finish)"
         ;;
+    intervention)
+        setup
+        say "the intervention (issue 27): SAM at the large batch beside batch_size's runs, its own family"
+        start=$SECONDS
+        "$VENV/bin/python" -m experiments.protocol all intervention --jobs "$JOBS" "$@" \
+            || die "the intervention's runs failed (rerun: finished runs are kept)"
+        say "done in $((SECONDS - start))s: results/tables/alone/intervention/REPORT.md"
+        ;;
     -h|--help|help)
-        sed -n '2,10p' "$0"
+        sed -n '2,12p' "$0"
         ;;
     *)
-        die "unknown mode '$mode'; use one of: quick (default), test, full, tune, report, robust"
+        die "unknown mode '$mode'; use one of: quick (default), test, full, tune, report, robust, intervention"
         ;;
 esac
