@@ -44,7 +44,7 @@ import numpy as np
 import pandas as pd
 
 from experiments.analyse.stats import holm, t_interval
-from experiments.analyse.tune import choose_rates, condition_rates, read_rates
+from experiments.analyse.tune import choose_rates, condition_rates, condition_search, read_rates
 from experiments.analyse.verdicts import (
     INCONCLUSIVE,
     NOT_COMPARABLE,
@@ -290,18 +290,8 @@ def condition_choice(p: dict, records: pd.DataFrame, rates: dict) -> pd.DataFram
     for cond in block(p).get("conditions") or []:
         search = _of_condition(records, SEARCH, cond["name"])
         choice = condition_rates(p, cond, robust_arms(p), rates, search)
-        moves = pd.DataFrame()
-        if len(search) and cond.get("search_seeds"):
-            within = cond.get("reach_within", (p.get("tune") or {}).get("reach_within", 1.0))
-            runs = search.rename(columns={"steps_trained": "steps"})
-            budget = {**p["base"], **(cond.get("base") or {})}.get("max_steps")
-            runs["within"] = [
-                s <= within * float((p["arms"][a] or {}).get("max_steps", budget))
-                for a, s in zip(runs["arm"], runs["steps"], strict=True)
-            ]
-            complete = [a for a in choice["arm"] if len(runs[runs["arm"] == a]) ==
-                        len(p["tune"]["grid"][a]) * len(cond["search_seeds"])]  # fmt: skip
-            moves = choice_stability(runs[runs["arm"].isin(complete)]) if complete else moves
+        runs = condition_search(p, cond, search)
+        moves = choice_stability(runs) if len(runs) else pd.DataFrame()
         for r in choice.itertuples():
             row = {"condition": cond["name"], **r._asdict()}
             row.pop("Index")

@@ -181,6 +181,27 @@ def tune(p: Mapping[str, Any], common: Mapping[str, Any], tables: Path, jobs: in
 # --- a robustness condition's rates (issue 26; experiments.conditions) -----------------------------
 
 
+def condition_search(
+    p: Mapping[str, Any], cond: Mapping[str, Any], search: pd.DataFrame
+) -> pd.DataFrame:
+    """A condition's search records as :func:`choose_rates` reads them (arm, lr, seed, reached,
+    val_error, steps, within: reached within ``reach_within``, the condition's or the protocol's,
+    of the arm's step budget), for the arms whose search is complete."""
+    columns = ["arm", "lr", "seed", "reached", "val_error", "steps", "within"]
+    if not len(search) or not cond.get("search_seeds"):
+        return pd.DataFrame(columns=columns)
+    within = cond.get("reach_within", (p.get("tune") or {}).get("reach_within", 1.0))
+    base = {**p["base"], **(cond.get("base") or {})}.get("max_steps")
+    runs = search.rename(columns={"steps_trained": "steps"})
+    budget = runs["arm"].map(lambda a: float((p["arms"][a] or {}).get("max_steps", base)))
+    runs = runs.assign(within=runs["steps"] <= within * budget)
+    planned = {
+        a: len(p["tune"]["grid"][a]) * len(cond["search_seeds"]) for a in runs["arm"].unique()
+    }
+    complete = runs.groupby("arm")["lr"].transform("size") >= runs["arm"].map(planned)
+    return runs.loc[complete, columns]
+
+
 def condition_rates(
     p: Mapping[str, Any],
     cond: Mapping[str, Any],
@@ -192,34 +213,21 @@ def condition_rates(
     or ``today``), and whether its finals must be run (``runs``). ``search``: the condition's search
     records (arm, lr, seed, reached, val_error, steps_trained); an arm whose search is not complete
     has no rate yet (NaN)."""
-    rows, within = [], cond.get("reach_within", (p.get("tune") or {}).get("reach_within", 1.0))
+    rows = []
     # a rate the condition leaves as it is reads today's runs, whatever the finals' budget: the
     # issue's "finals only where the choice differs" (``base`` overrides change every arm's runs)
     changes_runs = bool(cond.get("base"))
     matched = cond.get("rates") or {}
+    chosen = choose_rates(condition_search(p, cond, search))
     for arm in arms:
         lr, how = today[arm], "today"
         if arm in matched:
             source = matched[arm]
             lr, how = today[source["arm"]] * float(source["factor"]), "matched"
         elif cond.get("search_seeds"):
-            lr, how = _searched(p, cond, arm, search, within), "search"
+            picked = chosen[(chosen["arm"] == arm) & chosen["chosen"]]["lr"]
+            lr, how = (float(picked.iloc[0]) if len(picked) else math.nan), "search"
         same = math.isfinite(lr) and math.isclose(lr, today[arm], rel_tol=1e-9)
         rows.append({"arm": arm, "today_lr": today[arm], "lr": lr, "how": how,
                      "runs": math.isfinite(lr) and (changes_runs or not same)})  # fmt: skip
     return pd.DataFrame(rows)
-
-
-def _searched(p, cond, arm: str, search: pd.DataFrame, within: float) -> float:
-    grid, seeds = p["tune"]["grid"][arm], list(cond["search_seeds"])
-    mine = search[search["arm"] == arm] if len(search) else search
-    if len(mine) < len(grid) * len(seeds):
-        return math.nan
-    budget = {**p["base"], **(cond.get("base") or {})}.get("max_steps")
-    budget = (p["arms"][arm] or {}).get("max_steps", budget)
-    runs = mine.rename(columns={"steps_trained": "steps"}).assign(
-        within=lambda d: d["steps"] <= within * float(budget)
-    )
-    table = choose_rates(runs[["arm", "lr", "seed", "reached", "val_error", "steps", "within"]])
-    chosen = table[table["chosen"]]
-    return float(chosen["lr"].iloc[0]) if len(chosen) else math.nan
