@@ -52,6 +52,7 @@ def robustness_lines(p: dict, tables: Path, figures: Path) -> list[str]:
         data=made.replace(".png", ".csv") if made else None,
         points=_points(curve) if curve is not None else [],
         flips=_flips(curve) if curve is not None and len(curve) else [],
+        budget=(labels["condition"] == "endpoint: whole step budget").any(),
     )
 
 
